@@ -1,0 +1,223 @@
+/* finch demo: every stage in order, on BANKING77 when the public data is
+ * present, else on the project's bundled sample. */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "augment/augment.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "core/config.h"
+#include "core/paths.h"
+#include "distill/distill.h"
+#include "evaluate/evaluate.h"
+#include "ingest/ingest.h"
+#include "serve/serve.h"
+
+#ifndef FINCH_SOURCE_DIR
+#define FINCH_SOURCE_DIR "."
+#endif
+
+typedef struct {
+  char buf[4096];
+  size_t len;
+} body;
+
+static size_t on_body(char *p, size_t size, size_t n, void *ctx) {
+  body *b = ctx;
+  size_t k = size * n, room = sizeof b->buf - 1 - b->len;
+  memcpy(b->buf + b->len, p, k < room ? k : room);
+  b->len += k < room ? k : room;
+  b->buf[b->len] = '\0';
+  return k;
+}
+
+/* POSTs {"text": text} to the server and prints the answer. */
+static int ask(unsigned port, const char *text, char *intent, size_t n) {
+  CURL *c = curl_easy_init();
+  if (!c) return -1;
+  json_t *req = json_pack("{s:s}", "text", text);
+  char *payload = json_dumps(req, JSON_COMPACT);
+  json_decref(req);
+  char url[64];
+  snprintf(url, sizeof url, "http://127.0.0.1:%u/v1/intent", port);
+  struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+  body b = {.len = 0};
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+  CURLcode rc = curl_easy_perform(c);
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_slist_free_all(h);
+  curl_easy_cleanup(c);
+  free(payload);
+  if (rc != CURLE_OK) {
+    fprintf(stderr, "finch demo: request failed: %s\n", curl_easy_strerror(rc));
+    return -1;
+  }
+  printf("  POST /v1/intent {\"text\": \"%s\"}\n  -> %ld %s\n", text, status, b.buf);
+  json_t *ans = json_loads(b.buf, 0, NULL);
+  const char *got = json_string_value(json_object_get(ans, "intent"));
+  snprintf(intent, n, "%s", got ? got : "");
+  json_decref(ans);
+  return status == 200 ? 0 : -1;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int finch_cmd_demo(int argc, char **argv) {
+  cli_opt opts[] = {
+      {"input", 'i', "FILE", "banking77-format CSV to use (default: BANKING77 from the data directory, "
+                             "else data/sample/banking_sample.csv)", NULL},
+      {"sample", 0, NULL, "use the bundled sample even when BANKING77 is present", NULL},
+      {"dataset", 'd', "NAME", "dataset name (default banking77, or sample for the bundled sample)", NULL},
+      {"seed", 0, "N", "seed for the holdout, augmentation and training (default 42)", NULL},
+      {"teacher-epochs", 0, "N", "teacher epochs (default: model default)", NULL},
+      {"student-epochs", 0, "N", "student epochs (default: model default)", NULL},
+      {"json", 0, NULL, "print a JSON summary as the last line", NULL},
+  };
+  cli_cmd cmd = {"demo", "[options]",
+                 "Run every stage in order on the embedded database: ingest (10% stratified holdout),\n"
+                 "augment, distill (teacher, then student), compile (int8), eval of teacher and student on\n"
+                 "the holdout (Markdown reports), and serve, answering one request over HTTP.",
+                 NULL, opts, sizeof opts / sizeof opts[0]};
+  const char *pos[1];
+  size_t npos;
+  int rc = cli_parse(&cmd, argc, argv, pos, 0, &npos);
+  if (rc) return rc == 1 ? 0 : 2;
+  long long seed = finch_config_int("seed"), te = 0, se = 0;
+  if (cli_get_long(&cmd, "seed", &seed) || cli_get_long(&cmd, "teacher-epochs", &te) ||
+      cli_get_long(&cmd, "student-epochs", &se))
+    return 2;
+
+  double t_start = now_s();
+  char input[PATH_MAX], data[PATH_MAX];
+  const char *dataset = "banking77";
+  finch_data_dir(data, sizeof data);
+  if (cli_get(&cmd, "input")) {
+    snprintf(input, sizeof input, "%s", cli_get(&cmd, "input"));
+  } else {
+    snprintf(input, sizeof input, "%s/banking77/train.csv", data);
+    if (cli_get(&cmd, "sample") || !finch_file_exists(input)) {
+      if (!cli_get(&cmd, "sample"))
+        printf("BANKING77 not found at %s; using the bundled sample\n", input);
+      snprintf(input, sizeof input, "%s/data/sample/banking_sample.csv", FINCH_SOURCE_DIR);
+      dataset = "sample";
+    }
+  }
+  if (cli_get(&cmd, "dataset")) dataset = cli_get(&cmd, "dataset");
+
+  finch_db *db = cli_db_open();
+  if (!db) return 1;
+  finch_err err;
+  int code = 1;
+  finch_server *srv = NULL;
+  finch_eval_result ev_t = {0}, ev_s = {0};
+
+  printf("[1/6] ingest %s -> dataset %s\n", input, dataset);
+  finch_ingest_result ir;
+  finch_ingest_opts io = {.source = input, .format = "banking77", .dataset = dataset,
+                          .holdout = finch_config_float("holdout"), .seed = (unsigned long long)seed};
+  if (finch_ingest_run(db, &io, &ir, &err)) goto fail;
+  printf("  %lld rows read, %lld inserted (%lld dev), %lld already present, %lld rejected\n", ir.read, ir.inserted,
+         ir.dev, ir.duplicate, ir.rejected);
+
+  printf("[2/6] augment (EDA: random deletion and swap, 2 variants per training row)\n");
+  finch_augment_result ar;
+  finch_augment_opts ao = {.dataset = dataset, .seed = (unsigned long long)seed};
+  if (finch_augment_run(db, &ao, &ar, &err)) goto fail;
+  printf("  %lld parents, %lld variants, %lld new rows\n", ar.parents, ar.generated, ar.inserted);
+
+  printf("[3/6] distill: teacher, then student on soft + hard labels\n");
+  finch_distill_result dr;
+  finch_distill_opts dopt = {.dataset = dataset, .seed = (unsigned long long)seed, .alpha = 0.5f,
+                             .temperature = 2.0f, .teacher_epochs = (int)te, .student_epochs = (int)se,
+                             .device = finch_config_get("device"), .quiet = 1};
+  if (finch_distill_run(db, &dopt, &dr, &err)) goto fail;
+  printf("  teacher: %lld parameters, trained in %.1f s\n  student: %lld parameters, trained in %.1f s\n",
+         dr.teacher_params, dr.teacher_seconds, dr.student_params, dr.student_seconds);
+
+  printf("[4/6] compile the student (int8 weights)\n");
+  char models[PATH_MAX], out[PATH_MAX + 64], sid[32];
+  if (finch_home_subdir("models", models, sizeof models, &err)) goto fail;
+  snprintf(out, sizeof out, "%s/%s-student-q8.fnm", models, dataset);
+  snprintf(sid, sizeof sid, "%lld", dr.student_id);
+  finch_compile_result cr;
+  finch_compile_opts co = {.model = sid, .out = out, .dtype = "q8"};
+  if (finch_compile_run(db, &co, &cr, &err)) goto fail;
+  printf("  %s (%lld bytes), model %lld\n", out, cr.bytes, cr.model_id);
+
+  printf("[5/6] eval on the holdout (split dev)\n");
+  char tid[32], cid[32];
+  snprintf(tid, sizeof tid, "%lld", dr.teacher_id);
+  snprintf(cid, sizeof cid, "%lld", cr.model_id);
+  char cmdline_t[256], cmdline_s[256];
+  snprintf(cmdline_t, sizeof cmdline_t, "finch eval --model %s --dataset %s --split dev", tid, dataset);
+  snprintf(cmdline_s, sizeof cmdline_s, "finch eval --model %s --dataset %s --split dev", cid, dataset);
+  finch_eval_opts eo = {.model = tid, .dataset = dataset, .split = "dev", .command_line = cmdline_t};
+  if (finch_eval_run(db, &eo, &ev_t, &err)) goto fail;
+  eo.model = cid;
+  eo.command_line = cmdline_s;
+  if (finch_eval_run(db, &eo, &ev_s, &err)) goto fail;
+  long long majority = 0;
+  {
+    const char *p[] = {dataset};
+    PGresult *r = finch_db_query(db,
+        "SELECT count(*) FROM utterances u JOIN datasets d ON d.id = u.dataset_id WHERE d.name = $1"
+        " AND u.split = 'dev' GROUP BY u.label ORDER BY 1 DESC LIMIT 1", 1, p, &err);
+    if (!r) goto fail;
+    majority = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+  }
+  printf("  teacher accuracy %.4f (macro-F1 %.4f) on %lld holdout rows; report %s\n", ev_t.accuracy,
+         ev_t.macro_f1, ev_t.n, ev_t.report_path);
+  printf("  student accuracy %.4f (macro-F1 %.4f), int8, %lld bytes; report %s\n", ev_s.accuracy, ev_s.macro_f1,
+         cr.bytes, ev_s.report_path);
+  printf("  majority-class baseline %.4f\n", ev_s.n ? (double)majority / (double)ev_s.n : 0.0);
+
+  printf("[6/6] serve the student on loopback\n");
+  finch_serve_opts so = {.model_path = out, .host = "127.0.0.1", .port = 0, .max_body = 65536, .threads = 2};
+  if (finch_server_start(&srv, &so, &err)) goto fail;
+  char intent[128];
+  if (ask(finch_server_port(srv), "my card still hasn't arrived", intent, sizeof intent) != 0) {
+    fprintf(stderr, "finch demo: the server did not answer\n");
+    goto done;
+  }
+  double wall = now_s() - t_start;
+  printf("\nteacher holdout accuracy %.4f, student holdout accuracy %.4f\n", ev_t.accuracy, ev_s.accuracy);
+  printf("student model file: %s (see finch models list)\nreport: %s\ndemo wall time: %.1f s\n", out,
+         ev_s.report_path, wall);
+  if (cli_get(&cmd, "json")) {
+    json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:s, s:s, s:s, s:f}", "dataset", dataset, "n_train",
+                          (json_int_t)dr.n_train, "n_dev", (json_int_t)ev_s.n, "teacher_accuracy", ev_t.accuracy,
+                          "student_accuracy", ev_s.accuracy, "majority_accuracy",
+                          ev_s.n ? (double)majority / (double)ev_s.n : 0.0, "student_model", out, "report",
+                          ev_s.report_path, "served_intent", intent, "wall_seconds", wall);
+    char *s = json_dumps(j, JSON_COMPACT);
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
+  }
+  code = 0;
+  goto done;
+fail:
+  cli_fail(&err);
+done:
+  if (srv) finch_server_stop(srv);
+  finch_eval_result_free(&ev_t);
+  finch_eval_result_free(&ev_s);
+  finch_db_close(db);
+  return code;
+}

@@ -1,0 +1,279 @@
+/* The CLI of the batch stages: ingest, augment, distill, compile, eval, models. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "augment/augment.h"
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "core/config.h"
+#include "core/models.h"
+#include "distill/distill.h"
+#include "evaluate/evaluate.h"
+#include "ingest/ingest.h"
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Parses; returns -1 to go on, else the exit code. */
+static int parse(cli_cmd *cmd, int argc, char **argv, const char **pos, size_t maxpos, size_t *npos) {
+  int rc = cli_parse(cmd, argc, argv, pos, maxpos, npos);
+  return rc == 0 ? -1 : rc == 1 ? 0 : 2;
+}
+
+int finch_cmd_ingest(int argc, char **argv) {
+  cli_opt opts[] = {
+      {"format", 'f', "FMT", "input format: banking77 (CSV with header text,category)", NULL},
+      {"dataset", 'd', "NAME", "dataset to load into (created on first use)", NULL},
+      {"holdout", 0, "F", "share of each intent marked split 'dev', seeded and stratified (default 0.1)", NULL},
+      {"seed", 0, "N", "seed of the holdout (default: setting seed, 42)", NULL},
+      {"batch", 0, "ROWS", "rows per COPY batch and transaction (default 5000)", NULL},
+      {"json", 0, NULL, "print the run summary as JSON", NULL},
+  };
+  cli_cmd cmd = {"ingest", "--format FMT --dataset NAME [options] PATH|-",
+                 "Normalise, hash and load labelled utterances. Rows that cannot be read are counted,\n"
+                 "stored in ingest_rejects with file, line and reason, and skipped. Re-running inserts nothing new.",
+                 NULL, opts, N(opts)};
+  const char *pos[1];
+  size_t npos;
+  int rc = parse(&cmd, argc, argv, pos, 1, &npos);
+  if (rc >= 0) return rc;
+  double holdout = finch_config_float("holdout");
+  long long seed = finch_config_int("seed"), batch = 0;
+  if (cli_get_double(&cmd, "holdout", &holdout) || cli_get_long(&cmd, "seed", &seed) ||
+      cli_get_long(&cmd, "batch", &batch))
+    return 2;
+  if (npos != 1 || !cli_get(&cmd, "format") || !cli_get(&cmd, "dataset")) {
+    cli_usage(&cmd, stderr);
+    return 2;
+  }
+  finch_ingest_opts o = {.source = pos[0], .format = cli_get(&cmd, "format"), .dataset = cli_get(&cmd, "dataset"),
+                         .holdout = holdout, .seed = (unsigned long long)seed,
+                         .batch_rows = batch > 0 ? (size_t)batch : 0};
+  finch_db *db = cli_db_open();
+  if (!db) return 1;
+  finch_ingest_result r;
+  finch_err err;
+  finch_status st = finch_ingest_run(db, &o, &r, &err);
+  finch_db_close(db);
+  if (st) return cli_fail(&err);
+  if (cli_get(&cmd, "json"))
+    printf("{\"run_id\": %lld, \"read\": %lld, \"inserted\": %lld, \"duplicate\": %lld, \"rejected\": %lld, "
+           "\"dev\": %lld}\n", r.run_id, r.read, r.inserted, r.duplicate, r.rejected, r.dev);
+  else
+    printf("ingest run %lld: %lld rows read, %lld inserted (%lld dev), %lld already present, %lld rejected%s\n",
+           r.run_id, r.read, r.inserted, r.dev, r.duplicate, r.rejected,
+           r.inserted == 0 && r.read > 0 ? " - nothing new to load" : "");
+  return 0;
+}
+
+int finch_cmd_augment(int argc, char **argv) {
+  cli_opt opts[] = {
+      {"dataset", 'd', "NAME", "dataset whose training rows are the parents", NULL},
+      {"target", 'n', "N", "augmented rows wanted in total (default 2 per parent)", NULL},
+      {"seed", 0, "N", "seed (default: setting seed, 42)", NULL},
+      {"p-delete", 0, "P", "EDA: probability of deleting each word (default 0.1)", NULL},
+      {"swaps", 0, "K", "EDA: random word swaps per variant (default 1)", NULL},
+      {"json", 0, NULL, "print the summary as JSON", NULL},
+  };
+  cli_cmd cmd = {"augment", "--dataset NAME [options]",
+                 "Add label-preserving EDA variants (random deletion and swap) of the training rows,\n"
+                 "each linked to its parent. Dev and test rows are never parents.",
+                 NULL, opts, N(opts)};
+  const char *pos[1];
+  size_t npos;
+  int rc = parse(&cmd, argc, argv, pos, 0, &npos);
+  if (rc >= 0) return rc;
+  long long target = 0, seed = finch_config_int("seed"), swaps = 0;
+  double pdel = 0;
+  if (cli_get_long(&cmd, "target", &target) || cli_get_long(&cmd, "seed", &seed) ||
+      cli_get_long(&cmd, "swaps", &swaps) || cli_get_double(&cmd, "p-delete", &pdel))
+    return 2;
+  if (!cli_get(&cmd, "dataset")) {
+    cli_usage(&cmd, stderr);
+    return 2;
+  }
+  finch_augment_opts o = {.dataset = cli_get(&cmd, "dataset"), .target = target,
+                          .seed = (unsigned long long)seed, .p_delete = pdel, .n_swap = (int)swaps};
+  finch_db *db = cli_db_open();
+  if (!db) return 1;
+  finch_augment_result r;
+  finch_err err;
+  finch_status st = finch_augment_run(db, &o, &r, &err);
+  finch_db_close(db);
+  if (st) return cli_fail(&err);
+  if (cli_get(&cmd, "json"))
+    printf("{\"run_id\": %lld, \"parents\": %lld, \"generated\": %lld, \"inserted\": %lld}\n", r.run_id,
+           r.parents, r.generated, r.inserted);
+  else
+    printf("augment run %lld: %lld parents, %lld variants generated, %lld new rows stored\n", r.run_id,
+           r.parents, r.generated, r.inserted);
+  return 0;
+}
+
+int finch_cmd_distill(int argc, char **argv) {
+  cli_opt opts[] = {
+      {"dataset", 'd', "NAME", "dataset to train on (split train; split dev measures)", NULL},
+      {"alpha", 0, "A", "weight of the teacher's soft labels in the student's loss (default 0.5)", NULL},
+      {"temperature", 0, "T", "softmax temperature of the soft labels (default 2)", NULL},
+      {"teacher-epochs", 0, "N", "teacher training epochs (default: model default)", NULL},
+      {"student-epochs", 0, "N", "student training epochs (default: model default)", NULL},
+      {"seed", 0, "N", "seed for initialisation, dropout and shuffling (default 42)", NULL},
+      {"device", 0, "DEV", "cpu, cuda or auto (default: setting device, auto)", NULL},
+      {"json", 0, NULL, "print the summary as JSON", NULL},
+  };
+  cli_cmd cmd = {"distill", "--dataset NAME [options]",
+                 "Train a teacher, then a smaller student on the teacher's temperature-softened\n"
+                 "probabilities and the hard labels; register both models with their dev accuracy.",
+                 NULL, opts, N(opts)};
+  const char *pos[1];
+  size_t npos;
+  int rc = parse(&cmd, argc, argv, pos, 0, &npos);
+  if (rc >= 0) return rc;
+  double alpha = 0.5, tau = 2.0;
+  long long te = 0, se = 0, seed = finch_config_int("seed");
+  if (cli_get_double(&cmd, "alpha", &alpha) || cli_get_double(&cmd, "temperature", &tau) ||
+      cli_get_long(&cmd, "teacher-epochs", &te) || cli_get_long(&cmd, "student-epochs", &se) ||
+      cli_get_long(&cmd, "seed", &seed))
+    return 2;
+  if (!cli_get(&cmd, "dataset")) {
+    cli_usage(&cmd, stderr);
+    return 2;
+  }
+  if (alpha < 0 || alpha > 1 || tau <= 0) {
+    fprintf(stderr, "finch distill: --alpha must be in [0,1] and --temperature above 0\n");
+    return 2;
+  }
+  finch_distill_opts o = {.dataset = cli_get(&cmd, "dataset"), .seed = (unsigned long long)seed,
+                          .alpha = (float)alpha, .temperature = (float)tau, .teacher_epochs = (int)te,
+                          .student_epochs = (int)se,
+                          .device = cli_get(&cmd, "device") ? cli_get(&cmd, "device") : finch_config_get("device")};
+  finch_db *db = cli_db_open();
+  if (!db) return 1;
+  finch_distill_result r;
+  finch_err err;
+  finch_status st = finch_distill_run(db, &o, &r, &err);
+  finch_db_close(db);
+  if (st) return cli_fail(&err);
+  if (cli_get(&cmd, "json"))
+    printf("{\"teacher\": {\"id\": %lld, \"path\": \"%s\", \"params\": %lld, \"dev_accuracy\": %.6f, "
+           "\"train_seconds\": %.3f}, \"student\": {\"id\": %lld, \"path\": \"%s\", \"params\": %lld, "
+           "\"dev_accuracy\": %.6f, \"train_seconds\": %.3f}, \"n_train\": %lld, \"n_dev\": %lld}\n",
+           r.teacher_id, r.teacher_path, r.teacher_params, r.teacher_dev_acc, r.teacher_seconds, r.student_id,
+           r.student_path, r.student_params, r.student_dev_acc, r.student_seconds, r.n_train, r.n_dev);
+  else
+    printf("teacher: model %lld, %lld parameters, dev accuracy %.4f\n"
+           "student: model %lld, %lld parameters, dev accuracy %.4f\n",
+           r.teacher_id, r.teacher_params, r.teacher_dev_acc, r.student_id, r.student_params, r.student_dev_acc);
+  return 0;
+}
+
+int finch_cmd_compile(int argc, char **argv) {
+  cli_opt opts[] = {
+      {"model", 'm', "ID|FILE", "registered model id or model file", NULL},
+      {"output", 'o', "FILE", "where to write the compiled model file", NULL},
+      {"dtype", 0, "TYPE", "weight storage: q8 (int8, a scale per row; default) or f32", NULL},
+  };
+  cli_cmd cmd = {"compile", "--model ID -o FILE [--dtype q8|f32]",
+                 "Write a model as a single deployable file (format: nn/modelfile.h) with its SHA-256,\n"
+                 "and register it as stage 'compiled'.",
+                 NULL, opts, N(opts)};
+  const char *pos[1];
+  size_t npos;
+  int rc = parse(&cmd, argc, argv, pos, 0, &npos);
+  if (rc >= 0) return rc;
+  if (!cli_get(&cmd, "model") || !cli_get(&cmd, "output")) {
+    cli_usage(&cmd, stderr);
+    return 2;
+  }
+  finch_compile_opts o = {cli_get(&cmd, "model"), cli_get(&cmd, "output"), cli_get(&cmd, "dtype")};
+  finch_db *db = cli_db_open();
+  if (!db) return 1;
+  finch_compile_result r;
+  finch_err err;
+  finch_status st = finch_compile_run(db, &o, &r, &err);
+  finch_db_close(db);
+  if (st) return cli_fail(&err);
+  printf("compiled model %lld: %s (%lld bytes, sha256 %s)\n", r.model_id, o.out, r.bytes, r.sha256);
+  return 0;
+}
+
+int finch_cmd_eval(int argc, char **argv) {
+  cli_opt opts[] = {
+      {"model", 'm', "ID|FILE", "registered model id or model file (teacher or student)", NULL},
+      {"format", 'f', "FMT", "format of --input: banking77", NULL},
+      {"input", 'i', "FILE", "labelled file to evaluate on", NULL},
+      {"dataset", 'd', "NAME", "evaluate on rows of this dataset instead of a file", NULL},
+      {"split", 0, "SPLIT", "with --dataset: train, dev or test (default dev)", NULL},
+      {"json", 0, NULL, "print the metrics as one JSON object", NULL},
+  };
+  cli_cmd cmd = {"eval", "--model M (--format banking77 --input FILE | --dataset NAME [--split dev]) [--json]",
+                 "Measure accuracy, macro-F1, calibration and latency; store the run in eval_reports and\n"
+                 "write a Markdown report under $FINCH_HOME/reports.",
+                 NULL, opts, N(opts)};
+  const char *pos[1];
+  size_t npos;
+  int rc = parse(&cmd, argc, argv, pos, 0, &npos);
+  if (rc >= 0) return rc;
+  if (!cli_get(&cmd, "model") || (!cli_get(&cmd, "input") == !cli_get(&cmd, "dataset"))) {
+    cli_usage(&cmd, stderr);
+    return 2;
+  }
+  finch_eval_opts o = {.model = cli_get(&cmd, "model"), .format = cli_get(&cmd, "format"),
+                       .input = cli_get(&cmd, "input"), .dataset = cli_get(&cmd, "dataset"),
+                       .split = cli_get(&cmd, "split"), .command_line = cli_command_line()};
+  finch_db *db = cli_db_open();
+  if (!db) return 1;
+  finch_eval_result r;
+  finch_err err;
+  finch_status st = finch_eval_run(db, &o, &r, &err);
+  finch_db_close(db);
+  if (st) {
+    finch_eval_result_free(&r);
+    return cli_fail(&err);
+  }
+  if (cli_get(&cmd, "json"))
+    printf("%s\n", r.json);
+  else
+    printf("n %lld, accuracy %.4f, macro-F1 %.4f\nreport %lld: %s\n", r.n, r.accuracy, r.macro_f1, r.report_id,
+           r.report_path);
+  finch_eval_result_free(&r);
+  return 0;
+}
+
+int finch_cmd_models(int argc, char **argv) {
+  cli_opt opts[] = {{"json", 0, NULL, "print a JSON array", NULL}};
+  cli_cmd cmd = {"models", "list [--json]", "List every registered model.", NULL, opts, N(opts)};
+  const char *pos[1];
+  size_t npos;
+  int rc = parse(&cmd, argc, argv, pos, 1, &npos);
+  if (rc >= 0) return rc;
+  if (npos != 1 || strcmp(pos[0], "list") != 0) {
+    cli_usage(&cmd, stderr);
+    return 2;
+  }
+  finch_db *db = cli_db_open();
+  if (!db) return 1;
+  finch_err err;
+  if (cli_get(&cmd, "json")) {
+    char *json;
+    finch_status st = finch_models_list_json(db, &json, &err);
+    finch_db_close(db);
+    if (st) return cli_fail(&err);
+    printf("%s\n", json);
+    free(json);
+    return 0;
+  }
+  PGresult *r = finch_db_query(db,
+      "SELECT m.id, m.kind, m.stage, m.dtype, m.params, m.bytes, coalesce(m.metrics->>'dev_accuracy', ''),"
+      " m.path FROM models m ORDER BY m.id", 0, NULL, &err);
+  finch_db_close(db);
+  if (!r) return cli_fail(&err);
+  printf("%-5s %-8s %-9s %-5s %10s %10s %8s  %s\n", "id", "kind", "stage", "dtype", "params", "bytes", "dev_acc",
+         "path");
+  for (int i = 0; i < PQntuples(r); i++)
+    printf("%-5s %-8s %-9s %-5s %10s %10s %8.8s  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+           PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), PQgetvalue(r, i, 6),
+           PQgetvalue(r, i, 7));
+  PQclear(r);
+  return 0;
+}

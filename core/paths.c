@@ -1,0 +1,64 @@
+#include "core/paths.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/config.h"
+
+#ifndef FINCH_SOURCE_DIR
+#define FINCH_SOURCE_DIR "."
+#endif
+
+finch_status finch_mkdirs(const char *path, unsigned mode, finch_err *err) {
+  char tmp[PATH_MAX];
+  if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
+    return finch_err_set(err, FINCH_EINVAL, "path too long: %s", path);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(tmp, mode) != 0 && errno != EEXIST)
+      return finch_err_set(err, FINCH_EIO, "mkdir %s: %s", tmp, strerror(errno));
+    *p = '/';
+  }
+  if (mkdir(tmp, mode) != 0 && errno != EEXIST)
+    return finch_err_set(err, FINCH_EIO, "mkdir %s: %s", tmp, strerror(errno));
+  return FINCH_OK;
+}
+
+finch_status finch_home_dir(char *buf, size_t n, finch_err *err) {
+  const char *home = finch_config_get("home");
+  finch_status st = finch_mkdirs(home, 0755, err);
+  if (st) return st;
+  char abs[PATH_MAX];
+  if (!realpath(home, abs)) return finch_err_set(err, FINCH_EIO, "%s: %s", home, strerror(errno));
+  if (snprintf(buf, n, "%s", abs) >= (int)n)
+    return finch_err_set(err, FINCH_EINVAL, "path too long: %s", abs);
+  return FINCH_OK;
+}
+
+finch_status finch_home_subdir(const char *sub, char *buf, size_t n, finch_err *err) {
+  char home[PATH_MAX];
+  finch_status st = finch_home_dir(home, sizeof home, err);
+  if (st) return st;
+  if (snprintf(buf, n, "%s/%s", home, sub) >= (int)n)
+    return finch_err_set(err, FINCH_EINVAL, "path too long: %s/%s", home, sub);
+  return finch_mkdirs(buf, 0755, err);
+}
+
+void finch_data_dir(char *buf, size_t n) {
+  const char *d = finch_config_get("data_dir");
+  if (d && *d)
+    snprintf(buf, n, "%s", d);
+  else
+    snprintf(buf, n, "%s/../shared/data", FINCH_SOURCE_DIR);
+}
+
+int finch_file_exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}

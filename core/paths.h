@@ -1,0 +1,21 @@
+/* Where finch keeps and finds things. */
+#ifndef FINCH_CORE_PATHS_H
+#define FINCH_CORE_PATHS_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+
+/* Absolute path of $FINCH_HOME (setting "home"), created when missing. */
+finch_status finch_home_dir(char *buf, size_t n, finch_err *err);
+/* Absolute path of home/sub, created (with parents) when missing. */
+finch_status finch_home_subdir(const char *sub, char *buf, size_t n, finch_err *err);
+/* The data directory: setting "data_dir", else ../shared/data beside the
+ * source checkout. Not checked for existence. */
+void finch_data_dir(char *buf, size_t n);
+/* mkdir -p with the given mode. */
+finch_status finch_mkdirs(const char *path, unsigned mode, finch_err *err);
+/* 1 when path exists and is a regular file. */
+int finch_file_exists(const char *path);
+
+#endif

@@ -1,0 +1,73 @@
+#include "core/text.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+int finch_utf8_valid(const char *s, size_t len, size_t *bad_offset) {
+  const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)s;
+  size_t i = 0;
+  while (i < len) {
+    utf8proc_int32_t cp;
+    utf8proc_ssize_t n = utf8proc_iterate(p + i, (utf8proc_ssize_t)(len - i), &cp);
+    if (n <= 0 || cp < 0) {
+      if (bad_offset) *bad_offset = i;
+      return 0;
+    }
+    i += (size_t)n;
+  }
+  return 1;
+}
+
+static int is_space_cp(utf8proc_int32_t cp) {
+  if (cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r' || cp == 0x0b || cp == 0x0c) return 1;
+  utf8proc_category_t c = utf8proc_category(cp);
+  return c == UTF8PROC_CATEGORY_ZS || c == UTF8PROC_CATEGORY_ZL || c == UTF8PROC_CATEGORY_ZP;
+}
+
+static int is_dropped_cp(utf8proc_int32_t cp) {
+  utf8proc_category_t c = utf8proc_category(cp);
+  /* Controls that STRIPCC leaves, the byte-order mark and zero-width space:
+   * invisible, and they would split tokens that look identical. */
+  return c == UTF8PROC_CATEGORY_CC || cp == 0xFEFF || cp == 0x200B;
+}
+
+finch_status finch_text_normalize(const char *in, size_t len, int flags, char **out, finch_err *err) {
+  *out = NULL;
+  size_t bad;
+  if (!finch_utf8_valid(in, len, &bad))
+    return finch_err_set(err, FINCH_EFORMAT, "invalid UTF-8 at byte %zu", bad);
+  utf8proc_uint8_t *mapped = NULL;
+  int opts = UTF8PROC_COMPOSE | UTF8PROC_COMPAT | UTF8PROC_STRIPCC;
+  if (flags & FINCH_TEXT_FOLD) opts |= UTF8PROC_CASEFOLD;
+  utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)in, (utf8proc_ssize_t)len, &mapped,
+                                    (utf8proc_option_t)opts);
+  if (n < 0)
+    return finch_err_set(err, FINCH_EFORMAT, "normalisation failed: %s", utf8proc_errmsg(n));
+  /* Collapse white space in place; the output is never longer than the input. */
+  char *res = malloc((size_t)n + 1);
+  if (!res) {
+    free(mapped);
+    return finch_err_set(err, FINCH_ENOMEM, "out of memory normalising %zu bytes", len);
+  }
+  size_t o = 0, i = 0;
+  int pending_space = 0;
+  while (i < (size_t)n) {
+    utf8proc_int32_t cp;
+    utf8proc_ssize_t k = utf8proc_iterate(mapped + i, n - (utf8proc_ssize_t)i, &cp);
+    if (k <= 0) break; /* cannot happen: utf8proc_map emits valid UTF-8 */
+    if (is_space_cp(cp)) {
+      pending_space = o > 0;
+    } else if (!is_dropped_cp(cp)) {
+      if (pending_space) res[o++] = ' ';
+      pending_space = 0;
+      memcpy(res + o, mapped + i, (size_t)k);
+      o += (size_t)k;
+    }
+    i += (size_t)k;
+  }
+  res[o] = '\0';
+  free(mapped);
+  *out = res;
+  return FINCH_OK;
+}

@@ -1,0 +1,55 @@
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/models.h"
+#include "distill/distill.h"
+#include "nn/model.h"
+
+finch_status finch_compile_run(finch_db *db, const finch_compile_opts *opts, finch_compile_result *res,
+                               finch_err *err) {
+  memset(res, 0, sizeof *res);
+  const char *dt = opts->dtype ? opts->dtype : "q8";
+  nn_dtype dtype;
+  if (strcmp(dt, "f32") == 0)
+    dtype = NN_DTYPE_F32;
+  else if (strcmp(dt, "q8") == 0)
+    dtype = NN_DTYPE_Q8;
+  else
+    return finch_err_set(err, FINCH_EINVAL, "unknown dtype '%s' (f32 or q8)", dt);
+  char path[PATH_MAX], kind[16];
+  long long src_id;
+  finch_status st = finch_models_resolve(db, opts->model, path, sizeof path, &src_id, kind, err);
+  if (st) return st;
+  nn_model *m = NULL;
+  st = nn_model_load(&m, path, err);
+  if (st) return st;
+  if (!kind[0]) {
+    /* An unregistered file: its own metadata says what it is. */
+    json_t *meta = json_loads(nn_model_meta(m), 0, NULL);
+    const char *k = json_string_value(json_object_get(meta, "kind"));
+    snprintf(kind, sizeof kind, "%s", k && strcmp(k, "teacher") == 0 ? "teacher" : "student");
+    json_decref(meta);
+  }
+  st = nn_model_save(m, opts->out, dtype, res->sha256, err);
+  if (!st) {
+    struct stat sb;
+    stat(opts->out, &sb);
+    res->bytes = (long long)sb.st_size;
+    char abs[PATH_MAX];
+    if (!realpath(opts->out, abs)) snprintf(abs, sizeof abs, "%s", opts->out);
+    json_t *meta = json_loads(nn_model_meta(m), 0, NULL);
+    const char *dataset = json_string_value(json_object_get(meta, "dataset"));
+    finch_model_rec rec = {.kind = kind, .stage = "compiled", .arch = "bow", .dtype = dt,
+                           .dataset = dataset, .parent_id = src_id, .path = abs, .sha256 = res->sha256,
+                           .params = (long long)nn_model_n_params(m), .bytes = res->bytes,
+                           .config_json = nn_model_meta(m)};
+    st = finch_models_register(db, &rec, &res->model_id, err);
+    json_decref(meta);
+  }
+  nn_model_free(m);
+  return st;
+}

@@ -1,0 +1,196 @@
+#include "distill/distill.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/models.h"
+#include "core/paths.h"
+#include "nn/model.h"
+
+typedef struct {
+  char **texts;
+  int32_t *labels;
+  size_t n;
+} rows;
+
+static void rows_free(rows *r) {
+  for (size_t i = 0; i < r->n; i++) free(r->texts[i]);
+  free(r->texts);
+  free(r->labels);
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int label_find(char **names, size_t n, const char *s) {
+  char **hit = bsearch(&s, names, n, sizeof *names, cmp_str);
+  return hit ? (int)(hit - names) : -1;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void on_epoch(void *ctx, uint32_t epoch, float loss) {
+  finch_info("%s epoch %u: loss %.4f", (const char *)ctx, epoch, loss);
+}
+
+static double accuracy(const nn_model *m, const rows *r) {
+  if (!r->n) return 0;
+  size_t ok = 0;
+  for (size_t i = 0; i < r->n; i++) ok += nn_model_predict(m, r->texts[i], NULL, 1.0f) == r->labels[i];
+  return (double)ok / (double)r->n;
+}
+
+/* Writes m to $FINCH_HOME/models and registers it. */
+static finch_status save_and_register(finch_db *db, nn_model *m, const char *kind, const char *dataset,
+                                      long long parent, double dev_acc, double seconds, long long n_train,
+                                      unsigned long long seed, long long *id, char *path, size_t pathn,
+                                      finch_err *err) {
+  char dir[PATH_MAX];
+  finch_status st = finch_home_subdir("models", dir, sizeof dir, err);
+  if (st) return st;
+  json_t *meta = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f}", "kind", kind, "stage", "finance",
+                           "dataset", dataset, "seed", (json_int_t)seed, "n_train", (json_int_t)n_train,
+                           "dev_accuracy", dev_acc, "train_seconds", seconds);
+  char *meta_s = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(meta);
+  st = nn_model_set_meta(m, meta_s, err);
+  if (st) goto out;
+  snprintf(path, pathn, "%s/%s-%s-%lld-%d.fnm", dir, dataset, kind, (long long)time(NULL), (int)getpid());
+  char sha[65];
+  st = nn_model_save(m, path, NN_DTYPE_F32, sha, err);
+  if (st) goto out;
+  struct stat sb;
+  stat(path, &sb);
+  char metrics[128];
+  snprintf(metrics, sizeof metrics, "{\"dev_accuracy\": %.6f, \"train_seconds\": %.3f}", dev_acc, seconds);
+  finch_model_rec rec = {.kind = kind, .stage = "finance", .arch = "bow", .dtype = "f32",
+                         .dataset = dataset, .parent_id = parent, .path = path, .sha256 = sha,
+                         .params = (long long)nn_model_n_params(m), .bytes = (long long)sb.st_size,
+                         .config_json = meta_s, .metrics_json = metrics};
+  st = finch_models_register(db, &rec, id, err);
+out:
+  free(meta_s);
+  return st;
+}
+
+finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, finch_distill_result *res,
+                               finch_err *err) {
+  memset(res, 0, sizeof *res);
+  const char *p[] = {opts->dataset};
+  PGresult *r = finch_db_query(db,
+      "SELECT u.text, u.label, u.split FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+      " WHERE d.name = $1 AND u.label IS NOT NULL AND u.split IN ('train', 'dev') ORDER BY u.id",
+      1, p, err);
+  if (!r) return FINCH_EDB;
+  size_t n = (size_t)PQntuples(r);
+  /* Label set: the sorted distinct labels of the training rows. */
+  char **labels = malloc((n + 1) * sizeof *labels);
+  size_t nl = 0;
+  for (size_t i = 0; labels && i < n; i++)
+    if (strcmp(PQgetvalue(r, (int)i, 2), "train") == 0) labels[nl++] = PQgetvalue(r, (int)i, 1);
+  if (labels) qsort(labels, nl, sizeof *labels, cmp_str);
+  size_t u = 0;
+  for (size_t i = 0; i < nl; i++)
+    if (u == 0 || strcmp(labels[u - 1], labels[i]) != 0) labels[u++] = labels[i];
+  nl = u;
+  rows train = {0}, dev = {0};
+  train.texts = calloc(n + 1, sizeof(char *));
+  train.labels = calloc(n + 1, sizeof(int32_t));
+  dev.texts = calloc(n + 1, sizeof(char *));
+  dev.labels = calloc(n + 1, sizeof(int32_t));
+  nn_backend *be = NULL;
+  nn_model *teacher = NULL, *student = NULL;
+  float *soft = NULL;
+  finch_status st = FINCH_OK;
+  if (!labels || !train.texts || !train.labels || !dev.texts || !dev.labels) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    goto out;
+  }
+  if (nl < 2) {
+    st = finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has %zu labelled training intents; need at least 2 "
+                       "(run finch ingest first)", opts->dataset, nl);
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) {
+    rows *dst = strcmp(PQgetvalue(r, (int)i, 2), "train") == 0 ? &train : &dev;
+    int li = label_find(labels, nl, PQgetvalue(r, (int)i, 1));
+    dst->texts[dst->n] = strdup(PQgetvalue(r, (int)i, 0));
+    dst->labels[dst->n++] = li; /* -1 for a dev label never seen in training: always wrong */
+  }
+  res->n_train = (long long)train.n;
+  res->n_dev = (long long)dev.n;
+
+  int dev_kind = nn_device_parse(opts->device ? opts->device : "auto");
+  if (dev_kind < 0) {
+    st = finch_err_set(err, FINCH_EINVAL, "unknown device '%s' (cpu, cuda or auto)", opts->device);
+    goto out;
+  }
+  st = nn_backend_open(&be, (nn_device)dev_kind, err);
+  if (st) goto out;
+
+  nn_dataset ds = {.texts = (const char *const *)train.texts, .labels = train.labels, .n = train.n};
+  nn_train_config tc = nn_train_config_teacher();
+  tc.seed = opts->seed;
+  if (opts->teacher_epochs > 0) tc.epochs = (uint32_t)opts->teacher_epochs;
+  finch_info("training the teacher on %zu rows, %zu intents (%u epochs)", train.n, nl, tc.epochs);
+  double t0 = now_s();
+  st = nn_model_train(&teacher, &ds, (const char *const *)labels, nl, &tc, NULL, be,
+                      opts->quiet ? NULL : on_epoch, "teacher", err);
+  if (st) goto out;
+  res->teacher_seconds = now_s() - t0;
+  res->teacher_dev_acc = accuracy(teacher, &dev);
+  res->teacher_params = (long long)nn_model_n_params(teacher);
+  finch_info("teacher: %lld parameters, dev accuracy %.4f (%zu rows), %.1f s", res->teacher_params,
+             res->teacher_dev_acc, dev.n, res->teacher_seconds);
+  st = save_and_register(db, teacher, "teacher", opts->dataset, 0, res->teacher_dev_acc, res->teacher_seconds,
+                         res->n_train, opts->seed, &res->teacher_id, res->teacher_path,
+                         sizeof res->teacher_path, err);
+  if (st) goto out;
+
+  float tau = opts->temperature > 0 ? opts->temperature : 2.0f;
+  soft = malloc(train.n * nl * sizeof *soft);
+  if (!soft) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu soft labels", train.n);
+    goto out;
+  }
+  for (size_t i = 0; i < train.n; i++) nn_model_predict(teacher, train.texts[i], soft + i * nl, tau);
+  ds.soft = soft;
+  nn_kd_config kd = {.alpha = opts->alpha > 0 ? opts->alpha : 0.5f, .temperature = tau};
+  nn_train_config sc = nn_train_config_student();
+  sc.seed = opts->seed;
+  if (opts->student_epochs > 0) sc.epochs = (uint32_t)opts->student_epochs;
+  finch_info("distilling the student (alpha %.2f, temperature %.1f, %u epochs)", kd.alpha, kd.temperature,
+             sc.epochs);
+  t0 = now_s();
+  st = nn_model_train(&student, &ds, (const char *const *)labels, nl, &sc, &kd, be,
+                      opts->quiet ? NULL : on_epoch, "student", err);
+  if (st) goto out;
+  res->student_seconds = now_s() - t0;
+  res->student_dev_acc = accuracy(student, &dev);
+  res->student_params = (long long)nn_model_n_params(student);
+  finch_info("student: %lld parameters, dev accuracy %.4f, %.1f s", res->student_params, res->student_dev_acc,
+             res->student_seconds);
+  st = save_and_register(db, student, "student", opts->dataset, res->teacher_id, res->student_dev_acc,
+                         res->student_seconds, res->n_train, opts->seed, &res->student_id, res->student_path,
+                         sizeof res->student_path, err);
+out:
+  free(soft);
+  nn_model_free(teacher);
+  nn_model_free(student);
+  nn_backend_free(be);
+  rows_free(&train);
+  rows_free(&dev);
+  free(labels);
+  PQclear(r);
+  return st;
+}

@@ -1,0 +1,253 @@
+#include "evaluate/evaluate.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/csv.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "core/models.h"
+#include "core/paths.h"
+#include "core/text.h"
+#include "evaluate/metrics.h"
+#include "evaluate/report.h"
+#include "nn/model.h"
+
+typedef struct {
+  char **texts, **labels;
+  size_t n, cap;
+  long long skipped;
+} examples;
+
+static void examples_free(examples *e) {
+  for (size_t i = 0; i < e->n; i++) {
+    free(e->texts[i]);
+    free(e->labels[i]);
+  }
+  free(e->texts);
+  free(e->labels);
+}
+
+static int examples_add(examples *e, char *text, char *label) {
+  if (e->n == e->cap) {
+    size_t cap = e->cap ? 2 * e->cap : 1024;
+    char **t = realloc(e->texts, cap * sizeof *t);
+    if (!t) return -1;
+    e->texts = t;
+    char **l = realloc(e->labels, cap * sizeof *l);
+    if (!l) return -1;
+    e->labels = l;
+    e->cap = cap;
+  }
+  e->texts[e->n] = text;
+  e->labels[e->n++] = label;
+  return 0;
+}
+
+/* Labelled rows of a banking77 CSV; unreadable rows are counted and skipped. */
+static finch_status read_csv(const char *path, examples *e, finch_err *err) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return finch_err_set(err, FINCH_EIO, "%s: %s", path, strerror(errno));
+  finch_csv *csv = finch_csv_open(fp, path);
+  char **f;
+  size_t nf;
+  finch_err rerr;
+  int rc = finch_csv_next(csv, &f, &nf, &rerr);
+  finch_status st = FINCH_OK;
+  if (rc <= 0 || nf != 2 || strcmp(f[0], "text") != 0 || strcmp(f[1], "category") != 0) {
+    st = finch_err_set(err, FINCH_EFORMAT, "%s:1: expected the header 'text,category'", path);
+    goto out;
+  }
+  while ((rc = finch_csv_next(csv, &f, &nf, &rerr)) != 0) {
+    char *text = NULL, *label = NULL;
+    finch_err nerr;
+    if (rc < 0 || nf != 2 || finch_text_normalize(f[0], strlen(f[0]), 0, &text, &nerr) ||
+        finch_text_normalize(f[1], strlen(f[1]), 0, &label, &nerr) || !*text || !*label) {
+      finch_warn("%s:%zu: row skipped: %s", path, finch_csv_line(csv),
+                 rc < 0 ? rerr.msg : nf != 2 ? "expected 2 fields" : "unreadable or empty text or label");
+      free(text);
+      free(label);
+      e->skipped++;
+      continue;
+    }
+    if (examples_add(e, text, label)) {
+      free(text);
+      free(label);
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      goto out;
+    }
+  }
+out:
+  finch_csv_close(csv);
+  fclose(fp);
+  return st;
+}
+
+static finch_status read_db(finch_db *db, const char *dataset, const char *split, examples *e, finch_err *err) {
+  const char *p[] = {dataset, split};
+  PGresult *r = finch_db_query(db,
+      "SELECT u.text, u.label FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+      " WHERE d.name = $1 AND u.split = $2 AND u.label IS NOT NULL ORDER BY u.id", 2, p, err);
+  if (!r) return FINCH_EDB;
+  finch_status st = FINCH_OK;
+  for (int i = 0; i < PQntuples(r) && !st; i++) {
+    char *t = strdup(PQgetvalue(r, i, 0)), *l = strdup(PQgetvalue(r, i, 1));
+    if (!t || !l || examples_add(e, t, l)) {
+      free(t);
+      free(l);
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    }
+  }
+  PQclear(r);
+  if (!st && e->n == 0)
+    st = finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has no labelled rows in split '%s'", dataset, split);
+  return st;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err) {
+  memset(res, 0, sizeof *res);
+  const char *split = opts->split ? opts->split : "dev";
+  if (!opts->input && !opts->dataset)
+    return finch_err_set(err, FINCH_EINVAL, "give --input FILE (with --format) or --dataset NAME");
+  if (opts->input && opts->format && strcmp(opts->format, "banking77") != 0)
+    return finch_err_set(err, FINCH_EINVAL, "unknown format '%s' (supported: banking77)", opts->format);
+  char path[PATH_MAX], kind[16];
+  long long model_id;
+  finch_status st = finch_models_resolve(db, opts->model, path, sizeof path, &model_id, kind, err);
+  if (st) return st;
+  char sha[FINCH_SHA256_HEX_LEN], src_sha[FINCH_SHA256_HEX_LEN] = "";
+  st = finch_sha256_file(path, sha, err);
+  if (st) return st;
+  nn_model *m = NULL;
+  st = nn_model_load(&m, path, err);
+  if (st) return st;
+  if (!kind[0]) {
+    json_t *meta = json_loads(nn_model_meta(m), 0, NULL);
+    const char *k = json_string_value(json_object_get(meta, "kind"));
+    snprintf(kind, sizeof kind, "%s", k ? k : "unknown");
+    json_decref(meta);
+  }
+
+  examples ex = {0};
+  char source[PATH_MAX + 64];
+  if (opts->input) {
+    st = read_csv(opts->input, &ex, err);
+    if (!st) st = finch_sha256_file(opts->input, src_sha, err);
+    char abs[PATH_MAX];
+    snprintf(source, sizeof source, "file %s", realpath(opts->input, abs) ? abs : opts->input);
+  } else {
+    st = read_db(db, opts->dataset, split, &ex, err);
+    snprintf(source, sizeof source, "dataset %s, split %s", opts->dataset, split);
+  }
+  size_t C = nn_model_n_labels(m), n = ex.n;
+  int *gold = calloc(n + 1, sizeof *gold), *pred = calloc(n + 1, sizeof *pred);
+  float *conf = calloc(n + 1, sizeof *conf), *probs = calloc(C, sizeof *probs);
+  double *lat = calloc(n + 1, sizeof *lat);
+  char **unknown = calloc(n + 1, sizeof *unknown); /* gold labels the model lacks */
+  size_t n_unknown = 0;
+  long long unknown_rows = 0;
+  json_t *out = NULL;
+  finch_metrics mt = {0};
+  if (!st && (!gold || !pred || !conf || !probs || !lat || !unknown))
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  for (size_t i = 0; !st && i < n; i++) {
+    int g = nn_model_label_index(m, ex.labels[i]);
+    if (g < 0) {
+      unknown_rows++;
+      size_t k = 0;
+      while (k < n_unknown && strcmp(unknown[k], ex.labels[i]) != 0) k++;
+      if (k == n_unknown) unknown[n_unknown++] = ex.labels[i];
+      g = (int)(C + k);
+    }
+    gold[i] = g;
+    double t0 = now_ms();
+    pred[i] = nn_model_predict(m, ex.texts[i], probs, 1.0f);
+    lat[i] = now_ms() - t0;
+    conf[i] = probs[pred[i]];
+  }
+  if (!st && finch_metrics_compute(gold, pred, conf, n, C + n_unknown, &mt))
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  if (!st) {
+    double mean = 0;
+    for (size_t i = 0; i < n; i++) mean += lat[i];
+    mean = n ? mean / (double)n : 0;
+    double p50 = finch_quantile(lat, n, 0.50), p99 = finch_quantile(lat, n, 0.99);
+    json_t *per = json_array();
+    for (size_t l = 0; l < C + n_unknown; l++) {
+      const finch_label_metrics *pl = &mt.per_label[l];
+      if (!pl->support && !pl->predicted) continue;
+      json_array_append_new(per, json_pack("{s:s, s:I, s:I, s:f, s:f, s:f}", "intent",
+                                           l < C ? nn_model_label(m, l) : unknown[l - C], "support",
+                                           (json_int_t)pl->support, "predicted", (json_int_t)pl->predicted,
+                                           "precision", pl->precision, "recall", pl->recall, "f1", pl->f1));
+    }
+    time_t now = time(NULL);
+    char stamp[32];
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    out = json_pack("{s:{s:s, s:s, s:s}, s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:s}",
+                    "model", "path", path, "sha256", sha, "kind", kind, "source", source, "source_sha256",
+                    src_sha, "n", (json_int_t)n, "skipped", (json_int_t)ex.skipped, "unknown_label_rows",
+                    (json_int_t)unknown_rows, "accuracy", mt.accuracy, "macro_f1", mt.macro_f1, "ece", mt.ece,
+                    "latency_ms_p50", p50, "latency_ms_p99", p99, "latency_ms_mean", mean, "per_intent", per,
+                    "created_at", stamp);
+    if (model_id) json_object_set_new(json_object_get(out, "model"), "id", json_integer(model_id));
+    res->n = (long long)n;
+    res->accuracy = mt.accuracy;
+    res->macro_f1 = mt.macro_f1;
+
+    char *metrics_s = json_dumps(out, JSON_COMPACT);
+    char mid[32];
+    snprintf(mid, sizeof mid, "%lld", model_id);
+    const char *p[] = {model_id ? mid : NULL, sha, path, source, metrics_s};
+    char nbuf[32];
+    snprintf(nbuf, sizeof nbuf, "%zu", n);
+    const char *p5[] = {p[0], p[1], p[2], p[3], nbuf, p[4]};
+    PGresult *r = finch_db_query(db,
+        "INSERT INTO eval_reports (model_id, model_sha256, model_path, source, n, metrics)"
+        " VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING id", 6, p5, err);
+    free(metrics_s);
+    if (!r) {
+      st = FINCH_EDB;
+    } else {
+      res->report_id = atoll(PQgetvalue(r, 0, 0));
+      PQclear(r);
+      char dir[PATH_MAX];
+      st = finch_home_subdir("reports", dir, sizeof dir, err);
+      if (!st) {
+        snprintf(res->report_path, sizeof res->report_path, "%s/eval-%lld.md", dir, res->report_id);
+        st = finch_eval_write_markdown(res->report_path, res->report_id, out, opts->command_line, err);
+      }
+      if (!st) {
+        char rid[32];
+        snprintf(rid, sizeof rid, "%lld", res->report_id);
+        const char *p2[] = {rid, res->report_path};
+        st = finch_db_run(db, "UPDATE eval_reports SET report_path = $2 WHERE id = $1", 2, p2, err);
+      }
+      json_object_set_new(out, "report_id", json_integer(res->report_id));
+      json_object_set_new(out, "report_path", json_string(res->report_path));
+    }
+    res->json = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  }
+  json_decref(out);
+  finch_metrics_free(&mt);
+  free(gold), free(pred), free(conf), free(probs), free(lat), free(unknown);
+  examples_free(&ex);
+  nn_model_free(m);
+  return st;
+}
+
+void finch_eval_result_free(finch_eval_result *res) {
+  free(res->json);
+  res->json = NULL;
+}

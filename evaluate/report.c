@@ -1,0 +1,69 @@
+#include "evaluate/report.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double num(const json_t *o, const char *k) { return json_number_value(json_object_get(o, k)); }
+static const char *str(const json_t *o, const char *k) {
+  const char *s = json_string_value(json_object_get(o, k));
+  return s ? s : "";
+}
+
+static int cmp_f1(const void *a, const void *b) {
+  double x = num(*(json_t *const *)a, "f1"), y = num(*(json_t *const *)b, "f1");
+  return (x > y) - (x < y);
+}
+
+finch_status finch_eval_write_markdown(const char *path, long long report_id, const json_t *m,
+                                       const char *command_line, finch_err *err) {
+  FILE *fp = fopen(path, "w");
+  if (!fp) return finch_err_set(err, FINCH_EIO, "%s: %s", path, strerror(errno));
+  const json_t *model = json_object_get(m, "model");
+  fprintf(fp, "# Evaluation report %lld\n\n", report_id);
+  fprintf(fp, "| | |\n|---|---|\n");
+  fprintf(fp, "| Date (UTC) | %s |\n", str(m, "created_at"));
+  fprintf(fp, "| Model file | `%s` |\n", str(model, "path"));
+  fprintf(fp, "| Model SHA-256 | `%s` |\n", str(model, "sha256"));
+  json_int_t mid = json_integer_value(json_object_get(model, "id"));
+  if (mid) fprintf(fp, "| Registered model id | %lld |\n", (long long)mid);
+  fprintf(fp, "| Model kind | %s |\n", str(model, "kind"));
+  fprintf(fp, "| Evaluated on | %s |\n", str(m, "source"));
+  if (*str(m, "source_sha256")) fprintf(fp, "| Input SHA-256 | `%s` |\n", str(m, "source_sha256"));
+  fprintf(fp, "| Rows | %lld |\n", (long long)json_integer_value(json_object_get(m, "n")));
+  fprintf(fp, "| Rows skipped (unreadable) | %lld |\n",
+          (long long)json_integer_value(json_object_get(m, "skipped")));
+  fprintf(fp, "| Gold labels unknown to the model | %lld rows |\n\n",
+          (long long)json_integer_value(json_object_get(m, "unknown_label_rows")));
+  fprintf(fp, "## Summary\n\n| metric | value |\n|---|---|\n");
+  fprintf(fp, "| Accuracy | %.4f |\n", num(m, "accuracy"));
+  fprintf(fp, "| Macro-F1 | %.4f |\n", num(m, "macro_f1"));
+  fprintf(fp, "| Expected calibration error (10 bins) | %.4f |\n", num(m, "ece"));
+  fprintf(fp, "| Latency p50 (ms, one query, one thread) | %.4f |\n", num(m, "latency_ms_p50"));
+  fprintf(fp, "| Latency p99 (ms) | %.4f |\n", num(m, "latency_ms_p99"));
+  fprintf(fp, "| Latency mean (ms) | %.4f |\n\n", num(m, "latency_ms_mean"));
+
+  const json_t *per = json_object_get(m, "per_intent");
+  size_t n = json_array_size(per);
+  json_t **rows = malloc((n ? n : 1) * sizeof *rows);
+  if (rows) {
+    for (size_t i = 0; i < n; i++) rows[i] = json_array_get(per, i);
+    qsort(rows, n, sizeof *rows, cmp_f1);
+    fprintf(fp, "## Per intent (weakest first)\n\n| intent | support | predicted | precision | recall | F1 |\n"
+                "|---|---:|---:|---:|---:|---:|\n");
+    for (size_t i = 0; i < n; i++)
+      fprintf(fp, "| %s | %lld | %lld | %.3f | %.3f | %.3f |\n", str(rows[i], "intent"),
+              (long long)json_integer_value(json_object_get(rows[i], "support")),
+              (long long)json_integer_value(json_object_get(rows[i], "predicted")), num(rows[i], "precision"),
+              num(rows[i], "recall"), num(rows[i], "f1"));
+    free(rows);
+  }
+  fprintf(fp, "\n## Reproduce\n\n```\n%s\n```\n\n", command_line ? command_line : "(not recorded)");
+  fprintf(fp, "Latency is the wall time of one prediction (normalisation, features, forward pass) on the "
+              "machine that ran the evaluation, one query at a time; compare it only with figures "
+              "measured in the same run.\n");
+  int bad = ferror(fp);
+  if (fclose(fp) != 0 || bad) return finch_err_set(err, FINCH_EIO, "%s: write failed", path);
+  return FINCH_OK;
+}

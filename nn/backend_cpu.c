@@ -1,0 +1,43 @@
+/* The CPU backend: OpenBLAS, plus the plain C reference it is tested against. */
+#include <cblas.h>
+#include <stddef.h>
+
+#include "nn/backend.h"
+
+void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                  const float *B, float beta, float *C) {
+  for (int i = 0; i < M; i++) {
+    for (int j = 0; j < N; j++) {
+      float acc = 0.0f;
+      for (int k = 0; k < K; k++) {
+        float a = trans_a ? A[(size_t)k * M + i] : A[(size_t)i * K + k];
+        float b = trans_b ? B[(size_t)j * K + k] : B[(size_t)k * N + j];
+        acc += a * b;
+      }
+      float *c = &C[(size_t)i * N + j];
+      /* beta = 0 overwrites, so C may hold NaN or garbage on entry (BLAS semantics). */
+      *c = beta == 0.0f ? alpha * acc : alpha * acc + beta * *c;
+    }
+  }
+}
+
+static void cpu_sgemm(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                      const float *A, const float *B, float beta, float *C) {
+  (void)be;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    /* BLAS leaves this to the implementation; make it C = beta C explicitly. */
+    for (size_t i = 0; i < (size_t)M * N; i++) C[i] = beta == 0.0f ? 0.0f : beta * C[i];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              M, N, K, alpha, A, trans_a ? M : K, B, trans_b ? K : N, beta, C, N);
+}
+
+/* Stateless, so one shared instance serves every caller and thread; its free
+ * is a no-op, so nn_backend_free() on it is harmless. */
+static void cpu_free(nn_backend *be) { (void)be; }
+
+static nn_backend cpu_backend = {.name = "cpu", .sgemm = cpu_sgemm, .free = cpu_free, .impl = NULL};
+
+nn_backend *nn_backend_cpu(void) { return &cpu_backend; }

@@ -1,0 +1,128 @@
+/* The "bow" model's internals: the nn_model record, its layers as
+ * forward/backward pairs, and the training workspace. Shared by nn/bow.c
+ * (training, prediction), nn/modelfile.c (save, load) and the tests; the
+ * stages use nn/model.h only.
+ *
+ * Shapes: B batch rows, R embedding rows (vocabulary + buckets), D embedding
+ * width, H hidden width (0 = none), C labels, Din = H ? H : D the output
+ * layer's input width. Matrices are row-major; a weight W (O,I) maps I inputs
+ * to O outputs, out = inp W^T + b. */
+#ifndef FINCH_NN_BOW_H
+#define FINCH_NN_BOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/backend.h"
+#include "nn/features.h"
+#include "nn/model.h"
+#include "nn/rng.h"
+
+struct nn_model {
+  nn_train_config cfg;
+  nn_dtype dtype; /* what it was loaded from; F32 when trained */
+  nn_featurizer *feat;
+  size_t n_labels;
+  char **labels; /* one allocation: n_labels pointers, then the strings */
+  char *meta;    /* JSON text; NULL reads as "{}" */
+  uint32_t R, D, H, C, Din;
+  size_t n_params;
+  float *params; /* one allocation: emb (R,D) | W1 (H,D) | b1 (H) | W2 (C,Din) | b2 (C) */
+  float *emb, *W1, *b1, *W2, *b2;
+};
+
+/* The featurizer settings carried by a training configuration. */
+nn_feat_config nn__feat_config(const nn_train_config *cfg);
+
+/* Checks a configuration's ranges; FINCH_EINVAL naming the field. */
+finch_status nn__config_check(const nn_train_config *cfg, finch_err *err);
+
+/* Allocates a model with zeroed parameters sized by cfg, feat and n_labels.
+ * Takes ownership of feat, also on failure. Labels are copied. */
+finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_featurizer *feat,
+                              const char *const *labels, size_t n_labels, finch_err *err);
+
+/* ---- layers ------------------------------------------------------------ */
+
+/* Gradients of the embedding rows a batch touched, in order of first touch.
+ * slot_of maps a row to its slot (-1 = untouched) so accumulation is O(1). */
+typedef struct {
+  int D;
+  float *g;         /* (cap,D) */
+  uint32_t *rows;   /* (cap) */
+  int32_t *slot_of; /* (R) */
+  size_t n, cap;
+} nn_row_grads;
+
+/* Mean of embedding rows per example. emb (R,D); example b's rows are
+ * ids[offs[b] .. offs[b+1]); out (B,D). No rows gives zeros. */
+void nn_embed_mean_forward(const float *emb, int D, const uint32_t *ids, const size_t *offs, int B,
+                           float *out);
+/* dout (B,D); accumulates dout[b] / n_b into g's slot for each row of example b. */
+void nn_embed_mean_backward(const float *dout, const uint32_t *ids, const size_t *offs, int B,
+                            nn_row_grads *g);
+/* Forgets the touched rows (O(touched)), ready for the next batch. */
+void nn_row_grads_clear(nn_row_grads *g);
+
+/* inp (B,I); W (O,I); b (O); out (B,O) = inp W^T + b. */
+void nn_linear_forward(nn_backend *be, const float *inp, const float *W, const float *b, int B, int I,
+                       int O, float *out);
+/* dout (B,O); inp (B,I); W (O,I). Overwrites dW (O,I) = dout^T inp and
+ * db (O) = column sums of dout; dinp (B,I) = dout W unless dinp is NULL. */
+void nn_linear_backward(nn_backend *be, const float *dout, const float *inp, const float *W, int B,
+                        int I, int O, float *dinp, float *dW, float *db);
+
+/* Exact GELU, x Phi(x). inp (n); out (n). */
+void nn_gelu_forward(const float *inp, float *out, size_t n);
+/* inp (n) the forward's input; dout (n); dinp (n) = dout * GELU'(inp). */
+void nn_gelu_backward(const float *inp, const float *dout, float *dinp, size_t n);
+
+/* Inverted dropout in place: x (n) *= mask (n), where mask is 0 with
+ * probability p and 1/(1-p) otherwise, drawn from rng. */
+void nn_dropout_forward(float *x, float *mask, size_t n, float p, nn_rng *rng);
+/* dx (n) *= mask (n). */
+void nn_dropout_backward(float *dx, const float *mask, size_t n);
+
+/* ---- training workspace ------------------------------------------------ */
+
+typedef struct {
+  float alpha;           /* weight of the distillation term; 0 = hard labels only */
+  float tau;             /* temperature of the distillation term */
+  float label_smoothing;
+  float dropout;         /* 0 = none (and rng is not used) */
+} nn_bow_loss_config;
+
+/* Everything one batch needs, sized for up to Bmax rows and max_ids feature
+ * rows. The caller fills ids/offs/y (and soft when alpha > 0) for B rows,
+ * then calls nn_bow_batch_grad. */
+typedef struct {
+  int Bmax;
+  size_t max_ids;
+  /* One allocation: the dense gradients in the layout of the parameters after
+   * emb, dW1 (H,D) | db1 (H) | dW2 (C,Din) | db2 (C), then rg.g (cap,D). */
+  float *grads;
+  float *dW1, *db1, *dW2, *db2;
+  size_t n_dense;
+  nn_row_grads rg;
+  /* One allocation of activations: h0 m0 dh0 (B,D); a1 h1 m1 da1 (B,H);
+   * z p q dz soft (B,C); dhin (B,Din); loss (B). */
+  float *acts;
+  float *h0, *m0, *dh0, *a1, *h1, *m1, *da1, *z, *p, *q, *dz, *soft, *dhin, *loss;
+  /* One allocation of the batch's integer inputs: y (Bmax) | ids (max_ids) |
+   * offs (Bmax+1), the last as size_t in its own block. */
+  int32_t *y;
+  uint32_t *ids;
+  size_t *offs;
+} nn_bow_work;
+
+finch_status nn_bow_work_init(nn_bow_work *w, const nn_model *m, int Bmax, size_t max_ids,
+                              finch_err *err);
+void nn_bow_work_free(nn_bow_work *w);
+
+/* Forward and backward of B rows held in w. Returns the mean loss over the
+ * rows and leaves its gradient in w->grads (dense) and w->rg (embedding
+ * rows). Draws dropout masks from rng when lc->dropout > 0. */
+float nn_bow_batch_grad(nn_bow_work *w, const nn_model *m, nn_backend *be, int B,
+                        const nn_bow_loss_config *lc, nn_rng *rng);
+
+#endif

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The demo command: installs dependencies, builds finch (Release) and runs
+# every stage on BANKING77 from $FINCH_DATA_DIR (default ../shared/data), or
+# on the bundled sample when that is absent. Extra arguments go to `finch demo`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j"$(nproc)"
+exec build/release/finch demo "$@"

@@ -1,0 +1,129 @@
+/* End to end through the real binary on the embedded PostgreSQL: the demo
+ * (ingest, augment, distill, compile, eval, serve) on the bundled sample, or
+ * on BANKING77 when run as test_e2e_banking77 and the data is present. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/paths.h"
+#include "tests/dbtest.h"
+#include "tests/test.h"
+
+/* Runs a shell command, returns its stdout (malloc'd) and exit status. */
+static char *run(const char *cmd, int *status) {
+  FILE *p = popen(cmd, "r");
+  if (!p) return NULL;
+  size_t cap = 1 << 16, len = 0;
+  char *buf = malloc(cap);
+  size_t k;
+  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+    len += k;
+    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
+  }
+  buf[len] = '\0';
+  int st = pclose(p);
+  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return buf;
+}
+
+static json_t *last_json_line(const char *out) {
+  const char *last = NULL;
+  for (const char *p = out; (p = strchr(p, '{')); p++)
+    if (p == out || p[-1] == '\n') last = p;
+  return last ? json_loads(last, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+}
+
+int main(int argc, char **argv) {
+  const char *bin = getenv("FINCH_BIN");
+  if (!bin) TEST_SKIP("FINCH_BIN is not set (run through ctest)");
+  int real = argc > 1 && strcmp(argv[1], "banking77") == 0;
+  char input[1024] = "";
+  if (real) {
+    finch_data_dir(input, sizeof input);
+    strncat(input, "/banking77/train.csv", sizeof input - strlen(input) - 1);
+    if (!finch_file_exists(input)) TEST_SKIP("BANKING77 not found at %s (set FINCH_DATA_DIR)", input);
+  }
+  finch_db *db = test_db_open();
+  char cmd[4096];
+  int status;
+  if (real)
+    snprintf(cmd, sizeof cmd, "'%s' demo --input '%s' --dataset banking77 --json", bin, input);
+  else
+    snprintf(cmd, sizeof cmd, "'%s' demo --sample --dataset sample --json", bin);
+  char *out = run(cmd, &status);
+  printf("%s", out);
+  CHECK_INT_EQ(status, 0);
+  json_t *j = last_json_line(out);
+  CHECK(j != NULL);
+  if (!j) return 1;
+  double student = json_real_value(json_object_get(j, "student_accuracy"));
+  double teacher = json_real_value(json_object_get(j, "teacher_accuracy"));
+  double majority = json_real_value(json_object_get(j, "majority_accuracy"));
+  printf("teacher %.4f student %.4f majority %.4f\n", teacher, student, majority);
+  /* A wide margin over the majority class, for both models. */
+  CHECK(student > majority + 0.4);
+  CHECK(teacher > majority + 0.4);
+  CHECK(json_integer_value(json_object_get(j, "n_dev")) > 0);
+  CHECK_STR_EQ(json_string_value(json_object_get(j, "served_intent")), "card_arrival");
+  const char *model = json_string_value(json_object_get(j, "student_model"));
+  const char *report = json_string_value(json_object_get(j, "report"));
+  CHECK(model && finch_file_exists(model));
+  CHECK(report && finch_file_exists(report));
+
+  /* The compiled student is registered, with its size and checksum. */
+  snprintf(cmd, sizeof cmd, "'%s' models list --json", bin);
+  char *list = run(cmd, &status);
+  CHECK_INT_EQ(status, 0);
+  json_t *models = json_loads(list, 0, NULL);
+  CHECK(json_is_array(models));
+  int found = 0;
+  size_t i;
+  json_t *m;
+  json_array_foreach(models, i, m) {
+    const char *path = json_string_value(json_object_get(m, "path"));
+    if (model && path && strcmp(path, model) == 0) {
+      found = 1;
+      CHECK_STR_EQ(json_string_value(json_object_get(m, "kind")), "student");
+      CHECK_INT_EQ(strlen(json_string_value(json_object_get(m, "sha256"))), 64);
+      CHECK(json_integer_value(json_object_get(m, "bytes")) > 0);
+      CHECK(json_integer_value(json_object_get(m, "params")) > 0);
+      CHECK(json_object_get(m, "created_at") != NULL);
+    }
+  }
+  CHECK(found);
+
+  /* eval on a file, by model file, as JSON; recorded in eval_reports. */
+  long long reports = test_scalar(db, "SELECT count(*) FROM eval_reports");
+  char sample[1024];
+  if (real)
+    snprintf(sample, sizeof sample, "%s", input);
+  else
+    snprintf(sample, sizeof sample, "%s/data/sample/banking_sample.csv", FINCH_SOURCE_DIR);
+  snprintf(cmd, sizeof cmd, "'%s' eval --model '%s' --format banking77 --input '%s' --json", bin, model, sample);
+  char *ev = run(cmd, &status);
+  CHECK_INT_EQ(status, 0);
+  json_t *e = json_loads(ev, 0, NULL);
+  CHECK(e != NULL);
+  static const char *keys[] = {"n", "accuracy", "macro_f1", "latency_ms_p50", "latency_ms_p99", "ece", "per_intent"};
+  for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+    if (!json_object_get(e, keys[k])) fprintf(stderr, "eval JSON lacks %s\n", keys[k]);
+    CHECK(json_object_get(e, keys[k]) != NULL);
+  }
+  CHECK(json_integer_value(json_object_get(e, "n")) > 100);
+  CHECK(json_real_value(json_object_get(e, "accuracy")) > 0.5);
+  CHECK(json_real_value(json_object_get(e, "latency_ms_p99")) >= json_real_value(json_object_get(e, "latency_ms_p50")));
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM eval_reports"), reports + 1);
+
+  /* A model that does not exist is a clear error, not a crash. */
+  snprintf(cmd, sizeof cmd, "'%s' eval --model 424242 --dataset sample 2>&1", bin);
+  char *bad = run(cmd, &status);
+  CHECK_INT_EQ(status, 1);
+  CHECK_CONTAINS(bad, "model 424242 is not registered");
+
+  free(out), free(list), free(ev), free(bad);
+  json_decref(j), json_decref(models), json_decref(e);
+  finch_db_close(db);
+  TEST_DONE();
+}

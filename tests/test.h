@@ -1,0 +1,70 @@
+/* Minimal test harness: typed asserts that print both values, one process per
+ * test file, registered with CTest. A test that cannot run (no GPU, no data)
+ * calls TEST_SKIP with the reason; CTest sees exit code 77 as skipped. */
+#ifndef FINCH_TESTS_TEST_H
+#define FINCH_TESTS_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_failures_ = 0;
+
+#define TEST_FAIL_(...)                                                                            \
+  do {                                                                                             \
+    fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                                \
+    fprintf(stderr, __VA_ARGS__);                                                                  \
+    fputc('\n', stderr);                                                                           \
+    test_failures_++;                                                                              \
+  } while (0)
+
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    if (!(cond)) TEST_FAIL_("CHECK(%s) failed", #cond);                                            \
+  } while (0)
+
+#define CHECK_INT_EQ(a, b)                                                                         \
+  do {                                                                                             \
+    long long a_ = (long long)(a), b_ = (long long)(b);                                            \
+    if (a_ != b_) TEST_FAIL_("%s == %s: %lld != %lld", #a, #b, a_, b_);                            \
+  } while (0)
+
+#define CHECK_STR_EQ(a, b)                                                                         \
+  do {                                                                                             \
+    const char *a_ = (a), *b_ = (b);                                                               \
+    if (!a_ || !b_ || strcmp(a_, b_) != 0)                                                         \
+      TEST_FAIL_("%s == %s: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");    \
+  } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                                      \
+  do {                                                                                             \
+    double a_ = (double)(a), b_ = (double)(b);                                                     \
+    if (!(fabs(a_ - b_) <= (tol)))                                                                 \
+      TEST_FAIL_("%s ~= %s: %.9g vs %.9g (tol %g)", #a, #b, a_, b_, (double)(tol));                \
+  } while (0)
+
+#define CHECK_CONTAINS(hay, needle)                                                                \
+  do {                                                                                             \
+    const char *h_ = (hay), *n_ = (needle);                                                        \
+    if (!h_ || !strstr(h_, n_)) TEST_FAIL_("\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", n_); \
+  } while (0)
+
+#define TEST_SKIP(...)                                                                             \
+  do {                                                                                             \
+    printf("SKIP: ");                                                                              \
+    printf(__VA_ARGS__);                                                                           \
+    printf("\n");                                                                                  \
+    exit(77);                                                                                      \
+  } while (0)
+
+#define TEST_DONE()                                                                                \
+  do {                                                                                             \
+    if (test_failures_) {                                                                          \
+      fprintf(stderr, "%d check(s) failed\n", test_failures_);                                     \
+      return 1;                                                                                    \
+    }                                                                                              \
+    return 0;                                                                                      \
+  } while (0)
+
+#endif
