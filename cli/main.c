@@ -71,6 +71,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < argc && o + 2 < sizeof g_cmdline; i++)
     o += (size_t)snprintf(g_cmdline + o, sizeof g_cmdline - o, "%s%s", i ? " " : "", argv[i]);
 
+  setvbuf(stdout, NULL, _IOLBF, 0); /* progress interleaves sensibly with stderr */
   finch_err err;
   if (finch_config_load_env(&err)) return cli_fail(&err);
   const char *config_file = NULL;

@@ -40,4 +40,10 @@ static void cpu_free(nn_backend *be) { (void)be; }
 
 static nn_backend cpu_backend = {.name = "cpu", .sgemm = cpu_sgemm, .free = cpu_free, .impl = NULL};
 
-nn_backend *nn_backend_cpu(void) { return &cpu_backend; }
+nn_backend *nn_backend_cpu(void) {
+  /* The models' GEMMs are small (a batch of 32 rows): OpenBLAS's threads
+   * spin more than they compute, so one thread is as fast and leaves the
+   * other core to the server or the database. */
+  openblas_set_num_threads(1);
+  return &cpu_backend;
+}

@@ -30,6 +30,11 @@ float nn_lr_schedule(float peak, uint64_t t, uint64_t warmup, uint64_t total);
 void nn_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr, float wd,
                      float gscale, uint64_t t, const nn_adamw_config *c);
 
+/* The plain C reference of nn_adamw_update (which may use SIMD); the two
+ * agree bit for bit. */
+void nn_adamw_update_ref(float *p, const float *g, float *m, float *v, size_t n, float lr, float wd,
+                         float gscale, uint64_t t, const nn_adamw_config *c);
+
 /* The lazy form: P (R,D) table; G (S,D) gradients of the S touched rows
  * rows[0..S); M and V (R,D) moments of the whole table, of which only the
  * touched rows are read or written. */

@@ -179,9 +179,9 @@ static enum MHD_Result serve_intent(finch_server *srv, struct MHD_Connection *co
       ret = serve_reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL,
                               probs ? "the model produced no prediction" : "out of memory");
     } else {
-      json_t *obj = json_pack("{s:s, s:f, s:s, s:s}", "intent", nn_model_label(srv->model, (size_t)k),
-                              "confidence", (double)probs[k], "source", "model", "model",
-                              srv->sha256);
+      json_t *obj = json_pack("{s:s, s:f, s:s, s:s}", "intent",
+                              nn_model_label(srv->model, (size_t)k), "confidence",
+                              (double)probs[k], "source", "model", "model", srv->sha256);
       ret = serve_reply_json(conn, MHD_HTTP_OK, obj, NULL);
     }
     free(probs);

@@ -157,7 +157,8 @@ static void test_malformed(void) {
   EXPECT_CSV("a\0b,c\nd\n", "1!NUL byte in field 1\n2#1:d\n");
   EXPECT_CSV("\"a\0b\",c\nd\n", "1!NUL byte in field 1\n2#1:d\n");
   /* Malformed records in CRLF files. */
-  EXPECT_CSV("a,b\r\nc,d\"\r\ne,f\r\n", "1#2:a|b\n2!unexpected quote in unquoted field 2\n3#2:e|f\n");
+  EXPECT_CSV("a,b\r\nc,d\"\r\ne,f\r\n",
+             "1#2:a|b\n2!unexpected quote in unquoted field 2\n3#2:e|f\n");
 }
 
 static void test_error_record(void) {
