@@ -306,3 +306,18 @@ nomem:
   csv_skip_line(r, c);
   return -1;
 }
+
+finch_status finch_csv_expect_header(finch_csv *r, const char *const *names, size_t n, finch_err *err) {
+  char **f;
+  size_t nf;
+  finch_err rerr;
+  int rc = finch_csv_next(r, &f, &nf, &rerr);
+  int ok = rc > 0 && nf == n;
+  for (size_t i = 0; ok && i < n; i++) ok = strcmp(f[i], names[i]) == 0;
+  if (ok) return FINCH_OK;
+  char want[512];
+  size_t o = 0;
+  for (size_t i = 0; i < n && o < sizeof want; i++)
+    o += (size_t)snprintf(want + o, sizeof want - o, "%s%s", i ? "," : "", names[i]);
+  return finch_err_set(err, FINCH_EFORMAT, "%s:1: expected the header '%s'", r->name, want);
+}

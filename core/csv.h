@@ -27,4 +27,8 @@ int finch_csv_next(finch_csv *r, char ***fields, size_t *nfields, finch_err *err
 /* Line number (1-based) on which the last returned record started. */
 size_t finch_csv_line(const finch_csv *r);
 
+/* Reads the first record and checks that it is exactly the n names given;
+ * otherwise FINCH_EFORMAT naming the file and the header expected. */
+finch_status finch_csv_expect_header(finch_csv *r, const char *const *names, size_t n, finch_err *err);
+
 #endif

@@ -1,4 +1,3 @@
-#include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +26,9 @@ finch_status finch_compile_run(finch_db *db, const finch_compile_opts *opts, fin
   nn_model *m = NULL;
   st = nn_model_load(&m, path, err);
   if (st) return st;
-  if (!kind[0]) {
-    /* An unregistered file: its own metadata says what it is. */
-    json_t *meta = json_loads(nn_model_meta(m), 0, NULL);
-    const char *k = json_string_value(json_object_get(meta, "kind"));
-    snprintf(kind, sizeof kind, "%s", k && strcmp(k, "teacher") == 0 ? "teacher" : "student");
-    json_decref(meta);
-  }
+  /* An unregistered file: its own metadata says what it is. */
+  if (!kind[0] && (!nn_model_meta_string(m, "kind", kind, sizeof kind) || strcmp(kind, "teacher") != 0))
+    snprintf(kind, sizeof kind, "student");
   st = nn_model_save(m, opts->out, dtype, res->sha256, err);
   if (!st) {
     struct stat sb;
@@ -41,14 +36,13 @@ finch_status finch_compile_run(finch_db *db, const finch_compile_opts *opts, fin
     res->bytes = (long long)sb.st_size;
     char abs[PATH_MAX];
     if (!realpath(opts->out, abs)) snprintf(abs, sizeof abs, "%s", opts->out);
-    json_t *meta = json_loads(nn_model_meta(m), 0, NULL);
-    const char *dataset = json_string_value(json_object_get(meta, "dataset"));
+    char dataset[256];
+    nn_model_meta_string(m, "dataset", dataset, sizeof dataset);
     finch_model_rec rec = {.kind = kind, .stage = "compiled", .arch = "bow", .dtype = dt,
-                           .dataset = dataset, .parent_id = src_id, .path = abs, .sha256 = res->sha256,
+                           .dataset = dataset[0] ? dataset : NULL, .parent_id = src_id, .path = abs, .sha256 = res->sha256,
                            .params = (long long)nn_model_n_params(m), .bytes = res->bytes,
                            .config_json = nn_model_meta(m)};
     st = finch_models_register(db, &rec, &res->model_id, err);
-    json_decref(meta);
   }
   nn_model_free(m);
   return st;

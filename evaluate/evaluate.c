@@ -54,15 +54,13 @@ static finch_status read_csv(const char *path, examples *e, finch_err *err) {
   FILE *fp = fopen(path, "rb");
   if (!fp) return finch_err_set(err, FINCH_EIO, "%s: %s", path, strerror(errno));
   finch_csv *csv = finch_csv_open(fp, path);
+  static const char *const header[] = {"text", "category"};
+  finch_status st = finch_csv_expect_header(csv, header, 2, err);
+  if (st) goto out;
   char **f;
   size_t nf;
   finch_err rerr;
-  int rc = finch_csv_next(csv, &f, &nf, &rerr);
-  finch_status st = FINCH_OK;
-  if (rc <= 0 || nf != 2 || strcmp(f[0], "text") != 0 || strcmp(f[1], "category") != 0) {
-    st = finch_err_set(err, FINCH_EFORMAT, "%s:1: expected the header 'text,category'", path);
-    goto out;
-  }
+  int rc;
   while ((rc = finch_csv_next(csv, &f, &nf, &rerr)) != 0) {
     char *text = NULL, *label = NULL;
     finch_err nerr;
@@ -132,12 +130,7 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   nn_model *m = NULL;
   st = nn_model_load(&m, path, err);
   if (st) return st;
-  if (!kind[0]) {
-    json_t *meta = json_loads(nn_model_meta(m), 0, NULL);
-    const char *k = json_string_value(json_object_get(meta, "kind"));
-    snprintf(kind, sizeof kind, "%s", k ? k : "unknown");
-    json_decref(meta);
-  }
+  if (!kind[0] && !nn_model_meta_string(m, "kind", kind, sizeof kind)) snprintf(kind, sizeof kind, "unknown");
 
   examples ex = {0};
   char source[PATH_MAX + 64];
@@ -174,6 +167,10 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     double t0 = now_ms();
     pred[i] = nn_model_predict(m, ex.texts[i], probs, 1.0f);
     lat[i] = now_ms() - t0;
+    if (pred[i] < 0) {
+      st = finch_err_set(err, FINCH_ENOMEM, "prediction failed on row %zu", i + 1);
+      break;
+    }
     conf[i] = probs[pred[i]];
   }
   if (!st && finch_metrics_compute(gold, pred, conf, n, C + n_unknown, &mt))
@@ -207,12 +204,10 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     res->macro_f1 = mt.macro_f1;
 
     char *metrics_s = json_dumps(out, JSON_COMPACT);
-    char mid[32];
+    char mid[32], nbuf[32];
     snprintf(mid, sizeof mid, "%lld", model_id);
-    const char *p[] = {model_id ? mid : NULL, sha, path, source, metrics_s};
-    char nbuf[32];
     snprintf(nbuf, sizeof nbuf, "%zu", n);
-    const char *p5[] = {p[0], p[1], p[2], p[3], nbuf, p[4]};
+    const char *p5[] = {model_id ? mid : NULL, sha, path, source, nbuf, metrics_s};
     PGresult *r = finch_db_query(db,
         "INSERT INTO eval_reports (model_id, model_sha256, model_path, source, n, metrics)"
         " VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING id", 6, p5, err);

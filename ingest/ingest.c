@@ -63,15 +63,16 @@ static int add_reject(table *t, long long line, const char *field, const char *r
 static finch_status read_banking77(FILE *fp, const char *name, table *t, long long *nread, finch_err *err) {
   finch_csv *csv = finch_csv_open(fp, name);
   if (!csv) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  static const char *const header[] = {"text", "category"};
+  finch_status st = finch_csv_expect_header(csv, header, 2, err);
+  if (st) {
+    finch_csv_close(csv);
+    return st;
+  }
   char **f;
   size_t nf;
   finch_err rerr;
-  int rc = finch_csv_next(csv, &f, &nf, &rerr);
-  finch_status st = FINCH_OK;
-  if (rc <= 0 || nf != 2 || strcmp(f[0], "text") != 0 || strcmp(f[1], "category") != 0) {
-    finch_csv_close(csv);
-    return finch_err_set(err, FINCH_EFORMAT, "%s:1: expected the header 'text,category'", name);
-  }
+  int rc;
   while ((rc = finch_csv_next(csv, &f, &nf, &rerr)) != 0) {
     long long line = (long long)finch_csv_line(csv);
     (*nread)++;

@@ -130,6 +130,14 @@ const nn_train_config *nn_model_config(const nn_model *m) { return &m->cfg; }
 nn_dtype nn_model_dtype(const nn_model *m) { return m->dtype; }
 const char *nn_model_meta(const nn_model *m) { return m->meta ? m->meta : "{}"; }
 
+int nn_model_meta_string(const nn_model *m, const char *key, char *buf, size_t n) {
+  json_t *meta = json_loads(nn_model_meta(m), 0, NULL);
+  const char *v = json_string_value(json_object_get(meta, key));
+  snprintf(buf, n, "%s", v ? v : "");
+  json_decref(meta);
+  return v != NULL;
+}
+
 int nn_model_label_index(const nn_model *m, const char *name) {
   for (size_t i = 0; i < m->n_labels; i++)
     if (strcmp(m->labels[i], name) == 0) return (int)i;

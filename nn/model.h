@@ -73,7 +73,8 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
 
 /* Returns the arg-max label index of text and, when probs is non-NULL, fills
  * probs[n_labels] with softmax(logits / temperature) (temperature 1 = the
- * model's own probabilities). */
+ * model's own probabilities). Returns -1, with probs uniform, when text is
+ * not valid UTF-8 or memory runs out. */
 int nn_model_predict(const nn_model *m, const char *text, float *probs, float temperature);
 
 size_t nn_model_n_labels(const nn_model *m);
@@ -86,6 +87,9 @@ const nn_train_config *nn_model_config(const nn_model *m);
  * The string is copied; NULL clears it. */
 finch_status nn_model_set_meta(nn_model *m, const char *json, finch_err *err);
 const char *nn_model_meta(const nn_model *m); /* "{}" when unset */
+/* Copies the string value of key in the metadata into buf; returns 1 when
+ * present, else 0 with buf = "". */
+int nn_model_meta_string(const nn_model *m, const char *key, char *buf, size_t n);
 
 typedef enum { NN_DTYPE_F32 = 0, NN_DTYPE_Q8 = 1 } nn_dtype;
 

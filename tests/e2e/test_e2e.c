@@ -122,7 +122,28 @@ int main(int argc, char **argv) {
   CHECK_INT_EQ(status, 1);
   CHECK_CONTAINS(bad, "model 424242 is not registered");
 
-  free(out), free(list), free(ev), free(bad);
+  /* Help for every command; usage errors exit 2. */
+  static const char *cmds[] = {"db", "ingest", "augment", "distill", "compile", "eval", "serve", "models", "demo"};
+  for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
+    snprintf(cmd, sizeof cmd, "'%s' %s --help", bin, cmds[k]);
+    char *help = run(cmd, &status);
+    CHECK_INT_EQ(status, 0);
+    CHECK_CONTAINS(help, "usage: finch");
+    free(help);
+  }
+  snprintf(cmd, sizeof cmd, "'%s' ingest --no-such-flag 2>&1", bin);
+  char *usage = run(cmd, &status);
+  CHECK_INT_EQ(status, 2);
+  CHECK_CONTAINS(usage, "unknown option '--no-such-flag'");
+
+  /* Ingest from standard input: the same rows, already present. */
+  snprintf(cmd, sizeof cmd, "'%s' ingest --format banking77 --dataset %s --json - < '%s'", bin,
+           real ? "banking77" : "sample", sample);
+  char *stdin_run = run(cmd, &status);
+  CHECK_INT_EQ(status, 0);
+  CHECK_CONTAINS(stdin_run, "\"inserted\": 0");
+
+  free(out), free(list), free(ev), free(bad), free(usage), free(stdin_run);
   json_decref(j), json_decref(models), json_decref(e);
   finch_db_close(db);
   TEST_DONE();
