@@ -24,7 +24,7 @@
 #define SUPERUSER "finch"
 
 typedef struct {
-  char pgdir[PATH_MAX];  /* home/pg */
+  char pgdir[PATH_MAX];  /* home/pg: port and lock files */
   char data[PATH_MAX];   /* home/pg/data */
   char sock[PATH_MAX];   /* socket directory */
   char log[PATH_MAX];    /* server log */
@@ -80,7 +80,7 @@ static int run_tool(const cluster *c, char *const argv[]) {
     if (c->as_other) {
       if (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0) _exit(126);
     }
-    if (chdir(c->pgdir) != 0) _exit(126);
+    if (chdir("/") != 0) _exit(126);
     /* Variables from the caller must not redirect the server tools. */
     unsetenv("PGDATA");
     unsetenv("PGPORT");
@@ -94,15 +94,17 @@ static int run_tool(const cluster *c, char *const argv[]) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* 1 when the cluster account can reach and write dir (checked in a child
- * that switches to that account). */
-static int account_can_use(const cluster *c, const char *dir) {
+/* 1 when the cluster account can reach dir through all its parents
+ * (checked in a child that switches to that account). What finch creates
+ * inside dir for the server (data, socket directory, log) it creates as
+ * root and hands over, so search permission is all the account needs. */
+static int account_can_reach(const cluster *c, const char *dir) {
   if (!c->as_other) return access(dir, W_OK | X_OK) == 0;
   pid_t pid = fork();
   if (pid < 0) return 0;
   if (pid == 0) {
     if (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0) _exit(1);
-    _exit(access(dir, W_OK | X_OK) == 0 ? 0 : 1);
+    _exit(access(dir, X_OK) == 0 ? 0 : 1);
   }
   int status;
   while (waitpid(pid, &status, 0) < 0)
@@ -129,11 +131,6 @@ static finch_status cluster_init(cluster *c, const char *home, finch_err *err) {
   char hash[FINCH_SHA256_HEX_LEN];
   finch_sha256_hex(home, strlen(home), hash);
   hash[12] = '\0';
-  /* sun_path holds 107 bytes; "/.s.PGSQL.65535" takes 15 of them. */
-  if (strlen(c->pgdir) + strlen("/run/.s.PGSQL.65535") < 100)
-    snprintf(c->sock, sizeof c->sock, "%s/run", c->pgdir);
-  else
-    snprintf(c->sock, sizeof c->sock, "/tmp/finch-%s", hash);
   st = find_bindir(c->bindir, sizeof c->bindir, err);
   if (st) return st;
   if (geteuid() == 0) {
@@ -149,6 +146,12 @@ static finch_status cluster_init(cluster *c, const char *home, finch_err *err) {
     c->uid = geteuid();
     c->gid = getegid();
   }
+  /* sun_path holds 107 bytes, "/.s.PGSQL.65535" takes 15 of them; and the
+   * server's account must reach the socket directory. */
+  if (strlen(c->pgdir) + strlen("/run/.s.PGSQL.65535") < 100 && account_can_reach(c, c->pgdir))
+    snprintf(c->sock, sizeof c->sock, "%s/run", c->pgdir);
+  else
+    snprintf(c->sock, sizeof c->sock, "/tmp/finch-%s", hash);
   return FINCH_OK;
 }
 
@@ -238,26 +241,22 @@ static finch_status do_initdb(cluster *c, finch_err *err) {
   /* The account must reach the data directory through every parent. When it
    * cannot (a checkout under /root, say), the cluster lives in /var/tmp and
    * home/pg/data points at it. */
-  if (!account_can_use(c, c->pgdir)) {
-    if (!c->as_other)
-      return finch_err_set(err, FINCH_EIO, "%s is not writable", c->pgdir);
-    if (chown(c->pgdir, c->uid, c->gid) != 0 || !account_can_use(c, c->pgdir)) {
-      char hash[FINCH_SHA256_HEX_LEN], alt[PATH_MAX];
-      finch_sha256_hex(c->pgdir, strlen(c->pgdir), hash);
-      hash[12] = '\0';
-      snprintf(alt, sizeof alt, "/var/tmp/finch-pg-%s", hash);
-      finch_status st = make_owned_dir(c, alt, err);
-      if (st) return st;
-      char altdata[PATH_MAX];
-      snprintf(altdata, sizeof altdata, "%s/data", alt);
-      unlink(c->data);
-      if (symlink(altdata, c->data) != 0)
-        return finch_err_set(err, FINCH_EIO, "symlink %s: %s", c->data, strerror(errno));
-      finch_info("the postgres account cannot reach %s; cluster data is in %s", c->pgdir, altdata);
-      snprintf(c->data, sizeof c->data, "%s", altdata);
-      snprintf(c->log, sizeof c->log, "%s/server.log", alt);
-      snprintf(c->pgdir, sizeof c->pgdir, "%s", alt);
-    }
+  if (!account_can_reach(c, c->pgdir)) {
+    if (!c->as_other) return finch_err_set(err, FINCH_EIO, "%s is not writable", c->pgdir);
+    char hash[FINCH_SHA256_HEX_LEN], alt[PATH_MAX];
+    finch_sha256_hex(c->pgdir, strlen(c->pgdir), hash);
+    hash[12] = '\0';
+    snprintf(alt, sizeof alt, "/var/tmp/finch-pg-%s", hash);
+    finch_status st = make_owned_dir(c, alt, err);
+    if (st) return st;
+    char altdata[PATH_MAX];
+    snprintf(altdata, sizeof altdata, "%s/data", alt);
+    unlink(c->data);
+    if (symlink(altdata, c->data) != 0)
+      return finch_err_set(err, FINCH_EIO, "symlink %s: %s", c->data, strerror(errno));
+    finch_info("the postgres account cannot reach %s; the cluster's data is in %s", c->pgdir, altdata);
+    snprintf(c->data, sizeof c->data, "%s", altdata);
+    snprintf(c->log, sizeof c->log, "%s/server.log", alt);
   }
   finch_status st = make_owned_dir(c, c->data, err);
   if (st) return st;
