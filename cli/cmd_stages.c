@@ -1,4 +1,5 @@
 /* The CLI of the batch stages: ingest, augment, distill, compile, eval, models. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,12 +155,19 @@ int finch_cmd_distill(int argc, char **argv) {
   finch_status st = finch_distill_run(db, &o, &r, &err);
   finch_db_close(db);
   if (st) return cli_fail(&err);
-  if (cli_get(&cmd, "json"))
-    printf("{\"teacher\": {\"id\": %lld, \"path\": \"%s\", \"params\": %lld, \"dev_accuracy\": %.6f, "
-           "\"train_seconds\": %.3f}, \"student\": {\"id\": %lld, \"path\": \"%s\", \"params\": %lld, "
-           "\"dev_accuracy\": %.6f, \"train_seconds\": %.3f}, \"n_train\": %lld, \"n_dev\": %lld}\n",
-           r.teacher_id, r.teacher_path, r.teacher_params, r.teacher_dev_acc, r.teacher_seconds, r.student_id,
-           r.student_path, r.student_params, r.student_dev_acc, r.student_seconds, r.n_train, r.n_dev);
+  if (cli_get(&cmd, "json")) {
+    json_t *j = json_pack("{s:{s:I, s:s, s:I, s:f, s:f}, s:{s:I, s:s, s:I, s:f, s:f}, s:I, s:I}",
+                          "teacher", "id", (json_int_t)r.teacher_id, "path", r.teacher_path, "params",
+                          (json_int_t)r.teacher_params, "dev_accuracy", r.teacher_dev_acc, "train_seconds",
+                          r.teacher_seconds, "student", "id", (json_int_t)r.student_id, "path", r.student_path,
+                          "params", (json_int_t)r.student_params, "dev_accuracy", r.student_dev_acc,
+                          "train_seconds", r.student_seconds, "n_train", (json_int_t)r.n_train, "n_dev",
+                          (json_int_t)r.n_dev);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
+  }
   else
     printf("teacher: model %lld, %lld parameters, dev accuracy %.4f\n"
            "student: model %lld, %lld parameters, dev accuracy %.4f\n",
