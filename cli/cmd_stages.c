@@ -1,8 +1,11 @@
 /* The CLI of the batch stages: ingest, augment, distill, compile, eval, models. */
 #include <jansson.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "augment/augment.h"
 #include "cli/args.h"
@@ -21,50 +24,90 @@ static int parse(cli_cmd *cmd, int argc, char **argv, const char **pos, size_t m
   return rc == 0 ? -1 : rc == 1 ? 0 : 2;
 }
 
+static volatile sig_atomic_t g_stop;
+static void on_sigint(int sig) {
+  (void)sig;
+  g_stop = 1;
+}
+
 int finch_cmd_ingest(int argc, char **argv) {
   cli_opt opts[] = {
-      {"format", 'f', "FMT", "input format: banking77 (CSV with header text,category)", NULL},
+      {"format", 'f', "FMT", "input format: banking77, csv, clinc150, sgd, jsonl", NULL},
       {"dataset", 'd', "NAME", "dataset to load into (created on first use)", NULL},
-      {"holdout", 0, "F", "share of each intent marked split 'dev', seeded and stratified (default 0.1)", NULL},
+      {"holdout", 0, "F", "when the source has no splits: share marked 'dev', seeded, stratified by label "
+                          "(by dialogue for dialogues); default 0.1", NULL},
       {"seed", 0, "N", "seed of the holdout (default: setting seed, 42)", NULL},
+      {"text-col", 0, "COL", "csv: the text column, by name or 0-based index", NULL},
+      {"label-col", 0, "COL", "csv: the label column, by name or 0-based index", NULL},
+      {"domains", 0, "PATH", "clinc150: domains.json, to record each intent's domain", NULL},
+      {"labels", 0, "PATH", "fix the label set (JSON array or one label a line): other labels are rejected", NULL},
+      {"pii-rules", 0, "PATH", "extra redaction rules, after the built-in core/pii_rules.conf", NULL},
+      {"max-text", 0, "BYTES", "reject texts longer than this (default 16384)", NULL},
       {"batch", 0, "ROWS", "rows per COPY batch and transaction (default 5000)", NULL},
+      {"resume", 0, "RUN_ID", "continue a run that was stopped or killed (same source)", NULL},
       {"json", 0, NULL, "print the run summary as JSON", NULL},
   };
-  cli_cmd cmd = {"ingest", "--format FMT --dataset NAME [options] PATH|-",
-                 "Normalise, hash and load labelled utterances. Rows that cannot be read are counted,\n"
-                 "stored in ingest_rejects with file, line and reason, and skipped. Re-running inserts nothing new.",
-                 NULL, opts, N(opts)};
+  cli_cmd cmd = {"ingest", "--format FMT --dataset NAME [options] SOURCE   |   --resume RUN_ID [SOURCE]",
+                 "Load utterances and dialogues into PostgreSQL: normalised (NFKC), personal data redacted,\n"
+                 "deduplicated by content hash, split, bulk-loaded with COPY in batches that commit with the\n"
+                 "run's progress. SOURCE is a path, - (standard input), file:// or http(s):// URL; gzip is\n"
+                 "detected. Rows that cannot be used go to ingest_rejects with line, field and reason.",
+                 "Ctrl-C stops at the next batch boundary; --resume RUN_ID continues. Re-running the same source\n"
+                 "inserts nothing new.",
+                 opts, N(opts)};
   const char *pos[1];
   size_t npos;
   int rc = parse(&cmd, argc, argv, pos, 1, &npos);
   if (rc >= 0) return rc;
   double holdout = finch_config_float("holdout");
-  long long seed = finch_config_int("seed"), batch = 0;
+  long long seed = finch_config_int("seed"), batch = 0, resume = 0, max_text = 0;
   if (cli_get_double(&cmd, "holdout", &holdout) || cli_get_long(&cmd, "seed", &seed) ||
-      cli_get_long(&cmd, "batch", &batch))
+      cli_get_long(&cmd, "batch", &batch) || cli_get_long(&cmd, "resume", &resume) ||
+      cli_get_long(&cmd, "max-text", &max_text))
     return 2;
-  if (npos != 1 || !cli_get(&cmd, "format") || !cli_get(&cmd, "dataset")) {
+  if (!resume && (npos != 1 || !cli_get(&cmd, "format") || !cli_get(&cmd, "dataset"))) {
     cli_usage(&cmd, stderr);
     return 2;
   }
-  finch_ingest_opts o = {.source = pos[0], .format = cli_get(&cmd, "format"), .dataset = cli_get(&cmd, "dataset"),
-                         .holdout = holdout, .seed = (unsigned long long)seed,
-                         .batch_rows = batch > 0 ? (size_t)batch : 0};
+  const char *rules[1] = {cli_get(&cmd, "pii-rules")};
+  finch_ingest_opts o = {.source = npos ? pos[0] : NULL, .format = cli_get(&cmd, "format"),
+                         .dataset = cli_get(&cmd, "dataset"), .holdout = holdout, .seed = (unsigned long long)seed,
+                         .batch_rows = batch > 0 ? (size_t)batch : 0,
+                         .max_text_bytes = max_text > 0 ? (size_t)max_text : 0,
+                         .text_col = cli_get(&cmd, "text-col"), .label_col = cli_get(&cmd, "label-col"),
+                         .domains_path = cli_get(&cmd, "domains"), .labels_path = cli_get(&cmd, "labels"),
+                         .pii_rules = rules, .n_pii_rules = rules[0] ? 1 : 0, .resume_run_id = resume,
+                         .progress = isatty(2), .stop = &g_stop};
   finch_db *db = cli_db_open();
   if (!db) return 1;
+  struct sigaction sa = {.sa_handler = on_sigint};
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
   finch_ingest_result r;
   finch_err err;
   finch_status st = finch_ingest_run(db, &o, &r, &err);
   finch_db_close(db);
   if (st) return cli_fail(&err);
-  if (cli_get(&cmd, "json"))
-    printf("{\"run_id\": %lld, \"read\": %lld, \"inserted\": %lld, \"duplicate\": %lld, \"rejected\": %lld, "
-           "\"dev\": %lld}\n", r.run_id, r.read, r.inserted, r.duplicate, r.rejected, r.dev);
-  else
-    printf("ingest run %lld: %lld rows read, %lld inserted (%lld dev), %lld already present, %lld rejected%s\n",
-           r.run_id, r.read, r.inserted, r.dev, r.duplicate, r.rejected,
-           r.inserted == 0 && r.read > 0 ? " - nothing new to load" : "");
-  return 0;
+  if (cli_get(&cmd, "json")) {
+    json_t *red = json_object();
+    for (size_t i = 0; i < r.n_pii_types; i++) json_object_set_new(red, r.pii_types[i], json_integer((json_int_t)r.pii_counts[i]));
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:b}", "run_id", (json_int_t)r.run_id, "read",
+                          (json_int_t)r.read, "inserted", (json_int_t)r.inserted, "duplicates",
+                          (json_int_t)r.duplicate, "rejected", (json_int_t)r.rejected, "dev", (json_int_t)r.dev,
+                          "redactions", red, "seconds", r.seconds, "stopped", r.stopped);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
+  } else {
+    uint64_t redacted = 0;
+    for (size_t i = 0; i < r.n_pii_types; i++) redacted += r.pii_counts[i];
+    printf("ingest run %lld: %lld rows read, %lld inserted (%lld dev), %lld already present, %lld rejected, "
+           "%llu redactions, %.1f s%s\n", r.run_id, r.read, r.inserted, r.dev, r.duplicate, r.rejected,
+           (unsigned long long)redacted, r.seconds,
+           r.stopped ? " - stopped" : r.inserted == 0 && r.read > 0 ? " - nothing new to load" : "");
+  }
+  return r.stopped ? 130 : 0;
 }
 
 int finch_cmd_augment(int argc, char **argv) {

@@ -1,345 +1,553 @@
 #include "ingest/ingest.h"
 
-#include <errno.h>
-#include <limits.h>
-#include <stdint.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-#include "core/csv.h"
-#include "core/hash.h"
 #include "core/log.h"
+#include "core/redact.h"
+#include "core/source.h"
 #include "core/text.h"
+#include "ingest/formats.h"
+#include "ingest/internal.h"
 
-typedef struct {
-  char *text, *text_norm, *label;
-  char hash[FINCH_SHA256_HEX_LEN];
-  char order[FINCH_SHA256_HEX_LEN]; /* seeded sort key for the holdout */
-  long long line;
-  int dev;
-} row;
+/* ---- arena: one allocation per MiB of row strings, freed at once ---- */
 
-typedef struct {
-  long long line;
-  char field[16];
-  char reason[256];
-} reject;
+struct ingest_arena_block {
+  ingest_arena_block *next;
+  size_t used, cap;
+  char data[];
+};
 
-typedef struct {
-  row *rows;
-  size_t n, cap;
-  reject *rej;
-  size_t nrej, caprej;
-} table;
-
-static void table_free(table *t) {
-  for (size_t i = 0; i < t->n; i++) {
-    free(t->rows[i].text);
-    free(t->rows[i].text_norm);
-    free(t->rows[i].label);
+char *ingest_arena_strdup(ingest_arena *a, const char *s) {
+  if (!s) return NULL;
+  size_t len = strlen(s) + 1;
+  ingest_arena_block *b = a->head;
+  if (!b || b->cap - b->used < len) {
+    size_t cap = len > (1u << 20) ? len : (1u << 20);
+    b = malloc(sizeof *b + cap);
+    if (!b) return NULL;
+    b->next = a->head;
+    b->used = 0;
+    b->cap = cap;
+    a->head = b;
   }
-  free(t->rows);
-  free(t->rej);
+  char *p = b->data + b->used;
+  memcpy(p, s, len);
+  b->used += len;
+  return p;
 }
 
-static int add_reject(table *t, long long line, const char *field, const char *reason) {
+void ingest_arena_free(ingest_arena *a) {
+  while (a->head) {
+    ingest_arena_block *n = a->head->next;
+    free(a->head);
+    a->head = n;
+  }
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- the label set fixed by --labels ---- */
+
+typedef struct {
+  char **names;
+  size_t n;
+} label_set;
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static void label_set_free(label_set *ls) {
+  for (size_t i = 0; i < ls->n; i++) free(ls->names[i]);
+  free(ls->names);
+}
+
+static int label_set_add(label_set *ls, const char *s, size_t len) {
+  char **nn = realloc(ls->names, (ls->n + 1) * sizeof *nn);
+  if (!nn) return -1;
+  ls->names = nn;
+  char *norm = NULL;
+  if (finch_text_normalize(s, len, 0, &norm, NULL)) return -1;
+  ls->names[ls->n++] = norm;
+  return 0;
+}
+
+/* A JSON array of names (like BANKING77's categories.json) or one name a line. */
+static finch_status label_set_load(label_set *ls, const char *path, finch_err *err) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) return finch_err_set(err, FINCH_EIO, "--labels %s: cannot open", path);
+  int ch;
+  while ((ch = getc(fp)) == ' ' || ch == '\n' || ch == '\r' || ch == '\t') {}
+  ungetc(ch, fp);
+  finch_status st = FINCH_OK;
+  if (ch == '[') {
+    json_error_t je;
+    json_t *arr = json_loadf(fp, 0, &je);
+    if (!json_is_array(arr)) {
+      st = finch_err_set(err, FINCH_EFORMAT, "%s:%d: not a JSON array of label names: %s", path, je.line, je.text);
+    } else {
+      for (size_t i = 0; !st && i < json_array_size(arr); i++) {
+        const char *s = json_string_value(json_array_get(arr, i));
+        if (!s) st = finch_err_set(err, FINCH_EFORMAT, "%s: element %zu is not a string", path, i);
+        else if (label_set_add(ls, s, strlen(s))) st = finch_err_set(err, FINCH_EFORMAT, "%s: label %zu is not valid UTF-8", path, i);
+      }
+    }
+    json_decref(arr);
+  } else {
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0;
+    while (!st && (len = getline(&line, &cap, fp)) >= 0) {
+      lineno++;
+      while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+      if (len && label_set_add(ls, line, (size_t)len))
+        st = finch_err_set(err, FINCH_EFORMAT, "%s:%d: not valid UTF-8", path, lineno);
+    }
+    free(line);
+  }
+  fclose(fp);
+  if (!st && ls->n == 0) st = finch_err_set(err, FINCH_EFORMAT, "%s: no labels", path);
+  if (!st) qsort(ls->names, ls->n, sizeof *ls->names, cmp_str);
+  return st;
+}
+
+/* ---- reading: records -> checked, normalised, redacted rows ---- */
+
+static int add_reject(ingest_table *t, long long line, const char *field, const char *reason) {
   if (t->nrej == t->caprej) {
     size_t cap = t->caprej ? 2 * t->caprej : 64;
-    reject *nr = realloc(t->rej, cap * sizeof *nr);
+    ingest_reject *nr = realloc(t->rej, cap * sizeof *nr);
     if (!nr) return -1;
     t->rej = nr;
     t->caprej = cap;
   }
-  reject *r = &t->rej[t->nrej++];
+  ingest_reject *r = &t->rej[t->nrej++];
   r->line = line;
-  snprintf(r->field, sizeof r->field, "%s", field);
+  snprintf(r->field, sizeof r->field, "%s", field ? field : "record");
   snprintf(r->reason, sizeof r->reason, "%s", reason);
   return 0;
 }
 
-/* Reads a banking77 CSV (header text,category) into t. Malformed records
- * become rejects; only I/O failure is an error. */
-static finch_status read_banking77(FILE *fp, const char *name, table *t, long long *nread, finch_err *err) {
-  finch_csv *csv = finch_csv_open(fp, name);
-  if (!csv) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
-  static const char *const header[] = {"text", "category"};
-  finch_status st = finch_csv_expect_header(csv, header, 2, err);
-  if (st) {
-    finch_csv_close(csv);
-    return st;
+typedef struct {
+  const finch_ingest_opts *o;
+  const char *name;
+  finch_redactor *red;
+  label_set labels;
+  ingest_table *t;
+  finch_ingest_result *res;
+  long long seq;
+} reader;
+
+/* A text field other than the utterance: valid UTF-8, NFKC. NULL stays NULL. */
+static int clean_field(reader *rd, const char *in, const char **out, const char *field, long long line) {
+  *out = NULL;
+  if (!in) return 0;
+  char *norm = NULL;
+  finch_err e;
+  if (finch_text_normalize(in, strlen(in), 0, &norm, &e)) {
+    finch_warn("%s:%lld: %s in field %s", rd->name, line, e.msg, field);
+    add_reject(rd->t, line, field, e.msg);
+    return -1;
   }
-  char **f;
-  size_t nf;
+  *out = ingest_arena_strdup(&rd->t->arena, norm);
+  free(norm);
+  return *out ? 0 : -2;
+}
+
+static int reject(reader *rd, long long line, const char *field, const char *fmt, const char *arg) {
+  char reason[256];
+  snprintf(reason, sizeof reason, fmt, arg);
+  finch_warn("%s:%lld: %s", rd->name, line, reason);
+  return add_reject(rd->t, line, field, reason) ? -2 : -1;
+}
+
+/* 0 stored, -1 rejected, -2 out of memory. */
+static int take_record(reader *rd, const finch_record *rec) {
+  ingest_table *t = rd->t;
+  long long line = rec->line;
+  char *text = NULL, *red = NULL, *fold = NULL;
+  finch_err e;
+  int rc = -1;
+  if (finch_text_normalize(rec->text, strlen(rec->text), 0, &text, &e)) {
+    finch_warn("%s:%lld: %s in field text", rd->name, line, e.msg);
+    return add_reject(t, line, "text", e.msg) ? -2 : -1;
+  }
+  size_t max = rd->o->max_text_bytes ? rd->o->max_text_bytes : 16384;
+  if (!*text) {
+    rc = reject(rd, line, "text", "empty %s", "text");
+    goto out;
+  }
+  if (strlen(text) > max) {
+    char n[32];
+    snprintf(n, sizeof n, "%zu", max);
+    rc = reject(rd, line, "text", "text longer than %s bytes", n);
+    goto out;
+  }
+  uint64_t *counts = rd->res->pii_counts;
+  if (finch_redact(rd->red, text, strlen(text), &red, counts, &e)) {
+    rc = reject(rd, line, "text", "%s", e.msg);
+    goto out;
+  }
+  if (finch_text_normalize(red, strlen(red), FINCH_TEXT_FOLD, &fold, &e)) {
+    rc = reject(rd, line, "text", "%s", e.msg);
+    goto out;
+  }
+  ingest_row row = {.turn = rec->turn, .line = line, .seq = rd->seq++};
+  int c;
+  if ((c = clean_field(rd, rec->label, &row.label, "label", line)) || (c = clean_field(rd, rec->dialogue_id, &row.dialogue_id, "dialogue_id", line)) ||
+      (c = clean_field(rd, rec->speaker, &row.speaker, "speaker", line))) {
+    rc = c;
+    goto out;
+  }
+  if (row.label && !*row.label) row.label = NULL;
+  if (row.label && rd->labels.n && !bsearch(&row.label, rd->labels.names, rd->labels.n, sizeof(char *), cmp_str)) {
+    rc = reject(rd, line, "label", "unknown label '%s' (not in --labels)", row.label);
+    goto out;
+  }
+  row.text = ingest_arena_strdup(&t->arena, red);
+  row.text_norm = ingest_arena_strdup(&t->arena, fold);
+  static const char *const splits[] = {"train", "dev", "test"};
+  for (int k = 0; rec->split && k < 3; k++)
+    if (strcmp(rec->split, splits[k]) == 0) row.split = splits[k];
+  if (rec->split && !row.split) {
+    rc = reject(rd, line, "split", "unknown split '%s' (train, dev or test)", rec->split);
+    goto out;
+  }
+  row.meta = ingest_arena_strdup(&t->arena, rec->meta_json);
+  if (!row.text || !row.text_norm || (rec->meta_json && !row.meta)) {
+    rc = -2;
+    goto out;
+  }
+  char pos[64] = "";
+  if (row.dialogue_id) snprintf(pos, sizeof pos, "%d", row.turn);
+  finch_sha256 *h = finch_sha256_new();
+  if (!h) {
+    rc = -2;
+    goto out;
+  }
+  /* The position is the dialogue id and turn: the same words at another
+   * point of a dialogue are another row. */
+  finch_sha256_update(h, row.text_norm, strlen(row.text_norm));
+  finch_sha256_update(h, "\x1f", 1);
+  if (row.label) finch_sha256_update(h, row.label, strlen(row.label));
+  finch_sha256_update(h, "\x1f", 1);
+  if (row.dialogue_id) {
+    finch_sha256_update(h, row.dialogue_id, strlen(row.dialogue_id));
+    finch_sha256_update(h, ":", 1);
+    finch_sha256_update(h, pos, strlen(pos));
+  }
+  finch_sha256_final(h, row.hash);
+  if (t->n == t->cap) {
+    size_t cap = t->cap ? 2 * t->cap : 4096;
+    ingest_row *nr = realloc(t->rows, cap * sizeof *nr);
+    if (!nr) {
+      rc = -2;
+      goto out;
+    }
+    t->rows = nr;
+    t->cap = cap;
+  }
+  t->rows[t->n++] = row;
+  rc = 0;
+out:
+  free(text);
+  free(red);
+  free(fold);
+  return rc;
+}
+
+static void progress_line(const finch_ingest_opts *o, const finch_source *src, long long rows, double t0, int done) {
+  if (!o->progress) return;
+  double dt = now_s() - t0;
+  long long bytes = finch_source_raw_bytes(src), size = finch_source_size(src);
+  char eta[48] = "";
+  if (size > 0 && bytes > 0 && !done)
+    snprintf(eta, sizeof eta, ", ETA %.0f s", dt * (double)(size - bytes) / (double)bytes);
+  fprintf(stderr, "\rreading: %lld rows, %.0f rows/s, %.1f MB%s%s   ", rows, dt > 0 ? (double)rows / dt : 0.0,
+          (double)bytes / 1e6, eta, done ? "\n" : "");
+}
+
+static finch_status read_all(reader *rd, finch_source *src, finch_err *err) {
+  finch_format_opts fo = {rd->o->text_col, rd->o->label_col, rd->o->domains_path};
+  finch_format_reader *fr;
+  finch_status st = finch_format_open(&fr, rd->o->format, finch_source_file(src), rd->name, &fo, err);
+  if (st) return st;
+  finch_record rec;
+  const char *field;
   finch_err rerr;
   int rc;
-  while ((rc = finch_csv_next(csv, &f, &nf, &rerr)) != 0) {
-    long long line = (long long)finch_csv_line(csv);
-    (*nread)++;
-    char reason[256];
-    if (rc < 0) {
-      /* The reader's message already names the file and line. */
-      const char *msg = strstr(rerr.msg, ": ");
-      snprintf(reason, sizeof reason, "%s", msg ? msg + 2 : rerr.msg);
-      finch_warn("%s", rerr.msg);
-      if (add_reject(t, line, "record", reason)) goto oom;
-      continue;
-    }
-    if (nf != 2) {
-      snprintf(reason, sizeof reason, "expected 2 fields, found %zu", nf);
-      finch_warn("%s:%lld: %s", name, line, reason);
-      if (add_reject(t, line, "record", reason)) goto oom;
-      continue;
-    }
-    const char *fields[2] = {"text", "category"};
-    int bad = 0;
-    for (int k = 0; k < 2 && !bad; k++) {
-      size_t off;
-      if (!finch_utf8_valid(f[k], strlen(f[k]), &off)) {
-        snprintf(reason, sizeof reason, "invalid UTF-8 at byte %zu", off);
-        finch_warn("%s:%lld: %s in field %s", name, line, reason, fields[k]);
-        if (add_reject(t, line, fields[k], reason)) goto oom;
-        bad = 1;
-      }
-    }
-    if (bad) continue;
-    char *text = NULL, *norm = NULL, *label = NULL;
-    finch_err nerr;
-    if (finch_text_normalize(f[0], strlen(f[0]), 0, &text, &nerr) ||
-        finch_text_normalize(f[0], strlen(f[0]), FINCH_TEXT_FOLD, &norm, &nerr) ||
-        finch_text_normalize(f[1], strlen(f[1]), 0, &label, &nerr)) {
-      free(text), free(norm), free(label);
-      finch_warn("%s:%lld: %s", name, line, nerr.msg);
-      if (add_reject(t, line, "text", nerr.msg)) goto oom;
-      continue;
-    }
-    if (!*text || !*label) {
-      const char *which = !*text ? "text" : "category";
-      snprintf(reason, sizeof reason, "empty %s", which);
-      finch_warn("%s:%lld: %s", name, line, reason);
-      free(text), free(norm), free(label);
-      if (add_reject(t, line, which, reason)) goto oom;
-      continue;
-    }
-    if (t->n == t->cap) {
-      size_t cap = t->cap ? 2 * t->cap : 1024;
-      row *nr = realloc(t->rows, cap * sizeof *nr);
-      if (!nr) {
-        free(text), free(norm), free(label);
-        goto oom;
-      }
-      t->rows = nr;
-      t->cap = cap;
-    }
-    row *r = &t->rows[t->n++];
-    memset(r, 0, sizeof *r);
-    r->text = text;
-    r->text_norm = norm;
-    r->label = label;
-    r->line = line;
-    finch_utterance_hash(norm, label, "", r->hash);
-  }
-  if (ferror(fp)) st = finch_err_set(err, FINCH_EIO, "%s: read error", name);
-  finch_csv_close(csv);
-  return st;
-oom:
-  finch_csv_close(csv);
-  return finch_err_set(err, FINCH_ENOMEM, "out of memory reading %s", name);
-}
-
-static int cmp_label_order(const void *a, const void *b) {
-  const row *x = a, *y = b;
-  int c = strcmp(x->label, y->label);
-  return c ? c : strcmp(x->order, y->order);
-}
-
-static int cmp_line(const void *a, const void *b) {
-  const row *x = a, *y = b;
-  return (x->line > y->line) - (x->line < y->line);
-}
-
-/* Marks round(holdout * n_label) rows of each label as dev, chosen by the
- * seeded hash order; drops repeats of a content hash within the source. */
-static size_t assign_splits(table *t, double holdout, unsigned long long seed) {
-  for (size_t i = 0; i < t->n; i++) {
-    char buf[128];
-    int len = snprintf(buf, sizeof buf, "%llu:%s", seed, t->rows[i].hash);
-    finch_sha256_hex(buf, (size_t)len, t->rows[i].order);
-  }
-  qsort(t->rows, t->n, sizeof *t->rows, cmp_label_order);
-  size_t dup = 0, o = 0;
-  for (size_t i = 0; i < t->n; i++) {
-    /* Equal hashes have equal order keys, so repeats are adjacent. */
-    if (o > 0 && strcmp(t->rows[o - 1].hash, t->rows[i].hash) == 0) {
-      free(t->rows[i].text), free(t->rows[i].text_norm), free(t->rows[i].label);
-      dup++;
-      continue;
-    }
-    t->rows[o++] = t->rows[i];
-  }
-  t->n = o;
-  for (size_t i = 0; i < t->n;) {
-    size_t j = i;
-    while (j < t->n && strcmp(t->rows[j].label, t->rows[i].label) == 0) j++;
-    size_t k = (size_t)(holdout * (double)(j - i) + 0.5);
-    for (size_t m = i; m < i + k && m < j; m++) t->rows[m].dev = 1;
-    i = j;
-  }
-  qsort(t->rows, t->n, sizeof *t->rows, cmp_line); /* load in source order */
-  return dup;
-}
-
-static finch_status load_batch(finch_db *db, const table *t, size_t from, size_t to, long long dataset_id,
-                               long long run_id, long long *inserted,
-                               long long *dev, finch_err *err) {
-  char ds[32], run[32], line[32];
-  snprintf(ds, sizeof ds, "%lld", dataset_id);
-  snprintf(run, sizeof run, "%lld", run_id);
-  finch_status st = finch_db_copy_begin(db,
-      "COPY ingest_stage (text, text_norm, label, split, content_hash, source_line) FROM STDIN", err);
-  if (st) return st;
-  finch_copybuf b = {0};
-  for (size_t i = from; i < to && !st; i++) {
-    const row *r = &t->rows[i];
-    snprintf(line, sizeof line, "%lld", r->line);
-    if (finch_copybuf_field(&b, r->text, 0) || finch_copybuf_field(&b, r->text_norm, 0) ||
-        finch_copybuf_field(&b, r->label, 0) || finch_copybuf_field(&b, r->dev ? "dev" : "train", 0) ||
-        finch_copybuf_field(&b, r->hash, 0) || finch_copybuf_field(&b, line, 1)) {
-      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  double t0 = now_s(), last = t0;
+  while ((rc = finch_format_next(fr, &rec, &field, &rerr)) != 0) {
+    if (rd->o->stop && *rd->o->stop) break;
+    if (rc == -2) {
+      st = finch_err_set(err, rerr.code ? rerr.code : FINCH_EFORMAT, "%s", rerr.msg);
       break;
     }
-    if (b.len > (1u << 20)) {
-      st = finch_db_copy_put(db, b.buf, b.len, err);
-      finch_copybuf_reset(&b);
+    rd->res->read++;
+    if (rc == -1) {
+      const char *msg = rerr.msg, *colon = strstr(rerr.msg, ": ");
+      if (colon) msg = colon + 2; /* the reader's message starts with name:line */
+      finch_warn("%s", rerr.msg);
+      if (add_reject(rd->t, rec.line, field, msg)) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      if (st) break;
+      continue;
+    }
+    if (take_record(rd, &rec) == -2) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory reading %s", rd->name);
+      break;
+    }
+    if ((rd->res->read & 4095) == 0 && now_s() - last > 0.2) {
+      last = now_s();
+      progress_line(rd->o, src, rd->res->read, t0, 0);
     }
   }
-  if (!st) st = finch_db_copy_put(db, b.buf, b.len, err);
-  finch_copybuf_free(&b);
-  finch_status end = finch_db_copy_end(db, err);
-  if (st) return st;
-  if (end) return end;
-  const char *p[] = {ds, run};
-  PGresult *r = finch_db_query(db,
-      "WITH ins AS (INSERT INTO utterances (dataset_id, text, text_norm, label, split, origin,"
-      " content_hash, ingest_run_id, source_line)"
-      " SELECT $1, text, text_norm, label, split, 'source', content_hash, $2, source_line"
-      " FROM ingest_stage ON CONFLICT (dataset_id, content_hash) DO NOTHING RETURNING split)"
-      " SELECT count(*), count(*) FILTER (WHERE split = 'dev') FROM ins", 2, p, err);
-  if (!r) return FINCH_EDB;
-  long long n = atoll(PQgetvalue(r, 0, 0)), d = atoll(PQgetvalue(r, 0, 1));
-  PQclear(r);
-  *inserted += n;
-  *dev += d;
-  char cnt[32], dup[32];
-  snprintf(cnt, sizeof cnt, "%lld", n);
-  snprintf(dup, sizeof dup, "%lld", (long long)(to - from) - n);
-  const char *p2[] = {run, cnt, dup};
-  st = finch_db_run(db, "UPDATE ingest_runs SET rows_inserted = rows_inserted + $2,"
-                        " rows_duplicate = rows_duplicate + $3 WHERE id = $1", 3, p2, err);
-  if (!st) st = finch_db_exec(db, "TRUNCATE ingest_stage", err);
+  progress_line(rd->o, src, rd->res->read, t0, 1);
+  finch_format_close(fr);
   return st;
 }
 
-static finch_status store_rejects(finch_db *db, const table *t, long long run_id, const char *source,
-                                  finch_err *err) {
-  char run[32], line[32];
-  snprintf(run, sizeof run, "%lld", run_id);
-  for (size_t i = 0; i < t->nrej; i++) {
-    snprintf(line, sizeof line, "%lld", t->rej[i].line);
-    const char *p[] = {run, source, line, t->rej[i].field, t->rej[i].reason};
-    finch_status st = finch_db_run(db,
-        "INSERT INTO ingest_rejects (run_id, source, line, field, reason) VALUES ($1, $2, $3, $4, $5)",
-        5, p, err);
-    if (st) return st;
+/* ---- duplicates, splits, order ---- */
+
+static int cmp_hash_seq(const void *a, const void *b) {
+  const ingest_row *x = a, *y = b;
+  int c = strcmp(x->hash, y->hash);
+  return c ? c : (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static int cmp_seq(const void *a, const void *b) {
+  const ingest_row *x = a, *y = b;
+  return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+typedef struct {
+  char key[FINCH_SHA256_HEX_LEN];
+  const char *group; /* label or dialogue id */
+  size_t row;
+} split_key;
+
+static int cmp_split_key(const void *a, const void *b) {
+  const split_key *x = a, *y = b;
+  int c = strcmp(x->group ? x->group : "", y->group ? y->group : "");
+  return c ? c : strcmp(x->key, y->key);
+}
+
+static int cmp_key_only(const void *a, const void *b) {
+  return strcmp(((const split_key *)a)->key, ((const split_key *)b)->key);
+}
+
+/* Drops repeats of a content hash (the first in source order stays) and
+ * returns how many. */
+static size_t drop_repeats(ingest_table *t) {
+  qsort(t->rows, t->n, sizeof *t->rows, cmp_hash_seq);
+  size_t o = 0;
+  for (size_t i = 0; i < t->n; i++)
+    if (o == 0 || strcmp(t->rows[o - 1].hash, t->rows[i].hash) != 0) t->rows[o++] = t->rows[i];
+  size_t dropped = t->n - o;
+  t->n = o;
+  qsort(t->rows, t->n, sizeof *t->rows, cmp_seq);
+  return dropped;
+}
+
+static void seeded_key(unsigned long long seed, const char *s, char out[FINCH_SHA256_HEX_LEN]) {
+  finch_sha256 *h = finch_sha256_new();
+  char sd[32];
+  int n = snprintf(sd, sizeof sd, "%llu:", seed);
+  finch_sha256_update(h, sd, (size_t)n);
+  finch_sha256_update(h, s, strlen(s));
+  finch_sha256_final(h, out);
+}
+
+/* Returns the split policy: "source", "holdout" or "none". */
+static const char *assign_splits(ingest_table *t, double holdout, unsigned long long seed, finch_err *err, int *oom) {
+  *oom = 0;
+  int has_split = 0, has_dialogues = 0;
+  for (size_t i = 0; i < t->n; i++) {
+    has_split |= t->rows[i].split != NULL;
+    has_dialogues |= t->rows[i].dialogue_id != NULL;
   }
+  if (has_split) {
+    for (size_t i = 0; i < t->n; i++)
+      if (!t->rows[i].split) t->rows[i].split = "train";
+    return "source";
+  }
+  for (size_t i = 0; i < t->n; i++) t->rows[i].split = "train";
+  if (holdout <= 0 || t->n == 0) return "none";
+  split_key *k = malloc(t->n * sizeof *k);
+  if (!k) {
+    *oom = 1;
+    finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (has_dialogues) {
+    /* Whole dialogues: the first round(F * D) dialogues in seeded order. */
+    for (size_t i = 0; i < t->n; i++) {
+      k[i].group = NULL;
+      k[i].row = i;
+      seeded_key(seed, t->rows[i].dialogue_id ? t->rows[i].dialogue_id : t->rows[i].hash, k[i].key);
+    }
+    qsort(k, t->n, sizeof *k, cmp_key_only);
+    size_t dialogues = 0;
+    for (size_t i = 0; i < t->n; i++) dialogues += i == 0 || strcmp(k[i - 1].key, k[i].key) != 0;
+    size_t want = (size_t)(holdout * (double)dialogues + 0.5), seen = 0;
+    for (size_t i = 0; i < t->n; i++) {
+      seen += i == 0 || strcmp(k[i - 1].key, k[i].key) != 0;
+      if (seen <= want) t->rows[k[i].row].split = "dev";
+    }
+  } else {
+    /* Stratified: within each label, the first round(F * n_label) rows in
+     * seeded order of their content hash. Unlabelled rows stay in train. */
+    size_t m = 0;
+    for (size_t i = 0; i < t->n; i++) {
+      if (!t->rows[i].label) continue;
+      k[m].group = t->rows[i].label;
+      k[m].row = i;
+      seeded_key(seed, t->rows[i].hash, k[m].key);
+      m++;
+    }
+    qsort(k, m, sizeof *k, cmp_split_key);
+    for (size_t i = 0; i < m;) {
+      size_t j = i;
+      while (j < m && strcmp(k[j].group, k[i].group) == 0) j++;
+      size_t want = (size_t)(holdout * (double)(j - i) + 0.5);
+      for (size_t r = i; r < i + want; r++) t->rows[k[r].row].split = "dev";
+      i = j;
+    }
+  }
+  free(k);
+  return "holdout";
+}
+
+/* ---- resume: the run's own options ---- */
+
+static finch_status resume_opts(finch_db *db, long long id, finch_ingest_opts *o, PGresult **keep, finch_err *err) {
+  char ids[32];
+  snprintf(ids, sizeof ids, "%lld", id);
+  const char *p[] = {ids};
+  PGresult *r = finch_db_query(db,
+      "SELECT d.name, r.format, r.source, r.holdout, r.seed, r.status, r.params->>'text_col',"
+      " r.params->>'label_col', r.params->>'domains', r.params->>'labels', r.params->>'batch_rows',"
+      " r.params->>'max_text_bytes' FROM ingest_runs r JOIN datasets d ON d.id = r.dataset_id WHERE r.id = $1",
+      1, p, err);
+  if (!r) return FINCH_EDB;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    return finch_err_set(err, FINCH_ENOTFOUND, "ingest run %lld does not exist", id);
+  }
+  const char *c[12];
+  for (int i = 0; i < 12; i++) c[i] = PQgetisnull(r, 0, i) ? NULL : PQgetvalue(r, 0, i);
+  o->dataset = c[0];
+  o->format = c[1];
+  if (!o->source) o->source = c[2];
+  o->holdout = c[3] ? atof(c[3]) : 0;
+  o->seed = c[4] ? strtoull(c[4], NULL, 10) : 0;
+  o->text_col = c[6];
+  o->label_col = c[7];
+  o->domains_path = c[8];
+  o->labels_path = c[9];
+  o->batch_rows = c[10] ? (size_t)atoll(c[10]) : 0;
+  o->max_text_bytes = c[11] ? (size_t)atoll(c[11]) : 0;
+  if (strcmp(o->source, "<stdin>") == 0 || strcmp(o->source, "-") == 0) {
+    PQclear(r);
+    return finch_err_set(err, FINCH_EINVAL, "run %lld read standard input: give the same input again as the source", id);
+  }
+  *keep = r;
   return FINCH_OK;
 }
 
-static void mark_failed(finch_db *db, long long run_id, const char *msg) {
-  PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
-  char run[32];
-  snprintf(run, sizeof run, "%lld", run_id);
-  const char *p[] = {run, msg};
-  finch_err ignore;
-  finch_db_run(db, "UPDATE ingest_runs SET status = 'failed', error = $2, finished_at = now()"
-                   " WHERE id = $1", 2, p, &ignore);
-}
+/* ---- the run ---- */
 
 finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch_ingest_result *res,
                               finch_err *err) {
   memset(res, 0, sizeof *res);
-  if (strcmp(opts->format, "banking77") != 0)
-    return finch_err_set(err, FINCH_EINVAL, "unknown format '%s' (supported: banking77)", opts->format);
-  if (opts->holdout < 0 || opts->holdout >= 1)
-    return finch_err_set(err, FINCH_EINVAL, "holdout %g is outside [0, 1)", opts->holdout);
-  int from_stdin = strcmp(opts->source, "-") == 0;
-  /* Lineage records the absolute path; messages name the path as given. */
-  char abs[PATH_MAX];
-  const char *name = from_stdin ? "<stdin>" : opts->source;
-  const char *lineage = from_stdin ? "<stdin>" : realpath(opts->source, abs) ? abs : opts->source;
-  char sha[FINCH_SHA256_HEX_LEN] = "";
-  if (!from_stdin) {
-    finch_status st = finch_sha256_file(opts->source, sha, err);
+  double t0 = now_s();
+  finch_ingest_opts o = *opts;
+  PGresult *resumed = NULL;
+  finch_status st = FINCH_OK;
+  if (o.resume_run_id) {
+    st = resume_opts(db, o.resume_run_id, &o, &resumed, err);
     if (st) return st;
   }
-  FILE *fp = from_stdin ? stdin : fopen(opts->source, "rb");
-  if (!fp) return finch_err_set(err, FINCH_EIO, "%s: %s", opts->source, strerror(errno));
-
-  table t = {0};
-  finch_status st = read_banking77(fp, name, &t, &res->read, err);
-  if (!from_stdin) fclose(fp);
-  if (st) {
-    table_free(&t);
-    return st;
+  if (!o.format || !o.dataset || !o.source) {
+    PQclear(resumed);
+    return finch_err_set(err, FINCH_EINVAL, "ingest needs a source, a format and a dataset");
   }
-  res->duplicate = (long long)assign_splits(&t, opts->holdout, opts->seed);
-  res->rejected = (long long)t.nrej;
-
-  /* The run row is committed first so that a failure leaves a record. */
-  char holdout[32], seed[32];
-  snprintf(holdout, sizeof holdout, "%g", opts->holdout);
-  snprintf(seed, sizeof seed, "%llu", opts->seed);
-  const char *p[] = {opts->dataset, opts->format, lineage, sha[0] ? sha : NULL, holdout, seed};
-  PGresult *r = finch_db_query(db,
-      "WITH ds AS (INSERT INTO datasets (name, format) VALUES ($1, $2)"
-      " ON CONFLICT (name) DO UPDATE SET format = datasets.format RETURNING id)"
-      " INSERT INTO ingest_runs (dataset_id, source, source_sha256, format, holdout, seed)"
-      " SELECT id, $3, $4, $2, $5, $6 FROM ds RETURNING id, dataset_id", 6, p, err);
-  if (!r) {
-    table_free(&t);
-    return FINCH_EDB;
+  if (o.holdout < 0 || o.holdout >= 1) {
+    PQclear(resumed);
+    return finch_err_set(err, FINCH_EINVAL, "holdout %g is outside [0, 1)", o.holdout);
   }
-  res->run_id = atoll(PQgetvalue(r, 0, 0));
-  long long dataset_id = atoll(PQgetvalue(r, 0, 1));
-  PQclear(r);
-
-  st = finch_db_exec(db,
-      "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (text text, text_norm text, label text,"
-      " split text, content_hash text, source_line bigint)", err);
-  size_t batch = opts->batch_rows ? opts->batch_rows : 5000;
-  for (size_t i = 0; !st && i < t.n; i += batch) {
-    size_t to = i + batch < t.n ? i + batch : t.n;
-    st = finch_db_exec(db, "BEGIN", err);
-    if (!st) st = load_batch(db, &t, i, to, dataset_id, res->run_id, &res->inserted, &res->dev, err);
-    if (!st) st = finch_db_exec(db, "COMMIT", err);
-  }
+  ingest_table t = {0};
+  reader rd = {.o = &o, .name = o.source, .t = &t, .res = res};
+  finch_source *src = NULL;
+  if (o.labels_path) st = label_set_load(&rd.labels, o.labels_path, err);
+  if (!st) st = finch_redactor_open(&rd.red, o.pii_rules, o.n_pii_rules, err);
   if (!st) {
-    char run[32], nread[32], dup[32], rej[32];
-    snprintf(run, sizeof run, "%lld", res->run_id);
-    snprintf(nread, sizeof nread, "%lld", res->read);
-    snprintf(dup, sizeof dup, "%lld", res->duplicate);
-    snprintf(rej, sizeof rej, "%lld", res->rejected);
-    const char *p2[] = {run, nread, dup, rej};
-    st = finch_db_exec(db, "BEGIN", err);
-    if (!st) st = store_rejects(db, &t, res->run_id, name, err);
-    if (!st)
-      st = finch_db_run(db, "UPDATE ingest_runs SET status = 'done', finished_at = now(), rows_read = $2,"
-                            " rows_duplicate = rows_duplicate + $3, rows_rejected = $4 WHERE id = $1",
-                        4, p2, err);
-    if (!st) st = finch_db_exec(db, "COMMIT", err);
+    res->n_pii_types = finch_redactor_n_types(rd.red);
+    if (res->n_pii_types > FINCH_INGEST_MAX_PII_TYPES) res->n_pii_types = FINCH_INGEST_MAX_PII_TYPES;
+    for (size_t i = 0; i < res->n_pii_types; i++)
+      snprintf(res->pii_types[i], sizeof res->pii_types[i], "%s", finch_redactor_type(rd.red, i));
   }
-  if (st) mark_failed(db, res->run_id, err->msg);
+  if (!st) st = finch_source_open(&src, o.source, NULL, err);
+  char sha[FINCH_SHA256_HEX_LEN] = "", lineage[4096] = "";
+  if (!st) {
+    snprintf(lineage, sizeof lineage, "%s", finch_source_lineage(src));
+    st = read_all(&rd, src, err);
+    finch_err cerr;
+    finch_status cst = finch_source_close(src, sha, &cerr);
+    if (!st && cst) st = finch_err_set(err, cst, "%s", cerr.msg);
+  }
+  if (!st && o.stop && *o.stop) {
+    res->stopped = 1;
+    finch_info("stopped while reading %s: nothing stored", o.source);
+    goto out;
+  }
+  ingest_run run = {0};
+  const char *policy = NULL;
+  if (!st) {
+    res->rejected = (long long)t.nrej;
+    drop_repeats(&t);
+    int oom;
+    policy = assign_splits(&t, o.holdout, o.seed, err, &oom);
+    if (oom) st = FINCH_ENOMEM;
+  }
+  if (!st)
+    st = o.resume_run_id ? ingest_run_open(db, o.resume_run_id, sha, t.n, &run, err)
+                         : ingest_run_create(db, &o, lineage, sha, policy, t.n, &run, err);
+  if (st) goto out;
+  res->run_id = run.id;
+  if (o.resume_run_id) finch_info("resuming run %lld at row %lld of %zu", run.id, run.rows_loaded, t.n);
+  size_t batch = o.batch_rows ? o.batch_rows : 5000;
+  for (size_t i = (size_t)run.rows_loaded; !st && i < t.n; i += batch) {
+    if (o.stop && *o.stop) {
+      res->stopped = 1;
+      break;
+    }
+    size_t to = i + batch < t.n ? i + batch : t.n;
+    st = ingest_load_batch(db, &t, i, to, &run, &res->inserted, &res->dev, err);
+    if (o.progress) fprintf(stderr, "\rloading: %zu / %zu rows   %s", to, t.n, to == t.n ? "\n" : "");
+  }
+  res->seconds = now_s() - t0;
+  if (!st) {
+    st = ingest_run_finish(db, &t, &run, lineage, res, res->stopped, &res->inserted, &res->dev, err);
+  }
+  if (st) ingest_run_fail(db, run.id, err->msg);
   res->duplicate = res->read - res->rejected - res->inserted;
-  table_free(&t);
+  if (res->stopped)
+    finch_info("stopped at a batch boundary; continue with: finch ingest --resume %lld", run.id);
+out:
+  res->seconds = now_s() - t0;
+  finch_redactor_free(rd.red);
+  label_set_free(&rd.labels);
+  ingest_arena_free(&t.arena);
+  free(t.rows);
+  free(t.rej);
+  PQclear(resumed);
   return st;
 }

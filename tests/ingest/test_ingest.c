@@ -112,7 +112,7 @@ int main(void) {
   /* Errors: missing file, bad header, unknown format. Nothing is stored. */
   long long runs = test_scalar(db, "SELECT count(*) FROM ingest_runs");
   o.source = "/no/such/file.csv";
-  CHECK_INT_EQ(finch_ingest_run(db, &o, &r, &err), FINCH_EIO);
+  CHECK_INT_EQ(finch_ingest_run(db, &o, &r, &err), FINCH_ENOTFOUND);
   CHECK_CONTAINS(err.msg, "/no/such/file.csv");
   CHECK_CONTAINS(err.msg, "No such file");
   char path3[512];
@@ -123,7 +123,7 @@ int main(void) {
   CHECK_CONTAINS(err.msg, "test_ingest_header.csv:1: expected the header 'text,category'");
   o.format = "xml";
   CHECK_INT_EQ(finch_ingest_run(db, &o, &r, &err), FINCH_EINVAL);
-  CHECK_CONTAINS(err.msg, "unknown format 'xml'");
+  CHECK_CONTAINS(err.msg, "unknown input format 'xml'");
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM ingest_runs"), runs);
   finch_db_close(db);
   TEST_DONE();

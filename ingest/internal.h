@@ -1,0 +1,66 @@
+/* Shared between ingest.c (reading, checking, splitting) and load.c (the
+ * database side). Not part of the room's public interface. */
+#ifndef FINCH_INGEST_INTERNAL_H
+#define FINCH_INGEST_INTERNAL_H
+
+#include <stddef.h>
+
+#include "core/db.h"
+#include "core/hash.h"
+#include "ingest/ingest.h"
+
+typedef struct ingest_arena_block ingest_arena_block;
+typedef struct {
+  ingest_arena_block *head;
+} ingest_arena;
+
+/* Copies s into the arena; NULL for NULL or on allocation failure (check
+ * with the source pointer). Freed all at once by ingest_arena_free. */
+char *ingest_arena_strdup(ingest_arena *a, const char *s);
+void ingest_arena_free(ingest_arena *a);
+
+typedef struct {
+  const char *text;      /* NFKC, redacted */
+  const char *text_norm; /* case-folded text */
+  const char *label, *split, *dialogue_id, *speaker, *meta;
+  int turn;
+  long long line; /* line or record number in the source */
+  long long seq;  /* read order */
+  char hash[FINCH_SHA256_HEX_LEN];
+} ingest_row;
+
+typedef struct {
+  long long line;
+  char field[24];
+  char reason[256];
+} ingest_reject;
+
+typedef struct {
+  ingest_row *rows;
+  size_t n, cap;
+  ingest_reject *rej;
+  size_t nrej, caprej;
+  ingest_arena arena;
+} ingest_table;
+
+/* The run's identity and bookkeeping, as stored in ingest_runs. */
+typedef struct {
+  long long id;
+  long long dataset_id;
+  long long rows_loaded; /* resume point: rows of the ordered list already committed */
+} ingest_run;
+
+/* load.c */
+finch_status ingest_run_create(finch_db *db, const finch_ingest_opts *o, const char *lineage, const char *sha,
+                               const char *split_policy, size_t rows_total, ingest_run *run, finch_err *err);
+finch_status ingest_run_open(finch_db *db, long long id, const char *sha, size_t rows_total, ingest_run *run,
+                             finch_err *err);
+/* Loads rows [from, to) in one transaction with the run's progress. */
+finch_status ingest_load_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
+                               long long *inserted, long long *dev, finch_err *err);
+finch_status ingest_run_finish(finch_db *db, const ingest_table *t, const ingest_run *run, const char *source,
+                               const finch_ingest_result *res, int stopped, long long *inserted_total,
+                               long long *dev_total, finch_err *err);
+void ingest_run_fail(finch_db *db, long long run_id, const char *msg);
+
+#endif
