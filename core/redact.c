@@ -42,7 +42,7 @@ typedef struct {
   int jit; /* 1 when JIT compilation succeeded; else the interpreter runs it */
   size_t type;
   unsigned min_digits;       /* pre-filter: skip texts with fewer ASCII digits */
-  char needs[NEEDS_MAX + 1]; /* pre-filter: skip texts lacking any of these bytes */
+  char needs[NEEDS_MAX + 1]; /* pre-filter: skip texts lacking one of these bytes */
   char *where;               /* "file:line", for match-time errors */
 } rule;
 
@@ -310,6 +310,25 @@ static void next_token(char **p, char **tok, size_t *tok_len) {
   *p = s;
 }
 
+/* Length of the start-of-pattern option such as (*UCP) or (*LIMIT_MATCH=1000)
+ * at p, 0 if there is none. Backtracking verbs such as (*F) or (*COMMIT) are
+ * not options: they stay inside the wrapper, where "(*F)a|b" keeps its meaning. */
+static size_t pattern_option_len(const char *p, size_t len) {
+  static const char *const verbs[] = {"ACCEPT", "FAIL", "F", "COMMIT", "PRUNE", "SKIP", "THEN"};
+  if (len < 3 || p[0] != '(' || p[1] != '*') return 0;
+  size_t i = 2, name_end = 0;
+  for (; i < len && p[i] != ')'; i++) {
+    int c = (unsigned char)p[i];
+    if (c == '=' && !name_end) name_end = i;
+    else if (!(c >= 'A' && c <= 'Z') && !is_digit(c) && c != '_') return 0;
+  }
+  if (i == len || i == 2) return 0;
+  if (!name_end) name_end = i;
+  for (size_t v = 0; v < sizeof verbs / sizeof verbs[0]; v++)
+    if (strlen(verbs[v]) == name_end - 2 && memcmp(p + 2, verbs[v], name_end - 2) == 0) return 0;
+  return i + 1;
+}
+
 /* Compiles one rule's pattern; errors carry file:line, PCRE2's message and the offset in the pattern. */
 static finch_status compile_rule(rule *ru, const char *pat, size_t plen, int validator, const char *path,
                                  size_t lineno, finch_err *err) {
@@ -324,13 +343,13 @@ static finch_status compile_rule(rule *ru, const char *pat, size_t plen, int val
                          (size_t)eo, (const char *)msg);
   }
   pcre2_code_free(raw);
-  /* Leading (*VERB) settings such as (*UCP) must stay in front of the wrapper.
+  /* Start-of-pattern options such as (*UCP) must stay in front of the wrapper.
    * \E ends a \Q quote the pattern may leave open (an isolated \E is ignored). */
   size_t head = 0;
-  while (head + 1 < plen && pat[head] == '(' && pat[head + 1] == '*') {
-    const char *close = memchr(pat + head, ')', plen - head);
-    if (!close) break;
-    head = (size_t)(close - pat) + 1;
+  while (head < plen) {
+    size_t k = pattern_option_len(pat + head, plen - head);
+    if (!k) break;
+    head += k;
   }
   size_t wlen = plen + 32;
   char *wrapped = malloc(wlen);
@@ -357,7 +376,9 @@ static finch_status parse_rule(finch_redactor *r, char *p, const char *path, siz
   next_token(&p, &tok, &n);
   char name[TYPE_NAME_MAX + 1];
   if (n == 0 || n > TYPE_NAME_MAX || !is_alpha((unsigned char)tok[0]))
-    return finch_err_set(err, FINCH_EFORMAT, "%s:%zu: expected a type name ([A-Za-z][A-Za-z0-9_]*, at most %d characters), got '%.*s'",
+    return finch_err_set(err, FINCH_EFORMAT,
+                         "%s:%zu: expected a type name ([A-Za-z][A-Za-z0-9_]*, at most %d characters), "
+                         "got '%.*s'",
                          path, lineno, TYPE_NAME_MAX, (int)(n > 40 ? 40 : n), tok);
   for (size_t i = 0; i < n; i++) {
     int c = (unsigned char)tok[i];
@@ -374,8 +395,9 @@ static finch_status parse_rule(finch_redactor *r, char *p, const char *path, siz
     if (strlen(validator_names[v]) == n && memcmp(tok, validator_names[v], n) == 0) validator = v;
   if (validator < 0) {
     if (n == 0)
-      return finch_err_set(err, FINCH_EFORMAT, "%s:%zu: expected 'type validator pattern', the line ends after the type",
-                           path, lineno);
+      return finch_err_set(err, FINCH_EFORMAT,
+                           "%s:%zu: expected 'type validator pattern', the line ends after the type", path,
+                           lineno);
     return finch_err_set(err, FINCH_EFORMAT,
                          "%s:%zu: unknown validator '%.*s' (expected none, luhn, mod97 or ssn)", path, lineno,
                          (int)(n > 40 ? 40 : n), tok);
@@ -390,14 +412,14 @@ static finch_status parse_rule(finch_redactor *r, char *p, const char *path, siz
       errno = 0;
       unsigned long d = strtoul(tok + 7, &end, 10);
       if (errno || end != tok + n || !is_digit((unsigned char)tok[7]) || d > 100000)
-        return finch_err_set(err, FINCH_EFORMAT, "%s:%zu: bad option '%.*s' (digits=N, N a count of digits)", path,
-                             lineno, (int)n, tok);
+        return finch_err_set(err, FINCH_EFORMAT, "%s:%zu: bad option '%.*s' (digits=N, N a count of digits)",
+                             path, lineno, (int)n, tok);
       ru.min_digits = (unsigned)d;
     } else if (n > 6 && memcmp(tok, "needs=", 6) == 0) {
       size_t k = n - 6;
       if (k > NEEDS_MAX)
-        return finch_err_set(err, FINCH_EFORMAT, "%s:%zu: option needs= takes at most %d characters", path, lineno,
-                             NEEDS_MAX);
+        return finch_err_set(err, FINCH_EFORMAT, "%s:%zu: option needs= takes at most %d characters", path,
+                             lineno, NEEDS_MAX);
       for (size_t i = 0; i < k; i++)
         if ((unsigned char)tok[6 + i] >= 0x80)
           return finch_err_set(err, FINCH_EFORMAT, "%s:%zu: option needs= takes ASCII characters only", path,
@@ -412,8 +434,8 @@ static finch_status parse_rule(finch_redactor *r, char *p, const char *path, siz
   size_t plen = strlen(p);
   while (plen && is_blank((unsigned char)p[plen - 1])) plen--;
   if (plen == 0)
-    return finch_err_set(err, FINCH_EFORMAT, "%s:%zu: expected 'type validator pattern', the pattern is missing",
-                         path, lineno);
+    return finch_err_set(err, FINCH_EFORMAT,
+                         "%s:%zu: expected 'type validator pattern', the pattern is missing", path, lineno);
 
   finch_status st = compile_rule(&ru, p, plen, validator, path, lineno, err);
   if (st != FINCH_OK) return st;
@@ -464,7 +486,8 @@ static finch_status load_rules(finch_redactor *r, const char *path, finch_err *e
   return st;
 }
 
-finch_status finch_redactor_open(finch_redactor **out, const char *const *extra, size_t n_extra, finch_err *err) {
+finch_status finch_redactor_open(finch_redactor **out, const char *const *extra, size_t n_extra,
+                                 finch_err *err) {
   *out = NULL;
   finch_redactor *r = calloc(1, sizeof *r);
   if (!r) return finch_err_set(err, FINCH_ENOMEM, "out of memory creating the redactor");
@@ -555,7 +578,8 @@ static int rule_wanted(const rule *ru, unsigned digits, const uint64_t seen[2]) 
 }
 
 /* Finds every match of ru in text and records it as a span. */
-static finch_status run_rule(finch_redactor *r, const rule *ru, const char *text, size_t len, finch_err *err) {
+static finch_status run_rule(finch_redactor *r, const rule *ru, const char *text, size_t len,
+                             finch_err *err) {
   PCRE2_SIZE *ov = pcre2_get_ovector_pointer(r->md);
   size_t off = 0;
   while (off < len) {

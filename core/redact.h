@@ -18,8 +18,11 @@
 
 typedef struct finch_redactor finch_redactor;
 
-/* Loads the built-in rules, then each of extra[0..n_extra) in order.
- * Errors name the file, the line and PCRE2's message and offset. */
+/* Loads the built-in rules (core/pii_rules.conf of the source tree, or the
+ * file named by the environment variable FINCH_PII_RULES), then each of
+ * extra[0..n_extra) in order. Errors name the file, the line and PCRE2's
+ * message and offset: FINCH_EFORMAT for a bad rule, FINCH_EIO for a file
+ * that cannot be read. */
 finch_status finch_redactor_open(finch_redactor **out, const char *const *extra, size_t n_extra, finch_err *err);
 void finch_redactor_free(finch_redactor *r);
 
@@ -29,8 +32,11 @@ size_t finch_redactor_n_types(const finch_redactor *r);
 const char *finch_redactor_type(const finch_redactor *r, size_t i);
 
 /* Redacts text[0..len) (valid UTF-8) into *out (malloc'd, caller frees) and
- * adds the number of redactions of each type to counts[n_types]. A
- * redactor is not thread-safe: use one per thread. */
+ * adds the number of redactions of each type to counts[n_types] (counts may
+ * be NULL). A redactor is not thread-safe: use one per thread.
+ * Fails closed: invalid UTF-8 (FINCH_EFORMAT, naming the byte) or a rule that
+ * exceeds PCRE2's match limits (FINCH_EINTERNAL, naming file:line) leaves
+ * *out NULL, so unredacted text is never handed on. */
 finch_status finch_redact(finch_redactor *r, const char *text, size_t len, char **out, uint64_t *counts,
                           finch_err *err);
 

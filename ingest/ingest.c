@@ -490,8 +490,10 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
   if (!st) st = finch_redactor_open(&rd.red, o.pii_rules, o.n_pii_rules, err);
   if (!st) {
     res->n_pii_types = finch_redactor_n_types(rd.red);
-    if (res->n_pii_types > FINCH_INGEST_MAX_PII_TYPES) res->n_pii_types = FINCH_INGEST_MAX_PII_TYPES;
-    for (size_t i = 0; i < res->n_pii_types; i++)
+    if (res->n_pii_types > FINCH_INGEST_MAX_PII_TYPES)
+      st = finch_err_set(err, FINCH_EINVAL, "the redaction rules define %zu types; at most %d are supported",
+                         res->n_pii_types, FINCH_INGEST_MAX_PII_TYPES);
+    for (size_t i = 0; !st && i < res->n_pii_types; i++)
       snprintf(res->pii_types[i], sizeof res->pii_types[i], "%s", finch_redactor_type(rd.red, i));
   }
   if (!st) st = finch_source_open(&src, o.source, NULL, err);
@@ -508,6 +510,8 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
     finch_info("stopped while reading %s: nothing stored", o.source);
     goto out;
   }
+  double t_read = now_s();
+  finch_debug("read %lld records in %.2f s", res->read, t_read - t0);
   ingest_run run = {0};
   const char *policy = NULL;
   if (!st) {
@@ -534,6 +538,7 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
     if (o.progress) fprintf(stderr, "\rloading: %zu / %zu rows   %s", to, t.n, to == t.n ? "\n" : "");
   }
   res->seconds = now_s() - t0;
+  finch_debug("loaded in %.2f s", now_s() - t_read);
   if (!st) {
     st = ingest_run_finish(db, &t, &run, lineage, res, res->stopped, &res->inserted, &res->dev, err);
   }

@@ -48,6 +48,7 @@ typedef struct {
   long long id;
   long long dataset_id;
   long long rows_loaded; /* resume point: rows of the ordered list already committed */
+  int dataset_was_empty;  /* no row can already be stored: batches skip the lookup */
 } ingest_run;
 
 /* load.c */

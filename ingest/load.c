@@ -44,6 +44,13 @@ finch_status ingest_run_create(finch_db *db, const finch_ingest_opts *o, const c
   run->dataset_id = atoll(PQgetvalue(r, 0, 1));
   run->rows_loaded = 0;
   PQclear(r);
+  char ds[32];
+  snprintf(ds, sizeof ds, "%lld", run->dataset_id);
+  const char *p2[] = {ds};
+  r = finch_db_query(db, "SELECT NOT EXISTS (SELECT 1 FROM utterances WHERE dataset_id = $1)", 1, p2, err);
+  if (!r) return FINCH_EDB;
+  run->dataset_was_empty = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
   return FINCH_OK;
 }
 
@@ -85,8 +92,10 @@ static int put_row(finch_copybuf *b, const ingest_row *r) {
          finch_copybuf_field(b, r->hash, 0) || finch_copybuf_field(b, line, 1);
 }
 
-finch_status ingest_load_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
-                               long long *inserted, long long *dev, finch_err *err) {
+/* The general path: COPY into a staging table, then INSERT ... ON CONFLICT
+ * DO NOTHING; safe against concurrent loads of the same dataset. */
+static finch_status load_batch_upsert(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
+                                      long long *inserted, long long *dev, finch_err *err) {
   finch_status st = finch_db_exec(db,
       "BEGIN;"
       "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (text text, text_norm text, label text, split text,"
@@ -188,4 +197,99 @@ void ingest_run_fail(finch_db *db, long long run_id, const char *msg) {
   const char *p[] = {run, msg};
   finch_err ignore;
   finch_db_run(db, "UPDATE ingest_runs SET status = 'failed', error = $2 WHERE id = $1", 2, p, &ignore);
+}
+
+static int cmp_hex(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int put_row_direct(finch_copybuf *b, const ingest_row *r, const char *ds, const char *runid) {
+  return finch_copybuf_field(b, ds, 0) || finch_copybuf_field(b, "source", 0) ||
+         finch_copybuf_field(b, runid, 0) || put_row(b, r);
+}
+
+/* The fast path: one indexed lookup finds which rows of the batch are
+ * already stored, and the rest go straight into utterances with COPY, in the
+ * same transaction as the run's progress (a new run into an empty dataset
+ * skips the lookup). If a concurrent load stored one of
+ * them meanwhile, the unique index refuses the COPY, the transaction rolls
+ * back, and the batch takes the general path. */
+finch_status ingest_load_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
+                               long long *inserted, long long *dev, finch_err *err) {
+  char ds[32], runid[32], upto[32];
+  snprintf(ds, sizeof ds, "%lld", run->dataset_id);
+  snprintf(runid, sizeof runid, "%lld", run->id);
+  snprintf(upto, sizeof upto, "%zu", to);
+  size_t n = to - from;
+  char *arr = malloc(n * (FINCH_SHA256_HEX_LEN + 1) + 3);
+  char **have = malloc((n + 1) * sizeof *have);
+  if (!arr || !have) {
+    free(arr);
+    free(have);
+    return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  }
+  size_t o = 0;
+  arr[o++] = '{';
+  for (size_t i = from; i < to; i++) {
+    if (i > from) arr[o++] = ',';
+    memcpy(arr + o, t->rows[i].hash, FINCH_SHA256_HEX_LEN - 1);
+    o += FINCH_SHA256_HEX_LEN - 1;
+  }
+  arr[o++] = '}';
+  arr[o] = '\0';
+  finch_status st = finch_db_exec(db, "BEGIN", err);
+  const char *p[] = {ds, arr};
+  PGresult *r = st || run->dataset_was_empty
+                    ? NULL
+                    : finch_db_query(db, "SELECT content_hash FROM utterances WHERE dataset_id = $1"
+                                         " AND content_hash = ANY($2::text[])", 2, p, err);
+  if (!st && !r && !run->dataset_was_empty) st = FINCH_EDB;
+  size_t nhave = 0;
+  if (!st && r) {
+    for (int i = 0; i < PQntuples(r); i++) have[nhave++] = PQgetvalue(r, i, 0);
+    qsort(have, nhave, sizeof *have, cmp_hex);
+  }
+  long long ins = 0, d = 0;
+  if (!st)
+    st = finch_db_copy_begin(db,
+        "COPY utterances (dataset_id, origin, ingest_run_id, text, text_norm, label, split, dialogue_id,"
+        " turn_index, speaker, meta, content_hash, source_line) FROM STDIN", err);
+  finch_copybuf b = {0};
+  for (size_t i = from; !st && i < to; i++) {
+    const char *h = t->rows[i].hash;
+    if (nhave && bsearch(&h, have, nhave, sizeof *have, cmp_hex)) continue;
+    if (put_row_direct(&b, &t->rows[i], ds, runid)) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    ins++;
+    d += t->rows[i].split && strcmp(t->rows[i].split, "dev") == 0;
+    if (!st && b.len > (1u << 20)) {
+      st = finch_db_copy_put(db, b.buf, b.len, err);
+      finch_copybuf_reset(&b);
+    }
+  }
+  if (!st) {
+    st = finch_db_copy_put(db, b.buf, b.len, err);
+    finch_status end = finch_db_copy_end(db, err);
+    if (!st) st = end;
+  }
+  finch_copybuf_free(&b);
+  PQclear(r);
+  free(arr);
+  free(have);
+  if (!st) {
+    char cnt[32];
+    snprintf(cnt, sizeof cnt, "%lld", ins);
+    const char *p2[] = {runid, upto, cnt};
+    st = finch_db_run(db, "UPDATE ingest_runs SET rows_loaded = $2, rows_inserted = rows_inserted + $3 WHERE id = $1",
+                      3, p2, err);
+  }
+  if (!st) st = finch_db_exec(db, "COMMIT", err);
+  if (!st) {
+    *inserted += ins;
+    *dev += d;
+    return FINCH_OK;
+  }
+  PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  if (strstr(err->msg, "duplicate key")) {
+    finch_debug("batch at row %zu raced a concurrent load; loading it with ON CONFLICT", from);
+    return load_batch_upsert(db, t, from, to, run, inserted, dev, err);
+  }
+  return st;
 }

@@ -154,6 +154,12 @@ static void test_phones(finch_redactor *r) {
   CHECK_REDACT(r, "01 23 45 67 89", "<PHONE>");
   CHECK_REDACT(r, "030 1234567", "<PHONE>");
   CHECK_REDACT(r, "phone +44 7700 900123 ext 12", "phone <PHONE> ext 12");
+  /* Without country code or trunk 0, only after words that announce a phone. */
+  CHECK_REDACT(r, "The phone number is 20 7071 5029, thanks", "The phone number is <PHONE>, thanks");
+  CHECK_REDACT(r, "they can be reached at 1 40 51 38 38.", "they can be reached at <PHONE>.");
+  CHECK_REDACT(r, "contact number: 1793 414926", "contact number: <PHONE>");
+  CHECK_SURVIVES(r, "I called on 2024-03-12 and 12/03/2024 at 10:30");
+  CHECK_SURVIVES(r, "I called about transaction 98765432101");
   CHECK_SURVIVES(r, "+50.00 on my balance");
   CHECK_SURVIVES(r, "192.168.100.1000");
   CHECK_SURVIVES(r, "code 0207946095812345");
@@ -245,7 +251,8 @@ static void test_counts(finch_redactor *r) {
 static void test_utf8(finch_redactor *r) {
   CHECK_REDACT(r, "我的卡号是 4111 1111 1111 1111", "我的卡号是 <CARD>");
   CHECK_REDACT(r, "我的卡号是4111111111111111。谢谢", "我的卡号是<CARD>。谢谢");
-  CHECK_REDACT(r, "Überweisung an DE89 3704 0044 0532 0130 00 – danke", "Überweisung an <IBAN> – danke");
+  CHECK_REDACT(r, "Überweisung an DE89 3704 0044 0532 0130 00 – danke",
+               "Überweisung an <IBAN> – danke");
   CHECK_REDACT(r, "📞 +44 20 7946 0958 😊", "📞 <PHONE> 😊");
   CHECK_SURVIVES(r, "€100 für März");
 
@@ -278,6 +285,8 @@ static void test_extension(void) {
   finch_err err;
   if (finch_redactor_open(&r, ext, 2, &err) != FINCH_OK) {
     TEST_FAIL_("open with extensions: %s", err.msg);
+    unlink(p1);
+    unlink(p2);
     return;
   }
   CHECK_INT_EQ(finch_redactor_n_types(r), N_BUILTIN + 2);
