@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "core/paths.h"
 #include "ingest/ingest.h"
@@ -141,9 +142,30 @@ static void pii_and_hostile(finch_db *db) {
   CHECK_INT_EQ(count(db, "SELECT count(*) FROM ingest_rejects WHERE reason LIKE '%s'", "text longer than%"), 1);
 }
 
+/* gzip is recognised by its magic, whatever the file is called, and a
+ * file:// URL is a source like a path. */
+static void gzip_and_urls(finch_db *db) {
+  char path[512], url[600];
+  snprintf(path, sizeof path, "%s/test_ingest_gz.jsonl", test_tmpdir());
+  gzFile gz = gzopen(path, "wb");
+  for (int i = 0; i < 300; i++) gzprintf(gz, "{\"text\": \"row %d about my card\", \"label\": \"l%d\"}\n", i, i % 3);
+  gzclose(gz);
+  finch_ingest_result r = ingest(db, path, "jsonl", "gz", 0.1, FINCH_OK);
+  CHECK_INT_EQ(r.read, 300);
+  CHECK_INT_EQ(r.inserted, 300);
+  CHECK_INT_EQ(r.dev, 30);
+  snprintf(url, sizeof url, "file://%s", path);
+  r = ingest(db, url, "jsonl", "gz", 0.1, FINCH_OK);
+  CHECK_INT_EQ(r.read, 300);
+  CHECK_INT_EQ(r.inserted, 0);
+  CHECK_INT_EQ(count(db, "SELECT count(*) FROM ingest_runs WHERE source = '%s' AND source_sha256 IS NOT NULL", path), 2);
+  r = ingest(db, "ftp://example.invalid/x", "jsonl", "gz", 0, FINCH_EINVAL);
+}
+
 int main(void) {
   finch_db *db = test_db_open();
   real_data(db);
+  gzip_and_urls(db);
   pii_and_hostile(db);
   finch_db_close(db);
   TEST_DONE();

@@ -11,7 +11,7 @@
 #include "tests/dbtest.h"
 #include "tests/test.h"
 
-#define ROWS 100000
+#define ROWS 30000
 
 static pid_t spawn(const char *bin, const char *const *args) {
   pid_t pid = fork();
@@ -97,6 +97,34 @@ int main(void) {
   /* Re-running (a new run) inserts nothing. */
   CHECK_INT_EQ(wait_exit(spawn(bin, args)), 0);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM utterances"), 2 * ROWS);
+
+  /* SIGINT stops at a batch boundary: status 'stopped', whole batches only,
+   * exit status 130; --resume finishes the run. */
+  const char *sig_args[] = {bin, "ingest", "--format", "jsonl", "--dataset", "interrupted", "--batch", "200", path, NULL};
+  pid = spawn(bin, sig_args);
+  loaded = 0;
+  for (int i = 0; i < 20000 && loaded == 0; i++) {
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+    loaded = test_scalar(db, "SELECT coalesce(max(rows_loaded), 0) FROM ingest_runs r JOIN datasets d"
+                             " ON d.id = r.dataset_id WHERE d.name = 'interrupted'");
+  }
+  kill(pid, SIGINT);
+  CHECK_INT_EQ(wait_exit(pid), 130);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM ingest_runs r JOIN datasets d ON d.id = r.dataset_id"
+                               " WHERE d.name = 'interrupted' AND status = 'stopped'"), 1);
+  long long kept = test_scalar(db, "SELECT count(*) FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+                                   " WHERE d.name = 'interrupted'");
+  CHECK_INT_EQ(kept, test_scalar(db, "SELECT rows_loaded FROM ingest_runs r JOIN datasets d ON d.id = r.dataset_id"
+                                     " WHERE d.name = 'interrupted'"));
+  CHECK_INT_EQ(kept % 200, 0);
+  snprintf(runs, sizeof runs, "%lld", test_scalar(db, "SELECT r.id FROM ingest_runs r JOIN datasets d"
+                                                      " ON d.id = r.dataset_id WHERE d.name = 'interrupted'"));
+  CHECK_INT_EQ(wait_exit(spawn(bin, resume)), 0);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+                               " WHERE d.name = 'interrupted'"), ROWS);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM ingest_runs r JOIN datasets d ON d.id = r.dataset_id"
+                               " WHERE d.name = 'interrupted' AND status = 'done'"), 1);
   free(a);
   free(b);
   finch_db_close(db);
