@@ -32,8 +32,34 @@ static int is_dropped_cp(utf8proc_int32_t cp) {
   return c == UTF8PROC_CATEGORY_CC || cp == 0xFEFF || cp == 0x200B;
 }
 
+/* Printable ASCII (and space) is its own NFKC form, and case-folds to its
+ * lower case: such text, by far the most common, skips utf8proc. Anything
+ * else, control characters included, takes the general path. */
+static int ascii_fast(const char *in, size_t len, int flags, char **out) {
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)in[i] < 0x20 || (unsigned char)in[i] > 0x7e) return 0;
+  char *res = malloc(len + 1);
+  if (!res) return 0;
+  size_t o = 0;
+  int pending_space = 0;
+  for (size_t i = 0; i < len; i++) {
+    char ch = in[i];
+    if (ch == ' ') {
+      pending_space = o > 0;
+      continue;
+    }
+    if (pending_space) res[o++] = ' ';
+    pending_space = 0;
+    res[o++] = (flags & FINCH_TEXT_FOLD) && ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+  }
+  res[o] = '\0';
+  *out = res;
+  return 1;
+}
+
 finch_status finch_text_normalize(const char *in, size_t len, int flags, char **out, finch_err *err) {
   *out = NULL;
+  if (ascii_fast(in, len, flags, out)) return FINCH_OK;
   size_t bad;
   if (!finch_utf8_valid(in, len, &bad))
     return finch_err_set(err, FINCH_EFORMAT, "invalid UTF-8 at byte %zu", bad);

@@ -38,6 +38,26 @@ int main(void) {
   CHECK_NORM("我的卡还没到", FINCH_TEXT_FOLD, "我的卡还没到");
   CHECK_NORM("", 0, "");
 
+  /* The printable-ASCII fast path agrees with utf8proc: a string made of
+   * every printable character, once plain and once with a non-ASCII
+   * character appended (which forces the general path). */
+  char ascii[256], mixed[260];
+  size_t k = 0;
+  for (int c = 0x20; c <= 0x7e; c++) {
+    ascii[k++] = (char)c;
+    if (c % 7 == 0) ascii[k++] = ' ';
+  }
+  ascii[k] = '\0';
+  snprintf(mixed, sizeof mixed, "%s \xC3\xA9", ascii);
+  for (int flags = 0; flags <= FINCH_TEXT_FOLD; flags += FINCH_TEXT_FOLD) {
+    char *fast = norm(ascii, flags), *slow = norm(mixed, flags);
+    size_t fl = strlen(fast);
+    CHECK(strlen(slow) == fl + 3); /* " é" */
+    CHECK(strncmp(fast, slow, fl) == 0);
+    free(fast);
+    free(slow);
+  }
+
   /* Invalid UTF-8 is an error naming the byte, never a crash. */
   const char bad[] = "card \xC3\x28 ok";
   char *out = (char *)1;
