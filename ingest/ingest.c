@@ -427,22 +427,26 @@ static const char *assign_splits(ingest_table *t, double holdout, unsigned long 
 
 /* ---- resume: the run's own options ---- */
 
-static finch_status resume_opts(finch_db *db, long long id, finch_ingest_opts *o, PGresult **keep, finch_err *err) {
+/* Fills o with the run's own settings; the strings live in *keep, and
+ * rules (one slot) holds the run's extra redaction rules file. */
+static finch_status resume_opts(finch_db *db, long long id, finch_ingest_opts *o, PGresult **keep,
+                                const char **rules, finch_err *err) {
   char ids[32];
   snprintf(ids, sizeof ids, "%lld", id);
   const char *p[] = {ids};
   PGresult *r = finch_db_query(db,
       "SELECT d.name, r.format, r.source, r.holdout, r.seed, r.status, r.params->>'text_col',"
       " r.params->>'label_col', r.params->>'domains', r.params->>'labels', r.params->>'batch_rows',"
-      " r.params->>'max_text_bytes' FROM ingest_runs r JOIN datasets d ON d.id = r.dataset_id WHERE r.id = $1",
+      " r.params->>'max_text_bytes', r.params->'pii_rules'->>0"
+      " FROM ingest_runs r JOIN datasets d ON d.id = r.dataset_id WHERE r.id = $1",
       1, p, err);
   if (!r) return FINCH_EDB;
   if (PQntuples(r) == 0) {
     PQclear(r);
     return finch_err_set(err, FINCH_ENOTFOUND, "ingest run %lld does not exist", id);
   }
-  const char *c[12];
-  for (int i = 0; i < 12; i++) c[i] = PQgetisnull(r, 0, i) ? NULL : PQgetvalue(r, 0, i);
+  const char *c[13];
+  for (int i = 0; i < 13; i++) c[i] = PQgetisnull(r, 0, i) ? NULL : PQgetvalue(r, 0, i);
   o->dataset = c[0];
   o->format = c[1];
   if (!o->source) o->source = c[2];
@@ -454,6 +458,10 @@ static finch_status resume_opts(finch_db *db, long long id, finch_ingest_opts *o
   o->labels_path = c[9];
   o->batch_rows = c[10] ? (size_t)atoll(c[10]) : 0;
   o->max_text_bytes = c[11] ? (size_t)atoll(c[11]) : 0;
+  /* The same redaction rules, or the rows would not hash the same. */
+  rules[0] = c[12];
+  o->pii_rules = rules;
+  o->n_pii_rules = c[12] ? 1 : 0;
   if (strcmp(o->source, "<stdin>") == 0 || strcmp(o->source, "-") == 0) {
     PQclear(r);
     return finch_err_set(err, FINCH_EINVAL, "run %lld read standard input: give the same input again as the source", id);
@@ -470,9 +478,10 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
   double t0 = now_s();
   finch_ingest_opts o = *opts;
   PGresult *resumed = NULL;
+  const char *resume_rules[1] = {NULL};
   finch_status st = FINCH_OK;
   if (o.resume_run_id) {
-    st = resume_opts(db, o.resume_run_id, &o, &resumed, err);
+    st = resume_opts(db, o.resume_run_id, &o, &resumed, resume_rules, err);
     if (st) return st;
   }
   if (!o.format || !o.dataset || !o.source) {
