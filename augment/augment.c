@@ -1,184 +1,387 @@
 #include "augment/augment.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "augment/methods.h"
 #include "core/hash.h"
+#include "core/models.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/text.h"
+#include "nn/model.h"
 
-#define MAX_WORDS 256
+static const finch_aug_method *const known[] = {&finch_aug_eda, &finch_aug_synonyms, &finch_aug_entities,
+                                                &finch_aug_noise};
+#define N_KNOWN (sizeof known / sizeof known[0])
 
-void finch_augment_eda(const char *text, unsigned long long stream, double p_delete, int n_swap, char *out) {
-  finch_rng rng = {stream};
-  char *copy = strdup(text);
-  if (!copy) {
-    strcpy(out, text);
-    return;
-  }
-  char *words[MAX_WORDS];
-  int n = 0;
-  for (char *tok = strtok(copy, " "); tok && n < MAX_WORDS; tok = strtok(NULL, " ")) words[n++] = tok;
-  /* Random deletion: each word with probability p_delete, one always kept. */
-  int keep[MAX_WORDS], nk = 0;
-  for (int i = 0; i < n; i++)
-    if (n == 1 || finch_rng_uniform(&rng) >= p_delete) keep[nk++] = i;
-  if (nk == 0) keep[nk++] = (int)finch_rng_below(&rng, (uint64_t)n);
-  /* Random swaps of two kept positions. */
-  for (int s = 0; s < n_swap && nk >= 2; s++) {
-    int a = (int)finch_rng_below(&rng, (uint64_t)nk), b = (int)finch_rng_below(&rng, (uint64_t)nk);
-    int t = keep[a];
-    keep[a] = keep[b];
-    keep[b] = t;
-  }
-  size_t o = 0;
-  for (int i = 0; i < nk; i++) {
-    size_t len = strlen(words[keep[i]]);
-    if (i) out[o++] = ' ';
-    memcpy(out + o, words[keep[i]], len);
-    o += len;
-  }
-  out[o] = '\0';
-  free(copy);
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-typedef struct {
-  const char *id, *text, *label, *hash;
-} parent;
+static finch_status parse_methods(const char *list, const finch_aug_method **out, size_t *n, finch_err *err) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", list ? list : "eda,synonyms,entities,noise");
+  *n = 0;
+  for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    const finch_aug_method *m = NULL;
+    for (size_t i = 0; i < N_KNOWN; i++)
+      if (strcmp(known[i]->name, tok) == 0) m = known[i];
+    if (!m) return finch_err_set(err, FINCH_EINVAL, "unknown augmentation method '%s' (eda, synonyms, entities, noise)", tok);
+    for (size_t i = 0; i < *n; i++)
+      if (out[i] == m) m = NULL;
+    if (m && *n < FINCH_AUGMENT_MAX_METHODS) out[(*n)++] = m;
+  }
+  if (*n == 0) return finch_err_set(err, FINCH_EINVAL, "no augmentation method given");
+  return FINCH_OK;
+}
 
-static finch_status flush_rows(finch_db *db, finch_copybuf *b, long long *inserted, finch_err *err) {
+/* A set of content hashes (their first 64 bits), so that the target counts
+ * distinct rows: a variant already stored, or already made in this run, is
+ * not counted and another attempt is made. */
+typedef struct {
+  uint64_t *slots; /* 0 = empty */
+  size_t cap, n;
+} hash_set;
+
+static uint64_t hash_key(const char *hex) {
+  uint64_t k = strtoull((char[17]){hex[0], hex[1], hex[2], hex[3], hex[4], hex[5], hex[6], hex[7], hex[8], hex[9],
+                                   hex[10], hex[11], hex[12], hex[13], hex[14], hex[15], 0},
+                        NULL, 16);
+  return k ? k : 1;
+}
+
+static int hash_set_has(const hash_set *h, uint64_t k) {
+  if (!h->cap) return 0;
+  for (size_t j = k & (h->cap - 1); h->slots[j]; j = (j + 1) & (h->cap - 1))
+    if (h->slots[j] == k) return 1;
+  return 0;
+}
+
+/* Adds k; returns 1 when it was new, 0 when present, -1 out of memory. */
+static int hash_set_add(hash_set *h, uint64_t k) {
+  if (2 * (h->n + 1) > h->cap) {
+    size_t cap = h->cap ? 2 * h->cap : 1 << 16;
+    uint64_t *ns = calloc(cap, sizeof *ns);
+    if (!ns) return -1;
+    for (size_t i = 0; i < h->cap; i++)
+      if (h->slots[i]) {
+        size_t j = h->slots[i] & (cap - 1);
+        while (ns[j]) j = (j + 1) & (cap - 1);
+        ns[j] = h->slots[i];
+      }
+    free(h->slots);
+    h->slots = ns;
+    h->cap = cap;
+  }
+  size_t j = k & (h->cap - 1);
+  while (h->slots[j]) {
+    if (h->slots[j] == k) return 0;
+    j = (j + 1) & (h->cap - 1);
+  }
+  h->slots[j] = k;
+  h->n++;
+  return 1;
+}
+
+/* The stream of attempt a on a parent: a function of (seed, parent hash, a) only. */
+static uint64_t stream_of(unsigned long long seed, const char *hash, long long attempt) {
+  char key[160], hex[FINCH_SHA256_HEX_LEN];
+  int len = snprintf(key, sizeof key, "%llu:%s:%lld", seed, hash, attempt);
+  finch_sha256_hex(key, (size_t)len, hex);
+  return strtoull(hex + 48, NULL, 16);
+}
+
+static finch_status flush_rows(finch_db *db, finch_copybuf *b, finch_augment_result *res, double tau,
+                               finch_err *err) {
   finch_status st = finch_db_copy_begin(db,
-      "COPY augment_stage (parent_id, text, text_norm, label, method_params, content_hash) FROM STDIN", err);
+      "COPY augment_stage (dataset_id, parent_id, text, text_norm, label, method, method_params, content_hash,"
+      " augment_run_id, probs) FROM STDIN", err);
   if (st) return st;
   st = finch_db_copy_put(db, b->buf, b->len, err);
   finch_status end = finch_db_copy_end(db, err);
   finch_copybuf_reset(b);
   if (st || end) return st ? st : end;
+  char teacher[32], temp[32];
+  snprintf(teacher, sizeof teacher, "%lld", res->teacher_id);
+  snprintf(temp, sizeof temp, "%g", tau);
+  const char *p[] = {res->teacher_id ? teacher : NULL, temp};
   PGresult *r = finch_db_query(db,
-      "WITH ins AS (INSERT INTO utterances (dataset_id, text, text_norm, label, split, origin,"
-      " parent_id, method, method_params, content_hash)"
-      " SELECT p.dataset_id, s.text, s.text_norm, s.label, 'train', 'augmented', s.parent_id, 'eda',"
-      " s.method_params::jsonb, s.content_hash FROM augment_stage s JOIN utterances p ON p.id = s.parent_id"
-      " ON CONFLICT (dataset_id, content_hash) DO NOTHING RETURNING 1) SELECT count(*) FROM ins",
-      0, NULL, err);
+      "WITH ins AS (INSERT INTO utterances (dataset_id, text, text_norm, label, split, origin, parent_id, method,"
+      " method_params, content_hash, augment_run_id)"
+      " SELECT dataset_id, text, text_norm, label, 'train', 'augmented', parent_id, method, method_params::jsonb,"
+      " content_hash, augment_run_id FROM augment_stage"
+      " ON CONFLICT (dataset_id, content_hash) DO NOTHING RETURNING id, method, content_hash),"
+      " t AS (INSERT INTO teacher_outputs (model_id, utterance_id, temperature, probs)"
+      " SELECT $1::bigint, ins.id, $2::real, s.probs::real[] FROM ins JOIN augment_stage s USING (content_hash)"
+      " WHERE $1::bigint IS NOT NULL AND s.probs IS NOT NULL ON CONFLICT DO NOTHING)"
+      " SELECT method, count(*) FROM ins GROUP BY method", 2, p, err);
   if (!r) return FINCH_EDB;
-  *inserted += atoll(PQgetvalue(r, 0, 0));
+  for (int i = 0; i < PQntuples(r); i++) {
+    long long k = atoll(PQgetvalue(r, i, 1));
+    res->inserted += k;
+    for (size_t m = 0; m < res->n_methods; m++)
+      if (strcmp(res->method_names[m], PQgetvalue(r, i, 0)) == 0) res->method_inserted[m] += k;
+  }
   PQclear(r);
   return finch_db_exec(db, "TRUNCATE augment_stage", err);
+}
+
+/* The guard's teacher: opts->teacher, else the dataset's latest registered
+ * teacher; NULL (no guard) when there is none or "none" was asked. */
+static finch_status open_teacher(finch_db *db, const finch_augment_opts *o, nn_model **m, long long *id,
+                                 finch_err *err) {
+  *m = NULL;
+  *id = 0;
+  if (o->teacher && strcmp(o->teacher, "none") == 0) return FINCH_OK;
+  char ref[32], path[4096];
+  const char *use = o->teacher;
+  if (!use) {
+    const char *p[] = {o->dataset};
+    PGresult *r = finch_db_query(db, "SELECT m.id FROM models m JOIN datasets d ON d.id = m.dataset_id"
+                                     " WHERE d.name = $1 AND m.kind = 'teacher' ORDER BY m.id DESC LIMIT 1", 1, p, err);
+    if (!r) return FINCH_EDB;
+    int none = PQntuples(r) == 0;
+    if (!none) snprintf(ref, sizeof ref, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (none) {
+      finch_info("no teacher registered for %s: candidates are not label-guarded", o->dataset);
+      return FINCH_OK;
+    }
+    use = ref;
+  }
+  finch_status st = finch_models_resolve(db, use, path, sizeof path, id, NULL, err);
+  if (!st) st = nn_model_load(m, path, err);
+  return st;
 }
 
 finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, finch_augment_result *res,
                                finch_err *err) {
   memset(res, 0, sizeof *res);
-  double p_delete = opts->p_delete > 0 ? opts->p_delete : 0.1;
-  int n_swap = opts->n_swap > 0 ? opts->n_swap : 1;
-  if (p_delete >= 1) return finch_err_set(err, FINCH_EINVAL, "p_delete %g must be below 1", p_delete);
+  double t0 = now_s();
+  const finch_aug_method *methods[FINCH_AUGMENT_MAX_METHODS];
+  size_t nm;
+  finch_status st = parse_methods(opts->methods, methods, &nm, err);
+  if (st) return st;
+  void *states[FINCH_AUGMENT_MAX_METHODS] = {0};
+  size_t opened = 0;
+  for (; opened < nm && !st; opened++) st = methods[opened]->open(&states[opened], err);
+  res->n_methods = nm;
+  for (size_t m = 0; m < nm; m++) res->method_names[m] = methods[m]->name;
+  PGresult *parents = NULL;
   const char *p[] = {opts->dataset};
-  PGresult *parents = finch_db_query(db,
-      "SELECT u.id, u.text, u.label, u.content_hash FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
-      " WHERE d.name = $1 AND u.split = 'train' AND u.origin = 'source' AND u.label IS NOT NULL"
-      " ORDER BY u.id", 1, p, err);
-  if (!parents) return FINCH_EDB;
-  long long np = PQntuples(parents);
-  if (np == 0) {
-    PQclear(parents);
-    return finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has no training rows to augment (run finch ingest first)",
-                         opts->dataset);
+  nn_model *teacher = NULL;
+  float *probs = NULL;
+  double threshold = opts->guard_threshold > 0 ? opts->guard_threshold : 0.5;
+  double tau = opts->temperature > 0 ? opts->temperature : 2.0;
+  if (!st) st = open_teacher(db, opts, &teacher, &res->teacher_id, err);
+  if (!st && teacher && !(probs = malloc(nn_model_n_labels(teacher) * sizeof *probs)))
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  if (!st) {
+    parents = finch_db_query(db,
+        "SELECT u.id, u.text, u.label, u.content_hash, u.text_norm, u.dataset_id FROM utterances u"
+        " JOIN datasets d ON d.id = u.dataset_id"
+        " WHERE d.name = $1 AND u.split = 'train' AND u.origin = 'source' AND u.label IS NOT NULL"
+        " ORDER BY u.label, u.id", 1, p, err);
+    if (!parents) st = FINCH_EDB;
   }
+  hash_set seen = {0};
+  if (!st) {
+    PGresult *h = finch_db_query(db, "SELECT u.content_hash FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+                                     " WHERE d.name = $1", 1, p, err);
+    if (!h) st = FINCH_EDB;
+    for (int i = 0; h && !st && i < PQntuples(h); i++)
+      if (hash_set_add(&seen, hash_key(PQgetvalue(h, i, 0))) < 0) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    PQclear(h);
+  }
+  long long np = parents ? PQntuples(parents) : 0;
+  if (!st && np == 0)
+    st = finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has no training rows to augment (run finch ingest first)",
+                       opts->dataset);
+  long long n_labels = 0;
+  for (long long i = 0; !st && i < np; i++)
+    n_labels += i == 0 || strcmp(PQgetvalue(parents, (int)i, 2), PQgetvalue(parents, (int)(i - 1), 2)) != 0;
   res->parents = np;
   long long target = opts->target > 0 ? opts->target : 2 * np;
-  long long per_parent = (target + np - 1) / np;
-
-  char params[256];
-  snprintf(params, sizeof params,
-           "{\"method\": \"eda\", \"p_delete\": %g, \"n_swap\": %d, \"seed\": %llu, \"target\": %lld}",
-           p_delete, n_swap, opts->seed, target);
-  const char *p2[] = {opts->dataset, params};
-  PGresult *r = finch_db_query(db,
-      "INSERT INTO augment_runs (dataset_id, params) SELECT id, $2::jsonb FROM datasets WHERE name = $1"
-      " RETURNING id", 2, p2, err);
-  if (!r) {
-    PQclear(parents);
-    return FINCH_EDB;
+  /* The target is what the dataset should hold: rows from earlier runs count. */
+  PGresult *existing = NULL;
+  if (!st) {
+    existing = finch_db_query(db, "SELECT u.label, count(*) FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+                                  " WHERE d.name = $1 AND u.origin = 'augmented' GROUP BY u.label", 1, p, err);
+    if (!existing) st = FINCH_EDB;
   }
-  res->run_id = atoll(PQgetvalue(r, 0, 0));
-  PQclear(r);
+  long long have = 0;
+  for (int e = 0; existing && e < PQntuples(existing); e++) have += atoll(PQgetvalue(existing, e, 1));
+  long long wanted = target > have ? target - have : 0;
 
-  finch_status st = finch_db_exec(db,
-      "CREATE TEMP TABLE IF NOT EXISTS augment_stage (parent_id bigint, text text, text_norm text,"
-      " label text, method_params text, content_hash text)", err);
-  if (!st) st = finch_db_exec(db, "BEGIN", err);
+  char params[512], mlist[128] = "";
+  for (size_t m = 0; m < nm; m++) {
+    strncat(mlist, m ? "\", \"" : "", sizeof mlist - strlen(mlist) - 1);
+    strncat(mlist, methods[m]->name, sizeof mlist - strlen(mlist) - 1);
+  }
+  snprintf(params, sizeof params,
+           "{\"methods\": [\"%s\"], \"seed\": %llu, \"target\": %lld, \"balance\": \"%s\"}", mlist, opts->seed,
+           target, opts->proportional ? "proportional" : "uniform");
+  if (!st) {
+    const char *p2[] = {opts->dataset, params};
+    PGresult *r = finch_db_query(db,
+        "INSERT INTO augment_runs (dataset_id, params) SELECT id, $2::jsonb FROM datasets WHERE name = $1"
+        " RETURNING id", 2, p2, err);
+    if (!r) st = FINCH_EDB;
+    else {
+      res->run_id = atoll(PQgetvalue(r, 0, 0));
+      PQclear(r);
+    }
+  }
+  if (!st)
+    st = finch_db_exec(db,
+        "CREATE TEMP TABLE IF NOT EXISTS augment_stage (dataset_id bigint, parent_id bigint, text text,"
+        " text_norm text, label text, method text, method_params text, content_hash text, augment_run_id bigint,"
+        " probs text);"
+        "TRUNCATE augment_stage; BEGIN", err);
+  char runid[32];
+  snprintf(runid, sizeof runid, "%lld", res->run_id);
   finch_copybuf b = {0};
   size_t cap = 0;
-  char *variant = NULL, *seen = NULL;
-  for (long long i = 0; !st && i < np && res->generated < target; i++) {
-    const char *id = PQgetvalue(parents, (int)i, 0), *text = PQgetvalue(parents, (int)i, 1);
-    const char *label = PQgetvalue(parents, (int)i, 2), *hash = PQgetvalue(parents, (int)i, 3);
-    size_t len = strlen(text);
-    if (len + 1 > cap) {
-      cap = 2 * len + 2;
-      char *nv = realloc(variant, cap), *ns = realloc(seen, cap * (size_t)(per_parent + 1));
-      if (nv) variant = nv;
-      if (ns) seen = ns;
-      if (!nv || !ns) {
-        st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-        break;
+  char *variant = NULL;
+  char mp[1024];
+  double last = t0;
+  for (long long i = 0; !st && i < np && res->generated < wanted;) {
+    /* One intent: parents [i, j). */
+    const char *label = PQgetvalue(parents, (int)i, 2);
+    long long j = i;
+    while (j < np && strcmp(PQgetvalue(parents, (int)j, 2), label) == 0) j++;
+    long long n_l = j - i;
+    long long quota = opts->proportional ? (target * n_l + np - 1) / np : (target + n_labels - 1) / n_labels;
+    long long made_l = 0;
+    for (int e = 0; existing && e < PQntuples(existing); e++)
+      if (strcmp(PQgetvalue(existing, e, 0), label) == 0) quota -= atoll(PQgetvalue(existing, e, 1));
+    /* Passes over the intent's parents until its quota is met: short texts
+     * run out of new variants sooner, so later passes ask the others for
+     * more. Pass q starts at attempt q * 2^32, so passes never share a stream. */
+    for (int pass = 0; !st && pass < 6 && made_l < quota && res->generated < wanted; pass++) {
+      long long per_parent = (quota - made_l + n_l - 1) / n_l, span = 4 * per_parent + 4;
+      long long a0 = pass == 0 ? 0 : (long long)pass << 32;
+      for (long long k = i; !st && k < j && made_l < quota && res->generated < wanted; k++) {
+        const char *id = PQgetvalue(parents, (int)k, 0), *text = PQgetvalue(parents, (int)k, 1);
+        const char *hash = PQgetvalue(parents, (int)k, 3), *pnorm = PQgetvalue(parents, (int)k, 4);
+        const char *dsid = PQgetvalue(parents, (int)k, 5);
+        size_t need = 4 * strlen(text) + 256;
+        if (need > cap) {
+          char *nv = realloc(variant, need);
+          if (!nv) {
+            st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+            break;
+          }
+          variant = nv;
+          cap = need;
+        }
+        long long made = 0;
+        for (long long a = a0; made < per_parent && a < a0 + span && made_l < quota; a++) {
+          size_t mi = (size_t)((k - i) + a) % nm;
+          if (!methods[mi]->apply(states[mi], text, stream_of(opts->seed, hash, a), variant, cap, mp, sizeof mp))
+            continue;
+          char *norm = NULL;
+          if (finch_text_normalize(variant, strlen(variant), FINCH_TEXT_FOLD, &norm, NULL)) continue;
+          if (!*norm || strcmp(norm, pnorm) == 0) { /* a case- or space-only change is no new row */
+            free(norm);
+            continue;
+          }
+          char chash[FINCH_SHA256_HEX_LEN];
+          finch_utterance_hash(norm, label, "", chash);
+          uint64_t key = hash_key(chash);
+          if (hash_set_has(&seen, key)) {
+            res->duplicates++;
+            free(norm);
+            continue;
+          }
+          /* The label guard, and the teacher's soft labels for the kept row:
+           * softmax(z / tau) is p^(1/tau) renormalised, so one forward pass
+           * serves both. */
+          char *plist = NULL;
+          int li = teacher ? nn_model_label_index(teacher, label) : -1;
+          if (li >= 0) {
+            int top = nn_model_predict(teacher, variant, probs, 1.0f);
+            if (top >= 0 && top != li && probs[top] >= threshold) {
+              res->method_dropped[mi]++;
+              free(norm);
+              continue;
+            }
+            size_t C = nn_model_n_labels(teacher), o = 0;
+            double z = 0;
+            for (size_t c = 0; c < C; c++) z += (probs[c] = powf(probs[c], (float)(1.0 / tau)));
+            for (size_t c = 0; c < C; c++) probs[c] = (float)(probs[c] / z);
+            plist = malloc(C * 16 + 3);
+            if (plist) {
+              plist[o++] = '{';
+              for (size_t c = 0; c < C; c++) o += (size_t)sprintf(plist + o, "%s%.5g", c ? "," : "", probs[c]);
+              plist[o++] = '}';
+              plist[o] = '\0';
+            }
+          }
+          if (hash_set_add(&seen, key) < 0) {
+            free(norm);
+            free(plist);
+            st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+            break;
+          }
+          int bad = finch_copybuf_field(&b, dsid, 0) || finch_copybuf_field(&b, id, 0) ||
+                    finch_copybuf_field(&b, variant, 0) || finch_copybuf_field(&b, norm, 0) ||
+                    finch_copybuf_field(&b, label, 0) || finch_copybuf_field(&b, methods[mi]->name, 0) ||
+                    finch_copybuf_field(&b, mp, 0) || finch_copybuf_field(&b, chash, 0) ||
+                    finch_copybuf_field(&b, runid, 0) || finch_copybuf_field(&b, plist, 1);
+          free(norm);
+          free(plist);
+          if (bad) {
+            st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+            break;
+          }
+          made++;
+          made_l++;
+          if (++res->generated >= wanted) break;
+        }
+        if (!st && b.len > (8u << 20)) st = flush_rows(db, &b, res, tau, err);
+        if (opts->progress && now_s() - last > 0.2) {
+          last = now_s();
+          fprintf(stderr, "\raugment: %lld / %lld variants, %.0f/s   ", res->generated, wanted,
+                  (double)res->generated / (last - t0));
+        }
       }
     }
-    char key[128];
-    int klen = snprintf(key, sizeof key, "%llu:%s", opts->seed, hash);
-    char seedhex[FINCH_SHA256_HEX_LEN];
-    finch_sha256_hex(key, (size_t)klen, seedhex);
-    finch_rng rng = {strtoull(seedhex + 48, NULL, 16)};
-    long long made = 0;
-    for (long long attempt = 0; made < per_parent && attempt < 4 * per_parent; attempt++) {
-      finch_augment_eda(text, finch_rng_next(&rng), p_delete, n_swap, variant);
-      if (strcmp(variant, text) == 0) continue;
-      int repeat = 0;
-      for (long long k = 0; k < made && !repeat; k++) repeat = strcmp(seen + (size_t)k * cap, variant) == 0;
-      if (repeat) continue;
-      strcpy(seen + (size_t)made * cap, variant);
-      char *norm = NULL;
-      if (finch_text_normalize(variant, strlen(variant), FINCH_TEXT_FOLD, &norm, err)) {
-        st = err->code;
-        break;
-      }
-      char chash[FINCH_SHA256_HEX_LEN], mp[128];
-      finch_utterance_hash(norm, label, "", chash);
-      snprintf(mp, sizeof mp, "{\"p_delete\": %g, \"n_swap\": %d, \"seed\": %llu, \"variant\": %lld}",
-               p_delete, n_swap, opts->seed, attempt);
-      int bad = finch_copybuf_field(&b, id, 0) || finch_copybuf_field(&b, variant, 0) ||
-                finch_copybuf_field(&b, norm, 0) || finch_copybuf_field(&b, label, 0) ||
-                finch_copybuf_field(&b, mp, 0) || finch_copybuf_field(&b, chash, 1);
-      free(norm);
-      if (bad) {
-        st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-        break;
-      }
-      made++;
-      if (++res->generated >= target) break;
-    }
-    if (!st && b.len > (4u << 20)) st = flush_rows(db, &b, &res->inserted, err);
+    i = j;
   }
-  if (!st && b.len) st = flush_rows(db, &b, &res->inserted, err);
+  if (!st && b.len) st = flush_rows(db, &b, res, tau, err);
+  if (opts->progress) fprintf(stderr, "\raugment: %lld / %lld variants%30s\n", res->generated, wanted, "");
   finch_copybuf_free(&b);
   free(variant);
-  free(seen);
+  free(probs);
+  free(seen.slots);
+  nn_model_free(teacher);
   PQclear(parents);
-  char run[32], gen[32], ins[32];
-  snprintf(run, sizeof run, "%lld", res->run_id);
+  PQclear(existing);
+  for (size_t m = 0; m < opened; m++) methods[m]->close(states[m]);
+  res->seconds = now_s() - t0;
+  if (res->run_id == 0) return st;
+  char gen[32], ins[32];
   snprintf(gen, sizeof gen, "%lld", res->generated);
   snprintf(ins, sizeof ins, "%lld", res->inserted);
-  const char *p3[] = {run, gen, ins};
+  char dropped[512] = "{";
+  for (size_t m = 0; m < nm; m++)
+    snprintf(dropped + strlen(dropped), sizeof dropped - strlen(dropped), "%s\"%s\": %lld", m ? ", " : "",
+             methods[m]->name, res->method_dropped[m]);
+  strncat(dropped, "}", sizeof dropped - strlen(dropped) - 1);
+  const char *p3[] = {runid, gen, ins, dropped};
   if (!st)
     st = finch_db_run(db, "UPDATE augment_runs SET status = 'done', finished_at = now(), rows_generated = $2,"
-                          " rows_inserted = $3 WHERE id = $1", 3, p3, err);
+                          " rows_inserted = $3, dropped = $4::jsonb WHERE id = $1", 4, p3, err);
   if (!st) return finch_db_exec(db, "COMMIT", err);
   PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
   finch_err ignore;
-  finch_db_run(db, "UPDATE augment_runs SET status = 'failed', finished_at = now() WHERE id = $1", 1, p3,
-               &ignore);
+  finch_db_run(db, "UPDATE augment_runs SET status = 'failed', finished_at = now() WHERE id = $1", 1, p3, &ignore);
   return st;
 }

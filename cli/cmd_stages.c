@@ -113,31 +113,37 @@ int finch_cmd_ingest(int argc, char **argv) {
 int finch_cmd_augment(int argc, char **argv) {
   cli_opt opts[] = {
       {"dataset", 'd', "NAME", "dataset whose training rows are the parents", NULL},
-      {"target", 'n', "N", "augmented rows wanted in total (default 2 per parent)", NULL},
+      {"target", 'n', "N", "augmented rows the dataset should hold, earlier runs included (default 2 per parent)", NULL},
+      {"methods", 'm', "LIST", "comma-separated: eda, synonyms, entities, noise (default all four)", NULL},
+      {"proportional", 0, NULL, "share the target by intent size (default: the same for every intent)", NULL},
+      {"teacher", 0, "ID|FILE", "label guard: this teacher (default: the dataset's latest; 'none' for no guard)", NULL},
+      {"guard-threshold", 0, "P", "drop a candidate the teacher gives another intent with probability >= P "
+                                  "(default 0.5)", NULL},
+      {"temperature", 0, "T", "temperature of the teacher probabilities stored for kept rows (default 2)", NULL},
       {"seed", 0, "N", "seed (default: setting seed, 42)", NULL},
-      {"p-delete", 0, "P", "EDA: probability of deleting each word (default 0.1)", NULL},
-      {"swaps", 0, "K", "EDA: random word swaps per variant (default 1)", NULL},
       {"json", 0, NULL, "print the summary as JSON", NULL},
   };
-  cli_cmd cmd = {"augment", "--dataset NAME [options]",
-                 "Add label-preserving EDA variants (random deletion and swap) of the training rows,\n"
-                 "each linked to its parent. Dev and test rows are never parents.",
+  cli_cmd cmd = {"augment", "--dataset NAME [--target N] [--methods LIST] [options]",
+                 "Add label-preserving variants of the training rows, each linked to its parent, method and\n"
+                 "parameters. Dev and test rows are never parents. Deterministic for a seed.",
                  NULL, opts, N(opts)};
   const char *pos[1];
   size_t npos;
   int rc = parse(&cmd, argc, argv, pos, 0, &npos);
   if (rc >= 0) return rc;
-  long long target = 0, seed = finch_config_int("seed"), swaps = 0;
-  double pdel = 0;
+  long long target = 0, seed = finch_config_int("seed");
+  double guard = 0, tau = 0;
   if (cli_get_long(&cmd, "target", &target) || cli_get_long(&cmd, "seed", &seed) ||
-      cli_get_long(&cmd, "swaps", &swaps) || cli_get_double(&cmd, "p-delete", &pdel))
+      cli_get_double(&cmd, "guard-threshold", &guard) || cli_get_double(&cmd, "temperature", &tau))
     return 2;
   if (!cli_get(&cmd, "dataset")) {
     cli_usage(&cmd, stderr);
     return 2;
   }
-  finch_augment_opts o = {.dataset = cli_get(&cmd, "dataset"), .target = target,
-                          .seed = (unsigned long long)seed, .p_delete = pdel, .n_swap = (int)swaps};
+  finch_augment_opts o = {.dataset = cli_get(&cmd, "dataset"), .target = target, .seed = (unsigned long long)seed,
+                          .methods = cli_get(&cmd, "methods"), .proportional = cli_get(&cmd, "proportional") != NULL,
+                          .progress = isatty(2), .teacher = cli_get(&cmd, "teacher"), .guard_threshold = guard,
+                          .temperature = tau};
   finch_db *db = cli_db_open();
   if (!db) return 1;
   finch_augment_result r;
@@ -145,12 +151,32 @@ int finch_cmd_augment(int argc, char **argv) {
   finch_status st = finch_augment_run(db, &o, &r, &err);
   finch_db_close(db);
   if (st) return cli_fail(&err);
-  if (cli_get(&cmd, "json"))
-    printf("{\"run_id\": %lld, \"parents\": %lld, \"generated\": %lld, \"inserted\": %lld}\n", r.run_id,
-           r.parents, r.generated, r.inserted);
-  else
-    printf("augment run %lld: %lld parents, %lld variants generated, %lld new rows stored\n", r.run_id,
-           r.parents, r.generated, r.inserted);
+  if (cli_get(&cmd, "json")) {
+    json_t *by = json_object(), *drop = json_object();
+    for (size_t m = 0; m < r.n_methods; m++) {
+      json_object_set_new(by, r.method_names[m], json_integer((json_int_t)r.method_inserted[m]));
+      json_object_set_new(drop, r.method_names[m], json_integer((json_int_t)r.method_dropped[m]));
+    }
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:f}", "run_id", (json_int_t)r.run_id, "parents",
+                          (json_int_t)r.parents, "generated", (json_int_t)r.generated, "inserted",
+                          (json_int_t)r.inserted, "duplicates_skipped", (json_int_t)r.duplicates, "inserted_by_method", by, "dropped_by_guard", drop, "teacher_id",
+                          (json_int_t)r.teacher_id, "seconds", r.seconds);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
+  } else {
+    printf("augment run %lld: %lld parents, %lld variants generated, %lld new rows stored in %.1f s (", r.run_id,
+           r.parents, r.generated, r.inserted, r.seconds);
+    for (size_t m = 0; m < r.n_methods; m++)
+      printf("%s%s %lld", m ? ", " : "", r.method_names[m], r.method_inserted[m]);
+    printf(")\n");
+    if (r.teacher_id) {
+      printf("label guard (teacher %lld) dropped:", r.teacher_id);
+      for (size_t m = 0; m < r.n_methods; m++) printf(" %s %lld", r.method_names[m], r.method_dropped[m]);
+      printf("\n");
+    }
+  }
   return 0;
 }
 
