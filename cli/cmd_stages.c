@@ -149,8 +149,36 @@ int finch_cmd_augment(int argc, char **argv) {
   finch_augment_result r;
   finch_err err;
   finch_status st = finch_augment_run(db, &o, &r, &err);
+  /* Rows per intent and method: what the dataset holds after the run. */
+  PGresult *by_intent = NULL;
+  if (!st) {
+    const char *p[] = {o.dataset};
+    by_intent = finch_db_query(db, "SELECT u.label, u.method, count(*) FROM utterances u JOIN datasets d"
+                                   " ON d.id = u.dataset_id WHERE d.name = $1 AND u.origin = 'augmented'"
+                                   " GROUP BY 1, 2 ORDER BY 1, 2", 1, p, &err);
+    if (!by_intent) st = FINCH_EDB;
+  }
   finch_db_close(db);
   if (st) return cli_fail(&err);
+  json_t *intents = json_object();
+  long long lo = -1, hi = 0;
+  for (int i = 0; i < PQntuples(by_intent); i++) {
+    const char *label = PQgetvalue(by_intent, i, 0);
+    json_t *row = json_object_get(intents, label);
+    if (!row) json_object_set_new(intents, label, row = json_object());
+    json_object_set_new(row, PQgetvalue(by_intent, i, 1), json_integer(atoll(PQgetvalue(by_intent, i, 2))));
+  }
+  PQclear(by_intent);
+  const char *key;
+  json_t *row;
+  json_object_foreach(intents, key, row) {
+    long long total = 0;
+    const char *mk;
+    json_t *mv;
+    json_object_foreach(row, mk, mv) total += json_integer_value(mv);
+    lo = lo < 0 || total < lo ? total : lo;
+    hi = total > hi ? total : hi;
+  }
   if (cli_get(&cmd, "json")) {
     json_t *by = json_object(), *drop = json_object();
     for (size_t m = 0; m < r.n_methods; m++) {
@@ -161,6 +189,8 @@ int finch_cmd_augment(int argc, char **argv) {
                           (json_int_t)r.parents, "generated", (json_int_t)r.generated, "inserted",
                           (json_int_t)r.inserted, "duplicates_skipped", (json_int_t)r.duplicates, "inserted_by_method", by, "dropped_by_guard", drop, "teacher_id",
                           (json_int_t)r.teacher_id, "seconds", r.seconds);
+    json_object_set_new(j, "augmented_by_intent", intents);
+    intents = NULL;
     char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     printf("%s\n", s);
     free(s);
@@ -171,12 +201,15 @@ int finch_cmd_augment(int argc, char **argv) {
     for (size_t m = 0; m < r.n_methods; m++)
       printf("%s%s %lld", m ? ", " : "", r.method_names[m], r.method_inserted[m]);
     printf(")\n");
+    printf("the dataset holds %lld to %lld augmented rows per intent (--json gives each intent by method)\n",
+           lo < 0 ? 0 : lo, hi);
     if (r.teacher_id) {
       printf("label guard (teacher %lld) dropped:", r.teacher_id);
       for (size_t m = 0; m < r.n_methods; m++) printf(" %s %lld", r.method_names[m], r.method_dropped[m]);
       printf("\n");
     }
   }
+  json_decref(intents);
   return 0;
 }
 

@@ -51,10 +51,16 @@ int main(void) {
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM utterances c JOIN utterances p ON p.id = c.parent_id"
                                " WHERE c.origin = 'augmented' AND p.split = 'train' AND p.origin = 'source'"
                                " AND p.label = c.label AND c.method = 'eda' AND c.split = 'train'"
-                               " AND c.method_params ? 'p_delete' AND c.augment_run_id = 1"), ar.inserted);
+                               " AND c.method_params ? 'op' AND c.augment_run_id = 1"), ar.inserted);
   /* Holdout rows are never parents. */
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM utterances c JOIN utterances p ON p.id = c.parent_id"
                                " WHERE p.split <> 'train'"), 0);
+  /* EDA's three operations all occur. */
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(DISTINCT method_params->>'op') FROM utterances WHERE augment_run_id = 1"), 3);
+  CHECK(test_scalar(db, "SELECT count(*) FROM utterances c JOIN utterances p ON p.id = c.parent_id"
+                        " WHERE c.method_params->>'op' = 'insert'"
+                        " AND array_length(string_to_array(c.text, ' '), 1) = array_length(string_to_array(p.text, ' '), 1) + 1") > 0);
+
   /* The target counts stored rows: running again makes and inserts none. */
   finch_augment_result ar2;
   CHECK_INT_EQ(finch_augment_run(db, &ao, &ar2, &err), FINCH_OK);
