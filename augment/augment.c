@@ -15,7 +15,7 @@
 #include "nn/model.h"
 
 static const finch_aug_method *const known[] = {&finch_aug_eda, &finch_aug_synonyms, &finch_aug_entities,
-                                                &finch_aug_noise};
+                                                &finch_aug_noise, &finch_aug_templates};
 #define N_KNOWN (sizeof known / sizeof known[0])
 
 static double now_s(void) {
@@ -26,13 +26,13 @@ static double now_s(void) {
 
 static finch_status parse_methods(const char *list, const finch_aug_method **out, size_t *n, finch_err *err) {
   char buf[256];
-  snprintf(buf, sizeof buf, "%s", list ? list : "eda,synonyms,entities,noise");
+  snprintf(buf, sizeof buf, "%s", list ? list : "eda,synonyms,entities,noise,templates");
   *n = 0;
   for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     const finch_aug_method *m = NULL;
     for (size_t i = 0; i < N_KNOWN; i++)
       if (strcmp(known[i]->name, tok) == 0) m = known[i];
-    if (!m) return finch_err_set(err, FINCH_EINVAL, "unknown augmentation method '%s' (eda, synonyms, entities, noise)", tok);
+    if (!m) return finch_err_set(err, FINCH_EINVAL, "unknown augmentation method '%s' (eda, synonyms, entities, noise, templates)", tok);
     for (size_t i = 0; i < *n; i++)
       if (out[i] == m) m = NULL;
     if (m && *n < FINCH_AUGMENT_MAX_METHODS) out[(*n)++] = m;
@@ -200,6 +200,22 @@ finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, fin
     PQclear(h);
   }
   long long np = parents ? PQntuples(parents) : 0;
+  /* Methods that learn from the training rows see them all first. */
+  for (size_t m = 0; !st && m < nm; m++) {
+    if (!methods[m]->prepare || np == 0) continue;
+    const char **tx = malloc((size_t)np * sizeof *tx), **lb = malloc((size_t)np * sizeof *lb);
+    if (!tx || !lb) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    } else {
+      for (long long i = 0; i < np; i++) {
+        tx[i] = PQgetvalue(parents, (int)i, 1);
+        lb[i] = PQgetvalue(parents, (int)i, 2);
+      }
+      st = methods[m]->prepare(states[m], tx, lb, (size_t)np, err);
+    }
+    free(tx);
+    free(lb);
+  }
   if (!st && np == 0)
     st = finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has no training rows to augment (run finch ingest first)",
                        opts->dataset);

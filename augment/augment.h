@@ -6,7 +6,8 @@
  * 2019), synonyms (WordNet, never a finance term), entities (amounts,
  * currencies, merchants, card brands, countries, dates, banks, placeholders
  * from the project's lexicons), noise (typos, casing, punctuation,
- * contractions, texting spellings). Only source rows of split 'train' are
+ * contractions, texting spellings), templates (slot-filled patterns per
+ * intent mined from the training rows). Only source rows of split 'train' are
  * parents: dev and test rows never are.
  *
  * Balance: the target is shared out uniformly over the intents (or in
@@ -34,7 +35,7 @@ typedef struct {
   const char *dataset;
   long long target;         /* augmented rows the dataset should hold; 0 = 2 per parent */
   unsigned long long seed;
-  const char *methods;      /* comma-separated; NULL = "eda,synonyms,entities,noise" */
+  const char *methods;      /* comma-separated; NULL = "eda,synonyms,entities,noise,templates" */
   int proportional;         /* share the target by intent size instead of uniformly */
   int progress;             /* progress on stderr */
   const char *teacher;      /* model id or file; NULL = the dataset's latest teacher, if any; "none" = no guard */

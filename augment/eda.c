@@ -148,4 +148,4 @@ static int eda_apply(const void *state, const char *text, uint64_t stream, char 
   return strcmp(out, text) != 0;
 }
 
-const finch_aug_method finch_aug_eda = {"eda", eda_open, eda_close, eda_apply};
+const finch_aug_method finch_aug_eda = {"eda", eda_open, eda_close, eda_apply, NULL};

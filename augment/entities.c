@@ -365,6 +365,17 @@ static const char *mention_type(const ent_mention *m) {
   }
 }
 
+size_t finch_aug_find_entities(const char *text, finch_aug_mention *out, size_t max) {
+  ent_mention m[ENT_MAX_MENTIONS];
+  size_t n = find_mentions(text, strlen(text), m), k = 0;
+  for (size_t i = 0; i < n && k < max; i++, k++) {
+    out[k].start = m[i].start;
+    out[k].len = m[i].len;
+    out[k].type = mention_type(&m[i]);
+  }
+  return k;
+}
+
 /* Appends n bytes of s as JSON string content; (size_t)-1 when full. */
 static size_t json_put(char *buf, size_t len, size_t cap, const char *s, size_t n) {
   if (len == (size_t)-1) return len;
@@ -462,4 +473,4 @@ fail:
   return 0;
 }
 
-const finch_aug_method finch_aug_entities = {"entities", entities_open, entities_close, entities_apply};
+const finch_aug_method finch_aug_entities = {"entities", entities_open, entities_close, entities_apply, NULL};

@@ -28,12 +28,28 @@ typedef struct {
    * state may serve several threads. */
   int (*apply)(const void *state, const char *text, uint64_t stream, char *out, size_t cap, char *params,
                size_t params_cap);
+  /* Optional (NULL for most methods): sees every parent and its intent
+   * before any apply(), for methods that learn from the training rows. */
+  finch_status (*prepare)(void *state, const char *const *texts, const char *const *labels, size_t n,
+                          finch_err *err);
 } finch_aug_method;
 
 extern const finch_aug_method finch_aug_eda;
 extern const finch_aug_method finch_aug_synonyms;
 extern const finch_aug_method finch_aug_entities;
 extern const finch_aug_method finch_aug_noise;
+extern const finch_aug_method finch_aug_templates;
+
+/* An entity mention found by the finance lexicons (augment/entities.c):
+ * type is "amount", "currency", "date", "merchant", "brand", "country",
+ * "atm", "bank" or "pii". */
+typedef struct {
+  size_t start, len;
+  const char *type;
+} finch_aug_mention;
+
+/* Finds up to max mentions in text, in order, not overlapping; returns how many. */
+size_t finch_aug_find_entities(const char *text, finch_aug_mention *out, size_t max);
 
 /* Finance terms that carry intent and must never be swapped, deleted or
  * misspelt (card, PIN, transfer, top-up, refund, exchange rate, direct debit,

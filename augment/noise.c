@@ -440,4 +440,4 @@ static int noise_apply(const void *state, const char *text, uint64_t stream, cha
   return 1;
 }
 
-const finch_aug_method finch_aug_noise = {"noise", noise_open, noise_close, noise_apply};
+const finch_aug_method finch_aug_noise = {"noise", noise_open, noise_close, noise_apply, NULL};

@@ -252,4 +252,4 @@ out:
   return made;
 }
 
-const finch_aug_method finch_aug_synonyms = {"synonyms", syn_open, syn_close, syn_apply};
+const finch_aug_method finch_aug_synonyms = {"synonyms", syn_open, syn_close, syn_apply, NULL};

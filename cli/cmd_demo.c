@@ -134,7 +134,8 @@ int finch_cmd_demo(int argc, char **argv) {
   printf("  %lld rows read, %lld inserted (%lld dev), %lld already present, %lld rejected\n", ir.read, ir.inserted,
          ir.dev, ir.duplicate, ir.rejected);
 
-  printf("[2/6] augment (EDA, WordNet synonyms, finance entities, typing noise: 2 variants per training row)\n");
+  printf("[2/6] augment (EDA, WordNet synonyms, finance entities, typing noise, intent templates:"
+         " 2 variants per training row)\n");
   finch_augment_result ar;
   finch_augment_opts ao = {.dataset = dataset, .seed = (unsigned long long)seed};
   if (finch_augment_run(db, &ao, &ar, &err)) goto fail;

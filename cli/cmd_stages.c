@@ -114,7 +114,7 @@ int finch_cmd_augment(int argc, char **argv) {
   cli_opt opts[] = {
       {"dataset", 'd', "NAME", "dataset whose training rows are the parents", NULL},
       {"target", 'n', "N", "augmented rows the dataset should hold, earlier runs included (default 2 per parent)", NULL},
-      {"methods", 'm', "LIST", "comma-separated: eda, synonyms, entities, noise (default all four)", NULL},
+      {"methods", 'm', "LIST", "comma-separated: eda, synonyms, entities, noise, templates (default all)", NULL},
       {"proportional", 0, NULL, "share the target by intent size (default: the same for every intent)", NULL},
       {"teacher", 0, "ID|FILE", "label guard: this teacher (default: the dataset's latest; 'none' for no guard)", NULL},
       {"guard-threshold", 0, "P", "drop a candidate the teacher gives another intent with probability >= P "

@@ -31,8 +31,10 @@ int main(void) {
   FILE *fp = fopen(path, "w");
   fprintf(fp, "text,category\n");
   for (int i = 0; i < 20; i++) {
-    fprintf(fp, "my new card number %d has still not arrived in the post,card_arrival\n", i);
-    fprintf(fp, "what exchange rate do you use for currency %d today,exchange_rate\n", i);
+    fprintf(fp, "my new card number %d has still not arrived in the post since %s,card_arrival\n", i,
+            i % 2 ? "Monday" : "last week");
+    fprintf(fp, "what exchange rate do you use for currency %d today from %s,exchange_rate\n", i,
+            i % 2 ? "GBP" : "EUR");
   }
   fclose(fp);
   finch_ingest_opts io = {.source = path, .format = "banking77", .dataset = "aug", .holdout = 0.2, .seed = 1};
@@ -73,7 +75,7 @@ int main(void) {
   finch_augment_opts all = {.dataset = "aug", .target = 500, .seed = 9};
   finch_augment_result r3;
   CHECK_INT_EQ(finch_augment_run(db, &all, &r3, &err), FINCH_OK);
-  CHECK_INT_EQ(r3.n_methods, 4);
+  CHECK_INT_EQ(r3.n_methods, 5);
   CHECK_INT_EQ(r3.generated, 400);
   CHECK_INT_EQ(r3.inserted, 400);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM utterances WHERE origin = 'augmented'"), 500);
