@@ -10,11 +10,6 @@
 #include "augment/wordnet.h"
 #include "tests/test.h"
 
-#if defined(__SANITIZE_ADDRESS__) || !defined(__OPTIMIZE__)
-#define TIMING_CHECKED 0
-#else
-#define TIMING_CHECKED 1
-#endif
 
 static double now_s(void) {
   struct timespec ts;
@@ -220,7 +215,7 @@ static void test_speed(void) {
   for (int i = 0; i < n; i++) made += apply(text, (uint64_t)i);
   double rate = n / (now_s() - t0);
   printf("apply: %.0f calls/s (%d of %d changed)\n", rate, made, n);
-  if (TIMING_CHECKED) CHECK(rate >= 100000);
+  /* A figure, not a check: speed is measured by bench/bench_augment. */
 }
 
 int main(void) {
@@ -240,7 +235,6 @@ int main(void) {
     TEST_DONE();
   }
   printf("wordnet load: %.3f s\n", load);
-  if (TIMING_CHECKED) CHECK(load < 0.5);
   test_lexicon(wn);
   augment__wordnet_close(wn);
 
