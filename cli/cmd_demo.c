@@ -141,9 +141,9 @@ int finch_cmd_demo(int argc, char **argv) {
   if (finch_augment_run(db, &ao, &ar, &err)) goto fail;
   printf("  %lld parents, %lld variants, %lld new rows\n", ar.parents, ar.generated, ar.inserted);
 
-  printf("[3/6] distill: teacher, then student on soft + hard labels\n");
+  printf("[3/6] distill: teacher, then student on soft + hard labels, weighted by input complexity\n");
   finch_distill_result dr;
-  finch_distill_opts dopt = {.dataset = dataset, .seed = (unsigned long long)seed, .alpha = 0.5f,
+  finch_distill_opts dopt = {.dataset = dataset, .seed = (unsigned long long)seed, .alpha = 0.0f,
                              .temperature = 2.0f, .teacher_epochs = (int)te, .student_epochs = (int)se,
                              .device = finch_config_get("device"), .quiet = 1};
   if (finch_distill_run(db, &dopt, &dr, &err)) goto fail;

@@ -12,17 +12,20 @@
 #include "core/log.h"
 #include "core/models.h"
 #include "core/paths.h"
+#include "distill/complexity.h"
 #include "nn/model.h"
 
 typedef struct {
   char **texts;
   int32_t *labels;
+  char **ids; /* utterance ids, into the query result */
   size_t n;
 } rows;
 
 static void rows_free(rows *r) {
   for (size_t i = 0; i < r->n; i++) free(r->texts[i]);
   free(r->texts);
+  free(r->ids);
   free(r->labels);
 }
 
@@ -94,12 +97,126 @@ out:
   return st;
 }
 
+/* General-domain texts for the domain term: the named datasets, else the
+ * Wikipedia sentences that ship with CLINC150 in the data directory. */
+static finch_status general_texts(finch_db *db, const char *names, char ***out, size_t *n, PGresult **keep,
+                                  finch_err *err) {
+  *out = NULL;
+  *n = 0;
+  *keep = NULL;
+  if (names && *names) {
+    const char *p[] = {names};
+    PGresult *r = finch_db_query(db, "SELECT u.text FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+                                     " WHERE d.name = ANY(string_to_array($1, ','))", 1, p, err);
+    if (!r) return FINCH_EDB;
+    *out = malloc(((size_t)PQntuples(r) + 1) * sizeof **out);
+    if (!*out) {
+      PQclear(r);
+      return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < PQntuples(r); i++) (*out)[(*n)++] = PQgetvalue(r, i, 0);
+    *keep = r;
+    if (*n == 0) finch_warn("general datasets '%s' have no rows: the domain term is 0", names);
+    return FINCH_OK;
+  }
+  char dir[PATH_MAX], path[PATH_MAX + 64];
+  finch_data_dir(dir, sizeof dir);
+  snprintf(path, sizeof path, "%s/clinc150/wiki_sents.txt", dir);
+  FILE *fp = fopen(path, "r");
+  if (!fp) {
+    finch_info("no general-domain corpus (%s absent, no --general): the domain term is 0", path);
+    return FINCH_OK;
+  }
+  size_t cap = 0;
+  char *line = NULL;
+  size_t lcap = 0;
+  while (getline(&line, &lcap, fp) > 0) {
+    if (*n == cap) {
+      char **nv = realloc(*out, (cap = cap ? 2 * cap : 4096) * sizeof *nv);
+      if (!nv) break;
+      *out = nv;
+    }
+    (*out)[(*n)++] = strdup(line);
+  }
+  free(line);
+  fclose(fp);
+  return FINCH_OK;
+}
+
+/* Scores every training row, maps c to alpha, fills the histogram. */
+static finch_status complexity_weights(finch_db *db, const finch_distill_opts *opts, const rows *train,
+                                       finch_complexity **cx_out, float **alpha_out, finch_distill_result *res,
+                                       finch_err *err) {
+  char **gen = NULL;
+  size_t ng = 0;
+  PGresult *keep = NULL;
+  finch_status st = general_texts(db, opts->general, &gen, &ng, &keep, err);
+  finch_complexity_model *cm = NULL;
+  if (!st) st = finch_complexity_fit(&cm, (const char *const *)train->texts, train->n, (const char *const *)gen, ng, err);
+  if (!keep)
+    for (size_t i = 0; i < ng; i++) free(gen[i]);
+  free(gen);
+  PQclear(keep);
+  if (st) return st;
+  finch_complexity *cx = malloc((train->n + 1) * sizeof *cx);
+  float *alpha = malloc((train->n + 1) * sizeof *alpha);
+  if (!cx || !alpha) {
+    free(cx), free(alpha);
+    finch_complexity_free(cm);
+    return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  }
+  finch_alpha_map map = FINCH_ALPHA_MAP_DEFAULT;
+  double sum = 0;
+  for (size_t i = 0; i < train->n; i++) {
+    finch_complexity_score(cm, train->texts[i], &cx[i]);
+    alpha[i] = (float)finch_complexity_alpha(cx[i].c, &map);
+    sum += alpha[i];
+    int bin = (int)(cx[i].c * 10);
+    res->complexity_hist[bin > 9 ? 9 : bin < 0 ? 0 : bin]++;
+  }
+  finch_complexity_free(cm);
+  res->dynamic_alpha = 1;
+  res->mean_alpha = train->n ? sum / (double)train->n : 0;
+  res->n_general = (long long)ng;
+  finch_info("complexity of %zu training rows (bins of 0.1 from 0 to 1): %lld %lld %lld %lld %lld %lld %lld %lld %lld %lld",
+             train->n, res->complexity_hist[0], res->complexity_hist[1], res->complexity_hist[2],
+             res->complexity_hist[3], res->complexity_hist[4], res->complexity_hist[5], res->complexity_hist[6],
+             res->complexity_hist[7], res->complexity_hist[8], res->complexity_hist[9]);
+  *cx_out = cx;
+  *alpha_out = alpha;
+  return FINCH_OK;
+}
+
+/* Every training row's complexity and alpha, for the student's audit trail. */
+static finch_status store_complexity(finch_db *db, long long model_id, const rows *train, const finch_complexity *cx,
+                                     const float *alpha, finch_err *err) {
+  finch_status st = finch_db_exec(db, "BEGIN", err);
+  int copying = 0;
+  if (!st)
+    st = finch_db_copy_begin(db, "COPY complexity_scores (model_id, utterance_id, lexical, syntactic, domain, c, alpha)"
+                                 " FROM STDIN", err);
+  copying = !st;
+  char line[256];
+  for (size_t i = 0; !st && i < train->n; i++) {
+    int k = snprintf(line, sizeof line, "%lld\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\n", model_id, train->ids[i],
+                     cx[i].lexical, cx[i].syntactic, cx[i].domain, cx[i].c, (double)alpha[i]);
+    st = finch_db_copy_put(db, line, (size_t)k, err);
+  }
+  if (copying) {
+    finch_status end = finch_db_copy_end(db, err);
+    if (!st) st = end;
+  }
+  if (!st) st = finch_db_exec(db, "COMMIT", err);
+  if (st) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  return st;
+}
+
 finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, finch_distill_result *res,
                                finch_err *err) {
   memset(res, 0, sizeof *res);
   const char *p[] = {opts->dataset};
   PGresult *r = finch_db_query(db,
-      "SELECT u.text, u.label, u.split, u.origin FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+      "SELECT u.text, u.label, u.split, u.origin, u.id FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
       " WHERE d.name = $1 AND u.label IS NOT NULL AND u.split IN ('train', 'dev') ORDER BY u.id",
       1, p, err);
   if (!r) return FINCH_EDB;
@@ -116,14 +233,17 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   nl = u;
   rows train = {0}, dev = {0};
   train.texts = calloc(n + 1, sizeof(char *));
+  train.ids = calloc(n + 1, sizeof(char *));
   train.labels = calloc(n + 1, sizeof(int32_t));
   dev.texts = calloc(n + 1, sizeof(char *));
   dev.labels = calloc(n + 1, sizeof(int32_t));
   nn_backend *be = NULL;
   nn_model *teacher = NULL, *student = NULL;
+  finch_complexity *cx = NULL;
+  float *alphas = NULL;
   float *soft = NULL;
   finch_status st = FINCH_OK;
-  if (!labels || !train.texts || !train.labels || !dev.texts || !dev.labels) {
+  if (!labels || !train.texts || !train.ids || !train.labels || !dev.texts || !dev.labels) {
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     goto out;
   }
@@ -137,6 +257,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     rows *dst = strcmp(PQgetvalue(r, (int)i, 2), "train") == 0 ? &train : &dev;
     if (dst == &train && strcmp(PQgetvalue(r, (int)i, 3), "source") == 0) n_source++;
     int li = label_find(labels, nl, PQgetvalue(r, (int)i, 1));
+    if (dst->ids) dst->ids[dst->n] = PQgetvalue(r, (int)i, 4);
     dst->texts[dst->n] = strdup(PQgetvalue(r, (int)i, 0));
     dst->labels[dst->n++] = li; /* -1 for a dev label never seen in training: always wrong */
   }
@@ -179,11 +300,20 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   for (size_t i = 0; i < train.n; i++) nn_model_predict(teacher, train.texts[i], soft + i * nl, tau);
   ds.soft = soft;
   nn_kd_config kd = {.alpha = opts->alpha > 0 ? opts->alpha : 0.5f, .temperature = tau};
+  if (!(opts->alpha > 0)) {
+    st = complexity_weights(db, opts, &train, &cx, &alphas, res, err);
+    if (st) goto out;
+    ds.alpha = alphas;
+  }
   nn_train_config sc = nn_train_config_student();
   sc.seed = opts->seed;
   sc.epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs : scaled_epochs(sc.epochs, n_source, train.n);
-  finch_info("distilling the student (alpha %.2f, temperature %.1f, %u epochs)", kd.alpha, kd.temperature,
-             sc.epochs);
+  if (ds.alpha)
+    finch_info("distilling the student (alpha per example from its complexity, mean %.3f; temperature %.1f, "
+               "%u epochs)", res->mean_alpha, kd.temperature, sc.epochs);
+  else
+    finch_info("distilling the student (alpha %.2f, temperature %.1f, %u epochs)", kd.alpha, kd.temperature,
+               sc.epochs);
   t0 = now_s();
   st = nn_model_train(&student, &ds, (const char *const *)labels, nl, &sc, &kd, be,
                       opts->quiet ? NULL : on_epoch, "student", err);
@@ -196,7 +326,10 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   st = save_and_register(db, student, "student", opts->dataset, res->teacher_id, res->student_dev_acc,
                          res->student_seconds, res->n_train, opts->seed, &res->student_id, res->student_path,
                          sizeof res->student_path, err);
+  if (!st && cx) st = store_complexity(db, res->student_id, &train, cx, alphas, err);
 out:
+  free(cx);
+  free(alphas);
   free(soft);
   nn_model_free(teacher);
   nn_model_free(student);

@@ -273,7 +273,7 @@ finch_status nn_bow_work_init(nn_bow_work *w, const nn_model *m, int Bmax, size_
   w->n_dense = H * D + H + C * Din + C;
   size_t cap = max_ids < m->R ? max_ids : m->R;
   w->grads = malloc((w->n_dense + cap * D + 1) * sizeof(float));
-  w->acts = malloc((3 * B * D + 4 * B * H + 5 * B * C + B * Din + B + 1) * sizeof(float));
+  w->acts = malloc((3 * B * D + 4 * B * H + 6 * B * C + B * Din + 3 * B + 1) * sizeof(float));
   w->y = malloc(B * sizeof(int32_t) + max_ids * sizeof(uint32_t) + 1);
   w->offs = malloc((B + 1) * sizeof(size_t));
   w->rg.rows = malloc((cap + 1) * sizeof(uint32_t));
@@ -303,11 +303,34 @@ finch_status nn_bow_work_init(nn_bow_work *w, const nn_model *m, int Bmax, size_
   w->p = a, a += B * C;
   w->q = a, a += B * C;
   w->dz = a, a += B * C;
+  w->dz2 = a, a += B * C;
   w->soft = a, a += B * C;
   w->dhin = a, a += B * Din;
-  w->loss = a;
+  w->loss = a, a += B;
+  w->loss2 = a, a += B;
+  w->alpha = a;
   w->ids = (uint32_t *)(w->y + B);
   return FINCH_OK;
+}
+
+/* The backward pass from w->dz (B,C), the loss gradient wrt the logits;
+ * hin is the classifier's input (h1, or h0 without a hidden layer). Returns
+ * loss unchanged, for the callers' convenience. */
+static float nn_bow_batch_backward(nn_bow_work *w, const nn_model *m, nn_backend *be, int B,
+                                   const nn_bow_loss_config *lc, const float *hin, float loss) {
+  const int D = (int)m->D, H = (int)m->H, C = (int)m->C, Din = (int)m->Din;
+  const size_t BD = (size_t)B * D, BH = (size_t)B * H;
+  nn_linear_backward(be, w->dz, hin, m->W2, B, Din, C, w->dhin, w->dW2, w->db2); /* dhin (B,Din) */
+  float *dh0 = w->dhin;
+  if (H) {
+    if (lc->dropout > 0.0f) nn_dropout_backward(w->dhin, w->m1, BH);
+    nn_gelu_backward(w->a1, w->dhin, w->da1, BH);                                /* da1 (B,H) */
+    nn_linear_backward(be, w->da1, w->h0, m->W1, B, D, H, w->dh0, w->dW1, w->db1); /* dh0 (B,D) */
+    dh0 = w->dh0;
+  }
+  if (lc->dropout > 0.0f) nn_dropout_backward(dh0, w->m0, BD);
+  nn_embed_mean_backward(dh0, w->ids, w->offs, B, &w->rg);
+  return loss;
 }
 
 float nn_bow_batch_grad(nn_bow_work *w, const nn_model *m, nn_backend *be, int B,
@@ -331,6 +354,22 @@ float nn_bow_batch_grad(nn_bow_work *w, const nn_model *m, nn_backend *be, int B
   /* loss: mean over rows of (1-alpha) CE_ls + alpha tau^2 KL */
   const float alpha = lc->alpha;
   memset(w->dz, 0, (size_t)B * C * sizeof(float));
+  if (lc->per_row_alpha) {
+    /* Each row's own alpha: both gradients at weight 1/B, then mixed row by row. */
+    memset(w->dz2, 0, (size_t)B * C * sizeof(float));
+    nn_xent_ls_forward(w->z, w->y, B, C, lc->label_smoothing, w->p, w->loss);
+    nn_xent_ls_backward(w->p, w->y, B, C, lc->label_smoothing, 1.0f / (float)B, w->dz);
+    nn_kl_tau_forward(w->z, w->soft, B, C, lc->tau, w->q, w->loss2);
+    nn_kl_tau_backward(w->q, w->soft, B, C, lc->tau, 1.0f / (float)B, w->dz2);
+    double sum = 0.0;
+    for (int b = 0; b < B; b++) {
+      const float ab = w->alpha[b];
+      sum += (1.0 - ab) * w->loss[b] + ab * w->loss2[b];
+      for (int c = 0; c < C; c++)
+        w->dz[(size_t)b * C + c] = (1.0f - ab) * w->dz[(size_t)b * C + c] + ab * w->dz2[(size_t)b * C + c];
+    }
+    return nn_bow_batch_backward(w, m, be, B, lc, hin, (float)(sum / B));
+  }
   nn_xent_ls_forward(w->z, w->y, B, C, lc->label_smoothing, w->p, w->loss);
   double total = 0.0;
   for (int b = 0; b < B; b++) total += (1.0 - alpha) * w->loss[b];
@@ -340,19 +379,7 @@ float nn_bow_batch_grad(nn_bow_work *w, const nn_model *m, nn_backend *be, int B
     for (int b = 0; b < B; b++) total += alpha * w->loss[b];
     nn_kl_tau_backward(w->q, w->soft, B, C, lc->tau, alpha / (float)B, w->dz);
   }
-
-  /* backward */
-  nn_linear_backward(be, w->dz, hin, m->W2, B, Din, C, w->dhin, w->dW2, w->db2); /* dhin (B,Din) */
-  float *dh0 = w->dhin;
-  if (H) {
-    if (lc->dropout > 0.0f) nn_dropout_backward(w->dhin, w->m1, BH);
-    nn_gelu_backward(w->a1, w->dhin, w->da1, BH);                                /* da1 (B,H) */
-    nn_linear_backward(be, w->da1, w->h0, m->W1, B, D, H, w->dh0, w->dW1, w->db1); /* dh0 (B,D) */
-    dh0 = w->dh0;
-  }
-  if (lc->dropout > 0.0f) nn_dropout_backward(dh0, w->m0, BD);
-  nn_embed_mean_backward(dh0, w->ids, w->offs, B, &w->rg);
-  return (float)(total / B);
+  return nn_bow_batch_backward(w, m, be, B, lc, hin, (float)(total / B));
 }
 
 /* ---- training ---------------------------------------------------------- */
@@ -448,6 +475,14 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
       return finch_err_set(err, FINCH_EINVAL, "distillation temperature %g must be > 0", (double)kd->temperature);
     lc.alpha = kd->alpha;
     lc.tau = kd->temperature;
+    if (train->alpha) {
+      for (size_t i = 0; i < train->n; i++)
+        if (!(train->alpha[i] >= 0.0f && train->alpha[i] <= 1.0f))
+          return finch_err_set(err, FINCH_EINVAL, "example %zu: distillation alpha %g is outside [0, 1]", i,
+                               (double)train->alpha[i]);
+      lc.per_row_alpha = 1;
+      if (lc.alpha <= 0.0f) lc.alpha = 1.0f; /* soft targets are copied only when alpha > 0 */
+    }
   }
   if (!be) be = nn_backend_cpu();
 
@@ -511,6 +546,7 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
         w.offs[b + 1] = nid;
         w.y[b] = train->labels[ex];
         if (lc.alpha > 0.0f) memcpy(w.soft + (size_t)b * C, train->soft + ex * C, C * sizeof(float));
+        if (lc.per_row_alpha) w.alpha[b] = train->alpha[ex];
       }
       float loss = nn_bow_batch_grad(&w, m, be, B, &lc, &rng_drop);
       st = nn_backend_check(be, err);

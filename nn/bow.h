@@ -90,6 +90,7 @@ typedef struct {
   float tau;             /* temperature of the distillation term */
   float label_smoothing;
   float dropout;         /* 0 = none (and rng is not used) */
+  int per_row_alpha;     /* use w->alpha[b] for row b instead of alpha (distillation on) */
 } nn_bow_loss_config;
 
 /* Everything one batch needs, sized for up to Bmax rows and max_ids feature
@@ -105,9 +106,9 @@ typedef struct {
   size_t n_dense;
   nn_row_grads rg;
   /* One allocation of activations: h0 m0 dh0 (B,D); a1 h1 m1 da1 (B,H);
-   * z p q dz soft (B,C); dhin (B,Din); loss (B). */
+   * z p q dz dz2 soft (B,C); dhin (B,Din); loss loss2 alpha (B). */
   float *acts;
-  float *h0, *m0, *dh0, *a1, *h1, *m1, *da1, *z, *p, *q, *dz, *soft, *dhin, *loss;
+  float *h0, *m0, *dh0, *a1, *h1, *m1, *da1, *z, *p, *q, *dz, *dz2, *soft, *dhin, *loss, *loss2, *alpha;
   /* One allocation of the batch's integer inputs: y (Bmax) | ids (max_ids) |
    * offs (Bmax+1), the last as size_t in its own block. */
   int32_t *y;

@@ -13,7 +13,8 @@
  *   (1-alpha) * CE_ls(y, softmax(z)) + alpha * tau^2 * KL(p_T || softmax(z/tau))
  * where p_T is the teacher's distribution at temperature tau (already
  * softened by the caller, see nn_model_predict) and CE_ls is cross-entropy
- * with label smoothing. Without soft targets alpha is taken as 0.
+ * with label smoothing. alpha is kd->alpha, or the example's own weight when
+ * the dataset carries per-example weights. Without soft targets alpha is 0.
  *
  * A model is immutable after training or loading, so concurrent
  * nn_model_predict() calls on one model are safe. */
@@ -54,6 +55,7 @@ typedef struct {
   const char *const *texts; /* n texts, UTF-8 (normalised inside) */
   const int32_t *labels;    /* n label indices in [0, n_labels) */
   const float *soft;        /* n x n_labels teacher probabilities at tau, or NULL */
+  const float *alpha;       /* n per-example soft-label weights in [0,1] (with kd), or NULL for kd->alpha */
   size_t n;
 } nn_dataset;
 

@@ -72,6 +72,12 @@ int main(int argc, char **argv) {
   CHECK(model && finch_file_exists(model));
   CHECK(report && finch_file_exists(report));
 
+  /* Every training row's complexity and soft-label weight is on record. */
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM complexity_scores"), json_integer_value(json_object_get(j, "n_train")));
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM complexity_scores WHERE alpha < 0.4 - 1e-6 OR alpha > 0.7 + 1e-6"
+                               " OR c < 0 OR c > 1"), 0);
+  CHECK(test_scalar(db, "SELECT count(DISTINCT round(alpha::numeric, 2)) FROM complexity_scores") > 3);
+
   /* The compiled student is registered, with its size and checksum. */
   snprintf(cmd, sizeof cmd, "'%s' models list --json", bin);
   char *list = run(cmd, &status);

@@ -55,6 +55,7 @@ static void check_model(uint32_t hidden, const nn_bow_loss_config *lc) {
     memcpy(w.ids + w.offs[b], ids.ids, ids.n * sizeof *ids.ids);
     w.offs[b + 1] = w.offs[b] + ids.n;
     w.y[b] = b + 1;
+    w.alpha[b] = 0.15f + 0.35f * (float)b; /* used when lc->per_row_alpha */
     float s = 0;
     for (uint32_t c = 0; c < m->C; c++) s += w.soft[b * m->C + c] = 1.0f + (float)((b * 3 + c) % 4);
     for (uint32_t c = 0; c < m->C; c++) w.soft[b * m->C + c] /= s;
@@ -101,5 +102,38 @@ int main(void) {
   check_model(8, &plain);
   check_model(8, &kd);
   check_model(8, &drop);
+  /* Per-example weights (0.15, 0.5, 0.85 on the three rows). */
+  nn_bow_loss_config rows = {.alpha = 1.0f, .tau = 2.0f, .label_smoothing = 0.1f, .per_row_alpha = 1};
+  check_model(0, &rows);
+  check_model(8, &rows);
+  /* With every row's weight equal to alpha, per-row mixing is the plain loss. */
+  finch_err err = {0};
+  nn_model *m = tiny(8);
+  nn_bow_work w;
+  CHECK_INT_EQ(nn_bow_work_init(&w, m, 4, 4096, &err), FINCH_OK);
+  nn_ids ids = {0};
+  w.offs[0] = 0;
+  for (int b = 0; b < 3; b++) {
+    CHECK_INT_EQ(nn_featurize(m->feat, texts[b], &ids, NULL, &err), FINCH_OK);
+    memcpy(w.ids + w.offs[b], ids.ids, ids.n * sizeof *ids.ids);
+    w.offs[b + 1] = w.offs[b] + ids.n;
+    w.y[b] = b;
+    w.alpha[b] = 0.4f;
+    for (uint32_t c = 0; c < m->C; c++) w.soft[b * m->C + c] = 1.0f / (float)m->C;
+  }
+  nn_ids_free(&ids);
+  nn_bow_loss_config same = kd;
+  same.per_row_alpha = 1;
+  float l1 = loss_at(&w, m, 3, &kd);
+  float *g1 = malloc(w.n_dense * sizeof(float));
+  memcpy(g1, w.grads, w.n_dense * sizeof(float));
+  float l2 = loss_at(&w, m, 3, &same);
+  CHECK_NEAR(l1, l2, 1e-5);
+  double diff = 0;
+  for (size_t i = 0; i < w.n_dense; i++) diff = fmax(diff, fabs(g1[i] - w.grads[i]));
+  CHECK_NEAR(diff, 0.0, 1e-6);
+  free(g1);
+  nn_bow_work_free(&w);
+  nn_model_free(m);
   TEST_DONE();
 }
