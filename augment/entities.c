@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "augment/internal.h"
 #include "augment/methods.h"
 #include "core/rng.h"
 
@@ -376,39 +377,6 @@ size_t finch_aug_find_entities(const char *text, finch_aug_mention *out, size_t 
   return k;
 }
 
-/* Appends n bytes of s as JSON string content; (size_t)-1 when full. */
-static size_t json_put(char *buf, size_t len, size_t cap, const char *s, size_t n) {
-  if (len == (size_t)-1) return len;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    char tmp[8];
-    size_t k;
-    if (c == '"' || c == '\\') {
-      tmp[0] = '\\';
-      tmp[1] = (char)c;
-      k = 2;
-    } else if (c < 0x20) {
-      k = (size_t)snprintf(tmp, sizeof tmp, "\\u%04x", c);
-    } else {
-      tmp[0] = (char)c;
-      k = 1;
-    }
-    if (len + k + 1 > cap) return (size_t)-1;
-    memcpy(buf + len, tmp, k);
-    len += k;
-  }
-  buf[len] = 0;
-  return len;
-}
-
-static size_t json_raw(char *buf, size_t len, size_t cap, const char *s) {
-  if (len == (size_t)-1) return len;
-  size_t n = strlen(s);
-  if (len + n + 1 > cap) return (size_t)-1;
-  memcpy(buf + len, s, n + 1);
-  return len + n;
-}
-
 static finch_status entities_open(void **state, finch_err *err) {
   (void)err;
   *state = NULL;
@@ -443,7 +411,7 @@ static int entities_apply(const void *state, const char *text, uint64_t stream, 
   }
 
   size_t ol = 0, pos = 0;
-  size_t pl = json_raw(params, 0, params_cap, "{\"replaced\": [");
+  size_t pl = augment__json_raw(params, 0, params_cap, "{\"replaced\": [");
   for (size_t k = 0; k < want; k++) {
     const ent_mention *x = &m[pick[k]];
     char repl[ENT_REPL];
@@ -454,15 +422,15 @@ static int entities_apply(const void *state, const char *text, uint64_t stream, 
     memcpy(out + ol + gap, repl, rl);
     ol += gap + rl;
     pos = x->start + x->len;
-    pl = json_raw(params, pl, params_cap, k ? ", [\"" : "[\"");
-    pl = json_put(params, pl, params_cap, text + x->start, x->len);
-    pl = json_raw(params, pl, params_cap, "\", \"");
-    pl = json_put(params, pl, params_cap, repl, rl);
-    pl = json_raw(params, pl, params_cap, "\", \"");
-    pl = json_raw(params, pl, params_cap, mention_type(x));
-    pl = json_raw(params, pl, params_cap, "\"]");
+    pl = augment__json_raw(params, pl, params_cap, k ? ", [\"" : "[\"");
+    pl = augment__json_put(params, pl, params_cap, text + x->start, x->len);
+    pl = augment__json_raw(params, pl, params_cap, "\", \"");
+    pl = augment__json_put(params, pl, params_cap, repl, rl);
+    pl = augment__json_raw(params, pl, params_cap, "\", \"");
+    pl = augment__json_raw(params, pl, params_cap, mention_type(x));
+    pl = augment__json_raw(params, pl, params_cap, "\"]");
   }
-  pl = json_raw(params, pl, params_cap, "]}");
+  pl = augment__json_raw(params, pl, params_cap, "]}");
   if (pl == (size_t)-1 || ol + (len - pos) + 1 > cap) goto fail;
   memcpy(out + ol, text + pos, len - pos + 1);
   if (strcmp(out, text) == 0) goto fail;

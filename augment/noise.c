@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "augment/internal.h"
 #include "augment/methods.h"
 #include "core/rng.h"
 
@@ -257,40 +258,6 @@ static size_t make_typo(const char *w, size_t n, finch_rng *r, char *out) {
   return n + 1;
 }
 
-/* Appends s as JSON string content (without quotes); returns the new length
- * or (size_t)-1 when it does not fit. */
-static size_t json_put(char *buf, size_t len, size_t cap, const char *s, size_t n) {
-  if (len == (size_t)-1) return len;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    char tmp[8];
-    size_t k;
-    if (c == '"' || c == '\\') {
-      tmp[0] = '\\';
-      tmp[1] = (char)c;
-      k = 2;
-    } else if (c < 0x20) {
-      k = (size_t)snprintf(tmp, sizeof tmp, "\\u%04x", c);
-    } else {
-      tmp[0] = (char)c;
-      k = 1;
-    }
-    if (len + k + 1 > cap) return (size_t)-1;
-    memcpy(buf + len, tmp, k);
-    len += k;
-  }
-  buf[len] = 0;
-  return len;
-}
-
-static size_t json_raw(char *buf, size_t len, size_t cap, const char *s) {
-  if (len == (size_t)-1) return len;
-  size_t n = strlen(s);
-  if (len + n + 1 > cap) return (size_t)-1;
-  memcpy(buf + len, s, n + 1);
-  return len + n;
-}
-
 static finch_status noise_open(void **state, finch_err *err) {
   (void)err;
   *state = NULL;
@@ -425,13 +392,13 @@ static int noise_apply(const void *state, const char *text, uint64_t stream, cha
     out[0] = 0;
     return 0;
   }
-  size_t pl = json_raw(params, 0, params_cap, "{\"edits\": [");
+  size_t pl = augment__json_raw(params, 0, params_cap, "{\"edits\": [");
   for (size_t i = 0; i < nrec; i++) {
-    pl = json_raw(params, pl, params_cap, i ? ", \"" : "\"");
-    pl = json_put(params, pl, params_cap, rec[i], strlen(rec[i]));
-    pl = json_raw(params, pl, params_cap, "\"");
+    pl = augment__json_raw(params, pl, params_cap, i ? ", \"" : "\"");
+    pl = augment__json_put(params, pl, params_cap, rec[i], strlen(rec[i]));
+    pl = augment__json_raw(params, pl, params_cap, "\"");
   }
-  pl = json_raw(params, pl, params_cap, "]}");
+  pl = augment__json_raw(params, pl, params_cap, "]}");
   if (pl == (size_t)-1) {
     out[0] = 0;
     params[0] = 0;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "augment/internal.h"
 #include "augment/methods.h"
 #include "core/rng.h"
 
@@ -170,8 +171,7 @@ static int tmpl_apply(const void *state, const char *text, uint64_t stream, char
   if (in->templates.n == 0) return 0;
   finch_rng rng = {stream};
   const char *t = in->templates.v[finch_rng_below(&rng, in->templates.n)];
-  size_t o = 0, po = 0;
-  po += (size_t)snprintf(params, params_cap, "{\"template\": \"");
+  size_t o = 0, po = augment__json_raw(params, 0, params_cap, "{\"template\": \"");
   for (const char *c = t; *c; c++) {
     if (*c == SLOT_OPEN && c[1] && c[2] == SLOT_CLOSE) {
       size_t ti = (size_t)(c[1] - '0');
@@ -183,23 +183,20 @@ static int tmpl_apply(const void *state, const char *text, uint64_t stream, char
       if (o + vl + 1 >= cap) return 0;
       memcpy(out + o, v, vl);
       o += vl;
-      if (po < params_cap) po += (size_t)snprintf(params + po, params_cap - po, "{%s}", types[ti]);
+      po = augment__json_raw(params, po, params_cap, "{");
+      po = augment__json_raw(params, po, params_cap, types[ti]);
+      po = augment__json_raw(params, po, params_cap, "}");
       c += 2;
       continue;
     }
     if (o + 2 >= cap) return 0;
     out[o++] = *c;
-    /* The template is the parent's own text around the slots: escape it. */
-    if (po + 3 < params_cap) {
-      if (*c == '"' || *c == '\\') params[po++] = '\\';
-      if ((unsigned char)*c >= 0x20) params[po++] = *c;
-    }
+    /* The template is the parent's own text around the slots: escaped. */
+    po = augment__json_put(params, po, params_cap, c, 1);
   }
   out[o] = '\0';
-  if (po + 3 >= params_cap) return 0;
-  params[po++] = '"';
-  params[po++] = '}';
-  params[po] = '\0';
+  po = augment__json_raw(params, po, params_cap, "\"}");
+  if (po == (size_t)-1) return 0;
   return strcmp(out, text) != 0;
 }
 
