@@ -14,6 +14,7 @@ int finch_cmd_compile(int argc, char **argv);
 int finch_cmd_eval(int argc, char **argv);
 int finch_cmd_serve(int argc, char **argv);
 int finch_cmd_models(int argc, char **argv);
+int finch_cmd_rules(int argc, char **argv);
 int finch_cmd_demo(int argc, char **argv);
 
 /* Prints "finch: error: <message>" and returns 1. */

@@ -42,6 +42,7 @@ static const command commands[] = {
     {"eval", finch_cmd_eval, "measure a model on labelled rows; store and write a report"},
     {"serve", finch_cmd_serve, "serve intent recognition over HTTP"},
     {"models", finch_cmd_models, "list registered models"},
+    {"rules", finch_cmd_rules, "check and measure the legacy PCRE2 rule engine"},
     {"demo", finch_cmd_demo, "run every stage on BANKING77 (or the bundled sample)"},
 };
 

@@ -128,8 +128,28 @@ int main(int argc, char **argv) {
   CHECK_INT_EQ(status, 1);
   CHECK_CONTAINS(bad, "model 424242 is not registered");
 
+  /* The legacy rule pack, checked and measured like a model on the same holdout. */
+  snprintf(cmd, sizeof cmd, "'%s' rules check '%s/serve/rules/banking77.rules'", bin, FINCH_SOURCE_DIR);
+  char *chk = run(cmd, &status);
+  CHECK_INT_EQ(status, 0);
+  CHECK_CONTAINS(chk, "0 problem(s)");
+  snprintf(cmd, sizeof cmd, "'%s' rules eval --rules '%s/serve/rules/banking77.rules' --dataset %s --json", bin,
+           FINCH_SOURCE_DIR, real ? "banking77" : "sample");
+  char *rev = run(cmd, &status);
+  CHECK_INT_EQ(status, 0);
+  json_t *rj = json_loads(rev, 0, NULL);
+  CHECK(rj != NULL);
+  double rules_acc = json_real_value(json_object_get(rj, "accuracy"));
+  printf("rules accuracy %.4f, coverage %.4f\n", rules_acc, json_real_value(json_object_get(rj, "coverage")));
+  CHECK(rules_acc > 0.2 && rules_acc < 1.0);
+  CHECK(json_real_value(json_object_get(rj, "coverage")) > 0.3);
+  json_decref(rj);
+  free(chk);
+  free(rev);
+
   /* Help for every command; usage errors exit 2. */
-  static const char *cmds[] = {"db", "ingest", "augment", "distill", "compile", "eval", "serve", "models", "demo"};
+  static const char *cmds[] = {"db", "ingest", "augment", "distill", "compile", "eval", "serve", "models", "demo",
+                               "rules"};
   for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
     snprintf(cmd, sizeof cmd, "'%s' %s --help", bin, cmds[k]);
     char *help = run(cmd, &status);

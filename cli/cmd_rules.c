@@ -1,0 +1,176 @@
+/* finch rules: check a rule file, and measure the rule engine like a model. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "core/csv.h"
+#include "core/text.h"
+#include "evaluate/metrics.h"
+#include "serve/rules.h"
+
+typedef struct {
+  char **texts, **labels;
+  size_t n, cap;
+} pairs;
+
+static int pairs_add(pairs *p, const char *text, const char *label) {
+  if (p->n == p->cap) {
+    size_t cap = p->cap ? 2 * p->cap : 1024;
+    char **t = realloc(p->texts, cap * sizeof *t), **l = t ? realloc(p->labels, cap * sizeof *l) : NULL;
+    if (t) p->texts = t;
+    if (!t || !l) return -1;
+    p->labels = l;
+    p->cap = cap;
+  }
+  p->texts[p->n] = strdup(text);
+  p->labels[p->n++] = strdup(label);
+  return 0;
+}
+
+static void pairs_free(pairs *p) {
+  for (size_t i = 0; i < p->n; i++) free(p->texts[i]), free(p->labels[i]);
+  free(p->texts);
+  free(p->labels);
+}
+
+static int load_csv(const char *path, pairs *p, finch_err *err) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) {
+    finch_err_set(err, FINCH_EIO, "%s: cannot open", path);
+    return -1;
+  }
+  finch_csv *csv = finch_csv_open(fp, path);
+  static const char *const header[] = {"text", "category"};
+  int rc = finch_csv_expect_header(csv, header, 2, err) ? -1 : 0;
+  char **f;
+  size_t nf;
+  finch_err rerr;
+  int k;
+  while (!rc && (k = finch_csv_next(csv, &f, &nf, &rerr)) != 0) {
+    char *t = NULL;
+    if (k < 0 || nf != 2 || finch_text_normalize(f[0], strlen(f[0]), 0, &t, &rerr)) continue;
+    if (pairs_add(p, t, f[1])) rc = -1;
+    free(t);
+  }
+  finch_csv_close(csv);
+  fclose(fp);
+  return rc;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int label_index(char **names, size_t n, const char *s) {
+  char **hit = bsearch(&s, names, n, sizeof *names, cmp_str);
+  return hit ? (int)(hit - names) : -1;
+}
+
+static int rules_eval(const finch_rules *rules, const pairs *p, int json) {
+  /* Labels: the gold ones and the rules' answers, sorted; one more index for "no rule". */
+  size_t nl = 0;
+  char **names = malloc((2 * p->n + 1) * sizeof *names); /* each row: its gold label and the rules' answer */
+  int *gold = malloc((p->n + 1) * sizeof *gold), *pred = malloc((p->n + 1) * sizeof *pred);
+  const char **got = malloc((p->n + 1) * sizeof *got);
+  if (!names || !gold || !pred || !got) return 1;
+  long long matched = 0;
+  double t0 = (double)clock();
+  for (size_t i = 0; i < p->n; i++) {
+    got[i] = finch_rules_match(rules, p->texts[i], strlen(p->texts[i]), NULL, NULL);
+    matched += got[i] != NULL;
+    names[nl++] = p->labels[i];
+    if (got[i]) names[nl++] = (char *)got[i];
+  }
+  double us = p->n ? 1e6 * ((double)clock() - t0) / CLOCKS_PER_SEC / (double)p->n : 0;
+  qsort(names, nl, sizeof *names, cmp_str);
+  size_t u = 0;
+  for (size_t i = 0; i < nl; i++)
+    if (!u || strcmp(names[u - 1], names[i])) names[u++] = names[i];
+  nl = u;
+  for (size_t i = 0; i < p->n; i++) {
+    gold[i] = label_index(names, nl, p->labels[i]);
+    pred[i] = got[i] ? label_index(names, nl, got[i]) : (int)nl; /* "no rule fired" */
+  }
+  finch_metrics m;
+  finch_metrics_compute(gold, pred, NULL, p->n, nl + 1, &m);
+  double coverage = p->n ? (double)matched / (double)p->n : 0;
+  /* Macro-F1 counts intents with gold rows only, so "no rule" does not dilute it. */
+  if (json) {
+    json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:f}", "n", (json_int_t)p->n, "rules",
+                          (json_int_t)finch_rules_count(rules), "accuracy", m.accuracy, "macro_f1", m.macro_f1,
+                          "coverage", coverage, "cpu_us_per_query", us);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
+  } else {
+    printf("%zu rows, %zu rules: accuracy %.4f, macro-F1 %.4f, coverage %.4f (a rule fired), %.1f us per query\n",
+           p->n, finch_rules_count(rules), m.accuracy, m.macro_f1, coverage, us);
+  }
+  finch_metrics_free(&m);
+  free(names), free(gold), free(pred), free(got);
+  return 0;
+}
+
+int finch_cmd_rules(int argc, char **argv) {
+  cli_opt opts[] = {
+      {"rules", 'r', "FILE", "rule file (eval)", NULL},
+      {"format", 'f', "FMT", "eval: format of --input, banking77", NULL},
+      {"input", 'i', "FILE", "eval: labelled file", NULL},
+      {"dataset", 'd', "NAME", "eval: rows of this dataset instead of a file", NULL},
+      {"split", 0, "SPLIT", "eval: with --dataset, the split (default dev)", NULL},
+      {"json", 0, NULL, "eval: print one JSON object", NULL},
+  };
+  cli_cmd cmd = {"rules", "check FILE | eval --rules FILE (--format banking77 --input PATH | --dataset NAME) [--json]",
+                 "The legacy rule engine (format in serve/rules.h; a BANKING77 pack in serve/rules/).\n"
+                 "  check  parse and compile every rule (errors name the line), then report rules that can never fire\n"
+                 "  eval   measure the rules like a model: accuracy, macro-F1, coverage",
+                 NULL, opts, sizeof opts / sizeof opts[0]};
+  const char *pos[2];
+  size_t npos;
+  int rc = cli_parse(&cmd, argc, argv, pos, 2, &npos);
+  if (rc) return rc == 1 ? 0 : 2;
+  finch_err err;
+  finch_rules *rules = NULL;
+  if (npos == 2 && strcmp(pos[0], "check") == 0) {
+    if (finch_rules_load(&rules, pos[1], &err)) return cli_fail(&err);
+    size_t problems = finch_rules_lint(rules, stdout);
+    printf("%s: %zu rules compiled, %zu problem(s)\n", pos[1], finch_rules_count(rules), problems);
+    finch_rules_free(rules);
+    return problems ? 1 : 0;
+  }
+  if (npos != 1 || strcmp(pos[0], "eval") != 0 || !cli_get(&cmd, "rules") ||
+      !cli_get(&cmd, "input") == !cli_get(&cmd, "dataset")) {
+    cli_usage(&cmd, stderr);
+    return 2;
+  }
+  if (finch_rules_load(&rules, cli_get(&cmd, "rules"), &err)) return cli_fail(&err);
+  pairs p = {0};
+  int bad = 0;
+  if (cli_get(&cmd, "input")) {
+    bad = load_csv(cli_get(&cmd, "input"), &p, &err);
+  } else {
+    finch_db *db = cli_db_open();
+    if (!db) bad = 1;
+    const char *split = cli_get(&cmd, "split") ? cli_get(&cmd, "split") : "dev";
+    const char *q[] = {cli_get(&cmd, "dataset"), split};
+    PGresult *r = db ? finch_db_query(db, "SELECT u.text, u.label FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+                                          " WHERE d.name = $1 AND u.split = $2 AND u.label IS NOT NULL ORDER BY u.id",
+                                      2, q, &err)
+                     : NULL;
+    if (db && !r) bad = 1;
+    for (int i = 0; r && i < PQntuples(r) && !bad; i++) bad = pairs_add(&p, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+    PQclear(r);
+    finch_db_close(db);
+    if (!bad && p.n == 0) {
+      finch_err_set(&err, FINCH_ENOTFOUND, "no labelled rows in dataset %s, split %s", q[0], split);
+      bad = 1;
+    }
+  }
+  int code = bad ? cli_fail(&err) : rules_eval(rules, &p, cli_get(&cmd, "json") != NULL);
+  pairs_free(&p);
+  finch_rules_free(rules);
+  return code;
+}
