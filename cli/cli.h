@@ -3,6 +3,8 @@
 #ifndef FINCH_CLI_CLI_H
 #define FINCH_CLI_CLI_H
 
+#include <jansson.h>
+
 #include "core/db.h"
 #include "core/status.h"
 
@@ -22,6 +24,8 @@ int cli_fail(const finch_err *err);
 /* Opens the database (starting the embedded cluster and migrating as
  * needed); prints the error and returns NULL on failure. */
 finch_db *cli_db_open(void);
+/* Prints j on one line (keys in insertion order) and releases it. */
+void cli_print_json(json_t *j);
 /* The whole command line, for reports that say how to reproduce them. */
 const char *cli_command_line(void);
 

@@ -206,10 +206,7 @@ int finch_cmd_demo(int argc, char **argv) {
                           "student_accuracy", ev_s.accuracy, "majority_accuracy",
                           ev_s.n ? (double)majority / (double)ev_s.n : 0.0, "student_model", out, "report",
                           ev_s.report_path, "served_intent", intent, "wall_seconds", wall);
-    char *s = json_dumps(j, JSON_COMPACT);
-    printf("%s\n", s);
-    free(s);
-    json_decref(j);
+    cli_print_json(j);
   }
   code = 0;
   goto done;

@@ -101,10 +101,7 @@ static int rules_eval(const finch_rules *rules, const pairs *p, int json) {
     json_t *j = json_pack("{s:I, s:I, s:f, s:f, s:f, s:f}", "n", (json_int_t)p->n, "rules",
                           (json_int_t)finch_rules_count(rules), "accuracy", m.accuracy, "macro_f1", m.macro_f1,
                           "coverage", coverage, "cpu_us_per_query", us);
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    printf("%s\n", s);
-    free(s);
-    json_decref(j);
+    cli_print_json(j);
   } else {
     printf("%zu rows, %zu rules: accuracy %.4f, macro-F1 %.4f, coverage %.4f (a rule fired), %.1f us per query\n",
            p->n, finch_rules_count(rules), m.accuracy, m.macro_f1, coverage, us);

@@ -95,10 +95,7 @@ int finch_cmd_ingest(int argc, char **argv) {
                           (json_int_t)r.read, "inserted", (json_int_t)r.inserted, "duplicates",
                           (json_int_t)r.duplicate, "rejected", (json_int_t)r.rejected, "dev", (json_int_t)r.dev,
                           "redactions", red, "seconds", r.seconds, "stopped", r.stopped);
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    printf("%s\n", s);
-    free(s);
-    json_decref(j);
+    cli_print_json(j);
   } else {
     uint64_t redacted = 0;
     for (size_t i = 0; i < r.n_pii_types; i++) redacted += r.pii_counts[i];
@@ -191,10 +188,7 @@ int finch_cmd_augment(int argc, char **argv) {
                           (json_int_t)r.teacher_id, "seconds", r.seconds);
     json_object_set_new(j, "augmented_by_intent", intents);
     intents = NULL;
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    printf("%s\n", s);
-    free(s);
-    json_decref(j);
+    cli_print_json(j);
   } else {
     printf("augment run %lld: %lld parents, %lld variants generated, %lld new rows stored in %.1f s (", r.run_id,
            r.parents, r.generated, r.inserted, r.seconds);
@@ -275,10 +269,7 @@ int finch_cmd_distill(int argc, char **argv) {
       json_object_set_new(j, "mean_alpha", json_real(r.mean_alpha));
       json_object_set_new(j, "general_texts", json_integer((json_int_t)r.n_general));
     }
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    printf("%s\n", s);
-    free(s);
-    json_decref(j);
+    cli_print_json(j);
   }
   else
     printf("teacher: model %lld, %lld parameters, dev accuracy %.4f\n"

@@ -12,6 +12,13 @@ static char g_cmdline[4096];
 
 const char *cli_command_line(void) { return g_cmdline; }
 
+void cli_print_json(json_t *j) {
+  char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+  if (s) printf("%s\n", s);
+  free(s);
+  json_decref(j);
+}
+
 int cli_fail(const finch_err *err) {
   finch_error("%s", err->msg);
   return 1;
