@@ -7,59 +7,9 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
-#include "core/csv.h"
-#include "core/text.h"
+#include "evaluate/evaluate.h"
 #include "evaluate/metrics.h"
 #include "serve/rules.h"
-
-typedef struct {
-  char **texts, **labels;
-  size_t n, cap;
-} pairs;
-
-static int pairs_add(pairs *p, const char *text, const char *label) {
-  if (p->n == p->cap) {
-    size_t cap = p->cap ? 2 * p->cap : 1024;
-    char **t = realloc(p->texts, cap * sizeof *t), **l = t ? realloc(p->labels, cap * sizeof *l) : NULL;
-    if (t) p->texts = t;
-    if (!t || !l) return -1;
-    p->labels = l;
-    p->cap = cap;
-  }
-  p->texts[p->n] = strdup(text);
-  p->labels[p->n++] = strdup(label);
-  return 0;
-}
-
-static void pairs_free(pairs *p) {
-  for (size_t i = 0; i < p->n; i++) free(p->texts[i]), free(p->labels[i]);
-  free(p->texts);
-  free(p->labels);
-}
-
-static int load_csv(const char *path, pairs *p, finch_err *err) {
-  FILE *fp = fopen(path, "rb");
-  if (!fp) {
-    finch_err_set(err, FINCH_EIO, "%s: cannot open", path);
-    return -1;
-  }
-  finch_csv *csv = finch_csv_open(fp, path);
-  static const char *const header[] = {"text", "category"};
-  int rc = finch_csv_expect_header(csv, header, 2, err) ? -1 : 0;
-  char **f;
-  size_t nf;
-  finch_err rerr;
-  int k;
-  while (!rc && (k = finch_csv_next(csv, &f, &nf, &rerr)) != 0) {
-    char *t = NULL;
-    if (k < 0 || nf != 2 || finch_text_normalize(f[0], strlen(f[0]), 0, &t, &rerr)) continue;
-    if (pairs_add(p, t, f[1])) rc = -1;
-    free(t);
-  }
-  finch_csv_close(csv);
-  fclose(fp);
-  return rc;
-}
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
@@ -68,7 +18,7 @@ static int label_index(char **names, size_t n, const char *s) {
   return hit ? (int)(hit - names) : -1;
 }
 
-static int rules_eval(const finch_rules *rules, const pairs *p, int json) {
+static int rules_eval(const finch_rules *rules, const finch_eval_rows *p, int json) {
   /* Labels: the gold ones and the rules' answers, sorted; one more index for "no rule". */
   size_t nl = 0;
   char **names = malloc((2 * p->n + 1) * sizeof *names); /* each row: its gold label and the rules' answer */
@@ -144,30 +94,18 @@ int finch_cmd_rules(int argc, char **argv) {
     return 2;
   }
   if (finch_rules_load(&rules, cli_get(&cmd, "rules"), &err)) return cli_fail(&err);
-  pairs p = {0};
-  int bad = 0;
-  if (cli_get(&cmd, "input")) {
-    bad = load_csv(cli_get(&cmd, "input"), &p, &err);
-  } else {
-    finch_db *db = cli_db_open();
-    if (!db) bad = 1;
-    const char *split = cli_get(&cmd, "split") ? cli_get(&cmd, "split") : "dev";
-    const char *q[] = {cli_get(&cmd, "dataset"), split};
-    PGresult *r = db ? finch_db_query(db, "SELECT u.text, u.label FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
-                                          " WHERE d.name = $1 AND u.split = $2 AND u.label IS NOT NULL ORDER BY u.id",
-                                      2, q, &err)
-                     : NULL;
-    if (db && !r) bad = 1;
-    for (int i = 0; r && i < PQntuples(r) && !bad; i++) bad = pairs_add(&p, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
-    PQclear(r);
-    finch_db_close(db);
-    if (!bad && p.n == 0) {
-      finch_err_set(&err, FINCH_ENOTFOUND, "no labelled rows in dataset %s, split %s", q[0], split);
-      bad = 1;
-    }
+  finch_eval_opts eo = {.format = cli_get(&cmd, "format"), .input = cli_get(&cmd, "input"),
+                        .dataset = cli_get(&cmd, "dataset"), .split = cli_get(&cmd, "split")};
+  finch_eval_rows p = {0};
+  finch_db *db = NULL;
+  if (eo.dataset && !(db = cli_db_open())) { /* cli_db_open printed why */
+    finch_rules_free(rules);
+    return 1;
   }
-  int code = bad ? cli_fail(&err) : rules_eval(rules, &p, cli_get(&cmd, "json") != NULL);
-  pairs_free(&p);
+  finch_status st = finch_eval_rows_load(db, &eo, &p, &err);
+  finch_db_close(db);
+  int code = st ? cli_fail(&err) : rules_eval(rules, &p, cli_get(&cmd, "json") != NULL);
+  finch_eval_rows_free(&p);
   finch_rules_free(rules);
   return code;
 }

@@ -18,19 +18,16 @@
 #include "evaluate/report.h"
 #include "nn/model.h"
 
-typedef struct {
-  char **texts, **labels;
-  size_t n, cap;
-  long long skipped;
-} examples;
+typedef finch_eval_rows examples;
 
-static void examples_free(examples *e) {
+void finch_eval_rows_free(finch_eval_rows *e) {
   for (size_t i = 0; i < e->n; i++) {
     free(e->texts[i]);
     free(e->labels[i]);
   }
   free(e->texts);
   free(e->labels);
+  memset(e, 0, sizeof *e);
 }
 
 static int examples_add(examples *e, char *text, char *label) {
@@ -107,6 +104,15 @@ static finch_status read_db(finch_db *db, const char *dataset, const char *split
   return st;
 }
 
+finch_status finch_eval_rows_load(finch_db *db, const finch_eval_opts *opts, finch_eval_rows *rows, finch_err *err) {
+  memset(rows, 0, sizeof *rows);
+  if (opts->input && opts->format && strcmp(opts->format, "banking77") != 0)
+    return finch_err_set(err, FINCH_EINVAL, "unknown format '%s' (supported: banking77)", opts->format);
+  if (opts->input) return read_csv(opts->input, rows, err);
+  if (!opts->dataset) return finch_err_set(err, FINCH_EINVAL, "give --input FILE (with --format) or --dataset NAME");
+  return read_db(db, opts->dataset, opts->split ? opts->split : "dev", rows, err);
+}
+
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -116,10 +122,6 @@ static double now_ms(void) {
 finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err) {
   memset(res, 0, sizeof *res);
   const char *split = opts->split ? opts->split : "dev";
-  if (!opts->input && !opts->dataset)
-    return finch_err_set(err, FINCH_EINVAL, "give --input FILE (with --format) or --dataset NAME");
-  if (opts->input && opts->format && strcmp(opts->format, "banking77") != 0)
-    return finch_err_set(err, FINCH_EINVAL, "unknown format '%s' (supported: banking77)", opts->format);
   char path[PATH_MAX], kind[16];
   long long model_id;
   finch_status st = finch_models_resolve(db, opts->model, path, sizeof path, &model_id, kind, err);
@@ -134,13 +136,12 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
 
   examples ex = {0};
   char source[PATH_MAX + 64];
+  st = finch_eval_rows_load(db, opts, &ex, err);
   if (opts->input) {
-    st = read_csv(opts->input, &ex, err);
     if (!st) st = finch_sha256_file(opts->input, src_sha, err);
     char abs[PATH_MAX];
     snprintf(source, sizeof source, "file %s", realpath(opts->input, abs) ? abs : opts->input);
   } else {
-    st = read_db(db, opts->dataset, split, &ex, err);
     snprintf(source, sizeof source, "dataset %s, split %s", opts->dataset, split);
   }
   size_t C = nn_model_n_labels(m), n = ex.n;
@@ -237,7 +238,7 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   json_decref(out);
   finch_metrics_free(&mt);
   free(gold), free(pred), free(conf), free(probs), free(lat), free(unknown);
-  examples_free(&ex);
+  finch_eval_rows_free(&ex);
   nn_model_free(m);
   return st;
 }

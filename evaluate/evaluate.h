@@ -27,6 +27,18 @@ typedef struct {
 } finch_eval_result;
 
 finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err);
+
+/* Labelled rows to measure on, as finch_eval_run reads them: from
+ * opts->input (banking77 CSV; unreadable rows are counted in skipped and
+ * warned about with file and line) or from opts->dataset / opts->split. */
+typedef struct {
+  char **texts, **labels; /* NFKC-normalised, owned */
+  size_t n, cap;
+  long long skipped;
+} finch_eval_rows;
+
+finch_status finch_eval_rows_load(finch_db *db, const finch_eval_opts *opts, finch_eval_rows *rows, finch_err *err);
+void finch_eval_rows_free(finch_eval_rows *rows);
 void finch_eval_result_free(finch_eval_result *res);
 
 #endif
