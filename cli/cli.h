@@ -11,6 +11,7 @@
 int finch_cmd_db(int argc, char **argv);
 int finch_cmd_ingest(int argc, char **argv);
 int finch_cmd_augment(int argc, char **argv);
+int finch_cmd_teacher(int argc, char **argv);
 int finch_cmd_distill(int argc, char **argv);
 int finch_cmd_compile(int argc, char **argv);
 int finch_cmd_eval(int argc, char **argv);
@@ -18,6 +19,10 @@ int finch_cmd_serve(int argc, char **argv);
 int finch_cmd_models(int argc, char **argv);
 int finch_cmd_rules(int argc, char **argv);
 int finch_cmd_demo(int argc, char **argv);
+int finch_cmd_rollout(int argc, char **argv);
+int finch_cmd_keys(int argc, char **argv);
+int finch_cmd_webhooks(int argc, char **argv);
+int finch_cmd_soft_labels(int argc, char **argv);
 
 /* Prints "finch: error: <message>" and returns 1. */
 int cli_fail(const finch_err *err);

@@ -15,6 +15,7 @@
 #include "core/paths.h"
 #include "distill/distill.h"
 #include "evaluate/evaluate.h"
+#include "distill/teacher.h"
 #include "ingest/ingest.h"
 #include "serve/serve.h"
 
@@ -84,7 +85,8 @@ int finch_cmd_demo(int argc, char **argv) {
       {"sample", 0, NULL, "use the bundled sample even when BANKING77 is present", NULL},
       {"dataset", 'd', "NAME", "dataset name (default banking77, or sample for the bundled sample)", NULL},
       {"seed", 0, "N", "seed for the holdout, augmentation and training (default 42)", NULL},
-      {"teacher-epochs", 0, "N", "teacher epochs (default: model default)", NULL},
+      {"teacher-members", 0, "LIST", "teacher ensemble members: slr, bow, tfm (default slr,bow; tfm trains an "
+                                     "encoder, minutes on a CPU)", NULL},
       {"student-epochs", 0, "N", "student epochs (default: model default)", NULL},
       {"json", 0, NULL, "print a JSON summary as the last line", NULL},
   };
@@ -97,9 +99,8 @@ int finch_cmd_demo(int argc, char **argv) {
   size_t npos;
   int rc = cli_parse(&cmd, argc, argv, pos, 0, &npos);
   if (rc) return rc == 1 ? 0 : 2;
-  long long seed = finch_config_int("seed"), te = 0, se = 0;
-  if (cli_get_long(&cmd, "seed", &seed) || cli_get_long(&cmd, "teacher-epochs", &te) ||
-      cli_get_long(&cmd, "student-epochs", &se))
+  long long seed = finch_config_int("seed"), se = 0;
+  if (cli_get_long(&cmd, "seed", &seed) || cli_get_long(&cmd, "student-epochs", &se))
     return 2;
 
   double t_start = now_s();
@@ -141,14 +142,25 @@ int finch_cmd_demo(int argc, char **argv) {
   if (finch_augment_run(db, &ao, &ar, &err)) goto fail;
   printf("  %lld parents, %lld variants, %lld new rows\n", ar.parents, ar.generated, ar.inserted);
 
-  printf("[3/6] distill: teacher, then student on soft + hard labels, weighted by input complexity\n");
+  const char *members = cli_get(&cmd, "teacher-members") ? cli_get(&cmd, "teacher-members") : "slr,bow";
+  printf("[3/6] teacher (ensemble of %s, calibrated on the holdout), then the student distilled on soft + hard\n"
+         "      labels weighted by input complexity\n", members);
+  finch_teacher_result tr;
+  finch_teacher_opts topt = {.dataset = dataset, .members = members, .seed = (unsigned long long)seed,
+                             .augmented = 1, .ngrams = 1, .device = finch_config_get("device"), .quiet = 1};
+  if (finch_teacher_train(db, &topt, &tr, &err)) goto fail;
+  for (size_t i = 0; i < tr.n_members; i++)
+    printf("  member %-5s holdout accuracy %.4f, %lld parameters, %.1f s\n", tr.members[i].name,
+           tr.members[i].dev_acc, tr.members[i].params, tr.members[i].seconds);
+  char teacher_ref[32];
+  snprintf(teacher_ref, sizeof teacher_ref, "%lld", tr.model_id);
   finch_distill_result dr;
   finch_distill_opts dopt = {.dataset = dataset, .seed = (unsigned long long)seed, .alpha = 0.0f,
-                             .temperature = 2.0f, .teacher_epochs = (int)te, .student_epochs = (int)se,
-                             .device = finch_config_get("device"), .quiet = 1};
+                             .temperature = 2.0f, .teacher = teacher_ref,
+                             .student_epochs = (int)se, .device = finch_config_get("device"), .quiet = 1};
   if (finch_distill_run(db, &dopt, &dr, &err)) goto fail;
-  printf("  teacher: %lld parameters, trained in %.1f s\n  student: %lld parameters, trained in %.1f s\n",
-         dr.teacher_params, dr.teacher_seconds, dr.student_params, dr.student_seconds);
+  printf("  teacher: %s, %lld parameters, trained in %.1f s\n  student: %lld parameters, trained in %.1f s\n",
+         tr.chosen, dr.teacher_params, tr.seconds, dr.student_params, dr.student_seconds);
 
   printf("[4/6] compile the student (int8 weights)\n");
   char models[PATH_MAX], out[PATH_MAX + 64], sid[32];

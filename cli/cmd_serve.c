@@ -9,6 +9,10 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/models.h"
+
+#ifndef FINCH_SOURCE_DIR
+#define FINCH_SOURCE_DIR "."
+#endif
 #include "serve/serve.h"
 
 int finch_cmd_serve(int argc, char **argv) {
@@ -18,12 +22,31 @@ int finch_cmd_serve(int argc, char **argv) {
       {"port", 'p', "N", "TCP port; 0 picks a free one (default 8080)", NULL},
       {"max-body", 0, "BYTES", "largest request body; larger gets 413 (default: setting max_body, 65536)", NULL},
       {"threads", 0, "N", "worker threads (default 2)", NULL},
+      {"no-database", 0, NULL, "serve without the database: only /v1/intent and /healthz, no API keys", NULL},
+      {"rules", 0, "FILE", "legacy rule file (default: serve/rules/banking77.rules of the source tree)", NULL},
+      {"deployment", 'd', "NAME", "the deployment this server answers for (default \"default\")", NULL},
+      {"oos-label", 0, "LABEL", "the model's out-of-scope label; the rules answer it in primary", NULL},
+      {"min-confidence", 0, "X", "the model answers at or above it in canary/primary (default 0.5)", NULL},
+      {"canary-share", 0, "X", "canary share when the stage does not set one (default 0.1)", NULL},
+      {"handoff-below", 0, "X", "handoff.requested under this confidence (default 0.5)", NULL},
+      {"rate", 0, "N", "requests a second per key, refilled (default 20)", NULL},
+      {"burst", 0, "N", "requests per key at once (default 40)", NULL},
+      {"no-webhooks", 0, NULL, "do not run a webhook delivery worker in this process", NULL},
+      {"gate-margin", 0, "X", "promotion gate margin (default 0.02; see finch rollout --help)", NULL},
+      {"gate-confidence", 0, "X", "promotion gate one-sided confidence (default 0.95)", NULL},
+      {"gate-min-tasks", 0, "N", "promotion gate: labelled tasks needed (default 30)", NULL},
+      {"gate-intent-floor", 0, "X", "promotion gate: per-intent accuracy floor (default 0.5)", NULL},
   };
-  cli_cmd cmd = {"serve", "--model FILE [--host ADDR] [--port N]",
+  cli_cmd cmd = {"serve", "--model FILE [--host ADDR] [--port N] [--deployment NAME]",
                  "Serve intent recognition over HTTP until SIGINT or SIGTERM.",
-                 "endpoints:\n"
+                 "endpoints (serve/serve.h has the details):\n"
                  "  POST /v1/intent  {\"text\": \"...\"} -> {\"intent\", \"confidence\", \"source\": \"model\", \"model\": SHA256}\n"
-                 "  GET  /healthz",
+                 "  GET  /healthz\n"
+                 "  POST /v1/conversations/{id}/turns, GET /v1/labeling/tasks, POST /v1/labeling/tasks/{id},\n"
+                 "  GET  /v1/labeling/stats, GET|POST /v1/rollout (these need the database)\n"
+                 "The database is used when one is configured (--database-url, FINCH_DATABASE_URL, PG*\n"
+                 "variables) or the embedded cluster under FINCH_HOME exists; every endpoint but /healthz\n"
+                 "then needs an API key (finch keys create).",
                  opts, sizeof opts / sizeof opts[0]};
   const char *pos[1];
   size_t npos;
@@ -37,19 +60,45 @@ int finch_cmd_serve(int argc, char **argv) {
     cli_usage(&cmd, stderr);
     return 2;
   }
+  finch_gate_opts gate = finch_gate_opts_default();
+  double min_conf = 0, share = 0, handoff = 0, rate = 0, burst = 0;
+  long long gate_min = gate.min_tasks;
+  if (cli_get_double(&cmd, "min-confidence", &min_conf) || cli_get_double(&cmd, "canary-share", &share) ||
+      cli_get_double(&cmd, "handoff-below", &handoff) || cli_get_double(&cmd, "rate", &rate) ||
+      cli_get_double(&cmd, "burst", &burst) || cli_get_double(&cmd, "gate-margin", &gate.margin) ||
+      cli_get_double(&cmd, "gate-confidence", &gate.confidence) ||
+      cli_get_double(&cmd, "gate-intent-floor", &gate.intent_floor) || cli_get_long(&cmd, "gate-min-tasks", &gate_min))
+    return 2;
+  if (min_conf < 0 || min_conf > 1 || share < 0 || share > 1 || handoff < 0 || handoff > 1 || rate < 0 ||
+      burst < 0 || gate_min < 0 || !(gate.confidence > 0.5 && gate.confidence < 1)) {
+    fprintf(stderr, "finch serve: confidences and shares are in [0, 1], --gate-confidence in (0.5, 1), rates "
+                    "and counts non-negative\n");
+    return 2;
+  }
+  gate.min_tasks = (long)gate_min;
+  if (cli_get(&cmd, "canary-share") && share == 0) share = -1; /* an explicit 0, not the default */
   const char *model = cli_get(&cmd, "model");
   char path[PATH_MAX];
   snprintf(path, sizeof path, "%s", model);
   finch_err err;
-  if (!finch_models_ref_is_file(model)) {
-    /* Only a registered id needs the database. */
+  /* Database mode when a database is configured or the embedded cluster
+   * exists; it is started and migrated here, before serving. */
+  char url[PATH_MAX * 4];
+  int use_db = !cli_get(&cmd, "no-database") && finch_db_resolve_url(url, sizeof url, 0, &err) == FINCH_OK;
+  if (use_db || !finch_models_ref_is_file(model)) {
     finch_db *db = cli_db_open();
     if (!db) return 1;
-    long long id;
-    finch_status st = finch_models_resolve(db, model, path, sizeof path, &id, NULL, &err);
+    finch_status st = FINCH_OK;
+    if (!finch_models_ref_is_file(model)) {
+      long long id;
+      st = finch_models_resolve(db, model, path, sizeof path, &id, NULL, &err);
+    }
     finch_db_close(db);
     if (st) return cli_fail(&err);
+    if (use_db && finch_db_resolve_url(url, sizeof url, 1, &err)) return cli_fail(&err);
   }
+  char rules[PATH_MAX];
+  snprintf(rules, sizeof rules, "%s", cli_get(&cmd, "rules") ? cli_get(&cmd, "rules") : FINCH_SOURCE_DIR "/serve/rules/banking77.rules");
   /* Block the signals before the server's threads start, so that only
    * sigwait() below receives them. */
   sigset_t set;
@@ -59,10 +108,18 @@ int finch_cmd_serve(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
   finch_serve_opts o = {.model_path = path, .host = cli_get(&cmd, "host") ? cli_get(&cmd, "host") : "127.0.0.1",
-                        .port = (unsigned)port, .max_body = (size_t)max_body, .threads = (unsigned)threads};
+                        .port = (unsigned)port, .max_body = (size_t)max_body, .threads = (unsigned)threads,
+                        .conninfo = use_db ? url : NULL, .rules_path = rules,
+                        .deployment = cli_get(&cmd, "deployment"), .oos_label = cli_get(&cmd, "oos-label"),
+                        .min_confidence = min_conf, .canary_share = share, .handoff_below = handoff,
+                        .gate = gate, .rate_per_s = rate, .rate_burst = burst,
+                        .no_webhook_worker = cli_get(&cmd, "no-webhooks") != NULL};
   finch_server *srv;
   if (finch_server_start(&srv, &o, &err)) return cli_fail(&err);
   printf("finch: serving %s on http://%s:%u\n", path, o.host, finch_server_port(srv));
+  if (use_db)
+    printf("finch: deployment %s, database mode: API keys required (finch keys create)\n",
+           o.deployment ? o.deployment : "default");
   fflush(stdout);
   int sig;
   sigwait(&set, &sig);

@@ -215,7 +215,24 @@ int finch_cmd_distill(int argc, char **argv) {
       {"general", 0, "LIST", "general-domain datasets for the complexity score's domain term (default: "
                              "clinc150/wiki_sents.txt in the data directory)", NULL},
       {"temperature", 0, "T", "softmax temperature of the soft labels (default 2)", NULL},
+      {"teacher", 0, "ID|FILE|latest", "distil this trained teacher (e.g. from finch teacher train) instead of "
+                                       "training a bag-of-n-grams teacher here", NULL},
       {"teacher-epochs", 0, "N", "teacher training epochs (default: model default)", NULL},
+      {"student", 0, "ARCH", "student architecture: bow (bag of n-grams, default) or tfm (a small encoder that "
+                             "can match the teacher encoder's layers)", NULL},
+      {"stage", 0, "STAGE", "tfm student: vertical (finance data, default), general (general-domain text) or both "
+                            "(general, then vertical)", NULL},
+      {"init", 0, "ID|FILE", "tfm student: start from this student (e.g. a general-stage one)", NULL},
+      {"hard", 0, NULL, "no soft labels: train the student on the hard labels only", NULL},
+      {"no-intermediate", 0, NULL, "tfm student: do not match the teacher encoder's hidden states and attention", NULL},
+      {"no-progressive", 0, NULL, "tfm student: match every layer from the start (default: shallow layers first)",
+       NULL},
+      {"inter-weight", 0, "W", "weight of each intermediate-layer loss (default 0.4)", NULL},
+      {"general-max", 0, "N", "general stage: at most N texts (default 50000)", NULL},
+      {"general-epochs", 0, "N", "general stage epochs (default 2)", NULL},
+      {"head-gates", 0, NULL, "tfm student: input-dependent attention-head gates with a sparsity penalty; the share "
+                              "of heads open per complexity bin is reported", NULL},
+      {"gate-penalty", 0, "L", "weight of the gates' sparsity penalty lambda * mean(gate) (default 0.02)", NULL},
       {"student-epochs", 0, "N", "student training epochs (default: model default)", NULL},
       {"seed", 0, "N", "seed for initialisation, dropout and shuffling (default 42)", NULL},
       {"device", 0, "DEV", "cpu, cuda or auto (default: setting device, auto)", NULL},
@@ -229,8 +246,21 @@ int finch_cmd_distill(int argc, char **argv) {
   size_t npos;
   int rc = parse(&cmd, argc, argv, pos, 0, &npos);
   if (rc >= 0) return rc;
-  double alpha = 0, tau = 2.0;
-  long long te = 0, se = 0, seed = finch_config_int("seed");
+  double alpha = 0, tau = 2.0, iw = 0, gp = 0;
+  long long te = 0, se = 0, seed = finch_config_int("seed"), gmax = 0, gep = 0;
+  if (cli_get_double(&cmd, "inter-weight", &iw) || cli_get_double(&cmd, "gate-penalty", &gp) ||
+      cli_get_long(&cmd, "general-max", &gmax) ||
+      cli_get_long(&cmd, "general-epochs", &gep))
+    return 2;
+  const char *student = cli_get(&cmd, "student");
+  if (student && strcmp(student, "bow") && strcmp(student, "tfm")) {
+    fprintf(stderr, "finch distill: --student must be bow or tfm\n");
+    return 2;
+  }
+  if (iw < 0 || gp < 0 || gmax < 0 || gep < 0) {
+    fprintf(stderr, "finch distill: --inter-weight, --general-max and --general-epochs must not be negative\n");
+    return 2;
+  }
   if (cli_get_double(&cmd, "alpha", &alpha) || cli_get_double(&cmd, "temperature", &tau) ||
       cli_get_long(&cmd, "teacher-epochs", &te) || cli_get_long(&cmd, "student-epochs", &se) ||
       cli_get_long(&cmd, "seed", &seed))
@@ -246,6 +276,13 @@ int finch_cmd_distill(int argc, char **argv) {
   finch_distill_opts o = {.dataset = cli_get(&cmd, "dataset"), .seed = (unsigned long long)seed,
                           .alpha = (float)alpha, .temperature = (float)tau, .teacher_epochs = (int)te,
                           .student_epochs = (int)se, .general = cli_get(&cmd, "general"),
+                          .teacher = cli_get(&cmd, "teacher"), .student = student,
+                          .stage = cli_get(&cmd, "stage"), .init_student = cli_get(&cmd, "init"),
+                          .hard_only = cli_get(&cmd, "hard") != NULL,
+                          .intermediate = cli_get(&cmd, "no-intermediate") == NULL,
+                          .progressive = cli_get(&cmd, "no-progressive") == NULL, .inter_weight = (float)iw,
+                          .general_max = (int)gmax, .general_epochs = (int)gep,
+                          .head_gates = cli_get(&cmd, "head-gates") != NULL, .gate_penalty = (float)gp,
                           .device = cli_get(&cmd, "device") ? cli_get(&cmd, "device") : finch_config_get("device")};
   finch_db *db = cli_db_open();
   if (!db) return 1;
@@ -262,6 +299,14 @@ int finch_cmd_distill(int argc, char **argv) {
                           "params", (json_int_t)r.student_params, "dev_accuracy", r.student_dev_acc,
                           "train_seconds", r.student_seconds, "n_train", (json_int_t)r.n_train, "n_dev",
                           (json_int_t)r.n_dev);
+    json_object_set_new(json_object_get(j, "student"), "arch", json_string(r.student_arch));
+    json_object_set_new(json_object_get(j, "student"), "stage", json_string(r.stage));
+    if (r.gated) {
+      json_t *g = json_array();
+      for (int b = 0; b < 10; b++)
+        json_array_append_new(g, r.gate_n[b] ? json_real(r.gate_share[b]) : json_null());
+      json_object_set_new(j, "heads_open_by_complexity", g);
+    }
     if (r.dynamic_alpha) {
       json_t *h = json_array();
       for (int b = 0; b < 10; b++) json_array_append_new(h, json_integer((json_int_t)r.complexity_hist[b]));
@@ -375,16 +420,23 @@ int finch_cmd_models(int argc, char **argv) {
     return 0;
   }
   PGresult *r = finch_db_query(db,
-      "SELECT m.id, m.kind, m.stage, m.dtype, m.params, m.bytes, coalesce(m.metrics->>'dev_accuracy', ''),"
-      " m.path FROM models m ORDER BY m.id", 0, NULL, &err);
+      "SELECT m.id, m.kind, m.stage, m.arch, m.dtype, m.params, m.bytes, coalesce(m.metrics->>'dev_accuracy', ''),"
+      " m.path, coalesce((SELECT string_agg(format('%s %s (holdout %s, T %s)', x->>'name',"
+      "   CASE WHEN (x->>'chosen')::boolean THEN 'in' ELSE 'out' END, round((x->>'dev_accuracy')::numeric, 4),"
+      "   round((x->>'temperature')::numeric, 2)), '; ')"
+      "   FROM jsonb_array_elements(CASE WHEN jsonb_typeof(m.config->'members') = 'array'"
+      "                                  THEN m.config->'members' ELSE '[]'::jsonb END) x), '')"
+      " FROM models m ORDER BY m.id", 0, NULL, &err);
   finch_db_close(db);
   if (!r) return cli_fail(&err);
-  printf("%-5s %-8s %-9s %-5s %10s %10s %8s  %s\n", "id", "kind", "stage", "dtype", "params", "bytes", "dev_acc",
-         "path");
-  for (int i = 0; i < PQntuples(r); i++)
-    printf("%-5s %-8s %-9s %-5s %10s %10s %8.8s  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+  printf("%-5s %-8s %-9s %-8s %-5s %10s %10s %8s  %s\n", "id", "kind", "stage", "arch", "dtype", "params", "bytes",
+         "dev_acc", "path");
+  for (int i = 0; i < PQntuples(r); i++) {
+    printf("%-5s %-8s %-9s %-8s %-5s %10s %10s %8.8s  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
            PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), PQgetvalue(r, i, 6),
-           PQgetvalue(r, i, 7));
+           PQgetvalue(r, i, 7), PQgetvalue(r, i, 8));
+    if (*PQgetvalue(r, i, 9)) printf("      members: %s\n", PQgetvalue(r, i, 9));
+  }
   PQclear(r);
   return 0;
 }

@@ -44,6 +44,7 @@ static const command commands[] = {
     {"db", finch_cmd_db, "the database: url, up, down, migrate, status"},
     {"ingest", finch_cmd_ingest, "load labelled utterances into PostgreSQL"},
     {"augment", finch_cmd_augment, "add label-preserving variants of training rows"},
+    {"teacher", finch_cmd_teacher, "train the ensemble teacher and select it on the holdout"},
     {"distill", finch_cmd_distill, "train a teacher and distil a smaller student"},
     {"compile", finch_cmd_compile, "write a model as a deployable (quantised) file"},
     {"eval", finch_cmd_eval, "measure a model on labelled rows; store and write a report"},
@@ -51,6 +52,10 @@ static const command commands[] = {
     {"models", finch_cmd_models, "list registered models"},
     {"rules", finch_cmd_rules, "check and measure the legacy PCRE2 rule engine"},
     {"demo", finch_cmd_demo, "run every stage on BANKING77 (or the bundled sample)"},
+    {"rollout", finch_cmd_rollout, "staged rollout beside the rules: status, promote, rollback"},
+    {"keys", finch_cmd_keys, "API keys for the server: create, list, revoke"},
+    {"webhooks", finch_cmd_webhooks, "outbound webhooks: subscribe, list, outbox, redeliver, deliver"},
+    {"soft-labels", finch_cmd_soft_labels, "an external teacher's soft labels: import JSONL or query an endpoint"},
 };
 
 static void usage(FILE *out) {

@@ -13,7 +13,9 @@
 #include "core/models.h"
 #include "core/paths.h"
 #include "distill/complexity.h"
+#include "distill/internal.h"
 #include "nn/model.h"
+#include "nn/model_arch.h"
 
 typedef struct {
   char **texts;
@@ -65,14 +67,14 @@ static double accuracy(const nn_model *m, const rows *r) {
 }
 
 /* Writes m to $FINCH_HOME/models and registers it. */
-static finch_status save_and_register(finch_db *db, nn_model *m, const char *kind, const char *dataset,
-                                      long long parent, double dev_acc, double seconds, long long n_train,
+static finch_status save_and_register(finch_db *db, nn_model *m, const char *kind, const char *stage,
+                                      const char *dataset, long long parent, double dev_acc, double seconds, long long n_train,
                                       unsigned long long seed, long long *id, char *path, size_t pathn,
                                       finch_err *err) {
   char dir[PATH_MAX];
   finch_status st = finch_home_subdir("models", dir, sizeof dir, err);
   if (st) return st;
-  json_t *meta = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f}", "kind", kind, "stage", "finance",
+  json_t *meta = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f, s:f}", "kind", kind, "stage", stage,
                            "dataset", dataset, "seed", (json_int_t)seed, "n_train", (json_int_t)n_train,
                            "dev_accuracy", dev_acc, "train_seconds", seconds);
   char *meta_s = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
@@ -87,7 +89,7 @@ static finch_status save_and_register(finch_db *db, nn_model *m, const char *kin
   stat(path, &sb);
   char metrics[128];
   snprintf(metrics, sizeof metrics, "{\"dev_accuracy\": %.6f, \"train_seconds\": %.3f}", dev_acc, seconds);
-  finch_model_rec rec = {.kind = kind, .stage = "finance", .arch = "bow", .dtype = "f32",
+  finch_model_rec rec = {.kind = kind, .stage = stage, .arch = nn_model_arch_name(m), .dtype = "f32",
                          .dataset = dataset, .parent_id = parent, .path = path, .sha256 = sha,
                          .params = (long long)nn_model_n_params(m), .bytes = (long long)sb.st_size,
                          .config_json = meta_s, .metrics_json = metrics};
@@ -98,8 +100,10 @@ out:
 }
 
 /* General-domain texts for the domain term: the named datasets, else the
- * Wikipedia sentences that ship with CLINC150 in the data directory. */
-static finch_status general_texts(finch_db *db, const char *names, char ***out, size_t *n, PGresult **keep,
+ * Wikipedia sentences that ship with CLINC150 in the data directory. With a
+ * name list the texts point into *keep (free with PQclear); otherwise each
+ * is malloc'd. */
+finch_status finch_distill__general_texts(finch_db *db, const char *names, char ***out, size_t *n, PGresult **keep,
                                   finch_err *err) {
   *out = NULL;
   *n = 0;
@@ -150,7 +154,7 @@ static finch_status complexity_weights(finch_db *db, const finch_distill_opts *o
   char **gen = NULL;
   size_t ng = 0;
   PGresult *keep = NULL;
-  finch_status st = general_texts(db, opts->general, &gen, &ng, &keep, err);
+  finch_status st = finch_distill__general_texts(db, opts->general, &gen, &ng, &keep, err);
   finch_complexity_model *cm = NULL;
   if (!st) st = finch_complexity_fit(&cm, (const char *const *)train->texts, train->n, (const char *const *)gen, ng, err);
   if (!keep)
@@ -209,6 +213,42 @@ static finch_status store_complexity(finch_db *db, long long model_id, const row
   if (!st) st = finch_db_exec(db, "COMMIT", err);
   if (st) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
   return st;
+}
+
+/* Loads the teacher named by opts->teacher and checks it speaks the
+ * dataset's label list, in the same order. */
+static finch_status load_teacher(finch_db *db, const finch_distill_opts *opts, const char *const *labels, size_t nl,
+                                 nn_model **out, finch_distill_result *res, finch_err *err) {
+  char ref[64];
+  const char *name = opts->teacher;
+  if (strcmp(name, "latest") == 0) {
+    const char *p[] = {opts->dataset};
+    PGresult *r = finch_db_query(db, "SELECT m.id FROM models m JOIN datasets d ON d.id = m.dataset_id"
+                                     " WHERE d.name = $1 AND m.kind = 'teacher' ORDER BY m.id DESC LIMIT 1", 1, p, err);
+    if (!r) return FINCH_EDB;
+    if (PQntuples(r) == 0) {
+      PQclear(r);
+      return finch_err_set(err, FINCH_ENOTFOUND, "no registered teacher for dataset '%s' (run finch teacher train "
+                           "--dataset %s)", opts->dataset, opts->dataset);
+    }
+    snprintf(ref, sizeof ref, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    name = ref;
+  }
+  finch_status st = finch_models_resolve(db, name, res->teacher_path, sizeof res->teacher_path, &res->teacher_id,
+                                         NULL, err);
+  if (!st) st = nn_model_load(out, res->teacher_path, err);
+  if (st) return st;
+  int same = nn_model_n_labels(*out) == nl;
+  for (size_t i = 0; same && i < nl; i++) same = strcmp(nn_model_label(*out, i), labels[i]) == 0;
+  if (!same) {
+    size_t tl = nn_model_n_labels(*out);
+    nn_model_free(*out);
+    *out = NULL;
+    return finch_err_set(err, FINCH_EINVAL, "teacher %s has %zu labels that do not match dataset '%s' (%zu intents)",
+                         res->teacher_path, tl, opts->dataset, nl);
+  }
+  return FINCH_OK;
 }
 
 finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, finch_distill_result *res,
@@ -273,23 +313,33 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   if (st) goto out;
 
   nn_dataset ds = {.texts = (const char *const *)train.texts, .labels = train.labels, .n = train.n};
-  nn_train_config tc = nn_train_config_teacher();
-  tc.seed = opts->seed;
-  tc.epochs = opts->teacher_epochs > 0 ? (uint32_t)opts->teacher_epochs : scaled_epochs(tc.epochs, n_source, train.n);
-  finch_info("training the teacher on %zu rows, %zu intents (%u epochs)", train.n, nl, tc.epochs);
-  double t0 = now_s();
-  st = nn_model_train(&teacher, &ds, (const char *const *)labels, nl, &tc, NULL, be,
-                      opts->quiet ? NULL : on_epoch, "teacher", err);
-  if (st) goto out;
-  res->teacher_seconds = now_s() - t0;
-  res->teacher_dev_acc = accuracy(teacher, &dev);
-  res->teacher_params = (long long)nn_model_n_params(teacher);
-  finch_info("teacher: %lld parameters, dev accuracy %.4f (%zu rows), %.1f s", res->teacher_params,
-             res->teacher_dev_acc, dev.n, res->teacher_seconds);
-  st = save_and_register(db, teacher, "teacher", opts->dataset, 0, res->teacher_dev_acc, res->teacher_seconds,
-                         res->n_train, opts->seed, &res->teacher_id, res->teacher_path,
-                         sizeof res->teacher_path, err);
-  if (st) goto out;
+  double t0;
+  if (opts->teacher && *opts->teacher) {
+    st = load_teacher(db, opts, (const char *const *)labels, nl, &teacher, res, err);
+    if (st) goto out;
+    res->teacher_dev_acc = accuracy(teacher, &dev);
+    res->teacher_params = (long long)nn_model_n_params(teacher);
+    finch_info("teacher: model %lld (%s), %lld parameters, dev accuracy %.4f (%zu rows)", res->teacher_id,
+               res->teacher_path, res->teacher_params, res->teacher_dev_acc, dev.n);
+  } else {
+    nn_train_config tc = nn_train_config_teacher();
+    tc.seed = opts->seed;
+    tc.epochs = opts->teacher_epochs > 0 ? (uint32_t)opts->teacher_epochs : scaled_epochs(tc.epochs, n_source, train.n);
+    finch_info("training the teacher on %zu rows, %zu intents (%u epochs)", train.n, nl, tc.epochs);
+    t0 = now_s();
+    st = nn_model_train(&teacher, &ds, (const char *const *)labels, nl, &tc, NULL, be,
+                        opts->quiet ? NULL : on_epoch, "teacher", err);
+    if (st) goto out;
+    res->teacher_seconds = now_s() - t0;
+    res->teacher_dev_acc = accuracy(teacher, &dev);
+    res->teacher_params = (long long)nn_model_n_params(teacher);
+    finch_info("teacher: %lld parameters, dev accuracy %.4f (%zu rows), %.1f s", res->teacher_params,
+               res->teacher_dev_acc, dev.n, res->teacher_seconds);
+    st = save_and_register(db, teacher, "teacher", "finance", opts->dataset, 0, res->teacher_dev_acc, res->teacher_seconds,
+                           res->n_train, opts->seed, &res->teacher_id, res->teacher_path,
+                           sizeof res->teacher_path, err);
+    if (st) goto out;
+  }
 
   float tau = opts->temperature > 0 ? opts->temperature : 2.0f;
   soft = malloc(train.n * nl * sizeof *soft);
@@ -297,33 +347,77 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu soft labels", train.n);
     goto out;
   }
-  for (size_t i = 0; i < train.n; i++) nn_model_predict(teacher, train.texts[i], soft + i * nl, tau);
+  st = nn_model_predict_many(teacher, (const char *const *)train.texts, train.n, soft, NULL, tau, err);
+  if (st) goto out;
   ds.soft = soft;
   nn_kd_config kd = {.alpha = opts->alpha > 0 ? opts->alpha : 0.5f, .temperature = tau};
-  if (!(opts->alpha > 0)) {
+  if (!(opts->alpha > 0) && !opts->hard_only) {
     st = complexity_weights(db, opts, &train, &cx, &alphas, res, err);
     if (st) goto out;
     ds.alpha = alphas;
   }
-  nn_train_config sc = nn_train_config_student();
-  sc.seed = opts->seed;
-  sc.epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs : scaled_epochs(sc.epochs, n_source, train.n);
-  if (ds.alpha)
-    finch_info("distilling the student (alpha per example from its complexity, mean %.3f; temperature %.1f, "
-               "%u epochs)", res->mean_alpha, kd.temperature, sc.epochs);
-  else
-    finch_info("distilling the student (alpha %.2f, temperature %.1f, %u epochs)", kd.alpha, kd.temperature,
-               sc.epochs);
+  if (opts->hard_only) {
+    ds.soft = NULL;
+    ds.alpha = NULL;
+  }
+  const int tfm_student = opts->student && strcmp(opts->student, "tfm") == 0;
+  snprintf(res->student_arch, sizeof res->student_arch, "%s", tfm_student ? "tfm" : "bow");
+  snprintf(res->stage, sizeof res->stage, "%s", tfm_student ? (opts->stage && *opts->stage ? opts->stage : "vertical")
+                                                            : "finance");
   t0 = now_s();
-  st = nn_model_train(&student, &ds, (const char *const *)labels, nl, &sc, &kd, be,
-                      opts->quiet ? NULL : on_epoch, "student", err);
-  if (st) goto out;
+  if (tfm_student) {
+    nn_model *init = NULL;
+    if (opts->init_student && *opts->init_student) {
+      char ipath[4096];
+      long long iid = 0;
+      st = finch_models_resolve(db, opts->init_student, ipath, sizeof ipath, &iid, NULL, err);
+      if (!st) st = nn_model_load(&init, ipath, err);
+      if (st) goto out;
+    }
+    double secs = 0;
+    float *cxc = NULL;
+    if (cx) {
+      cxc = malloc(train.n * sizeof *cxc);
+      for (size_t i = 0; cxc && i < train.n; i++) cxc[i] = (float)cx[i].c;
+    }
+    finch_distill__tfm_args ta = {
+        .db = db, .opts = opts, .be = be, .labels = (const char *const *)labels, .nl = nl,
+        .texts = (const char *const *)train.texts, .y = train.labels, .n = train.n, .soft = ds.soft,
+        .alpha = ds.alpha, .fixed_alpha = kd.alpha, .tau = tau, .teacher = teacher, .init = init, .dim = 64,
+        .layers = 2, .heads = 2, .ff = 256, .buckets = 16384,
+        .epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs : scaled_epochs(20, n_source, train.n),
+        .hidden_weight = opts->inter_weight > 0 ? opts->inter_weight : 0.4f,
+        .attn_weight = opts->inter_weight > 0 ? opts->inter_weight : 0.4f, .head_gates = opts->head_gates,
+        .gate_penalty = opts->gate_penalty > 0 ? opts->gate_penalty : 0.02f, .complexity = cxc, .seconds = &secs,
+        .gate_share = res->gate_share, .gate_n = res->gate_n};
+    res->gated = opts->head_gates && cxc;
+    if (!ds.soft) ta.fixed_alpha = 0;
+    st = finch_distill__tfm_student(&ta, &student, err);
+    nn_model_free(init);
+    free(cxc);
+    if (st) goto out;
+  } else {
+    nn_train_config sc = nn_train_config_student();
+    sc.seed = opts->seed;
+    sc.epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs : scaled_epochs(sc.epochs, n_source, train.n);
+    if (!ds.soft)
+      finch_info("training the student on hard labels only (%u epochs)", sc.epochs);
+    else if (ds.alpha)
+      finch_info("distilling the student (alpha per example from its complexity, mean %.3f; temperature %.1f, "
+                 "%u epochs)", res->mean_alpha, kd.temperature, sc.epochs);
+    else
+      finch_info("distilling the student (alpha %.2f, temperature %.1f, %u epochs)", kd.alpha, kd.temperature,
+                 sc.epochs);
+    st = nn_model_train(&student, &ds, (const char *const *)labels, nl, &sc, ds.soft ? &kd : NULL, be,
+                        opts->quiet ? NULL : on_epoch, "student", err);
+    if (st) goto out;
+  }
   res->student_seconds = now_s() - t0;
   res->student_dev_acc = accuracy(student, &dev);
   res->student_params = (long long)nn_model_n_params(student);
   finch_info("student: %lld parameters, dev accuracy %.4f, %.1f s", res->student_params, res->student_dev_acc,
              res->student_seconds);
-  st = save_and_register(db, student, "student", opts->dataset, res->teacher_id, res->student_dev_acc,
+  st = save_and_register(db, student, "student", res->stage, opts->dataset, res->teacher_id, res->student_dev_acc,
                          res->student_seconds, res->n_train, opts->seed, &res->student_id, res->student_path,
                          sizeof res->student_path, err);
   if (!st && cx) st = store_complexity(db, res->student_id, &train, cx, alphas, err);

@@ -22,7 +22,22 @@ typedef struct {
   const char *general;  /* general-domain datasets (comma-separated) for the domain term; NULL =
                            $FINCH_DATA_DIR/clinc150/wiki_sents.txt when present */
   float temperature;    /* default 2 */
+  const char *teacher;  /* a trained teacher to distil: registered id, model file, or "latest" (the
+                           newest registered teacher of the dataset); NULL = train the bag-of-n-grams
+                           teacher here */
   int teacher_epochs;   /* 0 = the model defaults */
+  const char *student;  /* "bow" (default: the bag-of-n-grams student) or "tfm" (a small encoder) */
+  const char *stage;    /* tfm student: "vertical" (default), "general" (general-domain text only) or "both" */
+  const char *init_student; /* tfm student: start from this registered student (e.g. a general stage) */
+  int hard_only;        /* 1 = no soft labels: the ablation's baseline */
+  int intermediate;     /* tfm student: 1 = match the teacher encoder's hidden states and attention (default),
+                           0 = soft and hard labels only */
+  int progressive;      /* 1 = intermediate layers join shallow first (default) */
+  float inter_weight;   /* weight of each intermediate loss (default 0.4) */
+  int general_max;      /* general-stage texts at most (default 50000) */
+  int general_epochs;   /* general-stage epochs (default 2) */
+  int head_gates;       /* tfm student: input-dependent attention-head gates with a sparsity penalty */
+  float gate_penalty;   /* their penalty lambda * mean(gate) (default 0.02) */
   int student_epochs;
   const char *device;   /* cpu, cuda or auto */
   int quiet;            /* no per-epoch progress */
@@ -39,6 +54,11 @@ typedef struct {
   long long complexity_hist[10]; /* training rows by complexity c, bins of 0.1 */
   double mean_alpha;
   long long n_general;        /* general-domain texts behind the domain term */
+  char student_arch[16];      /* "bow" or "tfm" */
+  char stage[16];             /* the student's stage: finance (bow), vertical, general or both */
+  int gated;                  /* the student has head gates: gate_share is set */
+  double gate_share[10];      /* mean share of heads open, by complexity bin of 0.1 (training rows) */
+  long long gate_n[10];
 } finch_distill_result;
 
 finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, finch_distill_result *res,

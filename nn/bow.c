@@ -116,6 +116,7 @@ finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_fea
 
 void nn_model_free(nn_model *m) {
   if (!m) return;
+  if (m->arch) nn__arch_free(m);
   nn_featurizer_free(m->feat);
   free(m->labels);
   free(m->meta);
@@ -125,7 +126,7 @@ void nn_model_free(nn_model *m) {
 
 size_t nn_model_n_labels(const nn_model *m) { return m->n_labels; }
 const char *nn_model_label(const nn_model *m, size_t i) { return i < m->n_labels ? m->labels[i] : NULL; }
-size_t nn_model_n_params(const nn_model *m) { return m->n_params; }
+size_t nn_model_n_params(const nn_model *m) { return m->arch ? nn__arch_n_params(m) : m->n_params; }
 const nn_train_config *nn_model_config(const nn_model *m) { return &m->cfg; }
 nn_dtype nn_model_dtype(const nn_model *m) { return m->dtype; }
 const char *nn_model_meta(const nn_model *m) { return m->meta ? m->meta : "{}"; }
@@ -595,6 +596,7 @@ static void matvec(const float *W, const float *x, const float *b, int O, int I,
 }
 
 int nn_model_predict(const nn_model *m, const char *text, float *probs, float temperature) {
+  if (m->arch) return nn__arch_predict(m, text, probs, temperature);
   nn_ids ids = {0};
   float *buf = NULL;
   int best = -1;

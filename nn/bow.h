@@ -29,7 +29,47 @@ struct nn_model {
   size_t n_params;
   float *params; /* one allocation: emb (R,D) | W1 (H,D) | b1 (H) | W2 (C,Din) | b2 (C) */
   float *emb, *W1, *b1, *W2, *b2;
+  /* Another architecture (nn/model_arch.h) when arch != 0: then feat and
+   * params are NULL and impl holds that architecture's state. */
+  int arch;
+  void *impl;
 };
+
+/* ---- other architectures (nn/model_arch.c) ------------------------------ */
+
+void nn__arch_free(nn_model *m);
+size_t nn__arch_n_params(const nn_model *m);
+int nn__arch_predict(const nn_model *m, const char *text, float *probs, float temperature);
+/* A whole model file of m in a malloc'd buffer. */
+finch_status nn__arch_bytes(const nn_model *m, nn_dtype dtype, unsigned char **buf, size_t *len, finch_err *err);
+/* Builds a model from a verified file buffer whose ARCH is not "bow". */
+finch_status nn__arch_load(nn_model **out, const unsigned char *buf, size_t size, const char *path,
+                           finch_err *err);
+
+/* ---- the file container (nn/modelfile.c) -------------------------------- */
+
+typedef struct {
+  char tag[8];
+  const void *data;
+  size_t size;
+} nn_blob;
+
+/* A whole bow model file in a malloc'd buffer. */
+finch_status nn__bow_bytes(const nn_model *m, nn_dtype dtype, unsigned char **buf, size_t *len, finch_err *err);
+/* Header, the sections in order and the SHA-256 trailer, in a malloc'd buffer. */
+finch_status nn__file_bytes(const nn_blob *secs, size_t n, unsigned char **buf, size_t *len, finch_err *err);
+/* Checks magic, version, sizes and the checksum of a whole file in buf. */
+finch_status nn__file_verify(const unsigned char *buf, size_t size, const char *path, finch_err *err);
+/* Lists the sections of a verified buffer (pointers into buf); *secs is malloc'd. */
+finch_status nn__file_sections(const unsigned char *buf, size_t size, const char *path, nn_blob **secs,
+                               size_t *n, finch_err *err);
+/* A string list section (u32 count, then u32 length + bytes each) as one
+ * allocation: count pointers then the NUL-terminated strings. NULL with *why
+ * on a malformed list. */
+char **nn__read_strings(const void *data, size_t size, uint32_t *count, const char **why);
+/* nn_model_load on a buffer already in memory; path names it in errors. */
+finch_status nn__model_from_bytes(nn_model **out, const unsigned char *buf, size_t size, const char *path,
+                                  finch_err *err);
 
 /* The featurizer settings carried by a training configuration. */
 nn_feat_config nn__feat_config(const nn_train_config *cfg);

@@ -202,7 +202,21 @@ void nn_tokens_free(nn_tokens *t) {
   memset(t, 0, sizeof *t);
 }
 
-finch_status nn_tokenize(const char *text, nn_tokens *out, finch_err *err) {
+/* Punctuation and symbols: what is left once words, placeholders, CJK and
+ * white space are taken out. */
+static int is_symbol_cp(int32_t cp) {
+  if (cp == ' ') return 0;
+  switch (utf8proc_category(cp)) {
+  case UTF8PROC_CATEGORY_ZS: case UTF8PROC_CATEGORY_ZL: case UTF8PROC_CATEGORY_ZP:
+  case UTF8PROC_CATEGORY_CC:
+    return 0;
+  default:
+    return 1;
+  }
+}
+
+/* symbols = 1 also emits NN_TOKEN_SYMBOL tokens (nn_tokenize_symbols). */
+static finch_status tokenize(const char *text, int symbols, nn_tokens *out, finch_err *err) {
   free(out->norm);
   out->norm = NULL;
   out->n = 0;
@@ -233,6 +247,7 @@ finch_status nn_tokenize(const char *text, nn_tokens *out, finch_err *err) {
       continue;
     }
     if (!is_word_cp(cp)) {
+      if (symbols && is_symbol_cp(cp) && tokens_push(out, i, (size_t)k, NN_TOKEN_SYMBOL)) goto oom;
       i += (size_t)k;
       continue;
     }
@@ -243,13 +258,27 @@ finch_status nn_tokenize(const char *text, nn_tokens *out, finch_err *err) {
       end += (size_t)k;
     }
     i = end;
-    while (start < end && s[start] == '\'') start++;
+    while (start < end && s[start] == '\'') {
+      if (symbols && tokens_push(out, start, 1, NN_TOKEN_SYMBOL)) goto oom;
+      start++;
+    }
+    size_t trail = end;
     while (end > start && s[end - 1] == '\'') end--;
     if (end > start && tokens_push(out, start, end - start, NN_TOKEN_WORD)) goto oom;
+    for (size_t q = end > start ? end : trail; symbols && q < trail; q++)
+      if (tokens_push(out, q, 1, NN_TOKEN_SYMBOL)) goto oom;
   }
   return FINCH_OK;
 oom:
   return finch_err_set(err, FINCH_ENOMEM, "out of memory tokenising %zu bytes", tlen);
+}
+
+finch_status nn_tokenize(const char *text, nn_tokens *out, finch_err *err) {
+  return tokenize(text, 0, out, err);
+}
+
+finch_status nn_tokenize_symbols(const char *text, nn_tokens *out, finch_err *err) {
+  return tokenize(text, 1, out, err);
 }
 
 /* ---- featurizer -------------------------------------------------------- */

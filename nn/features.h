@@ -38,7 +38,7 @@ typedef struct {
 
 typedef struct nn_featurizer nn_featurizer;
 
-enum { NN_TOKEN_WORD = 0, NN_TOKEN_PLACEHOLDER = 1, NN_TOKEN_CJK = 2 };
+enum { NN_TOKEN_WORD = 0, NN_TOKEN_PLACEHOLDER = 1, NN_TOKEN_CJK = 2, NN_TOKEN_SYMBOL = 3 };
 
 typedef struct {
   uint32_t off, len; /* byte span in the normalised text */
@@ -61,6 +61,12 @@ typedef struct {
 /* Normalises and tokenises text into *out, whose previous content is replaced
  * (out must be zeroed before first use). FINCH_EFORMAT for invalid UTF-8. */
 finch_status nn_tokenize(const char *text, nn_tokens *out, finch_err *err);
+/* As nn_tokenize, with the same words, placeholders and CJK tokens, but each
+ * punctuation or symbol code point (including a word's dropped leading and
+ * trailing apostrophes) is kept as a token of its own, NN_TOKEN_SYMBOL, in
+ * text order; only white space separates silently. The subword tokenizer
+ * (nn/tokenizer.h) splits text this way. */
+finch_status nn_tokenize_symbols(const char *text, nn_tokens *out, finch_err *err);
 void nn_tokens_free(nn_tokens *t);
 
 /* Builds the vocabulary from n texts: words seen at least cfg->min_count

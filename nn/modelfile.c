@@ -165,97 +165,162 @@ static void put_model(writer *w, const nn_model *m, int q8, uint64_t file_size, 
   put_tensor(w, "b2", m->b2, m->C, 1, 1, 0, rowbuf);
 }
 
-finch_status nn_model_save(const nn_model *m, const char *path, nn_dtype dtype, char *sha256_hex,
-                           finch_err *err) {
-  if (dtype != NN_DTYPE_F32 && dtype != NN_DTYPE_Q8)
-    return finch_err_set(err, FINCH_EINVAL, "%s: unknown dtype %d", path, (int)dtype);
+/* Serialises a bow model (header, sections, trailer) into a malloc'd buffer. */
+finch_status nn__bow_bytes(const nn_model *m, nn_dtype dtype, unsigned char **out, size_t *out_len,
+                              finch_err *err) {
   const int q8 = dtype == NN_DTYPE_Q8;
   size_t n_words = nn_featurizer_n_words(m->feat);
   const char **words = malloc((n_words + 1) * sizeof *words);
   size_t maxcols = m->D > m->Din ? m->D : m->Din;
   int8_t *rowbuf = malloc(maxcols + 1);
-  size_t plen = strlen(path);
-  char *tmp = malloc(plen + 16);
   EVP_MD_CTX *body = EVP_MD_CTX_new(), *whole = EVP_MD_CTX_new();
-  finch_status st = FINCH_OK;
-  int fd = -1;
+  char *mem = NULL;
+  size_t mem_len = 0;
   FILE *f = NULL;
-  if (!words || !rowbuf || !tmp || !body || !whole) {
-    st = finch_err_set(err, FINCH_ENOMEM, "%s: out of memory saving a model", path);
+  finch_status st = FINCH_OK;
+  if (!words || !rowbuf || !body || !whole || !(f = open_memstream(&mem, &mem_len))) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory saving a model");
     goto out;
   }
   for (size_t i = 0; i < n_words; i++) words[i] = nn_featurizer_word(m->feat, i);
-
   writer sizing = {0};
   put_model(&sizing, m, q8, 0, rowbuf, words, n_words);
   uint64_t file_size = sizing.pos + 32;
-
-  /* Temp file in the same directory, so the rename is atomic. */
-  memcpy(tmp, path, plen);
-  memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-  fd = mkstemp(tmp);
-  if (fd < 0) {
-    st = finch_err_set(err, FINCH_EIO, "%s: cannot create a temporary file: %s", path, strerror(errno));
-    goto out;
-  }
-  fchmod(fd, 0644);
-  f = fdopen(fd, "wb");
-  if (!f) {
-    st = finch_err_set(err, FINCH_EIO, "%s: fdopen: %s", tmp, strerror(errno));
-    goto out;
-  }
-  fd = -1;
   if (!EVP_DigestInit_ex(body, EVP_sha256(), NULL) || !EVP_DigestInit_ex(whole, EVP_sha256(), NULL)) {
-    st = finch_err_set(err, FINCH_EINTERNAL, "%s: SHA-256 init failed", path);
+    st = finch_err_set(err, FINCH_EINTERNAL, "SHA-256 init failed");
     goto out;
   }
   writer w = {.f = f, .body = body, .whole = whole};
   put_model(&w, m, q8, file_size, rowbuf, words, n_words);
-  unsigned char digest[32], file_digest[32];
+  unsigned char digest[32];
   unsigned int dl = 0;
   if (!w.failed && !EVP_DigestFinal_ex(body, digest, &dl)) w.failed = 1;
-  if (!w.failed && (fwrite(digest, 1, 32, f) != 32 || !EVP_DigestUpdate(whole, digest, 32) ||
-                    !EVP_DigestFinal_ex(whole, file_digest, &dl)))
-    w.failed = 1;
-  if (w.failed || w.pos + 32 != file_size || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-    st = finch_err_set(err, FINCH_EIO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
-    goto out;
-  }
+  if (!w.failed && fwrite(digest, 1, 32, f) != 32) w.failed = 1;
   int rc = fclose(f);
   f = NULL;
-  if (rc != 0) {
-    st = finch_err_set(err, FINCH_EIO, "%s: closing %s failed: %s", path, tmp, strerror(errno));
+  if (w.failed || rc != 0 || w.pos + 32 != file_size || mem_len != file_size) {
+    st = finch_err_set(err, FINCH_ENOMEM, "serialising a model failed");
     goto out;
   }
-  if (rename(tmp, path) != 0) {
-    st = finch_err_set(err, FINCH_EIO, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
-    goto out;
-  }
-  tmp[0] = '\0'; /* renamed: nothing to remove */
-  /* Make the rename itself durable; failure here leaves a complete file. */
-  {
-    char *dir = strdup(path);
-    if (dir) {
-      char *slash = strrchr(dir, '/');
-      const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
-      int dfd = open(d, O_RDONLY | O_DIRECTORY);
-      if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-      }
-      free(dir);
-    }
-  }
-  if (sha256_hex) hex32(file_digest, sha256_hex);
+  *out = (unsigned char *)mem;
+  *out_len = mem_len;
+  mem = NULL;
 out:
   if (f) fclose(f);
-  if (fd >= 0) close(fd);
-  if (st != FINCH_OK && tmp && tmp[0] && strstr(tmp, ".tmp.") && tmp[plen] == '.') unlink(tmp);
+  free(mem);
   EVP_MD_CTX_free(body);
   EVP_MD_CTX_free(whole);
-  free(tmp);
   free(rowbuf);
   free(words);
+  return st;
+}
+
+finch_status nn__file_bytes(const nn_blob *secs, size_t n, unsigned char **out, size_t *out_len, finch_err *err) {
+  uint64_t size = sizeof(nn_file_header) + 32;
+  for (size_t i = 0; i < n; i++) size += sizeof(nn_section_header) + ((secs[i].size + 7) & ~(size_t)7);
+  unsigned char *buf = calloc(1, (size_t)size);
+  if (!buf) return finch_err_set(err, FINCH_ENOMEM, "out of memory serialising a model (%llu bytes)",
+                                 (unsigned long long)size);
+  nn_file_header h;
+  memset(&h, 0, sizeof h);
+  memcpy(h.magic, NN_FILE_MAGIC, sizeof NN_FILE_MAGIC);
+  h.version = NN_FILE_VERSION;
+  h.header_size = sizeof h;
+  h.file_size = size;
+  h.n_sections = (uint32_t)n;
+  memcpy(buf, &h, sizeof h);
+  size_t at = sizeof h;
+  for (size_t i = 0; i < n; i++) {
+    nn_section_header sh;
+    memset(&sh, 0, sizeof sh);
+    memcpy(sh.tag, secs[i].tag, strnlen(secs[i].tag, 8));
+    sh.size = secs[i].size;
+    memcpy(buf + at, &sh, sizeof sh);
+    at += sizeof sh;
+    if (secs[i].size) memcpy(buf + at, secs[i].data, secs[i].size);
+    at += (secs[i].size + 7) & ~(size_t)7;
+  }
+  unsigned int dl = 0;
+  if (!EVP_Digest(buf, at, buf + at, &dl, EVP_sha256(), NULL)) {
+    free(buf);
+    return finch_err_set(err, FINCH_EINTERNAL, "SHA-256 failed");
+  }
+  *out = buf;
+  *out_len = (size_t)size;
+  return FINCH_OK;
+}
+
+/* Writes buf to path through a temporary file in the same directory and a
+ * rename, so readers see the old file or the whole new one. */
+static finch_status write_atomic(const char *path, const unsigned char *buf, size_t len, finch_err *err) {
+  size_t plen = strlen(path);
+  char *tmp = malloc(plen + 16);
+  if (!tmp) return finch_err_set(err, FINCH_ENOMEM, "%s: out of memory saving a model", path);
+  memcpy(tmp, path, plen);
+  memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+  finch_status st = FINCH_OK;
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    st = finch_err_set(err, FINCH_EIO, "%s: cannot create a temporary file: %s", path, strerror(errno));
+    free(tmp);
+    return st;
+  }
+  fchmod(fd, 0644);
+  size_t done = 0;
+  while (done < len) {
+    ssize_t k = write(fd, buf + done, len - done);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) break;
+    done += (size_t)k;
+  }
+  if (done != len || fsync(fd) != 0) {
+    st = finch_err_set(err, FINCH_EIO, "%s: writing %s failed: %s", path, tmp, strerror(errno));
+    close(fd);
+    unlink(tmp);
+    free(tmp);
+    return st;
+  }
+  if (close(fd) != 0 || rename(tmp, path) != 0) {
+    st = finch_err_set(err, FINCH_EIO, "%s: closing or renaming %s failed: %s", path, tmp, strerror(errno));
+    unlink(tmp);
+    free(tmp);
+    return st;
+  }
+  free(tmp);
+  /* Make the rename itself durable; failure here leaves a complete file. */
+  char *dir = strdup(path);
+  if (dir) {
+    char *slash = strrchr(dir, '/');
+    const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
+    int dfd = open(d, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+      fsync(dfd);
+      close(dfd);
+    }
+    free(dir);
+  }
+  return FINCH_OK;
+}
+
+finch_status nn_model_save(const nn_model *m, const char *path, nn_dtype dtype, char *sha256_hex,
+                           finch_err *err) {
+  if (dtype != NN_DTYPE_F32 && dtype != NN_DTYPE_Q8)
+    return finch_err_set(err, FINCH_EINVAL, "%s: unknown dtype %d", path, (int)dtype);
+  unsigned char *buf = NULL;
+  size_t len = 0;
+  finch_status st = m->arch != 0 ? nn__arch_bytes(m, dtype, &buf, &len, err) : nn__bow_bytes(m, dtype, &buf, &len, err);
+  if (st != FINCH_OK) {
+    finch_err_prefix(err, "%s", path);
+    return st;
+  }
+  st = write_atomic(path, buf, len, err);
+  if (st == FINCH_OK && sha256_hex) {
+    unsigned char d[32];
+    unsigned int dl = 0;
+    EVP_Digest(buf, len, d, &dl, EVP_sha256(), NULL);
+    hex32(d, sha256_hex);
+  }
+  free(buf);
   return st;
 }
 
@@ -303,6 +368,11 @@ static char **read_strings(cursor c, uint32_t *count, const char **why) {
   return out;
 }
 
+char **nn__read_strings(const void *data, size_t size, uint32_t *count, const char **why) {
+  cursor c = {data, (const unsigned char *)data + size};
+  return read_strings(c, count, why);
+}
+
 enum { T_EMB, T_W1, T_B1, T_W2, T_B2, T_N };
 static const char *const tensor_names[T_N] = {"emb", "W1", "b1", "W2", "b2"};
 
@@ -314,10 +384,6 @@ typedef struct {
 
 finch_status nn_model_load(nn_model **out, const char *path, finch_err *err) {
   *out = NULL;
-  finch_status st = FINCH_OK;
-  unsigned char *buf = NULL;
-  char **words = NULL, **labels = NULL, *meta = NULL;
-  nn_model *m = NULL;
   FILE *f = fopen(path, "rb");
   if (!f)
     return finch_err_set(err, errno == ENOENT ? FINCH_ENOTFOUND : FINCH_EIO, "%s: cannot open: %s", path,
@@ -328,7 +394,7 @@ finch_status nn_model_load(nn_model **out, const char *path, finch_err *err) {
     return finch_err_set(err, FINCH_EIO, "%s: not a regular file", path);
   }
   size_t size = (size_t)sb.st_size;
-  buf = malloc(size ? size : 1);
+  unsigned char *buf = malloc(size ? size : 1);
   if (!buf) {
     fclose(f);
     return finch_err_set(err, FINCH_ENOMEM, "%s: out of memory reading %zu bytes", path, size);
@@ -336,11 +402,15 @@ finch_status nn_model_load(nn_model **out, const char *path, finch_err *err) {
   size_t got = fread(buf, 1, size, f);
   int ioerr = ferror(f);
   fclose(f);
-  if (got != size || ioerr) {
-    st = finch_err_set(err, FINCH_EIO, "%s: read %zu of %zu bytes", path, got, size);
-    goto out;
-  }
+  finch_status st;
+  if (got != size || ioerr) st = finch_err_set(err, FINCH_EIO, "%s: read %zu of %zu bytes", path, got, size);
+  else st = nn__model_from_bytes(out, buf, size, path, err);
+  free(buf);
+  return st;
+}
 
+finch_status nn__file_verify(const unsigned char *buf, size_t size, const char *path, finch_err *err) {
+  finch_status st = FINCH_OK;
   nn_file_header h;
   if (size < 8 || memcmp(buf, NN_FILE_MAGIC, sizeof NN_FILE_MAGIC) != 0) {
     st = finch_err_set(err, FINCH_EFORMAT, "%s: not a finch model file (bad magic)", path);
@@ -385,6 +455,68 @@ finch_status nn_model_load(nn_model **out, const char *path, finch_err *err) {
     goto out;
   }
 
+out:
+  return st;
+}
+
+finch_status nn__file_sections(const unsigned char *buf, size_t size, const char *path, nn_blob **out,
+                               size_t *n_out, finch_err *err) {
+  nn_file_header h;
+  memcpy(&h, buf, sizeof h);
+  if (h.n_sections > (size - sizeof h) / sizeof(nn_section_header))
+    return finch_err_set(err, FINCH_EFORMAT, "%s: %u sections cannot fit in %zu bytes", path, h.n_sections, size);
+  nn_blob *secs = calloc(h.n_sections ? h.n_sections : 1, sizeof *secs);
+  if (!secs) return finch_err_set(err, FINCH_ENOMEM, "%s: out of memory", path);
+  const unsigned char *p = buf + sizeof h, *end = buf + size - 32;
+  for (uint32_t i = 0; i < h.n_sections; i++) {
+    nn_section_header sh;
+    if ((size_t)(end - p) < sizeof sh) {
+      free(secs);
+      return finch_err_set(err, FINCH_EFORMAT, "%s: section %u: header runs past the end", path, i);
+    }
+    memcpy(&sh, p, sizeof sh);
+    p += sizeof sh;
+    if (sh.size > (uint64_t)(end - p)) {
+      free(secs);
+      return finch_err_set(err, FINCH_EFORMAT, "%s: section %u (%.8s): %llu bytes run past the end", path, i,
+                           sh.tag, (unsigned long long)sh.size);
+    }
+    memcpy(secs[i].tag, sh.tag, 8);
+    secs[i].data = p;
+    secs[i].size = (size_t)sh.size;
+    uint64_t padded = (sh.size + 7) & ~(uint64_t)7;
+    p += padded <= (uint64_t)(end - p) ? padded : sh.size;
+  }
+  *out = secs;
+  *n_out = h.n_sections;
+  return FINCH_OK;
+}
+
+finch_status nn__model_from_bytes(nn_model **out, const unsigned char *buf, size_t size, const char *path,
+                                  finch_err *err) {
+  *out = NULL;
+  finch_status st = nn__file_verify(buf, size, path, err);
+  if (st != FINCH_OK) return st;
+  {
+    nn_blob *secs = NULL;
+    size_t ns = 0;
+    if ((st = nn__file_sections(buf, size, path, &secs, &ns, err)) != FINCH_OK) return st;
+    int other = 0;
+    for (size_t i = 0; i < ns; i++) {
+      if (strncmp(secs[i].tag, "ARCH", 8) == 0 && secs[i].size >= 8) {
+        char name[9] = {0};
+        memcpy(name, secs[i].data, 8);
+        other = strcmp(name, "bow") != 0;
+        break;
+      }
+    }
+    free(secs);
+    if (other) return nn__arch_load(out, buf, size, path, err);
+  }
+  nn_file_header h;
+  memcpy(&h, buf, sizeof h);
+  char **words = NULL, **labels = NULL, *meta = NULL;
+  nn_model *m = NULL;
   /* Sections. */
   nn_file_config fc;
   nn_file_arch arch;
@@ -538,6 +670,5 @@ out:
   free(meta);
   free(words);
   free(labels);
-  free(buf);
   return st;
 }

@@ -1,13 +1,39 @@
 /* The intent server: HTTP over libmicrohttpd.
  *
- * Endpoints
- *   POST /v1/intent  body {"text": "..."} ->
+ * Endpoints (roles: I integration, L labeler, A admin; admin may use all)
+ *   POST /v1/intent  [I] body {"text": "..."} ->
  *        200 {"intent": "...", "confidence": 0.93, "source": "model", "model": "<sha256>"}
  *        400 {"error": "..."} for invalid JSON, a missing or non-string "text",
  *            or text that is not valid UTF-8
- *        413 {"error": "..."} for a body over max_body bytes
- *        405 for other methods, 404 for other paths
- *   GET  /healthz    200 {"status": "ok", "model": "<sha256>"}
+ *   GET  /healthz    200 {"status": "ok", "model": "<sha256>", "database": true|false}; no key needed
+ *   POST /v1/conversations/{id}/turns  [I] {"text": "...", "speaker": "user"|"agent"} ->
+ *        200 {"conversation_id", "turn", "intent", "engine": "rules"|"model",
+ *             "confidence", "stage", "handoff", "model", ["suggestion": {"intent",
+ *             "confidence"}] (assist), ["labeling_task": id]}
+ *        The turn is redacted before it is stored (conversation_turns); events
+ *        intent.classified, handoff.requested (confidence under
+ *        handoff_below) and labeling.task_created are queued in the same
+ *        transaction (serve/webhook.h). {id}: 1-128 of [A-Za-z0-9._:-].
+ *   GET  /v1/labeling/tasks  [L] ?status=open|resolved|needs_second|all
+ *        &intent=&stage=&min_confidence=&max_confidence=&limit=&after=
+ *   POST /v1/labeling/tasks/{id}  [L] {"decision": "accept"|"correct", "label": "..."}
+ *        -> 200 the task; 404 unknown task; 409 already labelled by this key or
+ *        twice already (serve/labeling.h)
+ *   GET  /v1/labeling/stats  [L] acceptance rate and inter-labeller agreement
+ *   GET  /v1/rollout  [I L A] the deployment's stage, history and gate figures
+ *   POST /v1/rollout  [A] {"action": "promote"|"rollback", "to"?, "intent"?,
+ *        "reason", "canary_share"?, "min_confidence"?} -> 200 applied; 409
+ *        refused by the gate (figures in "gate"); 400 a move not allowed
+ *   Every endpoint but /v1/intent and /healthz takes ?deployment= (default the
+ *   server's).
+ * Errors: 400 malformed, 401 missing or unknown key (WWW-Authenticate: Bearer),
+ * 403 wrong role, 404 unknown path, 405 wrong method (with Allow), 413 body
+ * over max_body, 429 over the key's rate (Retry-After, seconds), 503 no
+ * database or database unavailable; all with {"error": "..."}.
+ *
+ * Without a database (conninfo NULL) the server keeps its first form: only
+ * /v1/intent and /healthz work, without keys, and the other endpoints answer
+ * 503. With one, every endpoint but /healthz needs a key (serve/auth.h).
  * A bad request never stops the server. */
 #ifndef FINCH_SERVE_SERVE_H
 #define FINCH_SERVE_SERVE_H
@@ -15,6 +41,7 @@
 #include <stddef.h>
 
 #include "core/status.h"
+#include "serve/rollout.h"
 
 typedef struct {
   const char *model_path; /* model file (nn/modelfile.h) */
@@ -22,6 +49,21 @@ typedef struct {
   unsigned port;          /* 0 = any free port; finch_server_port() tells which */
   size_t max_body;        /* request body limit in bytes, default 64 KiB */
   unsigned threads;       /* worker threads, default 2 */
+
+  /* Database mode: everything below is ignored without conninfo. */
+  const char *conninfo;      /* libpq conninfo of finch's (migrated) database; NULL: none */
+  const char *rules_path;    /* legacy rule file (serve/rules.h); NULL: no rule ever fires */
+  const char *deployment;    /* default "default" */
+  const char *oos_label;     /* the model's out-of-scope label, or NULL */
+  double min_confidence;     /* model answers at or above it in canary/primary; 0 = 0.5 */
+  double canary_share;       /* when the stage's params do not say; 0 = 0.1 (negative: 0) */
+  double handoff_below;      /* handoff.requested under it; 0 = 0.5 */
+  finch_gate_opts gate;      /* promotion gate; all zero = finch_gate_opts_default() */
+  double rate_per_s;         /* per-key token bucket refill; 0 = 20 */
+  double rate_burst;         /* bucket size; 0 = 40 */
+  int no_webhook_worker;     /* 1: do not start a webhook delivery worker */
+  const char *const *pii_rules; /* extra redaction rule files (core/redact.h) */
+  size_t n_pii_rules;
 } finch_serve_opts;
 
 typedef struct finch_server finch_server;

@@ -1,0 +1,49 @@
+/* Shared by the distill stage's files; not for other rooms. */
+#ifndef FINCH_DISTILL_INTERNAL_H
+#define FINCH_DISTILL_INTERNAL_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#include "core/db.h"
+#include "core/status.h"
+#include "distill/distill.h"
+#include "nn/backend.h"
+#include "nn/model.h"
+
+/* General-domain texts: the named datasets (comma-separated), else the
+ * Wikipedia sentences that ship with CLINC150 in the data directory (none,
+ * with a notice, when absent). With names the texts point into *keep (free
+ * with PQclear); otherwise each text is malloc'd and *keep is NULL. */
+finch_status finch_distill__general_texts(finch_db *db, const char *names, char ***out, size_t *n, PGresult **keep,
+                                          finch_err *err);
+
+/* Everything the transformer student needs from finch_distill_run. */
+typedef struct {
+  finch_db *db;
+  const finch_distill_opts *opts;
+  nn_backend *be;
+  const char *const *labels;
+  size_t nl;
+  const char *const *texts; /* training rows */
+  const int32_t *y;
+  size_t n;
+  const float *soft;        /* (n,nl) teacher probabilities at tau, NULL = hard labels only */
+  const float *alpha;       /* (n) per-row soft-label weight, NULL = fixed_alpha */
+  float fixed_alpha, tau;
+  const nn_model *teacher;  /* its first encoder gives the tokenizer and the layers to match */
+  const nn_model *init;     /* a student to start from, or NULL */
+  uint32_t dim, layers, heads, ff, buckets, epochs;
+  float hidden_weight, attn_weight;
+  int head_gates;           /* 1 = input-dependent head gates in the student */
+  float gate_penalty;
+  const float *complexity;  /* (n) each row's complexity c in [0,1], or NULL */
+  double *seconds;          /* training time, out */
+  double *gate_share;       /* (10) out: mean share of heads open per complexity bin of 0.1 */
+  long long *gate_n;        /* (10) out: rows per bin */
+} finch_distill__tfm_args;
+
+/* Trains the transformer student (distill/student.c). */
+finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_model **out, finch_err *err);
+
+#endif

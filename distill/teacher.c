@@ -1,0 +1,578 @@
+#include "distill/teacher.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/models.h"
+#include "core/paths.h"
+#include "distill/internal.h"
+#include "nn/model_arch.h"
+#include "nn/tfm_train.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+typedef struct {
+  const char **texts;
+  int32_t *labels;
+  int *source; /* 1 = a source row, 0 = an augmented variant */
+  size_t n;
+} split_rows;
+
+/* ---- per-step metrics and progress -------------------------------------- */
+
+typedef struct {
+  const char *member;
+  const char *phase;
+  int tty, quiet;
+  double last_print;
+  /* Buffered rows for training_metrics, COPY text format. */
+  char *buf;
+  size_t len, cap;
+  char run[128];
+} step_log;
+
+static void on_step(void *ctx, const nn_tfm_progress *p) {
+  step_log *s = ctx;
+  char line[256];
+  int k = snprintf(line, sizeof line, "%s\t%s\t%llu\t%u\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.1f\n", s->run, s->phase,
+                   (unsigned long long)p->step, p->epoch, (double)p->loss, (double)p->cls_loss, (double)p->mlm_loss,
+                   (double)p->lr, (double)p->grad_norm, p->ex_per_s);
+  if (k > 0 && s->len + (size_t)k + 1 > s->cap) {
+    size_t nc = s->cap ? s->cap * 2 : 1 << 16;
+    char *nb = realloc(s->buf, nc);
+    if (nb) s->buf = nb, s->cap = nc;
+  }
+  if (k > 0 && s->len + (size_t)k + 1 <= s->cap) memcpy(s->buf + s->len, line, (size_t)k), s->len += (size_t)k;
+  if (s->quiet) return;
+  double t = now_s();
+  if (p->step != p->total && t - s->last_print < (s->tty ? 0.2 : 15.0)) return;
+  s->last_print = t;
+  int eta = (int)p->eta_s;
+  if (s->tty)
+    fprintf(stderr, "\r%s %s: epoch %u/%u step %llu/%llu loss %.4f lr %.2e %.0f ex/s ETA %d:%02d   ", s->member,
+            s->phase, p->epoch, p->epochs, (unsigned long long)p->step, (unsigned long long)p->total,
+            (double)p->loss, (double)p->lr, p->ex_per_s, eta / 60, eta % 60);
+  else
+    finch_info("%s %s: epoch %u/%u step %llu/%llu loss %.4f lr %.2e %.0f ex/s ETA %d:%02d", s->member, s->phase,
+               p->epoch, p->epochs, (unsigned long long)p->step, (unsigned long long)p->total, (double)p->loss,
+               (double)p->lr, p->ex_per_s, eta / 60, eta % 60);
+  if (s->tty && p->step == p->total) fputc('\n', stderr);
+}
+
+static finch_status flush_steps(finch_db *db, step_log *s, finch_err *err) {
+  if (!s->len) return FINCH_OK;
+  finch_status st = finch_db_copy_begin(db, "COPY training_metrics (run, phase, step, epoch, loss, cls_loss, mlm_loss,"
+                                            " lr, grad_norm, ex_per_s) FROM STDIN", err);
+  if (st) return st;
+  st = finch_db_copy_put(db, s->buf, s->len, err);
+  finch_status end = finch_db_copy_end(db, err);
+  s->len = 0;
+  return st ? st : end;
+}
+
+/* ---- members ---------------------------------------------------------------- */
+
+typedef struct {
+  char name[32];
+  nn_model *model;
+  float *dev_probs; /* (n_dev, C) at T = 1 */
+  float temperature;
+  double dev_acc, dev_nll, seconds;
+} member;
+
+static double accuracy_of(const float *probs, const int32_t *y, size_t n, size_t C) {
+  size_t ok = 0;
+  for (size_t i = 0; i < n; i++) {
+    const float *p = probs + i * C;
+    size_t b = 0;
+    for (size_t k = 1; k < C; k++)
+      if (p[k] > p[b]) b = k;
+    ok += y[i] >= 0 && (int32_t)b == y[i];
+  }
+  return n ? (double)ok / (double)n : 0;
+}
+
+static double nll_of(const float *probs, const int32_t *y, size_t n, size_t C) {
+  double s = 0;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (y[i] < 0) continue;
+    float p = probs[i * C + (size_t)y[i]];
+    s -= log(p > 1e-12f ? p : 1e-12f);
+    k++;
+  }
+  return k ? s / (double)k : 0;
+}
+
+/* softmax(log p / T) row by row, into out. */
+static void temper(const float *p, float *out, size_t n, size_t C, float T) {
+  for (size_t i = 0; i < n; i++) {
+    double mx = -INFINITY, z = 0;
+    for (size_t k = 0; k < C; k++) {
+      double l = log(p[i * C + k] > 1e-30f ? p[i * C + k] : 1e-30f) / T;
+      out[i * C + k] = (float)l;
+      if (l > mx) mx = l;
+    }
+    for (size_t k = 0; k < C; k++) z += (out[i * C + k] = (float)exp(out[i * C + k] - mx));
+    for (size_t k = 0; k < C; k++) out[i * C + k] = (float)(out[i * C + k] / z);
+  }
+}
+
+typedef struct {
+  const finch_teacher_opts *o;
+  finch_db *db;
+  nn_backend *be;
+  char **labels;
+  size_t C;
+  split_rows train, dev;
+  char **general;
+  size_t n_general;
+  nn_tokenizer *tok; /* shared by the encoders; trained once */
+  nn_tfm *pretrained; /* MLM-pretrained encoder (no head), NULL when none */
+  int n_tfm;
+} ctx;
+
+static finch_status train_slr(ctx *c, member *m, finch_err *err) {
+  nn_sparse_lr_config sc = nn_sparse_lr_defaults();
+  sc.seed = c->o->seed;
+  nn_sparse_lr *s = NULL;
+  finch_status st = nn_sparse_lr_train(&s, c->train.texts, c->train.labels, c->train.n, c->C, &sc, err);
+  if (st) return st;
+  return nn_model_from_sparse_lr(&m->model, s, (const char *const *)c->labels, c->C, err);
+}
+
+static finch_status train_bow(ctx *c, member *m, finch_err *err) {
+  nn_dataset ds = {.texts = c->train.texts, .labels = c->train.labels, .n = c->train.n};
+  nn_train_config tc = nn_train_config_teacher();
+  tc.seed = c->o->seed;
+  size_t n_source = 0;
+  for (size_t i = 0; i < c->train.n; i++) n_source += c->train.source[i];
+  if (n_source < c->train.n) {
+    double e = (double)tc.epochs * (double)n_source / (double)c->train.n;
+    tc.epochs = e < 1 ? 1 : (uint32_t)(e + 0.5);
+  }
+  return nn_model_train(&m->model, &ds, (const char *const *)c->labels, c->C, &tc, NULL, c->be, NULL, NULL, err);
+}
+
+static nn_tfm_config tfm_config(const ctx *c, uint32_t n_labels) {
+  const finch_teacher_opts *o = c->o;
+  nn_tfm_config tc = {.vocab = nn_tokenizer_size(c->tok), .buckets = o->ngrams ? 50000 : 0,
+                      .max_len = o->seq_len ? o->seq_len : 48, .dim = o->dim ? o->dim : 128,
+                      .layers = o->layers ? o->layers : 2, .heads = o->heads ? o->heads : 4,
+                      .ff = o->ff ? o->ff : 512, .n_labels = n_labels, .pool = NN_POOL_MEAN, .dropout = 0.1f};
+  return tc;
+}
+
+/* The checkpoint file of one encoder's training (pre-training or a member). */
+static finch_status ckpt_path(const ctx *c, const char *member_name, char *buf, size_t n, finch_err *err) {
+  char dir[PATH_MAX];
+  finch_status st = finch_home_subdir("checkpoints", dir, sizeof dir, err);
+  if (st) return st;
+  snprintf(buf, n, "%s/%s-%s-%llu.ck", dir, c->o->dataset, member_name, (unsigned long long)c->o->seed);
+  return FINCH_OK;
+}
+
+static void run_name(char *buf, size_t n, const ctx *c, const char *member_name) {
+  snprintf(buf, n, "%s-%s-%d-%lld", c->o->dataset, member_name, (int)getpid(), (long long)time(NULL));
+}
+
+/* MLM pre-training of an encoder without a classifier head on the general
+ * corpus and the training texts. */
+static finch_status pretrain(ctx *c, finch_err *err) {
+  size_t n = c->n_general + c->train.n;
+  const char **texts = malloc((n + 1) * sizeof *texts);
+  if (!texts) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  for (size_t i = 0; i < c->n_general; i++) texts[i] = c->general[i];
+  for (size_t i = 0; i < c->train.n; i++) texts[c->n_general + i] = c->train.texts[i];
+  nn_tfm_config tc = tfm_config(c, 0);
+  nn_tfm_corpus x;
+  finch_status st = nn_tfm_corpus_encode(&x, c->tok, texts, n, (int)tc.max_len, tc.buckets, 3, 5, err);
+  free(texts);
+  if (st) return st;
+  nn_tfm *m = NULL;
+  if ((st = nn_tfm_create(&m, &tc, c->o->seed, err)) != FINCH_OK) {
+    nn_tfm_corpus_free(&x);
+    return st;
+  }
+  nn_tfm_train_config trc = nn_tfm_train_defaults();
+  trc.epochs = (uint32_t)c->o->pretrain_epochs;
+  trc.batch = 128;
+  trc.lr = 1e-3f;
+  trc.mlm_prob = 0.15f;
+  trc.cls_weight = 0;
+  trc.seed = c->o->seed;
+  nn_tfm_data d = {.x = &x};
+  char ck[PATH_MAX + 64];
+  if ((st = ckpt_path(c, "pretrain", ck, sizeof ck, err)) != FINCH_OK) {
+    nn_tfm_corpus_free(&x);
+    nn_tfm_free(m);
+    return st;
+  }
+  trc.checkpoint = ck;
+  trc.resume = c->o->resume;
+  step_log sl = {.member = "encoder", .phase = "pretrain", .tty = isatty(2), .quiet = c->o->quiet};
+  run_name(sl.run, sizeof sl.run, c, "pretrain");
+  finch_info("pre-training an encoder (MLM) on %zu texts (%zu general), %u epochs", n, c->n_general, trc.epochs);
+  st = nn_tfm_train(m, c->be, &d, &trc, on_step, &sl, err);
+  nn_tfm_corpus_free(&x);
+  if (!st) unlink(ck);
+  if (!st) st = flush_steps(c->db, &sl, err);
+  free(sl.buf);
+  if (st) {
+    nn_tfm_free(m);
+    return st;
+  }
+  c->pretrained = m;
+  return FINCH_OK;
+}
+
+static finch_status train_tfm(ctx *c, member *m, int index, finch_err *err) {
+  const finch_teacher_opts *o = c->o;
+  /* Rows: source only unless asked. */
+  size_t n = 0;
+  const char **texts = malloc((c->train.n + 1) * sizeof *texts);
+  int32_t *y = malloc((c->train.n + 1) * sizeof *y);
+  finch_status st = FINCH_OK;
+  nn_tfm_corpus x = {0};
+  nn_tfm *enc = NULL;
+  step_log sl = {.member = m->name, .phase = "finetune", .tty = isatty(2), .quiet = o->quiet};
+  if (!texts || !y) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < c->train.n; i++)
+    if (o->tfm_augmented || c->train.source[i]) texts[n] = c->train.texts[i], y[n++] = c->train.labels[i];
+  nn_tfm_config tc = tfm_config(c, (uint32_t)c->C);
+  if ((st = nn_tfm_corpus_encode(&x, c->tok, texts, n, (int)tc.max_len, tc.buckets, 3, 5, err)) != FINCH_OK) goto out;
+  uint64_t seed = o->seed + 1000u * (uint64_t)index;
+  if ((st = nn_tfm_create(&enc, &tc, seed, err)) != FINCH_OK) goto out;
+  if (c->pretrained) {
+    /* Copy every pre-trained tensor; the classifier head keeps its fresh init. */
+    for (size_t i = 0; i < nn_tfm_n_tensors(enc); i++) {
+      const nn_tfm_tensor *t = nn_tfm_tensor_at(enc, i);
+      const nn_tfm_tensor *s = nn_tfm_tensor_find(c->pretrained, t->name);
+      if (s && s->rows == t->rows && s->cols == t->cols)
+        memcpy(nn_tfm_params(enc) + t->off, nn_tfm_params_const(c->pretrained) + s->off,
+               (size_t)t->rows * t->cols * sizeof(float));
+    }
+  }
+  nn_tfm_train_config trc = nn_tfm_train_defaults();
+  trc.epochs = o->tfm_epochs > 0 ? (uint32_t)o->tfm_epochs : 30;
+  trc.batch = 64;
+  trc.lr = o->lr > 0 ? o->lr : (c->pretrained ? 5e-4f : 1e-3f);
+  trc.seed = seed;
+  nn_tfm_data d = {.x = &x, .labels = y};
+  char ck[PATH_MAX + 64];
+  if ((st = ckpt_path(c, m->name, ck, sizeof ck, err)) != FINCH_OK) goto out;
+  trc.checkpoint = ck;
+  trc.resume = o->resume;
+  run_name(sl.run, sizeof sl.run, c, m->name);
+  finch_info("training %s: %zu rows, %u layers x %u wide, %u heads, ff %u, n-grams %s, %s, %u epochs", m->name, n,
+             tc.layers, tc.dim, tc.heads, tc.ff, tc.buckets ? "on" : "off",
+             c->pretrained ? "from the pre-trained encoder" : "from scratch", trc.epochs);
+  if ((st = nn_tfm_train(enc, c->be, &d, &trc, on_step, &sl, err)) != FINCH_OK) goto out;
+  unlink(ck);
+  if ((st = flush_steps(c->db, &sl, err)) != FINCH_OK) goto out;
+  /* The model takes a copy of the tokenizer (each model owns its own). */
+  unsigned char *blob = NULL;
+  size_t blen = 0;
+  nn_tokenizer *tk = NULL;
+  if ((st = nn_tokenizer_save(c->tok, &blob, &blen, err)) == FINCH_OK) st = nn_tokenizer_load(&tk, blob, blen, err);
+  free(blob);
+  if (st) goto out;
+  st = nn_model_from_tfm(&m->model, enc, tk, (int)tc.max_len, 3, 5, (const char *const *)c->labels, c->C, err);
+  enc = NULL;
+out:
+  nn_tfm_free(enc);
+  nn_tfm_corpus_free(&x);
+  free(sl.buf);
+  free(texts);
+  free(y);
+  return st;
+}
+
+/* ---- the run ------------------------------------------------------------------ */
+
+static finch_status load_rows(ctx *c, PGresult **keep, finch_err *err) {
+  const char *p[] = {c->o->dataset};
+  PGresult *r = finch_db_query(c->db,
+      "SELECT u.text, u.label, u.split, u.origin FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+      " WHERE d.name = $1 AND u.label IS NOT NULL AND u.split IN ('train', 'dev') ORDER BY u.id", 1, p, err);
+  if (!r) return FINCH_EDB;
+  *keep = r;
+  size_t n = (size_t)PQntuples(r);
+  c->labels = malloc((n + 1) * sizeof *c->labels);
+  if (!c->labels) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  size_t nl = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!strcmp(PQgetvalue(r, (int)i, 2), "train")) c->labels[nl++] = PQgetvalue(r, (int)i, 1);
+  qsort(c->labels, nl, sizeof *c->labels, cmp_str);
+  size_t u = 0;
+  for (size_t i = 0; i < nl; i++)
+    if (!u || strcmp(c->labels[u - 1], c->labels[i])) c->labels[u++] = c->labels[i];
+  c->C = u;
+  if (u < 2)
+    return finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has %zu labelled training intents; need at least 2 "
+                         "(run finch ingest first)", c->o->dataset, u);
+  split_rows *s[2] = {&c->train, &c->dev};
+  for (int k = 0; k < 2; k++) {
+    s[k]->texts = malloc((n + 1) * sizeof *s[k]->texts);
+    s[k]->labels = malloc((n + 1) * sizeof *s[k]->labels);
+    s[k]->source = malloc((n + 1) * sizeof *s[k]->source);
+    if (!s[k]->texts || !s[k]->labels || !s[k]->source) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  }
+  for (size_t i = 0; i < n; i++) {
+    int is_train = !strcmp(PQgetvalue(r, (int)i, 2), "train");
+    int is_source = !strcmp(PQgetvalue(r, (int)i, 3), "source");
+    if (is_train && !is_source && !c->o->augmented) continue;
+    split_rows *d = is_train ? &c->train : &c->dev;
+    const char *lab = PQgetvalue(r, (int)i, 1);
+    char **hit = bsearch(&lab, c->labels, c->C, sizeof *c->labels, cmp_str);
+    d->texts[d->n] = PQgetvalue(r, (int)i, 0);
+    d->labels[d->n] = hit ? (int32_t)(hit - c->labels) : -1;
+    d->source[d->n++] = is_source;
+  }
+  if (!c->dev.n)
+    return finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has no holdout (dev) rows to select the teacher on; "
+                         "ingest it with --holdout", c->o->dataset);
+  return FINCH_OK;
+}
+
+/* Best subset of members by holdout accuracy of the averaged calibrated
+ * probabilities; ties go to fewer members, then lower NLL. */
+static unsigned choose(const member *ms, size_t k, const int32_t *y, size_t n, size_t C, double *acc, double *nll) {
+  float *avg = malloc(n * C * sizeof *avg), *tmp = malloc(n * C * sizeof *tmp);
+  unsigned best = 1;
+  double best_acc = -1, best_nll = INFINITY;
+  int best_pop = 99;
+  for (unsigned mask = 1; avg && tmp && mask < (1u << k); mask++) {
+    memset(avg, 0, n * C * sizeof *avg);
+    int pop = 0;
+    for (size_t i = 0; i < k; i++) {
+      if (!(mask & (1u << i))) continue;
+      pop++;
+      temper(ms[i].dev_probs, tmp, n, C, ms[i].temperature);
+      for (size_t j = 0; j < n * C; j++) avg[j] += tmp[j];
+    }
+    for (size_t j = 0; j < n * C; j++) avg[j] /= (float)pop;
+    double a = accuracy_of(avg, y, n, C), l = nll_of(avg, y, n, C);
+    if (a > best_acc + 1e-12 || (fabs(a - best_acc) <= 1e-12 && (pop < best_pop || (pop == best_pop && l < best_nll)))) {
+      best = mask, best_acc = a, best_nll = l, best_pop = pop;
+    }
+  }
+  free(avg);
+  free(tmp);
+  *acc = best_acc;
+  *nll = best_nll;
+  return best;
+}
+
+finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, finch_teacher_result *res,
+                                 finch_err *err) {
+  memset(res, 0, sizeof *res);
+  ctx c = {.o = opts, .db = db};
+  PGresult *rows = NULL, *gen_keep = NULL, *gen_keep2 = NULL;
+  char **gen_named = NULL, **gen_wiki = NULL;
+  size_t n_named = 0, n_wiki = 0;
+  member ms[16];
+  size_t k = 0;
+  memset(ms, 0, sizeof ms);
+  nn_model *ens = NULL;
+  char *meta_s = NULL, *metrics_s = NULL;
+  const double t_start = now_s();
+  finch_status st = load_rows(&c, &rows, err);
+  if (st) goto out;
+  res->n_train = (long long)c.train.n;
+  res->n_dev = (long long)c.dev.n;
+  int dk = nn_device_parse(opts->device ? opts->device : "auto");
+  if (dk < 0) {
+    st = finch_err_set(err, FINCH_EINVAL, "unknown device '%s' (cpu, cuda or auto)", opts->device);
+    goto out;
+  }
+  if ((st = nn_backend_open(&c.be, (nn_device)dk, err)) != FINCH_OK) goto out;
+
+  /* Parse the member list. */
+  const char *spec = opts->members && *opts->members ? opts->members : "slr,bow,tfm";
+  int want_tfm = 0;
+  for (const char *p = spec; *p && k < 16;) {
+    size_t len = strcspn(p, ",");
+    char name[32];
+    snprintf(name, sizeof name, "%.*s", (int)(len < 31 ? len : 31), p);
+    if (strcmp(name, "slr") && strcmp(name, "bow") && strcmp(name, "tfm")) {
+      st = finch_err_set(err, FINCH_EINVAL, "--members: unknown member '%s' (slr, bow or tfm)", name);
+      goto out;
+    }
+    if (!strcmp(name, "tfm")) snprintf(ms[k].name, sizeof ms[k].name, "tfm%d", ++want_tfm);
+    else snprintf(ms[k].name, sizeof ms[k].name, "%s", name);
+    k++;
+    p += len;
+    if (*p == ',') p++;
+  }
+
+  if (want_tfm) {
+    /* General corpus for the tokenizer and pre-training. */
+    if (opts->pretrain_epochs > 0) {
+      if (opts->general && *opts->general &&
+          (st = finch_distill__general_texts(db, opts->general, &gen_named, &n_named, &gen_keep, err)) != FINCH_OK)
+        goto out;
+      if ((st = finch_distill__general_texts(db, NULL, &gen_wiki, &n_wiki, &gen_keep2, err)) != FINCH_OK) goto out;
+      c.n_general = n_named + n_wiki;
+      c.general = malloc((c.n_general + 1) * sizeof *c.general);
+      if (!c.general) {
+        st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+        goto out;
+      }
+      for (size_t i = 0; i < n_named; i++) c.general[i] = gen_named[i];
+      for (size_t i = 0; i < n_wiki; i++) c.general[n_named + i] = gen_wiki[i];
+      res->n_general = (long long)c.n_general;
+    }
+    size_t nt = c.train.n + c.n_general;
+    const char **tt = malloc((nt + 1) * sizeof *tt);
+    if (!tt) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      goto out;
+    }
+    for (size_t i = 0; i < c.train.n; i++) tt[i] = c.train.texts[i];
+    for (size_t i = 0; i < c.n_general; i++) tt[c.train.n + i] = c.general[i];
+    double t0 = now_s();
+    st = nn_tokenizer_train(&c.tok, tt, nt, opts->vocab ? opts->vocab : 8000, 2, err);
+    free(tt);
+    if (st) goto out;
+    finch_info("tokenizer: %u pieces from %zu texts in %.1f s", nn_tokenizer_size(c.tok), nt, now_s() - t0);
+    if (opts->pretrain_epochs > 0 && (st = pretrain(&c, err)) != FINCH_OK) goto out;
+  }
+
+  for (size_t i = 0; i < k; i++) {
+    member *m = &ms[i];
+    double t0 = now_s();
+    finch_info("teacher member %s: training", m->name);
+    if (!strcmp(m->name, "slr")) st = train_slr(&c, m, err);
+    else if (!strcmp(m->name, "bow")) st = train_bow(&c, m, err);
+    else st = train_tfm(&c, m, ++c.n_tfm, err);
+    if (st) {
+      finch_err_prefix(err, "teacher member %s", m->name);
+      goto out;
+    }
+    m->seconds = now_s() - t0;
+    m->dev_probs = malloc(c.dev.n * c.C * sizeof *m->dev_probs);
+    if (!m->dev_probs) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      goto out;
+    }
+    if ((st = nn_model_predict_many(m->model, c.dev.texts, c.dev.n, m->dev_probs, NULL, 1.0f, err)) != FINCH_OK)
+      goto out;
+    m->temperature = nn_fit_temperature(m->dev_probs, c.dev.labels, c.dev.n, c.C);
+    m->dev_acc = accuracy_of(m->dev_probs, c.dev.labels, c.dev.n, c.C);
+    float *tmp = malloc(c.dev.n * c.C * sizeof *tmp);
+    if (tmp) {
+      temper(m->dev_probs, tmp, c.dev.n, c.C, m->temperature);
+      m->dev_nll = nll_of(tmp, c.dev.labels, c.dev.n, c.C);
+      free(tmp);
+    }
+    finch_info("teacher member %s: holdout accuracy %.4f, NLL %.4f at temperature %.2f, %lld parameters, %.1f s",
+               m->name, m->dev_acc, m->dev_nll, (double)m->temperature, (long long)nn_model_n_params(m->model),
+               m->seconds);
+  }
+
+  double acc, nll;
+  unsigned mask = choose(ms, k, c.dev.labels, c.dev.n, c.C, &acc, &nll);
+  nn_model *chosen[16];
+  float temps[16], weights[16];
+  size_t nc = 0;
+  for (size_t i = 0; i < k; i++) {
+    res->members[i] = (finch_teacher_member){.dev_acc = ms[i].dev_acc, .dev_nll = ms[i].dev_nll,
+                                             .temperature = ms[i].temperature, .seconds = ms[i].seconds,
+                                             .params = (long long)nn_model_n_params(ms[i].model)};
+    snprintf(res->members[i].name, sizeof res->members[i].name, "%s", ms[i].name);
+    if (!(mask & (1u << i))) continue;
+    size_t L = strlen(res->chosen);
+    snprintf(res->chosen + L, sizeof res->chosen - L, "%s%s", L ? "+" : "", ms[i].name);
+    chosen[nc] = ms[i].model;
+    temps[nc] = ms[i].temperature;
+    weights[nc++] = 1.0f;
+    ms[i].model = NULL; /* the ensemble owns it now */
+  }
+  res->n_members = k;
+  res->dev_acc = acc;
+  res->dev_nll = nll;
+  finch_info("teacher: members %s, holdout accuracy %.4f, NLL %.4f", res->chosen, acc, nll);
+  if ((st = nn_model_ensemble(&ens, chosen, temps, weights, nc, err)) != FINCH_OK) goto out;
+  res->params = (long long)nn_model_n_params(ens);
+
+  /* Metadata, file, registry. */
+  json_t *members = json_array();
+  for (size_t i = 0; i < k; i++)
+    json_array_append_new(members, json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:f}", "name", ms[i].name, "chosen",
+                                             (mask >> i) & 1, "dev_accuracy", ms[i].dev_acc, "dev_nll",
+                                             ms[i].dev_nll, "temperature", (double)ms[i].temperature, "params",
+                                             (json_int_t)res->members[i].params, "train_seconds", ms[i].seconds));
+  json_t *meta = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:f, s:i, s:b, s:b, s:I}", "kind", "teacher",
+                           "stage", "finance", "dataset", opts->dataset, "seed", (json_int_t)opts->seed, "n_train",
+                           (json_int_t)c.train.n, "n_dev", (json_int_t)c.dev.n, "chosen", res->chosen, "members",
+                           members, "dev_accuracy", acc, "pretrain_epochs", opts->pretrain_epochs, "ngrams",
+                           opts->ngrams, "augmented", opts->augmented, "n_general", (json_int_t)c.n_general);
+  meta_s = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(meta);
+  if (!meta_s || (st = nn_model_set_meta(ens, meta_s, err)) != FINCH_OK) {
+    if (!st) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    goto out;
+  }
+  char dir[PATH_MAX];
+  if ((st = finch_home_subdir("models", dir, sizeof dir, err)) != FINCH_OK) goto out;
+  snprintf(res->path, sizeof res->path, "%s/%s-teacher-ensemble-%lld-%d.fnm", dir, opts->dataset,
+           (long long)time(NULL), (int)getpid());
+  char sha[65];
+  if ((st = nn_model_save(ens, res->path, NN_DTYPE_F32, sha, err)) != FINCH_OK) goto out;
+  struct stat sb;
+  stat(res->path, &sb);
+  res->seconds = now_s() - t_start;
+  json_t *metrics = json_pack("{s:f, s:f, s:f}", "dev_accuracy", acc, "dev_nll", nll, "train_seconds", res->seconds);
+  metrics_s = json_dumps(metrics, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(metrics);
+  finch_model_rec rec = {.kind = "teacher", .stage = "finance", .arch = "ensemble", .dtype = "f32",
+                         .dataset = opts->dataset, .path = res->path, .sha256 = sha, .params = res->params,
+                         .bytes = (long long)sb.st_size, .config_json = meta_s, .metrics_json = metrics_s};
+  if ((st = finch_models_register(db, &rec, &res->model_id, err)) != FINCH_OK) goto out;
+  char idbuf[32], runpat[160];
+  snprintf(idbuf, sizeof idbuf, "%lld", res->model_id);
+  snprintf(runpat, sizeof runpat, "%s-%%-%d-%%", opts->dataset, (int)getpid());
+  const char *pp[] = {idbuf, runpat};
+  st = finch_db_run(db, "UPDATE training_metrics SET model_id = $1 WHERE model_id IS NULL AND run LIKE $2", 2, pp, err);
+out:
+  for (size_t i = 0; i < k; i++) {
+    nn_model_free(ms[i].model);
+    free(ms[i].dev_probs);
+  }
+  nn_model_free(ens);
+  nn_tfm_free(c.pretrained);
+  nn_tokenizer_free(c.tok);
+  nn_backend_free(c.be);
+  if (!gen_keep2)
+    for (size_t i = 0; i < n_wiki; i++) free(gen_wiki[i]);
+  free(gen_wiki);
+  free(gen_named);
+  PQclear(gen_keep);
+  PQclear(gen_keep2);
+  free(c.general);
+  free(c.labels);
+  free(c.train.texts), free(c.train.labels), free(c.train.source);
+  free(c.dev.texts), free(c.dev.labels), free(c.dev.source);
+  free(meta_s);
+  free(metrics_s);
+  PQclear(rows);
+  return st;
+}

@@ -1,0 +1,64 @@
+/* The finance teacher: an ensemble trained on a dataset's training split
+ * (source and, optionally, augmented rows) and selected on its holdout.
+ *
+ * Members, each trained by finch's own engine:
+ *   "slr"  sparse TF-IDF word + character n-gram logistic regression;
+ *   "bow"  the wide bag-of-n-grams network with a hidden layer;
+ *   "tfm"  a transformer encoder over WordPiece tokens (trained on the same
+ *          corpus), optionally with hashed character n-grams added to each
+ *          token and optionally pre-trained with masked tokens (MLM) on the
+ *          general-domain corpora before fine-tuning. Several "tfm" members
+ *          differ by seed.
+ * Each member's temperature is fitted on the holdout (NLL); the ensemble
+ * averages calibrated probabilities. Every non-empty subset of the members
+ * is scored on the holdout and the most accurate one (ties: fewer members,
+ * then lower NLL) becomes the teacher, written under $FINCH_HOME/models and
+ * registered in `models` (arch "ensemble", config listing its members with
+ * their holdout figures). The encoder's per-step metrics go to
+ * training_metrics. */
+#ifndef FINCH_DISTILL_TEACHER_H
+#define FINCH_DISTILL_TEACHER_H
+
+#include "core/db.h"
+#include "core/status.h"
+
+typedef struct {
+  const char *dataset;
+  const char *members;      /* comma-separated: slr, bow, tfm (repeatable); default "slr,bow,tfm" */
+  unsigned long long seed;
+  int augmented;            /* 1 = train slr/bow on augmented rows too (default 1) */
+  int tfm_augmented;        /* 1 = the encoders too (default 0: source rows) */
+  const char *general;      /* general datasets by name for pre-training (comma-separated), NULL = none */
+  int pretrain_epochs;      /* MLM epochs over the general corpus + training texts; 0 = none */
+  int tfm_epochs;           /* fine-tuning epochs; 0 = default 30 */
+  int ngrams;               /* 1 = hashed character n-grams into the encoder (default 1) */
+  unsigned dim, layers, heads, ff, seq_len, vocab; /* 0 = defaults 128, 2, 4, 512, 48, 8000 */
+  float lr;                 /* 0 = default */
+  int resume;               /* 1 = continue the encoders' training from their checkpoints (after a crash or
+                               SIGKILL): $FINCH_HOME/checkpoints/<dataset>-<member>-<seed>.ck, written every
+                               200 steps and removed when the run completes */
+  const char *device;       /* cpu, cuda or auto */
+  int quiet;
+} finch_teacher_opts;
+
+typedef struct {
+  char name[32];
+  double dev_acc, dev_nll, temperature, seconds;
+  long long params;
+} finch_teacher_member;
+
+typedef struct {
+  long long model_id;
+  char path[4096];
+  double dev_acc, dev_nll;
+  long long params, n_train, n_dev, n_general;
+  size_t n_members;
+  finch_teacher_member members[16];
+  char chosen[256]; /* names of the chosen members, "+"-joined */
+  double seconds;
+} finch_teacher_result;
+
+finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, finch_teacher_result *res,
+                                 finch_err *err);
+
+#endif

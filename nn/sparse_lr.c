@@ -1,0 +1,924 @@
+/* TF-IDF + multinomial logistic regression; the contract and the blob format
+ * are in nn/sparse_lr.h.
+ *
+ * Layout. The vocabulary is a term table (open addressing over an arena of
+ * keys); feature j is term j. The model's parameters are one allocation,
+ * W (F,C) row-major then b (C), so a text's logits are C-wide axpys over the
+ * rows of its terms. Features are ordered by document frequency (descending),
+ * which keeps the rows that most texts touch together in cache.
+ *
+ * Training. The texts are tokenised twice: once to count document
+ * frequencies, once through the same featuriser prediction uses, into one CSR
+ * matrix. L-BFGS (Nocedal & Wright, algorithm 7.4/7.5) with NN_SLR_HISTORY
+ * pairs and a backtracking Armijo line search is exact enough here: the
+ * objective is strictly convex, so every step's curvature s.y is positive.
+ * Vectors are float (the history is the large part of the memory:
+ * 2 NN_SLR_HISTORY + 4 vectors of F C + C floats), dot products double. */
+#include "nn/sparse_lr.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/features.h"
+#include "nn/loss.h"
+
+enum {
+  NN_SLR_HISTORY = 8,   /* L-BFGS pairs kept */
+  NN_SLR_MAX_LS = 40,   /* line-search trials per iteration */
+  NN_SLR_MAX_CHAR = 16, /* char_max limit */
+};
+/* Stopping. The objective is a mean loss, so these are scale-free: stop when
+ * the last NN_SLR_WINDOW iterations together lowered it by less than
+ * NN_SLR_FTOL relatively (on BANKING77 that is within 0.1% of the converged
+ * objective, with the same holdout log-loss to 3 decimals), or when the
+ * gradient reaches float resolution. An absolute gradient tolerance alone
+ * stops far too early with weak regularisation (large C), where the gradient
+ * is tiny long before the objective settles. */
+enum { NN_SLR_WINDOW = 10 };
+static const double NN_SLR_FTOL = 1e-4;
+static const double NN_SLR_GTOL = 1e-7; /* max |gradient| */
+static const double NN_SLR_C1 = 1e-4;   /* Armijo sufficient-decrease constant */
+
+enum { TAG_WORD = 'w', TAG_CHAR = 'c' };
+
+/* ---- term table ---------------------------------------------------------- */
+
+typedef struct {
+  char *arena; /* keys back to back (not NUL-terminated) */
+  size_t alen, acap;
+  size_t *off;
+  uint32_t *len;
+  uint64_t *hash;
+  size_t n, ncap;
+  uint32_t *slots; /* index + 1; 0 = empty; capacity a power of two */
+  size_t cap;
+} termtab;
+
+static void termtab_free(termtab *t) {
+  free(t->arena);
+  free(t->off);
+  free(t->len);
+  free(t->hash);
+  free(t->slots);
+  memset(t, 0, sizeof *t);
+}
+
+static uint64_t term_hash(const char *key, size_t len) { return nn_feature_hash('s', key, len); }
+
+static const char *termtab_key(const termtab *t, size_t i) { return t->arena + t->off[i]; }
+
+/* Slot holding the key, or the empty slot where it would go. */
+static size_t termtab_probe(const termtab *t, const char *key, size_t len, uint64_t h) {
+  size_t mask = t->cap - 1, i = (size_t)h & mask;
+  for (;;) {
+    uint32_t s = t->slots[i];
+    if (s == 0) return i;
+    size_t k = s - 1;
+    if (t->hash[k] == h && t->len[k] == len && memcmp(termtab_key(t, k), key, len) == 0) return i;
+    i = (i + 1) & mask;
+  }
+}
+
+static int64_t termtab_find(const termtab *t, const char *key, size_t len) {
+  if (t->cap == 0) return -1;
+  uint32_t s = t->slots[termtab_probe(t, key, len, term_hash(key, len))];
+  return s ? (int64_t)(s - 1) : -1;
+}
+
+static int termtab_rehash(termtab *t, size_t cap) {
+  uint32_t *slots = calloc(cap, sizeof *slots);
+  if (!slots) return -1;
+  free(t->slots);
+  t->slots = slots;
+  t->cap = cap;
+  for (size_t k = 0; k < t->n; k++) {
+    size_t i = (size_t)t->hash[k] & (cap - 1);
+    while (slots[i]) i = (i + 1) & (cap - 1);
+    slots[i] = (uint32_t)(k + 1);
+  }
+  return 0;
+}
+
+/* Index of key, inserted when new (*added says which). -1: out of memory. */
+static int64_t termtab_add(termtab *t, const char *key, size_t len, int *added) {
+  *added = 0;
+  if ((t->n + 1) * 2 > t->cap && termtab_rehash(t, t->cap ? t->cap * 2 : 256) != 0) return -1;
+  uint64_t h = term_hash(key, len);
+  size_t slot = termtab_probe(t, key, len, h);
+  if (t->slots[slot]) return (int64_t)(t->slots[slot] - 1);
+  if (t->n >= UINT32_MAX - 1) return -1;
+  if (t->n == t->ncap) {
+    size_t nc = t->ncap ? t->ncap * 2 : 256;
+    size_t *off = realloc(t->off, nc * sizeof *off);
+    if (!off) return -1;
+    t->off = off;
+    uint32_t *ln = realloc(t->len, nc * sizeof *ln);
+    if (!ln) return -1;
+    t->len = ln;
+    uint64_t *hs = realloc(t->hash, nc * sizeof *hs);
+    if (!hs) return -1;
+    t->hash = hs;
+    t->ncap = nc;
+  }
+  if (t->alen + len > t->acap) {
+    size_t ac = t->acap ? t->acap : 4096;
+    while (ac < t->alen + len) ac *= 2;
+    char *a = realloc(t->arena, ac);
+    if (!a) return -1;
+    t->arena = a;
+    t->acap = ac;
+  }
+  memcpy(t->arena + t->alen, key, len);
+  size_t k = t->n++;
+  t->off[k] = t->alen;
+  t->len[k] = (uint32_t)len;
+  t->hash[k] = h;
+  t->alen += len;
+  t->slots[slot] = (uint32_t)(k + 1);
+  *added = 1;
+  return (int64_t)k;
+}
+
+/* ---- the model ------------------------------------------------------------ */
+
+struct nn_sparse_lr {
+  nn_sparse_lr_config cfg;
+  size_t C, F;
+  termtab vocab; /* feature j = key j */
+  float *idf;    /* (F) */
+  float *params; /* one allocation: W (F,C) | b (C) */
+  float *W, *b;
+};
+
+nn_sparse_lr_config nn_sparse_lr_defaults(void) {
+  return (nn_sparse_lr_config){
+      .word_ngrams = 2,
+      .char_min = 2,
+      .char_max = 5,
+      .min_df = 1,
+      .max_features = 0,
+      .C = 200.0f,
+      .epochs = 300,
+      .seed = 42,
+  };
+}
+
+static finch_status check_config(const nn_sparse_lr_config *c, finch_status code, finch_err *err) {
+  if (c->word_ngrams < 1 || c->word_ngrams > 3)
+    return finch_err_set(err, code, "word_ngrams must be 1..3, not %u", c->word_ngrams);
+  if (c->char_max > 0 && (c->char_min < 1 || c->char_min > c->char_max || c->char_max > NN_SLR_MAX_CHAR))
+    return finch_err_set(err, code, "character n-grams need 1 <= char_min <= char_max <= %d (char_min %u, char_max %u)",
+                         NN_SLR_MAX_CHAR, c->char_min, c->char_max);
+  if (c->char_max == 0 && c->char_min != 0)
+    return finch_err_set(err, code, "char_min %u without char_max (0 turns both off)", c->char_min);
+  if (c->min_df < 1) return finch_err_set(err, code, "min_df must be at least 1");
+  if (!(c->C > 0.0f) || !isfinite(c->C)) return finch_err_set(err, code, "C must be finite and > 0, not %g", (double)c->C);
+  if (c->epochs < 1) return finch_err_set(err, code, "epochs must be at least 1");
+  return FINCH_OK;
+}
+
+void nn_sparse_lr_free(nn_sparse_lr *m) {
+  if (!m) return;
+  termtab_free(&m->vocab);
+  free(m->idf);
+  free(m->params);
+  free(m);
+}
+
+size_t nn_sparse_lr_n_labels(const nn_sparse_lr *m) { return m->C; }
+size_t nn_sparse_lr_n_features(const nn_sparse_lr *m) { return m->F; }
+size_t nn_sparse_lr_n_params(const nn_sparse_lr *m) { return m->F * m->C + m->C; }
+const nn_sparse_lr_config *nn_sparse_lr_config_of(const nn_sparse_lr *m) { return &m->cfg; }
+
+/* Allocates W and b (zeroed) and idf for F features and C labels. */
+static int model_alloc_params(nn_sparse_lr *m) {
+  m->idf = malloc((m->F ? m->F : 1) * sizeof *m->idf);
+  m->params = calloc((m->F + 1) * m->C, sizeof *m->params);
+  if (!m->idf || !m->params) return -1;
+  m->W = m->params;
+  m->b = m->params + m->F * m->C;
+  return 0;
+}
+
+/* ---- terms of a text ------------------------------------------------------ */
+
+/* Scratch for building keys; reused across calls. */
+typedef struct {
+  char *key;
+  size_t cap;
+  size_t *cp; /* byte offsets of code points of the padded token */
+  size_t cpcap;
+} keybuf;
+
+static void keybuf_free(keybuf *k) {
+  free(k->key);
+  free(k->cp);
+  memset(k, 0, sizeof *k);
+}
+
+static int keybuf_reserve(keybuf *k, size_t n) {
+  if (n <= k->cap) return 0;
+  size_t c = k->cap ? k->cap : 256;
+  while (c < n) c *= 2;
+  char *p = realloc(k->key, c);
+  if (!p) return -1;
+  k->key = p;
+  k->cap = c;
+  return 0;
+}
+
+/* Called once per term occurrence with its key; nonzero stops the walk. */
+typedef int (*term_fn)(void *ctx, const char *key, size_t len);
+
+/* Calls fn for every term occurrence of the tokens t, word block first.
+ * Returns 0, -1 when out of memory, or fn's nonzero result. */
+static int for_each_term(const nn_tokens *t, const nn_sparse_lr_config *cfg, keybuf *kb, term_fn fn,
+                         void *ctx) {
+  for (uint32_t ng = 1; ng <= cfg->word_ngrams; ng++) {
+    for (size_t i = 0; i + ng <= t->n; i++) {
+      size_t len = 1 + (ng - 1);
+      for (size_t j = i; j < i + ng; j++) len += t->tok[j].len;
+      if (len > NN_SPARSE_LR_MAX_KEY) continue;
+      if (keybuf_reserve(kb, len)) return -1;
+      char *p = kb->key;
+      *p++ = TAG_WORD;
+      for (size_t j = i; j < i + ng; j++) {
+        if (j > i) *p++ = ' ';
+        memcpy(p, t->norm + t->tok[j].off, t->tok[j].len);
+        p += t->tok[j].len;
+      }
+      int rc = fn(ctx, kb->key, len);
+      if (rc) return rc;
+    }
+  }
+  if (cfg->char_max == 0) return 0;
+  for (size_t i = 0; i < t->n; i++) {
+    if (t->tok[i].kind == NN_TOKEN_PLACEHOLDER) continue;
+    const char *w = t->norm + t->tok[i].off;
+    size_t wl = t->tok[i].len, pl = wl + 2;
+    /* key: tag, then " " w " " */
+    if (keybuf_reserve(kb, pl + 1)) return -1;
+    if (pl + 1 > kb->cpcap) {
+      size_t *c = realloc(kb->cp, (pl + 1) * sizeof *c);
+      if (!c) return -1;
+      kb->cp = c;
+      kb->cpcap = pl + 1;
+    }
+    char *pad = kb->key + 1;
+    pad[0] = ' ';
+    memcpy(pad + 1, w, wl);
+    pad[pl - 1] = ' ';
+    size_t L = 0;
+    for (size_t b = 0; b < pl; b++)
+      if (((unsigned char)pad[b] & 0xC0) != 0x80) kb->cp[L++] = b;
+    kb->cp[L] = pl;
+    if (L < cfg->char_min) {
+      if (pl + 1 <= NN_SPARSE_LR_MAX_KEY) {
+        kb->key[0] = TAG_CHAR;
+        int rc = fn(ctx, kb->key, pl + 1);
+        if (rc) return rc;
+      }
+      continue;
+    }
+    for (size_t n = cfg->char_min; n <= cfg->char_max && n <= L; n++) {
+      for (size_t s = 0; s + n <= L; s++) {
+        /* The tag goes in the byte before the n-gram; restore it afterwards. */
+        size_t b0 = kb->cp[s], b1 = kb->cp[s + n];
+        char *k = pad + b0 - 1, saved = *k;
+        *k = TAG_CHAR;
+        int rc = fn(ctx, k, b1 - b0 + 1);
+        *k = saved;
+        if (rc) return rc;
+      }
+    }
+  }
+  return 0;
+}
+
+/* ---- featuriser ----------------------------------------------------------- */
+
+/* Scratch for one text's row; zero before first use, reused across texts. */
+typedef struct {
+  nn_tokens tok;
+  keybuf kb;
+  uint32_t *hits; /* feature ids of the term occurrences found in the vocabulary */
+  size_t nhits, hcap;
+  uint32_t *ids; /* the row: distinct feature ids, ascending */
+  float *vals;
+  size_t n, cap;
+} row_work;
+
+static void row_work_free(row_work *w) {
+  nn_tokens_free(&w->tok);
+  keybuf_free(&w->kb);
+  free(w->hits);
+  free(w->ids);
+  free(w->vals);
+  memset(w, 0, sizeof *w);
+}
+
+typedef struct {
+  const nn_sparse_lr *m;
+  row_work *w;
+} lookup_ctx;
+
+static int lookup_term(void *ctx, const char *key, size_t len) {
+  lookup_ctx *c = ctx;
+  int64_t j = termtab_find(&c->m->vocab, key, len);
+  if (j < 0) return 0;
+  row_work *w = c->w;
+  if (w->nhits == w->hcap) {
+    size_t nc = w->hcap ? w->hcap * 2 : 256;
+    uint32_t *p = realloc(w->hits, nc * sizeof *p);
+    if (!p) return -1;
+    w->hits = p;
+    w->hcap = nc;
+  }
+  w->hits[w->nhits++] = (uint32_t)j;
+  return 0;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* The TF-IDF row of text into w->ids / w->vals (w->n entries). */
+static finch_status featurize(const nn_sparse_lr *m, const char *text, row_work *w, finch_err *err) {
+  w->n = w->nhits = 0;
+  finch_status st = nn_tokenize(text, &w->tok, err);
+  if (st != FINCH_OK) return st;
+  lookup_ctx ctx = {m, w};
+  if (for_each_term(&w->tok, &m->cfg, &w->kb, lookup_term, &ctx))
+    return finch_err_set(err, FINCH_ENOMEM, "out of memory for the terms of a %zu-byte text", strlen(text));
+  if (w->nhits > w->cap) {
+    uint32_t *ids = realloc(w->ids, w->nhits * sizeof *ids);
+    if (ids) w->ids = ids;
+    float *vals = realloc(w->vals, w->nhits * sizeof *vals);
+    if (vals) w->vals = vals;
+    if (!ids || !vals) return finch_err_set(err, FINCH_ENOMEM, "out of memory for a row of %zu terms", w->nhits);
+    w->cap = w->nhits;
+  }
+  if (w->nhits > 1) qsort(w->hits, w->nhits, sizeof *w->hits, cmp_u32);
+  double ss[2] = {0.0, 0.0}; /* squared norms of the word and char blocks */
+  for (size_t i = 0; i < w->nhits;) {
+    size_t k = i + 1;
+    while (k < w->nhits && w->hits[k] == w->hits[i]) k++;
+    uint32_t j = w->hits[i];
+    float v = (1.0f + logf((float)(k - i))) * m->idf[j];
+    w->ids[w->n] = j;
+    w->vals[w->n++] = v;
+    ss[termtab_key(&m->vocab, j)[0] == TAG_CHAR] += (double)v * v;
+    i = k;
+  }
+  float inv[2] = {ss[0] > 0 ? (float)(1.0 / sqrt(ss[0])) : 0.0f, ss[1] > 0 ? (float)(1.0 / sqrt(ss[1])) : 0.0f};
+  for (size_t i = 0; i < w->n; i++) w->vals[i] *= inv[termtab_key(&m->vocab, w->ids[i])[0] == TAG_CHAR];
+  return FINCH_OK;
+}
+
+/* z (C) = b + sum_k vals[k] W[ids[k]]. */
+static void logits_forward(const float *W, const float *b, size_t C, const uint32_t *ids, const float *vals,
+                           size_t nnz, float *z) {
+  memcpy(z, b, C * sizeof *z);
+  for (size_t k = 0; k < nnz; k++) {
+    const float *w = W + (size_t)ids[k] * C;
+    float v = vals[k];
+    for (size_t c = 0; c < C; c++) z[c] += v * w[c];
+  }
+}
+
+int nn_sparse_lr_predict(const nn_sparse_lr *m, const char *text, float *probs, float temperature) {
+  size_t C = m->C;
+  int best = -1;
+  row_work w = {0};
+  float *z = NULL;
+  if (!(temperature > 0.0f) || !isfinite(temperature)) goto out;
+  z = malloc(C * sizeof *z);
+  if (!z || featurize(m, text, &w, NULL) != FINCH_OK) goto out;
+  logits_forward(m->W, m->b, C, w.ids, w.vals, w.n, z);
+  best = 0;
+  for (size_t c = 1; c < C; c++)
+    if (z[c] > z[best]) best = (int)c;
+  if (probs) nn_softmax(z, probs, (int)C, temperature);
+out:
+  if (best < 0 && probs)
+    for (size_t c = 0; c < C; c++) probs[c] = 1.0f / (float)C;
+  free(z);
+  row_work_free(&w);
+  return best;
+}
+
+/* ---- vocabulary ----------------------------------------------------------- */
+
+typedef struct {
+  termtab tab;
+  uint32_t *df, *last; /* last: 1 + index of the last text that had the term */
+  uint64_t *count;
+  size_t cap;
+  uint32_t doc; /* 1 + index of the current text */
+} counter;
+
+static void counter_free(counter *c) {
+  termtab_free(&c->tab);
+  free(c->df);
+  free(c->last);
+  free(c->count);
+  memset(c, 0, sizeof *c);
+}
+
+static int count_term(void *ctx, const char *key, size_t len) {
+  counter *c = ctx;
+  int added;
+  int64_t k = termtab_add(&c->tab, key, len, &added);
+  if (k < 0) return -1;
+  if ((size_t)k >= c->cap) {
+    size_t nc = c->cap ? c->cap * 2 : 1024;
+    uint32_t *df = realloc(c->df, nc * sizeof *df);
+    if (df) c->df = df;
+    uint32_t *last = realloc(c->last, nc * sizeof *last);
+    if (last) c->last = last;
+    uint64_t *cnt = realloc(c->count, nc * sizeof *cnt);
+    if (cnt) c->count = cnt;
+    if (!df || !last || !cnt) return -1;
+    c->cap = nc;
+  }
+  if (added) c->df[k] = 0, c->last[k] = 0, c->count[k] = 0;
+  if (c->last[k] != c->doc) c->df[k]++, c->last[k] = c->doc;
+  c->count[k]++;
+  return 0;
+}
+
+static int key_cmp(const termtab *t, uint32_t a, uint32_t b) {
+  size_t la = t->len[a], lb = t->len[b];
+  int r = memcmp(termtab_key(t, a), termtab_key(t, b), la < lb ? la : lb);
+  if (r) return r;
+  return (la > lb) - (la < lb);
+}
+
+/* Sorts idx by (key desc, bytes asc); key is df or count. Merge sort: qsort
+ * has no context argument, and the order must not depend on the C library. */
+static void sort_candidates(uint32_t *idx, uint32_t *tmp, size_t n, const counter *c, int by_count) {
+  if (n < 2) return;
+  size_t h = n / 2;
+  sort_candidates(idx, tmp, h, c, by_count);
+  sort_candidates(idx + h, tmp, n - h, c, by_count);
+  size_t i = 0, j = h, o = 0;
+  while (i < h && j < n) {
+    uint32_t a = idx[i], b = idx[j];
+    uint64_t ka = by_count ? c->count[a] : c->df[a], kb = by_count ? c->count[b] : c->df[b];
+    int b_first = kb > ka || (kb == ka && key_cmp(&c->tab, b, a) < 0);
+    tmp[o++] = b_first ? idx[j++] : idx[i++];
+  }
+  while (i < h) tmp[o++] = idx[i++];
+  while (j < n) tmp[o++] = idx[j++];
+  memcpy(idx, tmp, n * sizeof *idx);
+}
+
+/* Counts the terms of texts and builds m->vocab and m->idf. */
+static finch_status build_vocab(nn_sparse_lr *m, const char *const *texts, size_t n, finch_err *err) {
+  counter c = {0};
+  nn_tokens tok = {0};
+  keybuf kb = {0};
+  uint32_t *idx = NULL, *tmp = NULL;
+  finch_status st = FINCH_OK;
+  for (size_t t = 0; t < n; t++) {
+    st = nn_tokenize(texts[t], &tok, err);
+    if (st != FINCH_OK) {
+      finch_err_prefix(err, "text %zu", t);
+      goto out;
+    }
+    c.doc = (uint32_t)(t + 1);
+    if (for_each_term(&tok, &m->cfg, &kb, count_term, &c)) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory counting the terms of text %zu", t);
+      goto out;
+    }
+  }
+  size_t nt = c.tab.n, nk = 0;
+  idx = malloc((nt ? nt : 1) * sizeof *idx);
+  tmp = malloc((nt ? nt : 1) * sizeof *tmp);
+  if (!idx || !tmp) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory sorting %zu terms", nt);
+    goto out;
+  }
+  for (size_t k = 0; k < nt; k++)
+    if (c.df[k] >= m->cfg.min_df) idx[nk++] = (uint32_t)k;
+  if (m->cfg.max_features > 0 && nk > m->cfg.max_features) {
+    sort_candidates(idx, tmp, nk, &c, 1);
+    nk = m->cfg.max_features;
+  }
+  sort_candidates(idx, tmp, nk, &c, 0);
+  m->F = nk;
+  if (model_alloc_params(m)) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu features x %zu labels", nk, m->C);
+    goto out;
+  }
+  for (size_t j = 0; j < nk; j++) {
+    int added;
+    if (termtab_add(&m->vocab, termtab_key(&c.tab, idx[j]), c.tab.len[idx[j]], &added) < 0) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory for a vocabulary of %zu terms", nk);
+      goto out;
+    }
+    m->idf[j] = (float)(log((1.0 + (double)n) / (1.0 + (double)c.df[idx[j]])) + 1.0);
+  }
+out:
+  free(idx);
+  free(tmp);
+  keybuf_free(&kb);
+  nn_tokens_free(&tok);
+  counter_free(&c);
+  return st;
+}
+
+/* ---- training ------------------------------------------------------------- */
+
+/* The training set as CSR: row i is ids/vals[offs[i] .. offs[i+1]). */
+typedef struct {
+  size_t n, nnz;
+  size_t *offs;
+  uint32_t *ids;
+  float *vals;
+  const int32_t *y;
+} csr;
+
+static void csr_free(csr *x) {
+  free(x->offs);
+  free(x->ids);
+  free(x->vals);
+  memset(x, 0, sizeof *x);
+}
+
+static finch_status build_csr(const nn_sparse_lr *m, const char *const *texts, const int32_t *y, size_t n,
+                              csr *x, finch_err *err) {
+  row_work w = {0};
+  size_t cap = 0;
+  finch_status st = FINCH_OK;
+  x->n = n;
+  x->y = y;
+  x->offs = malloc((n + 1) * sizeof *x->offs);
+  if (!x->offs) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu rows", n);
+    goto out;
+  }
+  x->offs[0] = 0;
+  for (size_t i = 0; i < n; i++) {
+    st = featurize(m, texts[i], &w, err);
+    if (st != FINCH_OK) {
+      finch_err_prefix(err, "text %zu", i);
+      goto out;
+    }
+    if (x->nnz + w.n > cap) {
+      size_t nc = cap ? cap : 65536;
+      while (nc < x->nnz + w.n) nc *= 2;
+      uint32_t *ids = realloc(x->ids, nc * sizeof *ids);
+      if (ids) x->ids = ids;
+      float *vals = realloc(x->vals, nc * sizeof *vals);
+      if (vals) x->vals = vals;
+      if (!ids || !vals) {
+        st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu nonzeros", nc);
+        goto out;
+      }
+      cap = nc;
+    }
+    if (w.n) {
+      memcpy(x->ids + x->nnz, w.ids, w.n * sizeof *w.ids);
+      memcpy(x->vals + x->nnz, w.vals, w.n * sizeof *w.vals);
+    }
+    x->nnz += w.n;
+    x->offs[i + 1] = x->nnz;
+  }
+out:
+  row_work_free(&w);
+  return st;
+}
+
+/* The objective at theta = W (F,C) | b (C) and its gradient g (same layout):
+ * mean cross-entropy over the rows + lambda/2 ||W||^2. z and d are (C)
+ * scratch. */
+static double loss_grad(const csr *x, size_t F, size_t C, double lambda, const float *theta, float *g, float *z,
+                        float *d) {
+  const float *W = theta, *b = theta + F * C;
+  float *gW = g, *gb = g + F * C;
+  memset(g, 0, (F + 1) * C * sizeof *g);
+  double loss = 0.0;
+  const double inv_n = 1.0 / (double)x->n;
+  for (size_t i = 0; i < x->n; i++) {
+    size_t o = x->offs[i], nnz = x->offs[i + 1] - o;
+    const uint32_t *ids = x->ids + o;
+    const float *vals = x->vals + o;
+    logits_forward(W, b, C, ids, vals, nnz, z);
+    float mx = z[0];
+    for (size_t c = 1; c < C; c++) mx = z[c] > mx ? z[c] : mx;
+    double s = 0.0;
+    for (size_t c = 0; c < C; c++) s += exp((double)(z[c] - mx));
+    double lse = (double)mx + log(s);
+    int32_t y = x->y[i];
+    loss += lse - (double)z[y];
+    for (size_t c = 0; c < C; c++) d[c] = (float)(exp((double)z[c] - lse) * inv_n);
+    d[y] -= (float)inv_n;
+    for (size_t c = 0; c < C; c++) gb[c] += d[c];
+    for (size_t k = 0; k < nnz; k++) {
+      float *gw = gW + (size_t)ids[k] * C;
+      float v = vals[k];
+      for (size_t c = 0; c < C; c++) gw[c] += v * d[c];
+    }
+  }
+  double r = 0.0;
+  const float lf = (float)lambda;
+  for (size_t j = 0; j < F * C; j++) {
+    r += (double)W[j] * W[j];
+    gW[j] += lf * W[j];
+  }
+  return loss * inv_n + 0.5 * lambda * r;
+}
+
+static double dot(const float *a, const float *b, size_t n) {
+  double s = 0.0;
+  for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+  return s;
+}
+
+static void axpy(float *y, float a, const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* Minimises the objective over m->params (starting from its content, zeros). */
+static finch_status lbfgs(nn_sparse_lr *m, const csr *x, finch_err *err) {
+  const size_t F = m->F, C = m->C, D = (F + 1) * C, H = NN_SLR_HISTORY;
+  const double lambda = 1.0 / ((double)m->cfg.C * (double)x->n);
+  float *mem = malloc((3 + 2 * H) * D * sizeof *mem);
+  float *scratch = malloc(2 * C * sizeof *scratch);
+  if (!mem || !scratch) {
+    free(mem);
+    free(scratch);
+    return finch_err_set(err, FINCH_ENOMEM, "out of memory for L-BFGS over %zu parameters (%zu MiB)", D,
+                         (3 + 2 * H) * D * sizeof(float) >> 20);
+  }
+  float *xv = m->params, *g = mem, *gn = mem + D, *d = mem + 2 * D;
+  float *S = mem + 3 * D, *Y = S + H * D; /* ring of H pairs: slot k at S + k D, Y + k D */
+  double rho[NN_SLR_HISTORY], alpha[NN_SLR_HISTORY], gamma = 1.0;
+  double fhist[NN_SLR_WINDOW] = {0}; /* objective after iteration it, at it % NN_SLR_WINDOW */
+  size_t npairs = 0, head = 0; /* head: slot of the next pair */
+  float *z = scratch, *dz = scratch + C;
+  double f = loss_grad(x, F, C, lambda, xv, g, z, dz);
+  for (uint32_t it = 0; it < m->cfg.epochs; it++) {
+    double gmax = 0.0;
+    for (size_t i = 0; i < D; i++) gmax = fabs((double)g[i]) > gmax ? fabs((double)g[i]) : gmax;
+    if (gmax < NN_SLR_GTOL) break;
+    /* d = -H g by the two-loop recursion over the stored pairs, newest first. */
+    memcpy(d, g, D * sizeof *d);
+    for (size_t k = 0; k < npairs; k++) {
+      size_t s = (head + H - 1 - k) % H;
+      alpha[s] = rho[s] * dot(S + s * D, d, D);
+      axpy(d, (float)-alpha[s], Y + s * D, D);
+    }
+    for (size_t i = 0; i < D; i++) d[i] *= (float)gamma;
+    for (size_t k = npairs; k-- > 0;) {
+      size_t s = (head + H - 1 - k) % H;
+      double beta = rho[s] * dot(Y + s * D, d, D);
+      axpy(d, (float)(alpha[s] - beta), S + s * D, D);
+    }
+    for (size_t i = 0; i < D; i++) d[i] = -d[i];
+    double gd = dot(g, d, D);
+    if (!(gd < 0.0)) { /* not a descent direction (rounding): restart from steepest descent */
+      npairs = 0;
+      for (size_t i = 0; i < D; i++) d[i] = -g[i];
+      gd = -dot(g, g, D);
+    }
+    double t = npairs == 0 ? fmin(1.0, 1.0 / sqrt(-gd)) : 1.0, applied = 0.0, fn = f;
+    int ok = 0;
+    for (int ls = 0; ls < NN_SLR_MAX_LS; ls++) {
+      axpy(xv, (float)(t - applied), d, D);
+      applied = t;
+      fn = loss_grad(x, F, C, lambda, xv, gn, z, dz);
+      if (isfinite(fn) && fn <= f + NN_SLR_C1 * t * gd) {
+        ok = 1;
+        break;
+      }
+      /* Minimiser of the quadratic through f, gd and fn, kept in [0.1 t, 0.5 t]. */
+      double tq = isfinite(fn) ? -gd * t * t / (2.0 * (fn - f - gd * t)) : 0.1 * t;
+      t = fmax(0.1 * t, fmin(0.5 * t, tq));
+    }
+    if (!ok) { /* no decrease along d: keep the last accepted point */
+      axpy(xv, (float)-applied, d, D);
+      break;
+    }
+    /* s = t d, y = gn - g into the slot after the newest pair (the oldest
+     * one's when the ring is full). A pair whose curvature rounding made
+     * unusable is dropped, and with it that oldest pair. */
+    float *s = S + head * D, *yv = Y + head * D;
+    for (size_t i = 0; i < D; i++) s[i] = (float)applied * d[i], yv[i] = gn[i] - g[i];
+    double sy = dot(s, yv, D), yy = dot(yv, yv, D);
+    if (sy > 1e-12 * yy && yy > 0.0) {
+      rho[head] = 1.0 / sy;
+      gamma = sy / yy;
+      head = (head + 1) % H;
+      if (npairs < H) npairs++;
+    } else if (npairs == H) {
+      npairs--;
+    }
+    float *tg = g;
+    g = gn;
+    gn = tg;
+    f = fn;
+    double f_then = fhist[it % NN_SLR_WINDOW]; /* after iteration it - NN_SLR_WINDOW */
+    fhist[it % NN_SLR_WINDOW] = f;
+    if (it >= NN_SLR_WINDOW && f_then - f <= NN_SLR_FTOL * f) break;
+  }
+  free(mem);
+  free(scratch);
+  return FINCH_OK;
+}
+
+finch_status nn_sparse_lr_train(nn_sparse_lr **out, const char *const *texts, const int32_t *labels,
+                                size_t n, size_t n_labels, const nn_sparse_lr_config *cfg,
+                                finch_err *err) {
+  *out = NULL;
+  finch_status st = check_config(cfg, FINCH_EINVAL, err);
+  if (st != FINCH_OK) return st;
+  if (n == 0) return finch_err_set(err, FINCH_EINVAL, "no training texts");
+  if (n >= UINT32_MAX) return finch_err_set(err, FINCH_EINVAL, "%zu training texts are too many", n);
+  if (n_labels == 0 || n_labels > INT32_MAX)
+    return finch_err_set(err, FINCH_EINVAL, "n_labels must be 1..%d, not %zu", INT32_MAX, n_labels);
+  for (size_t i = 0; i < n; i++)
+    if (labels[i] < 0 || (size_t)labels[i] >= n_labels)
+      return finch_err_set(err, FINCH_EINVAL, "text %zu: label %d is outside [0, %zu)", i, labels[i], n_labels);
+  nn_sparse_lr *m = calloc(1, sizeof *m);
+  if (!m) return finch_err_set(err, FINCH_ENOMEM, "out of memory for the model");
+  m->cfg = *cfg;
+  m->C = n_labels;
+  csr x = {0};
+  st = build_vocab(m, texts, n, err);
+  if (st == FINCH_OK) st = build_csr(m, texts, labels, n, &x, err);
+  if (st == FINCH_OK) st = lbfgs(m, &x, err);
+  csr_free(&x);
+  if (st != FINCH_OK) {
+    nn_sparse_lr_free(m);
+    return st;
+  }
+  *out = m;
+  return FINCH_OK;
+}
+
+/* ---- serialisation -------------------------------------------------------- */
+
+static unsigned char *put_u32(unsigned char *p, uint32_t v) {
+  for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+  return p + 4;
+}
+
+static unsigned char *put_u64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+  return p + 8;
+}
+
+static unsigned char *put_f32(unsigned char *p, float f) {
+  uint32_t v;
+  memcpy(&v, &f, 4);
+  return put_u32(p, v);
+}
+
+static uint32_t get_u32(const unsigned char *p) {
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static uint64_t get_u64(const unsigned char *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
+
+static float get_f32(const unsigned char *p) {
+  uint32_t v = get_u32(p);
+  float f;
+  memcpy(&f, &v, 4);
+  return f;
+}
+
+finch_status nn_sparse_lr_save(const nn_sparse_lr *m, unsigned char **buf, size_t *len, finch_err *err) {
+  if (m->F > UINT32_MAX || m->C > UINT32_MAX)
+    return finch_err_set(err, FINCH_EINVAL, "model of %zu features x %zu labels is too large to save", m->F, m->C);
+  size_t total = NN_SPARSE_LR_HEADER + m->F * 8 + m->vocab.alen + (m->F + 1) * m->C * 4;
+  unsigned char *b = malloc(total), *p = b;
+  if (!b) return finch_err_set(err, FINCH_ENOMEM, "out of memory for a %zu-byte model blob", total);
+  memcpy(p, "FSLR", 4);
+  p = put_u32(p + 4, NN_SPARSE_LR_VERSION);
+  const nn_sparse_lr_config *c = &m->cfg;
+  p = put_u32(p, c->word_ngrams);
+  p = put_u32(p, c->char_min);
+  p = put_u32(p, c->char_max);
+  p = put_u32(p, c->min_df);
+  p = put_u32(p, c->max_features);
+  p = put_f32(p, c->C);
+  p = put_u32(p, c->epochs);
+  p = put_u64(p, c->seed);
+  p = put_u32(p, (uint32_t)m->C);
+  p = put_u32(p, (uint32_t)m->F);
+  for (size_t j = 0; j < m->F; j++) {
+    p = put_u32(p, m->vocab.len[j]);
+    memcpy(p, termtab_key(&m->vocab, j), m->vocab.len[j]);
+    p = put_f32(p + m->vocab.len[j], m->idf[j]);
+  }
+  for (size_t i = 0; i < (m->F + 1) * m->C; i++) p = put_f32(p, m->params[i]);
+  if ((size_t)(p - b) != total) {
+    free(b);
+    return finch_err_set(err, FINCH_EINTERNAL, "model blob: wrote %zu bytes, expected %zu", (size_t)(p - b), total);
+  }
+  *buf = b;
+  *len = total;
+  return FINCH_OK;
+}
+
+finch_status nn_sparse_lr_load(nn_sparse_lr **out, const unsigned char *buf, size_t len, finch_err *err) {
+  *out = NULL;
+  if (len < NN_SPARSE_LR_HEADER)
+    return finch_err_set(err, FINCH_EFORMAT, "sparse LR blob of %zu bytes is shorter than its %d-byte header", len,
+                         NN_SPARSE_LR_HEADER);
+  if (memcmp(buf, "FSLR", 4) != 0) return finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: bad magic (expected FSLR)");
+  uint32_t version = get_u32(buf + 4);
+  if (version != NN_SPARSE_LR_VERSION)
+    return finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: version %u, expected %d", version, NN_SPARSE_LR_VERSION);
+  nn_sparse_lr_config c = {
+      .word_ngrams = get_u32(buf + 8),
+      .char_min = get_u32(buf + 12),
+      .char_max = get_u32(buf + 16),
+      .min_df = get_u32(buf + 20),
+      .max_features = get_u32(buf + 24),
+      .C = get_f32(buf + 28),
+      .epochs = get_u32(buf + 32),
+      .seed = get_u64(buf + 36),
+  };
+  finch_status st = check_config(&c, FINCH_EFORMAT, err);
+  if (st != FINCH_OK) {
+    finch_err_prefix(err, "sparse LR blob: configuration");
+    return st;
+  }
+  size_t C = get_u32(buf + 44), F = get_u32(buf + 48), off = NN_SPARSE_LR_HEADER, rem = len - off;
+  if (C == 0 || C > INT32_MAX) return finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: n_labels %zu at offset 44", C);
+  /* Each vocabulary entry takes at least 10 bytes, the weights (F+1) C 4. */
+  if (F > rem / 10 || F + 1 > rem / 4 / C)
+    return finch_err_set(err, FINCH_EFORMAT,
+                         "sparse LR blob: %zu features x %zu labels need more than the %zu bytes after the header", F, C,
+                         rem);
+  nn_sparse_lr *m = calloc(1, sizeof *m);
+  if (!m) return finch_err_set(err, FINCH_ENOMEM, "out of memory for the model");
+  m->cfg = c;
+  m->C = C;
+  m->F = F;
+  if (model_alloc_params(m)) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu features x %zu labels", F, C);
+    goto fail;
+  }
+  for (size_t j = 0; j < F; j++) {
+    if (len - off < 4) goto truncated;
+    size_t kl = get_u32(buf + off);
+    if (kl < 2 || kl > NN_SPARSE_LR_MAX_KEY) {
+      st = finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: vocabulary entry %zu at offset %zu has key length %zu (2..%d)",
+                         j, off, kl, NN_SPARSE_LR_MAX_KEY);
+      goto fail;
+    }
+    if (len - off - 4 < kl + 4) goto truncated;
+    const char *key = (const char *)buf + off + 4;
+    if (key[0] != TAG_WORD && key[0] != TAG_CHAR) {
+      st = finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: vocabulary entry %zu at offset %zu has block tag 0x%02x",
+                         j, off + 4, (unsigned char)key[0]);
+      goto fail;
+    }
+    int added;
+    if (termtab_add(&m->vocab, key, kl, &added) < 0) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory for a vocabulary of %zu terms", F);
+      goto fail;
+    }
+    if (!added) {
+      st = finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: vocabulary entry %zu at offset %zu duplicates an earlier key",
+                         j, off);
+      goto fail;
+    }
+    float idf = get_f32(buf + off + 4 + kl);
+    if (!(idf > 0.0f) || !isfinite(idf)) {
+      st = finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: vocabulary entry %zu has idf %g at offset %zu", j,
+                         (double)idf, off + 4 + kl);
+      goto fail;
+    }
+    m->idf[j] = idf;
+    off += 8 + kl;
+  }
+  size_t np = (F + 1) * C;
+  if ((len - off) / 4 < np) goto truncated;
+  if (len - off != np * 4) {
+    st = finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: %zu bytes after the weights at offset %zu",
+                       len - off - np * 4, off + np * 4);
+    goto fail;
+  }
+  for (size_t i = 0; i < np; i++) {
+    m->params[i] = get_f32(buf + off + 4 * i);
+    if (!isfinite(m->params[i])) {
+      st = finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: non-finite weight at offset %zu", off + 4 * i);
+      goto fail;
+    }
+  }
+  *out = m;
+  return FINCH_OK;
+truncated:
+  st = finch_err_set(err, FINCH_EFORMAT, "sparse LR blob: truncated at offset %zu of %zu (%zu features x %zu labels)",
+                     off, len, F, C);
+fail:
+  nn_sparse_lr_free(m);
+  return st;
+}

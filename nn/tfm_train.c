@@ -1,0 +1,857 @@
+#include "nn/tfm_train.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nn/features.h"
+#include "nn/loss.h"
+#include "nn/optim.h"
+#include "nn/rng.h"
+#include "nn/tfm_ops.h"
+
+enum { RNG_SHUFFLE = 11, RNG_DROPOUT = 12, RNG_MASK = 13 };
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- encoding ---------------------------------------------------------- */
+
+void nn_tfm_corpus_free(nn_tfm_corpus *c) {
+  if (!c) return;
+  free(c->ids);
+  free(c->len);
+  free(c->ng_offs);
+  free(c->ng_ids);
+  memset(c, 0, sizeof *c);
+}
+
+/* Hashed character n-grams (minn..maxn code points) of "<" word ">" into
+ * rows [0,buckets), appended to *out. Placeholders and CJK get none. */
+static int word_ngrams(const char *w, size_t len, uint32_t buckets, uint32_t minn, uint32_t maxn,
+                       uint32_t **out, size_t *n, size_t *cap) {
+  char buf[260];
+  if (len + 2 > sizeof buf) return 0;
+  buf[0] = '<';
+  memcpy(buf + 1, w, len);
+  buf[len + 1] = '>';
+  size_t bl = len + 2;
+  /* Start offsets of code points. */
+  size_t starts[260];
+  size_t ns = 0;
+  for (size_t i = 0; i < bl; i++)
+    if (((unsigned char)buf[i] & 0xC0) != 0x80) starts[ns++] = i;
+  starts[ns] = bl;
+  for (size_t i = 0; i < ns; i++) {
+    for (uint32_t k = minn; k <= maxn && i + k <= ns; k++) {
+      if (k == 1 && (i == 0 || i + 1 == ns)) continue; /* a lone "<" or ">" */
+      size_t a = starts[i], b = starts[i + k];
+      if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 4096;
+        uint32_t *p = realloc(*out, nc * sizeof *p);
+        if (!p) return -1;
+        *out = p;
+        *cap = nc;
+      }
+      (*out)[(*n)++] = (uint32_t)(nn_feature_hash(5, buf + a, b - a) % buckets);
+    }
+  }
+  return 0;
+}
+
+finch_status nn_tfm_corpus_encode(nn_tfm_corpus *c, const nn_tokenizer *tok, const char *const *texts,
+                                  size_t n, int T, uint32_t buckets, uint32_t minn, uint32_t maxn,
+                                  finch_err *err) {
+  memset(c, 0, sizeof *c);
+  if (T < 2 || T > 255) return finch_err_set(err, FINCH_EINVAL, "sequence length %d outside [2,255]", T);
+  const int with_ng = buckets > 0 && maxn > 0 && minn >= 1 && minn <= maxn;
+  c->T = T;
+  c->n = n;
+  c->buckets = with_ng ? buckets : 0;
+  c->minn = minn;
+  c->maxn = maxn;
+  c->ids = malloc((n ? n : 1) * (size_t)T * sizeof *c->ids);
+  c->len = malloc(n ? n : 1);
+  int32_t *word = malloc((size_t)T * sizeof *word);
+  size_t ng_n = 0, ng_cap = 0;
+  /* Per word: its n-gram rows as a span of wng. */
+  uint32_t *wng = NULL;
+  size_t wng_n = 0, wng_cap = 0;
+  size_t *wspan = NULL;
+  size_t wspan_cap = 0;
+  nn_tokens toks = {0};
+  finch_status st = FINCH_OK;
+  if (!c->ids || !c->len || !word) goto oom;
+  if (with_ng && !(c->ng_offs = malloc(((n ? n : 1) * (size_t)T + 1) * sizeof *c->ng_offs))) goto oom;
+  for (size_t i = 0; i < n; i++) {
+    int32_t *ids = c->ids + i * (size_t)T;
+    int k = nn_tokenizer_encode(tok, texts[i], ids, word, T);
+    if (k < 0) {
+      st = finch_err_set(err, FINCH_EFORMAT, "text %zu: invalid UTF-8", i);
+      goto out;
+    }
+    if (k < 1) k = 1, ids[0] = NN_TOK_CLS, word[0] = -1;
+    for (int t = k; t < T; t++) ids[t] = NN_TOK_PAD;
+    c->len[i] = (uint8_t)k;
+    if (!with_ng) continue;
+    /* The words as the tokenizer saw them. */
+    finch_err e2;
+    if (nn_tokenizer_words(tok, texts[i], &toks, &e2) != FINCH_OK) toks.n = 0;
+    if (toks.n + 1 > wspan_cap) {
+      size_t nc = toks.n + 64;
+      size_t *p = realloc(wspan, nc * sizeof *p);
+      if (!p) goto oom;
+      wspan = p;
+      wspan_cap = nc;
+    }
+    wng_n = 0;
+    for (size_t wi = 0; wi < toks.n; wi++) {
+      wspan[wi] = wng_n;
+      if (toks.tok[wi].kind == NN_TOKEN_WORD &&
+          word_ngrams(toks.norm + toks.tok[wi].off, toks.tok[wi].len, buckets, minn, maxn, &wng, &wng_n,
+                      &wng_cap))
+        goto oom;
+    }
+    wspan[toks.n] = wng_n;
+    for (int t = 0; t < T; t++) {
+      c->ng_offs[i * (size_t)T + (size_t)t] = ng_n;
+      if (t >= k || word[t] < 0 || (size_t)word[t] >= toks.n) continue;
+      size_t a = wspan[word[t]], b = wspan[word[t] + 1];
+      if (ng_n + (b - a) > ng_cap) {
+        size_t nc = ng_cap ? ng_cap * 2 : 1 << 16;
+        while (nc < ng_n + (b - a)) nc *= 2;
+        uint32_t *p = realloc(c->ng_ids, nc * sizeof *p);
+        if (!p) goto oom;
+        c->ng_ids = p;
+        ng_cap = nc;
+      }
+      memcpy(c->ng_ids + ng_n, wng + a, (b - a) * sizeof *wng);
+      ng_n += b - a;
+    }
+  }
+  if (with_ng) {
+    c->ng_offs[n * (size_t)T] = ng_n;
+    if (!c->ng_ids && !(c->ng_ids = malloc(sizeof *c->ng_ids))) goto oom;
+  }
+  goto out;
+oom:
+  st = finch_err_set(err, FINCH_ENOMEM, "out of memory encoding %zu texts", n);
+out:
+  nn_tokens_free(&toks);
+  free(wng);
+  free(wspan);
+  free(word);
+  if (st != FINCH_OK) nn_tfm_corpus_free(c);
+  return st;
+}
+
+/* ---- batches ------------------------------------------------------------ */
+
+typedef struct {
+  int Bmax, T;
+  int32_t *ids;    /* (Bmax,T) */
+  uint8_t *mask;   /* (Bmax,T) */
+  size_t *ng_offs; /* (Bmax*T+1) */
+  uint32_t *ng_ids;
+  size_t ng_cap;
+  int32_t *y;      /* (Bmax) */
+  float *soft;     /* (Bmax,C) */
+  float *alpha;    /* (Bmax) */
+  int32_t *mpos, *mtgt; /* (Bmax*T) masked positions and their true ids */
+} batch_buf;
+
+static void batch_free(batch_buf *b) {
+  free(b->ids);
+  free(b->mask);
+  free(b->ng_offs);
+  free(b->ng_ids);
+  free(b->y);
+  free(b->soft);
+  free(b->alpha);
+  free(b->mpos);
+  free(b->mtgt);
+}
+
+static int batch_init(batch_buf *b, int Bmax, int T, int C) {
+  memset(b, 0, sizeof *b);
+  b->Bmax = Bmax;
+  b->T = T;
+  size_t BT = (size_t)Bmax * (size_t)T;
+  b->ids = malloc(BT * sizeof *b->ids);
+  b->mask = malloc(BT);
+  b->ng_offs = malloc((BT + 1) * sizeof *b->ng_offs);
+  b->y = malloc((size_t)Bmax * sizeof *b->y);
+  b->soft = malloc((size_t)Bmax * (size_t)(C > 0 ? C : 1) * sizeof *b->soft);
+  b->alpha = malloc((size_t)Bmax * sizeof *b->alpha);
+  b->mpos = malloc(BT * sizeof *b->mpos);
+  b->mtgt = malloc(BT * sizeof *b->mtgt);
+  return b->ids && b->mask && b->ng_offs && b->y && b->soft && b->alpha && b->mpos && b->mtgt ? 0 : -1;
+}
+
+/* Gathers rows rows[0..B) of x into b, trimmed to the longest row: the
+ * batch's T. Returns T, or -1 when out of memory. */
+static int batch_fill(batch_buf *b, const nn_tfm_corpus *x, const uint32_t *rows, int B, nn_tfm_batch *out) {
+  int T = 1;
+  for (int i = 0; i < B; i++)
+    if (x->len[rows[i]] > T) T = x->len[rows[i]];
+  size_t ng = 0;
+  if (x->ng_offs) {
+    for (int i = 0; i < B; i++) {
+      size_t base = (size_t)rows[i] * (size_t)x->T;
+      ng += x->ng_offs[base + (size_t)T] - x->ng_offs[base];
+    }
+    if (ng > b->ng_cap) {
+      uint32_t *p = realloc(b->ng_ids, ng * sizeof *p);
+      if (!p) return -1;
+      b->ng_ids = p;
+      b->ng_cap = ng;
+    }
+  }
+  size_t at = 0;
+  for (int i = 0; i < B; i++) {
+    const size_t r = rows[i], base = r * (size_t)x->T;
+    memcpy(b->ids + (size_t)i * T, x->ids + base, (size_t)T * sizeof *b->ids);
+    for (int t = 0; t < T; t++) b->mask[(size_t)i * T + t] = t < x->len[r];
+    if (x->ng_offs) {
+      for (int t = 0; t < T; t++) {
+        b->ng_offs[(size_t)i * T + t] = at;
+        size_t a = x->ng_offs[base + t], e = x->ng_offs[base + t + 1];
+        memcpy(b->ng_ids + at, x->ng_ids + a, (e - a) * sizeof *b->ng_ids);
+        at += e - a;
+      }
+    }
+  }
+  if (x->ng_offs) b->ng_offs[(size_t)B * T] = at;
+  *out = (nn_tfm_batch){.B = B, .T = T, .ids = b->ids, .mask = b->mask,
+                        .ng_offs = x->ng_offs ? b->ng_offs : NULL, .ng_ids = x->ng_offs ? b->ng_ids : NULL};
+  return T;
+}
+
+/* BERT's masking on a filled batch: each real token but [CLS] is chosen with
+ * probability p; a chosen token becomes [MASK] (80%), a random piece (10%)
+ * or stays (10%). Positions and true ids go to b->mpos / b->mtgt; returns P.
+ * At most cap positions. */
+static int batch_mask(batch_buf *b, const nn_tfm_batch *nb, float p, uint32_t V, int cap, nn_rng *rng) {
+  int P = 0;
+  const uint32_t first_piece = NN_TOK_MASK + 1;
+  for (int i = 0; i < nb->B; i++) {
+    for (int t = 1; t < nb->T; t++) {
+      size_t k = (size_t)i * nb->T + t;
+      if (!b->mask[k] || P >= cap) continue;
+      if (nn_rng_uniform(rng) >= p) continue;
+      b->mpos[P] = (int32_t)k;
+      b->mtgt[P] = b->ids[k];
+      P++;
+      float r = nn_rng_uniform(rng);
+      if (r < 0.8f) b->ids[k] = NN_TOK_MASK;
+      else if (r < 0.9f) b->ids[k] = (int32_t)(first_piece + nn_rng_below(rng, V - first_piece));
+    }
+  }
+  return P;
+}
+
+/* ---- checkpoints ---------------------------------------------------------- */
+
+typedef struct {
+  char magic[8];
+  uint32_t version, reserved;
+  uint64_t n_params, n_rows, step, total;
+  uint32_t epoch, batch_in_epoch;
+  uint64_t config_hash;
+  nn_rng rng[3];
+} ckpt_header;
+_Static_assert(sizeof(ckpt_header) == 160, "ckpt_header is 160 bytes");
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *s = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ULL;
+  return h;
+}
+
+static uint64_t run_hash(const nn_tfm *m, const nn_tfm_train_config *c, size_t n_rows) {
+  const nn_tfm_config *mc = nn_tfm_get_config(m);
+  uint64_t h = 0xcbf29ce484222325ULL;
+  h = fnv(h, mc, sizeof *mc);
+  uint32_t u[] = {c->epochs, c->batch, (uint32_t)c->cosine};
+  float f[] = {c->lr, c->weight_decay, c->warmup, c->clip, c->label_smoothing, c->mlm_prob, c->mlm_weight,
+               c->cls_weight, c->tau, c->alpha, c->gate_penalty};
+  h = fnv(h, u, sizeof u);
+  h = fnv(h, f, sizeof f);
+  h = fnv(h, &c->seed, sizeof c->seed);
+  h = fnv(h, &n_rows, sizeof n_rows);
+  return h;
+}
+
+static finch_status ckpt_save(const char *path, const ckpt_header *h, const uint32_t *order, const float *params,
+                              size_t n_model, const float *proj, const float *mom, const float *vel, finch_err *err) {
+  size_t pl = strlen(path);
+  char *tmp = malloc(pl + 16);
+  if (!tmp) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  memcpy(tmp, path, pl);
+  memcpy(tmp + pl, ".tmp.XXXXXX", 12);
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    finch_status st = finch_err_set(err, FINCH_EIO, "%s: cannot create a temporary file: %s", path, strerror(errno));
+    free(tmp);
+    return st;
+  }
+  FILE *f = fdopen(fd, "wb");
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  int ok = f && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+  struct {
+    const void *p;
+    size_t n;
+  } parts[] = {{h, sizeof *h},
+               {order, (size_t)h->n_rows * sizeof *order},
+               {params, n_model * sizeof(float)},
+               {proj, ((size_t)h->n_params - n_model) * sizeof(float)},
+               {mom, (size_t)h->n_params * sizeof(float)},
+               {vel, (size_t)h->n_params * sizeof(float)}};
+  for (size_t i = 0; ok && i < sizeof parts / sizeof parts[0]; i++)
+    if (parts[i].n) ok = fwrite(parts[i].p, 1, parts[i].n, f) == parts[i].n && EVP_DigestUpdate(md, parts[i].p, parts[i].n);
+  unsigned char dg[32];
+  unsigned dl = 0;
+  ok = ok && EVP_DigestFinal_ex(md, dg, &dl) && fwrite(dg, 1, 32, f) == 32 && fflush(f) == 0 &&
+       fsync(fileno(f)) == 0;
+  EVP_MD_CTX_free(md);
+  if (f) ok = (fclose(f) == 0) && ok;
+  else close(fd);
+  finch_status st = FINCH_OK;
+  if (!ok || rename(tmp, path) != 0) {
+    st = finch_err_set(err, FINCH_EIO, "%s: writing the checkpoint failed: %s", path, strerror(errno));
+    unlink(tmp);
+  }
+  free(tmp);
+  return st;
+}
+
+/* Loads a checkpoint into h, order, params, mom, vel after checking its
+ * checksum and that it belongs to this run (config hash, sizes). */
+static finch_status ckpt_load(const char *path, ckpt_header *h, uint64_t want_hash, size_t n_params,
+                              size_t n_model, size_t n_rows, uint32_t *order, float *params, float *proj, float *mom,
+                              float *vel, finch_err *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return finch_err_set(err, FINCH_ENOTFOUND, "%s: cannot open checkpoint: %s", path, strerror(errno));
+  size_t want = sizeof *h + n_rows * 4 + 3 * n_params * 4 + 32;
+  struct stat sb;
+  finch_status st = FINCH_OK;
+  unsigned char *buf = NULL;
+  if (fstat(fileno(f), &sb) != 0 || (size_t)sb.st_size != want) {
+    st = finch_err_set(err, FINCH_EFORMAT, "%s: checkpoint has %lld bytes, this run's has %zu (another run's checkpoint?)",
+                       path, (long long)sb.st_size, want);
+    goto out;
+  }
+  buf = malloc(want);
+  if (!buf) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory reading %s", path);
+    goto out;
+  }
+  if (fread(buf, 1, want, f) != want) {
+    st = finch_err_set(err, FINCH_EIO, "%s: short read", path);
+    goto out;
+  }
+  unsigned char dg[32];
+  unsigned dl = 0;
+  if (!EVP_Digest(buf, want - 32, dg, &dl, EVP_sha256(), NULL) || memcmp(dg, buf + want - 32, 32) != 0) {
+    st = finch_err_set(err, FINCH_ECHECKSUM, "%s: checkpoint checksum mismatch, the file is corrupt", path);
+    goto out;
+  }
+  memcpy(h, buf, sizeof *h);
+  if (memcmp(h->magic, "FINCHCK", 8) != 0 || h->version != 1 || h->n_params != n_params || h->n_rows != n_rows ||
+      h->config_hash != want_hash) {
+    st = finch_err_set(err, FINCH_EFORMAT, "%s: checkpoint belongs to another run (configuration or data differ)", path);
+    goto out;
+  }
+  const unsigned char *p = buf + sizeof *h;
+  memcpy(order, p, n_rows * 4);
+  p += n_rows * 4;
+  memcpy(params, p, n_model * 4);
+  p += n_model * 4;
+  if (n_params > n_model) memcpy(proj, p, (n_params - n_model) * 4);
+  p += (n_params - n_model) * 4;
+  memcpy(mom, p, n_params * 4);
+  p += n_params * 4;
+  memcpy(vel, p, n_params * 4);
+  for (size_t i = 0; i < n_rows; i++)
+    if (order[i] >= n_rows) {
+      st = finch_err_set(err, FINCH_EFORMAT, "%s: data order holds row %u of %zu", path, order[i], n_rows);
+      goto out;
+    }
+out:
+  free(buf);
+  fclose(f);
+  return st;
+}
+
+/* ---- training -------------------------------------------------------------- */
+
+nn_tfm_train_config nn_tfm_train_defaults(void) {
+  return (nn_tfm_train_config){.epochs = 30, .batch = 64, .lr = 1e-3f, .weight_decay = 0.01f,
+                               .warmup = 0.06f, .cosine = 1, .clip = 1.0f, .label_smoothing = 0.1f,
+                               .mlm_prob = 0.0f, .mlm_weight = 1.0f, .cls_weight = 1.0f, .tau = 2.0f,
+                               .alpha = 0.5f, .seed = 42, .checkpoint = NULL, .checkpoint_every = 200,
+                               .resume = 0, .stop_after = 0};
+}
+
+static void shuffle(uint32_t *order, size_t n, nn_rng *rng) {
+  for (size_t i = 0; i < n; i++) order[i] = (uint32_t)i;
+  for (size_t i = n; i > 1; i--) {
+    size_t j = (size_t)nn_rng_below(rng, i);
+    uint32_t t = order[i - 1];
+    order[i - 1] = order[j];
+    order[j] = t;
+  }
+}
+
+static float lr_at(const nn_tfm_train_config *c, uint64_t t, uint64_t total) {
+  uint64_t warm = (uint64_t)(c->warmup * (float)total);
+  if (!c->cosine) return nn_lr_schedule(c->lr, t, warm, total);
+  if (t < warm) return c->lr * (float)(t + 1) / (float)warm;
+  double prog = total > warm ? (double)(t - warm) / (double)(total - warm) : 1.0;
+  return (float)(c->lr * 0.5 * (1.0 + cos(3.14159265358979323846 * prog)));
+}
+
+finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const nn_tfm_train_config *c,
+                          nn_tfm_step_cb cb, void *cb_ctx, finch_err *err) {
+  const nn_tfm_config *mc = nn_tfm_get_config(m);
+  const nn_tfm_corpus *x = d->x;
+  const int C = (int)mc->n_labels;
+  const uint32_t V = mc->vocab;
+  if (!x || x->n == 0) return finch_err_set(err, FINCH_EINVAL, "no training rows");
+  if ((uint32_t)x->T > mc->max_len)
+    return finch_err_set(err, FINCH_EINVAL, "corpus length %d exceeds the model's max_len %u", x->T, mc->max_len);
+  if ((x->buckets != 0) != (mc->buckets != 0) || (x->buckets && x->buckets != mc->buckets))
+    return finch_err_set(err, FINCH_EINVAL, "corpus n-gram buckets %u do not match the model's %u", x->buckets,
+                         mc->buckets);
+  if (c->batch == 0 || c->epochs == 0) return finch_err_set(err, FINCH_EINVAL, "batch and epochs must be positive");
+  const int use_cls = C > 0 && d->labels && c->cls_weight > 0;
+  const int use_mlm = c->mlm_prob > 0 && c->mlm_weight > 0;
+  /* Intermediate-layer matching: validate and size the projections. */
+  const nn_tfm *tm = d->teacher && d->layer_map ? d->teacher : NULL;
+  const nn_tfm_config *tmc = tm ? nn_tfm_get_config(tm) : NULL;
+  const int Ls = (int)mc->layers, Hs = (int)mc->heads, Ds = (int)mc->dim;
+  size_t nproj = 0;
+  if (tm) {
+    if (!d->tx || d->tx->n != x->n || d->tx->T != x->T || (uint32_t)x->T > tmc->max_len)
+      return finch_err_set(err, FINCH_EINVAL, "intermediate matching needs the teacher's corpus of the same %zu rows",
+                           x->n);
+    if (tmc->heads % mc->heads != 0)
+      return finch_err_set(err, FINCH_EINVAL, "teacher heads %u are not a multiple of student heads %u", tmc->heads,
+                           mc->heads);
+    for (int l = 0; l < Ls; l++) {
+      if (d->layer_map[l] >= (int32_t)tmc->layers)
+        return finch_err_set(err, FINCH_EINVAL, "layer map: student layer %d -> teacher layer %d of %u", l,
+                             d->layer_map[l], tmc->layers);
+      if (d->layer_map[l] >= 0) nproj += (size_t)tmc->dim * (size_t)Ds + tmc->dim;
+    }
+  }
+  if (!use_cls && !use_mlm && !nproj)
+    return finch_err_set(err, FINCH_EINVAL, "nothing to learn: no labels, no MLM, no teacher layers");
+  if (!be) be = nn_backend_cpu();
+
+  const size_t n = x->n, np_model = nn_tfm_n_params(m), np = np_model + nproj;
+  const int Bmax = (int)c->batch;
+  const uint64_t per_epoch = (n + c->batch - 1) / c->batch, total = per_epoch * c->epochs;
+  /* Masked positions per batch: 15% of the tokens on average; a quarter is
+   * far above what a batch draws, and the cap only stops extra picks. */
+  const int mcap = Bmax * x->T / 4 + 16;
+  nn_tfm_work *w = NULL;
+  batch_buf bb;
+  int bb_ok = batch_init(&bb, Bmax, x->T, C) == 0;
+  float *grads = calloc(np, sizeof *grads), *mom = calloc(np, sizeof *mom), *vel = calloc(np, sizeof *vel);
+  float *probs = malloc((size_t)Bmax * (size_t)(C > 0 ? C : 1) * sizeof *probs);
+  float *q = malloc((size_t)Bmax * (size_t)(C > 0 ? C : 1) * sizeof *q);
+  float *rl = malloc((size_t)(mcap > Bmax ? mcap : Bmax) * sizeof *rl);
+  float *mprobs = use_mlm ? malloc((size_t)mcap * V * sizeof *mprobs) : NULL;
+  uint32_t *order = malloc(n * sizeof *order);
+  /* Teacher side: its batch, work area, projections and scratch. */
+  nn_tfm_work *tw = NULL;
+  batch_buf tbb;
+  int tbb_ok = 1;
+  float *proj = NULL, *pred = NULL, *ptg = NULL;
+  size_t *proj_off = NULL;
+  if (tm) {
+    tbb_ok = batch_init(&tbb, Bmax, x->T, 1) == 0;
+    proj = malloc(nproj * sizeof *proj);
+    pred = malloc((size_t)Bmax * (size_t)x->T * tmc->dim * sizeof *pred);
+    ptg = malloc((size_t)Bmax * (size_t)Hs * (size_t)x->T * (size_t)x->T * sizeof *ptg);
+    proj_off = malloc((size_t)Ls * sizeof *proj_off);
+  } else {
+    memset(&tbb, 0, sizeof tbb);
+  }
+  finch_status st = FINCH_OK;
+  if (!bb_ok || !tbb_ok || !grads || !mom || !vel || !probs || !q || !rl || (use_mlm && !mprobs) || !order ||
+      (tm && (!proj || !pred || !ptg || !proj_off))) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory for training (%zu parameters)", np);
+    goto out;
+  }
+  if ((st = nn_tfm_work_init(&w, m, Bmax, err)) != FINCH_OK) goto out;
+  if (tm) {
+    if ((st = nn_tfm_work_init(&tw, tm, Bmax, err)) != FINCH_OK) goto out;
+    nn_rng pr;
+    nn_rng_seed(&pr, c->seed, 14);
+    size_t off = 0;
+    for (int l = 0; l < Ls; l++) {
+      proj_off[l] = off;
+      if (d->layer_map[l] < 0) continue;
+      size_t wn = (size_t)tmc->dim * (size_t)Ds;
+      for (size_t i = 0; i < wn; i++) proj[off + i] = 0.02f * nn_rng_normal(&pr);
+      memset(proj + off + wn, 0, tmc->dim * sizeof *proj);
+      off += wn + tmc->dim;
+    }
+  }
+
+  ckpt_header h;
+  memset(&h, 0, sizeof h);
+  memcpy(h.magic, "FINCHCK", 8);
+  h.version = 1;
+  h.n_params = np;
+  h.n_rows = n;
+  h.total = total;
+  h.config_hash = run_hash(m, c, n);
+  nn_rng_seed(&h.rng[0], c->seed, RNG_SHUFFLE);
+  nn_rng_seed(&h.rng[1], c->seed, RNG_DROPOUT);
+  nn_rng_seed(&h.rng[2], c->seed, RNG_MASK);
+  float *params = nn_tfm_params(m);
+  int resumed = 0;
+  if (c->checkpoint && c->resume && access(c->checkpoint, F_OK) == 0) {
+    st = ckpt_load(c->checkpoint, &h, run_hash(m, c, n), np, np_model, n, order, params, proj, mom, vel, err);
+    if (st) goto out;
+    resumed = 1;
+  }
+  if (!resumed) shuffle(order, n, &h.rng[0]);
+
+  const nn_adamw_config ac = nn_adamw_defaults();
+  const size_t nt = nn_tfm_n_tensors(m);
+  const nn_tfm_tensor *ng = nn_tfm_tensor_find(m, "ng_emb");
+  const double t0 = now_s();
+  const uint64_t step0 = h.step;
+  while (h.step < total) {
+    if (h.batch_in_epoch >= per_epoch) {
+      h.epoch++;
+      h.batch_in_epoch = 0;
+      shuffle(order, n, &h.rng[0]);
+    }
+    size_t a = (size_t)h.batch_in_epoch * c->batch;
+    int B = (int)((n - a) < c->batch ? (n - a) : c->batch);
+    nn_tfm_batch nb;
+    if (batch_fill(&bb, x, order + a, B, &nb) < 0) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory filling a batch");
+      goto out;
+    }
+    int P = use_mlm ? batch_mask(&bb, &nb, c->mlm_prob, V, mcap, &h.rng[2]) : 0;
+    nn_tfm_forward(m, be, w, &nb, 1, &h.rng[1]);
+
+    /* Losses and their gradients. */
+    double cls_loss = 0, mlm_loss = 0;
+    int n_lab = 0;
+    if (use_cls) {
+      for (int i = 0; i < B; i++) n_lab += d->labels[order[a + i]] >= 0;
+      const float *logits = nn_tfm_logits(w);
+      float *dl = nn_tfm_dlogits(w);
+      for (int i = 0; i < B && n_lab; i++) {
+        const size_t r = order[a + i];
+        const int32_t y = d->labels[r];
+        if (y < 0) continue;
+        const float *z = logits + (size_t)i * C;
+        float al = d->soft ? (d->alpha ? d->alpha[r] : c->alpha) : 0.0f;
+        float wgt = c->cls_weight / (float)n_lab;
+        float lce;
+        nn_xent_ls_forward(z, &y, 1, C, c->label_smoothing, probs, &lce);
+        nn_xent_ls_backward(probs, &y, 1, C, c->label_smoothing, wgt * (1 - al), dl + (size_t)i * C);
+        double li = (1 - al) * lce;
+        if (al > 0) {
+          float lkd;
+          const float *pt = d->soft + r * (size_t)C;
+          nn_kl_tau_forward(z, pt, 1, C, c->tau, q, &lkd);
+          nn_kl_tau_backward(q, pt, 1, C, c->tau, wgt * al, dl + (size_t)i * C);
+          li += al * lkd;
+        }
+        cls_loss += li / n_lab;
+      }
+    }
+    if (P > 0) {
+      const float *ml = nn_tfm_mlm_forward(m, be, w, bb.mpos, P);
+      if (!ml) {
+        st = finch_err_set(err, FINCH_ENOMEM, "out of memory for the masked-token head (%d positions)", P);
+        goto out;
+      }
+      nn_xent_ls_forward(ml, bb.mtgt, P, (int)V, 0.0f, mprobs, rl);
+      for (int p = 0; p < P; p++) mlm_loss += rl[p] / P;
+      nn_xent_ls_backward(mprobs, bb.mtgt, P, (int)V, 0.0f, c->mlm_weight / (float)P, nn_tfm_dmlm(w));
+    }
+    if (mc->head_gates && c->gate_penalty > 0) {
+      /* Sparsity: lambda * mean over layers, rows and heads of g. */
+      const float gw = c->gate_penalty / (float)((size_t)Ls * (size_t)B * (size_t)Hs);
+      for (int l = 0; l < Ls; l++) {
+        float *dg = nn_tfm_dgates(w, l);
+        for (int k = 0; k < B * Hs; k++) dg[k] += gw;
+      }
+    }
+    double hid_loss = 0, att_loss = 0;
+    if (tm) {
+      nn_tfm_batch tnb;
+      if (batch_fill(&tbb, d->tx, order + a, B, &tnb) < 0) {
+        st = finch_err_set(err, FINCH_ENOMEM, "out of memory filling a batch");
+        goto out;
+      }
+      memcpy(tbb.ids, bb.ids, (size_t)B * (size_t)nb.T * sizeof *tbb.ids); /* the same (masked) tokens */
+      nn_tfm_forward(tm, be, tw, &tnb, 0, NULL);
+      const int T = nb.T, N = B * T, Dt = (int)tmc->dim, g = (int)(tmc->heads / mc->heads);
+      for (int l = 0; l < Ls; l++) {
+        const int k = d->layer_map[l];
+        if (k < 0 || (d->progressive && h.epoch < (uint32_t)((uint64_t)l * c->epochs / (uint64_t)Ls))) continue;
+        float *Pw = proj + proj_off[l], *dPw = grads + np_model + proj_off[l];
+        if (d->hidden_weight > 0) {
+          const float *hs = nn_tfm_hidden(w, l + 1), *ht = nn_tfm_hidden(tw, k + 1);
+          hid_loss += nn_mse_proj_forward(be, hs, Pw, Pw + (size_t)Dt * Ds, ht, nb.mask, N, Ds, Dt, pred);
+          nn_mse_proj_backward(be, hs, Pw, ht, nb.mask, N, Ds, Dt, d->hidden_weight, pred, nn_tfm_dhidden(w, l + 1),
+                               dPw, dPw + (size_t)Dt * Ds);
+        }
+        if (d->attn_weight > 0) {
+          /* Teacher heads averaged in groups of g, one group per student head. */
+          const float *at = nn_tfm_attn(tw, k);
+          const size_t TT = (size_t)T * T;
+          for (int b = 0; b < B; b++)
+            for (int hh = 0; hh < Hs; hh++) {
+              float *dst = ptg + ((size_t)b * Hs + hh) * TT;
+              memset(dst, 0, TT * sizeof *dst);
+              for (int j = 0; j < g; j++) {
+                const float *src = at + ((size_t)b * tmc->heads + (size_t)hh * g + j) * TT;
+                for (size_t e = 0; e < TT; e++) dst[e] += src[e] / (float)g;
+              }
+            }
+          att_loss += nn_attn_kl_forward(ptg, nn_tfm_attn(w, l), nb.mask, B, Hs, T);
+          nn_attn_kl_backward(ptg, nn_tfm_attn(w, l), nb.mask, B, Hs, T, d->attn_weight, nn_tfm_dattn(w, l));
+        }
+      }
+    }
+    nn_tfm_backward(m, be, w, &nb, grads);
+
+    /* Clip and update. */
+    size_t n_touched = 0;
+    const uint32_t *touched = ng ? nn_tfm_touched_ngrams(w, &n_touched) : NULL;
+    double ss = 0;
+    for (size_t k = 0; k < nt; k++) {
+      const nn_tfm_tensor *t = nn_tfm_tensor_at(m, k);
+      if (t == ng) continue;
+      ss += nn_sum_sq(grads + t->off, (size_t)t->rows * t->cols);
+    }
+    for (size_t k = 0; ng && k < n_touched; k++)
+      ss += nn_sum_sq(grads + ng->off + (size_t)touched[k] * ng->cols, ng->cols);
+    if (nproj) ss += nn_sum_sq(grads + np_model, nproj);
+    const float gs = nn_clip_scale(ss, c->clip);
+    const float lr = lr_at(c, h.step, total);
+    const uint64_t t1 = h.step + 1;
+    for (size_t k = 0; k < nt; k++) {
+      const nn_tfm_tensor *t = nn_tfm_tensor_at(m, k);
+      if (t == ng) continue;
+      size_t cnt = (size_t)t->rows * t->cols;
+      nn_adamw_update(params + t->off, grads + t->off, mom + t->off, vel + t->off, cnt, lr,
+                      t->decay ? c->weight_decay : 0.0f, gs, t1, &ac);
+      memset(grads + t->off, 0, cnt * sizeof *grads);
+    }
+    for (size_t k = 0; ng && k < n_touched; k++) {
+      /* Lazy AdamW on the touched rows, one row at a time (their gradients
+       * lie in the dense block). */
+      size_t off = ng->off + (size_t)touched[k] * ng->cols;
+      uint32_t zero = 0;
+      nn_adamw_update_rows(params + off, grads + off, &zero, 1, (int)ng->cols, mom + off, vel + off, lr,
+                           ng->decay ? c->weight_decay : 0.0f, gs, t1, &ac);
+      memset(grads + off, 0, ng->cols * sizeof *grads);
+    }
+    if (nproj) {
+      nn_adamw_update(proj, grads + np_model, mom + np_model, vel + np_model, nproj, lr, c->weight_decay, gs, t1, &ac);
+      memset(grads + np_model, 0, nproj * sizeof *grads);
+    }
+    h.step++;
+    h.batch_in_epoch++;
+    if (cb) {
+      double el = now_s() - t0;
+      double eps = el > 0 ? (double)(h.step - step0) * c->batch / el : 0;
+      nn_tfm_progress pr = {.step = h.step, .total = total, .epoch = h.epoch + 1, .epochs = c->epochs,
+                            .loss = (float)(cls_loss + c->mlm_weight * mlm_loss + d->hidden_weight * hid_loss +
+                                            d->attn_weight * att_loss),
+                            .cls_loss = (float)cls_loss, .mlm_loss = (float)mlm_loss,
+                            .hidden_loss = (float)hid_loss, .attn_loss = (float)att_loss, .lr = lr, .grad_norm = (float)sqrt(ss),
+                            .ex_per_s = eps,
+                            .eta_s = eps > 0 ? (double)(total - h.step) * c->batch / eps : 0};
+      cb(cb_ctx, &pr);
+    }
+    int stop = c->stop_after && h.step - step0 >= c->stop_after;
+    if (c->checkpoint && (h.step % (c->checkpoint_every ? c->checkpoint_every : 200) == 0 || h.step == total || stop)) {
+      if ((st = ckpt_save(c->checkpoint, &h, order, params, np_model, proj, mom, vel, err)) != FINCH_OK) goto out;
+    }
+    if ((st = nn_backend_check(be, err)) != FINCH_OK) goto out;
+    if (stop) break;
+  }
+out:
+  nn_tfm_work_free(w);
+  nn_tfm_work_free(tw);
+  batch_free(&bb);
+  batch_free(&tbb);
+  free(proj);
+  free(pred);
+  free(ptg);
+  free(proj_off);
+  free(grads);
+  free(mom);
+  free(vel);
+  free(probs);
+  free(q);
+  free(rl);
+  free(mprobs);
+  free(order);
+  return st;
+}
+
+finch_status nn_tfm_predict_corpus(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, int batch,
+                                   float temperature, float *probs, int32_t *pred, finch_err *err) {
+  const nn_tfm_config *mc = nn_tfm_get_config(m);
+  const int C = (int)mc->n_labels;
+  if (C <= 0) return finch_err_set(err, FINCH_EINVAL, "the model has no classifier head");
+  if (batch < 1) batch = 64;
+  if (!be) be = nn_backend_cpu();
+  nn_tfm_work *w = NULL;
+  batch_buf bb;
+  uint32_t *rows = malloc((size_t)batch * sizeof *rows);
+  finch_status st = FINCH_OK;
+  if (batch_init(&bb, batch, x->T, C) != 0 || !rows) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    goto out;
+  }
+  if ((st = nn_tfm_work_init(&w, m, batch, err)) != FINCH_OK) goto out;
+  for (size_t a = 0; a < x->n; a += (size_t)batch) {
+    int B = (int)((x->n - a) < (size_t)batch ? (x->n - a) : (size_t)batch);
+    for (int i = 0; i < B; i++) rows[i] = (uint32_t)(a + i);
+    nn_tfm_batch nb;
+    if (batch_fill(&bb, x, rows, B, &nb) < 0) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      goto out;
+    }
+    nn_tfm_forward(m, be, w, &nb, 0, NULL);
+    const float *z = nn_tfm_logits(w);
+    for (int i = 0; i < B; i++) {
+      float *p = probs ? probs + (a + i) * (size_t)C : NULL;
+      float tmp[1024];
+      float *pp = p ? p : (C <= 1024 ? tmp : NULL);
+      int best = 0;
+      for (int k = 1; k < C; k++)
+        if (z[(size_t)i * C + k] > z[(size_t)i * C + best]) best = k;
+      if (pp) nn_softmax(z + (size_t)i * C, pp, C, temperature);
+      if (pred) pred[a + i] = best;
+    }
+  }
+  st = nn_backend_check(be, err);
+out:
+  nn_tfm_work_free(w);
+  batch_free(&bb);
+  free(rows);
+  return st;
+}
+
+finch_status nn_tfm_gate_share(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, float *share, finch_err *err) {
+  const nn_tfm_config *mc = nn_tfm_get_config(m);
+  if (!mc->head_gates) return finch_err_set(err, FINCH_EINVAL, "the encoder has no head gates");
+  const int batch = 64, L = (int)mc->layers, H = (int)mc->heads;
+  if (!be) be = nn_backend_cpu();
+  nn_tfm_work *w = NULL;
+  batch_buf bb;
+  uint32_t *rows = malloc((size_t)batch * sizeof *rows);
+  finch_status st = FINCH_OK;
+  if (batch_init(&bb, batch, x->T, (int)mc->n_labels) != 0 || !rows) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    goto out;
+  }
+  if ((st = nn_tfm_work_init(&w, m, batch, err)) != FINCH_OK) goto out;
+  for (size_t a = 0; a < x->n; a += (size_t)batch) {
+    int B = (int)((x->n - a) < (size_t)batch ? (x->n - a) : (size_t)batch);
+    for (int i = 0; i < B; i++) rows[i] = (uint32_t)(a + i);
+    nn_tfm_batch nb;
+    if (batch_fill(&bb, x, rows, B, &nb) < 0) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      goto out;
+    }
+    nn_tfm_forward(m, be, w, &nb, 0, NULL);
+    for (int i = 0; i < B; i++) {
+      int open = 0;
+      for (int l = 0; l < L; l++)
+        for (int h = 0; h < H; h++) open += nn_tfm_gates(w, l)[i * H + h] > 0.5f;
+      share[a + i] = (float)open / (float)(L * H);
+    }
+  }
+out:
+  nn_tfm_work_free(w);
+  batch_free(&bb);
+  free(rows);
+  return st;
+}
+
+finch_status nn_tfm_mlm_eval(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, float mlm_prob,
+                             uint64_t seed, double *loss, double *acc, finch_err *err) {
+  const nn_tfm_config *mc = nn_tfm_get_config(m);
+  const int batch = 64;
+  const uint32_t V = mc->vocab;
+  if (!be) be = nn_backend_cpu();
+  nn_tfm_work *w = NULL;
+  batch_buf bb;
+  const int mcap = batch * x->T / 4 + 16;
+  uint32_t *rows = malloc((size_t)batch * sizeof *rows);
+  float *mp = malloc((size_t)mcap * V * sizeof *mp), *rl = malloc((size_t)mcap * sizeof *rl);
+  finch_status st = FINCH_OK;
+  double sl = 0;
+  size_t np = 0, hit = 0;
+  nn_rng rng;
+  nn_rng_seed(&rng, seed, RNG_MASK);
+  if (batch_init(&bb, batch, x->T, (int)mc->n_labels) != 0 || !rows || !mp || !rl) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    goto out;
+  }
+  if ((st = nn_tfm_work_init(&w, m, batch, err)) != FINCH_OK) goto out;
+  for (size_t a = 0; a < x->n; a += (size_t)batch) {
+    int B = (int)((x->n - a) < (size_t)batch ? (x->n - a) : (size_t)batch);
+    for (int i = 0; i < B; i++) rows[i] = (uint32_t)(a + i);
+    nn_tfm_batch nb;
+    if (batch_fill(&bb, x, rows, B, &nb) < 0) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      goto out;
+    }
+    int P = batch_mask(&bb, &nb, mlm_prob, V, mcap, &rng);
+    if (!P) continue;
+    nn_tfm_forward(m, be, w, &nb, 0, NULL);
+    const float *ml = nn_tfm_mlm_forward(m, be, w, bb.mpos, P);
+    if (!ml) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory for the masked-token head (%d positions)", P);
+      goto out;
+    }
+    nn_xent_ls_forward(ml, bb.mtgt, P, (int)V, 0.0f, mp, rl);
+    for (int p = 0; p < P; p++) {
+      sl += rl[p];
+      const float *z = ml + (size_t)p * V;
+      uint32_t best = 0;
+      for (uint32_t k = 1; k < V; k++)
+        if (z[k] > z[best]) best = k;
+      hit += (int32_t)best == bb.mtgt[p];
+    }
+    np += (size_t)P;
+  }
+  *loss = np ? sl / (double)np : 0;
+  if (acc) *acc = np ? (double)hit / (double)np : 0;
+out:
+  nn_tfm_work_free(w);
+  batch_free(&bb);
+  free(rows);
+  free(mp);
+  free(rl);
+  return st;
+}
