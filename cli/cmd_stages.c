@@ -232,6 +232,7 @@ int finch_cmd_distill(int argc, char **argv) {
       {"general-epochs", 0, "N", "general stage epochs (default 2)", NULL},
       {"head-gates", 0, NULL, "tfm student: input-dependent attention-head gates with a sparsity penalty; the share "
                               "of heads open per complexity bin is reported", NULL},
+      {"resume", 0, NULL, "tfm student: continue from the checkpoints of an interrupted run (same options)", NULL},
       {"gate-penalty", 0, "L", "weight of the gates' sparsity penalty lambda * mean(gate) (default 0.02)", NULL},
       {"student-epochs", 0, "N", "student training epochs (default: model default)", NULL},
       {"seed", 0, "N", "seed for initialisation, dropout and shuffling (default 42)", NULL},
@@ -283,6 +284,7 @@ int finch_cmd_distill(int argc, char **argv) {
                           .progressive = cli_get(&cmd, "no-progressive") == NULL, .inter_weight = (float)iw,
                           .general_max = (int)gmax, .general_epochs = (int)gep,
                           .head_gates = cli_get(&cmd, "head-gates") != NULL, .gate_penalty = (float)gp,
+                          .resume = cli_get(&cmd, "resume") != NULL,
                           .device = cli_get(&cmd, "device") ? cli_get(&cmd, "device") : finch_config_get("device")};
   finch_db *db = cli_db_open();
   if (!db) return 1;

@@ -45,7 +45,7 @@ static const command commands[] = {
     {"ingest", finch_cmd_ingest, "load labelled utterances into PostgreSQL"},
     {"augment", finch_cmd_augment, "add label-preserving variants of training rows"},
     {"teacher", finch_cmd_teacher, "train the ensemble teacher and select it on the holdout"},
-    {"distill", finch_cmd_distill, "train a teacher and distil a smaller student"},
+    {"distill", finch_cmd_distill, "distil a teacher into a smaller student (bow or transformer)"},
     {"compile", finch_cmd_compile, "write a model as a deployable (quantised) file"},
     {"eval", finch_cmd_eval, "measure a model on labelled rows; store and write a report"},
     {"serve", finch_cmd_serve, "serve intent recognition over HTTP"},
@@ -64,7 +64,7 @@ static void usage(FILE *out) {
           "finch adapts a small, fast intent model to financial customer-service chat and serves it.\n\n"
           "commands:\n");
   for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
   fprintf(out,
           "\nglobal options (before COMMAND):\n"
           "  --home DIR           finch's directory: embedded database, models, reports "

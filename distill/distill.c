@@ -13,6 +13,7 @@
 #include "core/models.h"
 #include "core/paths.h"
 #include "distill/complexity.h"
+#include "distill/external.h"
 #include "distill/internal.h"
 #include "nn/model.h"
 #include "nn/model_arch.h"
@@ -235,6 +236,22 @@ static finch_status load_teacher(finch_db *db, const finch_distill_opts *opts, c
     PQclear(r);
     name = ref;
   }
+  if (finch_models_ref_is_file(name) == 0) {
+    /* An external teacher has no model file: its soft labels are rows of teacher_outputs. */
+    const char *p[] = {name};
+    PGresult *r = finch_db_query(db, "SELECT id, path FROM models WHERE id::text = $1 AND arch = 'external'", 1, p, err);
+    if (!r) return FINCH_EDB;
+    int ext = PQntuples(r) == 1;
+    if (ext) {
+      res->teacher_id = atoll(PQgetvalue(r, 0, 0));
+      snprintf(res->teacher_path, sizeof res->teacher_path, "%s", PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    if (ext) {
+      *out = NULL;
+      return FINCH_OK;
+    }
+  }
   finch_status st = finch_models_resolve(db, name, res->teacher_path, sizeof res->teacher_path, &res->teacher_id,
                                          NULL, err);
   if (!st) st = nn_model_load(out, res->teacher_path, err);
@@ -282,6 +299,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   finch_complexity *cx = NULL;
   float *alphas = NULL;
   float *soft = NULL;
+  unsigned char *have = NULL;
   finch_status st = FINCH_OK;
   if (!labels || !train.texts || !train.ids || !train.labels || !dev.texts || !dev.labels) {
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
@@ -317,10 +335,16 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   if (opts->teacher && *opts->teacher) {
     st = load_teacher(db, opts, (const char *const *)labels, nl, &teacher, res, err);
     if (st) goto out;
-    res->teacher_dev_acc = accuracy(teacher, &dev);
-    res->teacher_params = (long long)nn_model_n_params(teacher);
-    finch_info("teacher: model %lld (%s), %lld parameters, dev accuracy %.4f (%zu rows)", res->teacher_id,
-               res->teacher_path, res->teacher_params, res->teacher_dev_acc, dev.n);
+    if (!teacher) {
+      res->external_teacher = 1;
+      finch_info("teacher: external model %lld (%s): soft labels from teacher_outputs", res->teacher_id,
+                 res->teacher_path);
+    } else {
+      res->teacher_dev_acc = accuracy(teacher, &dev);
+      res->teacher_params = (long long)nn_model_n_params(teacher);
+      finch_info("teacher: model %lld (%s), %lld parameters, dev accuracy %.4f (%zu rows)", res->teacher_id,
+                 res->teacher_path, res->teacher_params, res->teacher_dev_acc, dev.n);
+    }
   } else {
     nn_train_config tc = nn_train_config_teacher();
     tc.seed = opts->seed;
@@ -347,13 +371,39 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu soft labels", train.n);
     goto out;
   }
-  st = nn_model_predict_many(teacher, (const char *const *)train.texts, train.n, soft, NULL, tau, err);
+  if (teacher) {
+    st = nn_model_predict_many(teacher, (const char *const *)train.texts, train.n, soft, NULL, tau, err);
+  } else {
+    if (!(have = malloc(train.n + 1))) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      goto out;
+    }
+    st = finch_external_soft_labels(db, res->teacher_id, (const char *const *)train.ids, train.n,
+                                    (const char *const *)labels, nl, tau, soft, have, err);
+    size_t with = 0;
+    for (size_t i = 0; !st && i < train.n; i++) with += have[i];
+    if (!st) finch_info("external teacher: soft labels for %zu of %zu training rows (the rest: hard labels only)",
+                        with, train.n);
+  }
   if (st) goto out;
   ds.soft = soft;
   nn_kd_config kd = {.alpha = opts->alpha > 0 ? opts->alpha : 0.5f, .temperature = tau};
   if (!(opts->alpha > 0) && !opts->hard_only) {
     st = complexity_weights(db, opts, &train, &cx, &alphas, res, err);
     if (st) goto out;
+    ds.alpha = alphas;
+  }
+  if (have && ds.soft) {
+    /* Rows the external teacher never scored learn from their label alone. */
+    if (!alphas) {
+      if (!(alphas = malloc((train.n + 1) * sizeof *alphas))) {
+        st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+        goto out;
+      }
+      for (size_t i = 0; i < train.n; i++) alphas[i] = kd.alpha;
+    }
+    for (size_t i = 0; i < train.n; i++)
+      if (!have[i]) alphas[i] = 0;
     ds.alpha = alphas;
   }
   if (opts->hard_only) {
@@ -365,6 +415,11 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   snprintf(res->stage, sizeof res->stage, "%s", tfm_student ? (opts->stage && *opts->stage ? opts->stage : "vertical")
                                                             : "finance");
   t0 = now_s();
+  if (tfm_student && !teacher) {
+    st = finch_err_set(err, FINCH_EINVAL, "a transformer student needs a teacher with an encoder member; an external "
+                       "teacher gives soft labels only (use --student bow)");
+    goto out;
+  }
   if (tfm_student) {
     nn_model *init = NULL;
     if (opts->init_student && *opts->init_student) {
@@ -380,6 +435,18 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
       cxc = malloc(train.n * sizeof *cxc);
       for (size_t i = 0; cxc && i < train.n; i++) cxc[i] = (float)cx[i].c;
     }
+    char run[128], ckp[4096];
+    snprintf(run, sizeof run, "%s-student-%d-%lld", opts->dataset, (int)getpid(), (long long)time(NULL));
+    {
+      char dir[PATH_MAX];
+      if ((st = finch_home_subdir("checkpoints", dir, sizeof dir, err)) != FINCH_OK) {
+        free(cxc);
+        nn_model_free(init);
+        goto out;
+      }
+      snprintf(ckp, sizeof ckp, "%s/%s-student-%s-%llu.ck", dir, opts->dataset, res->stage,
+               (unsigned long long)opts->seed);
+    }
     finch_distill__tfm_args ta = {
         .db = db, .opts = opts, .be = be, .labels = (const char *const *)labels, .nl = nl,
         .texts = (const char *const *)train.texts, .y = train.labels, .n = train.n, .soft = ds.soft,
@@ -389,7 +456,9 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
         .hidden_weight = opts->inter_weight > 0 ? opts->inter_weight : 0.4f,
         .attn_weight = opts->inter_weight > 0 ? opts->inter_weight : 0.4f, .head_gates = opts->head_gates,
         .gate_penalty = opts->gate_penalty > 0 ? opts->gate_penalty : 0.02f, .complexity = cxc, .seconds = &secs,
-        .gate_share = res->gate_share, .gate_n = res->gate_n};
+        .gate_share = res->gate_share, .gate_n = res->gate_n, .run = run, .checkpoint = ckp,
+        .resume = opts->resume};
+    snprintf(res->run, sizeof res->run, "%s", run);
     res->gated = opts->head_gates && cxc;
     if (!ds.soft) ta.fixed_alpha = 0;
     st = finch_distill__tfm_student(&ta, &student, err);
@@ -421,10 +490,17 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
                          res->student_seconds, res->n_train, opts->seed, &res->student_id, res->student_path,
                          sizeof res->student_path, err);
   if (!st && cx) st = store_complexity(db, res->student_id, &train, cx, alphas, err);
+  if (!st && res->run[0]) {
+    char idb[32];
+    snprintf(idb, sizeof idb, "%lld", res->student_id);
+    const char *pp[] = {idb, res->run};
+    st = finch_db_run(db, "UPDATE training_metrics SET model_id = $1 WHERE run = $2", 2, pp, err);
+  }
 out:
   free(cx);
   free(alphas);
   free(soft);
+  free(have);
   nn_model_free(teacher);
   nn_model_free(student);
   nn_backend_free(be);

@@ -38,6 +38,7 @@ typedef struct {
   int general_epochs;   /* general-stage epochs (default 2) */
   int head_gates;       /* tfm student: input-dependent attention-head gates with a sparsity penalty */
   float gate_penalty;   /* their penalty lambda * mean(gate) (default 0.02) */
+  int resume;           /* tfm student: continue from the stage checkpoints under $FINCH_HOME/checkpoints */
   int student_epochs;
   const char *device;   /* cpu, cuda or auto */
   int quiet;            /* no per-epoch progress */
@@ -57,6 +58,8 @@ typedef struct {
   char student_arch[16];      /* "bow" or "tfm" */
   char stage[16];             /* the student's stage: finance (bow), vertical, general or both */
   int gated;                  /* the student has head gates: gate_share is set */
+  char run[128];              /* training_metrics.run of a tfm student's steps */
+  int external_teacher;       /* the teacher was external: soft labels from teacher_outputs, no dev figures */
   double gate_share[10];      /* mean share of heads open, by complexity bin of 0.1 (training rows) */
   long long gate_n[10];
 } finch_distill_result;

@@ -10,6 +10,7 @@
 #include "distill/distill.h"
 #include "nn/backend.h"
 #include "nn/model.h"
+#include "nn/tfm_train.h"
 
 /* General-domain texts: the named datasets (comma-separated), else the
  * Wikipedia sentences that ship with CLINC150 in the data directory (none,
@@ -17,6 +18,24 @@
  * with PQclear); otherwise each text is malloc'd and *keep is NULL. */
 finch_status finch_distill__general_texts(finch_db *db, const char *names, char ***out, size_t *n, PGresult **keep,
                                           finch_err *err);
+
+/* Per-step progress of an encoder's training: a line on the terminal (a
+ * bar on a TTY, a log line every 15 s otherwise) and one training_metrics row
+ * a step, buffered until finch_distill__flush_steps. */
+typedef struct {
+  const char *member; /* shown in the progress line */
+  const char *phase;  /* "pretrain", "finetune", "general", "vertical" */
+  int tty, quiet;
+  double last_print;
+  char *buf; /* COPY text rows */
+  size_t len, cap;
+  char run[128]; /* training_metrics.run */
+} finch_distill__steplog;
+
+/* nn_tfm_step_cb for a finch_distill__steplog. */
+void finch_distill__on_step(void *ctx, const nn_tfm_progress *p);
+/* COPYs the buffered rows into training_metrics and empties the buffer. */
+finch_status finch_distill__flush_steps(finch_db *db, finch_distill__steplog *s, finch_err *err);
 
 /* Everything the transformer student needs from finch_distill_run. */
 typedef struct {
@@ -41,6 +60,9 @@ typedef struct {
   double *seconds;          /* training time, out */
   double *gate_share;       /* (10) out: mean share of heads open per complexity bin of 0.1 */
   long long *gate_n;        /* (10) out: rows per bin */
+  const char *run;          /* training_metrics.run of this training */
+  const char *checkpoint;   /* checkpoint path of each stage's training ("-general" / "-vertical" appended) */
+  int resume;
 } finch_distill__tfm_args;
 
 /* Trains the transformer student (distill/student.c). */

@@ -20,31 +20,6 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-typedef struct {
-  const char *name;
-  int tty, quiet;
-  double last;
-} progress;
-
-static void on_step(void *ctx, const nn_tfm_progress *p) {
-  progress *g = ctx;
-  if (g->quiet) return;
-  double t = now_s();
-  if (p->step != p->total && t - g->last < (g->tty ? 0.2 : 15.0)) return;
-  g->last = t;
-  int eta = (int)p->eta_s;
-  if (g->tty)
-    fprintf(stderr, "\r%s: epoch %u/%u step %llu/%llu loss %.4f (hidden %.4f, attn %.4f) lr %.2e %.0f ex/s ETA %d:%02d  ",
-            g->name, p->epoch, p->epochs, (unsigned long long)p->step, (unsigned long long)p->total, (double)p->loss,
-            (double)p->hidden_loss, (double)p->attn_loss, (double)p->lr, p->ex_per_s, eta / 60, eta % 60);
-  else
-    finch_info("%s: epoch %u/%u step %llu/%llu loss %.4f (hidden %.4f, attn %.4f) lr %.2e %.0f ex/s ETA %d:%02d",
-               g->name, p->epoch, p->epochs, (unsigned long long)p->step, (unsigned long long)p->total,
-               (double)p->loss, (double)p->hidden_loss, (double)p->attn_loss, (double)p->lr, p->ex_per_s, eta / 60,
-               eta % 60);
-  if (g->tty && p->step == p->total) fputc('\n', stderr);
-}
-
 /* A copy of a tokenizer (models own theirs). */
 static finch_status tok_copy(const nn_tokenizer *t, nn_tokenizer **out, finch_err *err) {
   unsigned char *b = NULL;
@@ -102,6 +77,9 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
   char **wiki = NULL;
   size_t nw = 0;
   PGresult *wkeep = NULL;
+  finch_distill__steplog pg = {.member = "student", .tty = isatty(2), .quiet = o->quiet};
+  snprintf(pg.run, sizeof pg.run, "%s", a->run ? a->run : "student");
+  char ck[4200];
   finch_status st = nn_tfm_create(&s, &sc, o->seed, err);
   if (st) return st;
   if (o->init_student && *o->init_student && a->init) {
@@ -121,7 +99,6 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
     }
     finch_info("student initialised from %s (%zu tensors)", o->init_student, copied);
   }
-  progress pg = {.tty = isatty(2), .quiet = o->quiet};
   double t0 = now_s();
   if (do_general) {
     /* General stage: the teacher encoder's hidden states and attention on
@@ -165,10 +142,17 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
     nn_tfm_data d = {.x = &xs, .teacher = match ? nn_model_tfm(tt) : NULL, .tx = match ? &xt : NULL,
                      .layer_map = map, .hidden_weight = a->hidden_weight, .attn_weight = a->attn_weight,
                      .progressive = o->progressive};
-    pg.name = "student general";
+    pg.phase = "general";
+    if (a->checkpoint) {
+      snprintf(ck, sizeof ck, "%s-general", a->checkpoint);
+      trc.checkpoint = ck;
+      trc.resume = a->resume;
+    }
     finch_info("general stage: %zu texts, %s, %u epochs", k, match ? "teacher layers matched" : "masked tokens",
                trc.epochs);
-    if ((st = nn_tfm_train(s, a->be, &d, &trc, on_step, &pg, err)) != FINCH_OK) goto out;
+    if ((st = nn_tfm_train(s, a->be, &d, &trc, finch_distill__on_step, &pg, err)) != FINCH_OK) goto out;
+    if (a->checkpoint) unlink(ck);
+    if ((st = finch_distill__flush_steps(a->db, &pg, err)) != FINCH_OK) goto out;
     nn_tfm_corpus_free(&xs);
     nn_tfm_corpus_free(&xt);
   }
@@ -186,11 +170,18 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
     nn_tfm_data d = {.x = &xs, .labels = a->y, .soft = a->soft, .alpha = a->alpha,
                      .teacher = match ? nn_model_tfm(tt) : NULL, .tx = match ? &xt : NULL, .layer_map = map,
                      .hidden_weight = a->hidden_weight, .attn_weight = a->attn_weight, .progressive = o->progressive};
-    pg.name = "student vertical";
+    pg.phase = "vertical";
+    if (a->checkpoint) {
+      snprintf(ck, sizeof ck, "%s-vertical", a->checkpoint);
+      trc.checkpoint = ck;
+      trc.resume = a->resume;
+    }
     finch_info("vertical stage: %zu rows, student %u layers x %u wide, %u heads, ff %u, %u n-gram rows; %s; %u epochs",
                a->n, sc.layers, sc.dim, sc.heads, sc.ff, sc.buckets,
                match ? "teacher layers matched" : "no layer matching", trc.epochs);
-    if ((st = nn_tfm_train(s, a->be, &d, &trc, on_step, &pg, err)) != FINCH_OK) goto out;
+    if ((st = nn_tfm_train(s, a->be, &d, &trc, finch_distill__on_step, &pg, err)) != FINCH_OK) goto out;
+    if (a->checkpoint) unlink(ck);
+    if ((st = finch_distill__flush_steps(a->db, &pg, err)) != FINCH_OK) goto out;
   }
   *a->seconds = now_s() - t0;
   if (sc.head_gates && do_vertical && a->complexity && a->gate_share) {
@@ -223,6 +214,7 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
   st = nn_model_from_tfm(out, s, tk, T, 3, 5, a->labels, a->nl, err);
   s = NULL;
 out:
+  free(pg.buf);
   nn_tfm_free(s);
   nn_tfm_corpus_free(&xs);
   nn_tfm_corpus_free(&xt);

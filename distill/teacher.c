@@ -32,58 +32,6 @@ typedef struct {
   size_t n;
 } split_rows;
 
-/* ---- per-step metrics and progress -------------------------------------- */
-
-typedef struct {
-  const char *member;
-  const char *phase;
-  int tty, quiet;
-  double last_print;
-  /* Buffered rows for training_metrics, COPY text format. */
-  char *buf;
-  size_t len, cap;
-  char run[128];
-} step_log;
-
-static void on_step(void *ctx, const nn_tfm_progress *p) {
-  step_log *s = ctx;
-  char line[256];
-  int k = snprintf(line, sizeof line, "%s\t%s\t%llu\t%u\t%.6g\t%.6g\t%.6g\t%.6g\t%.6g\t%.1f\n", s->run, s->phase,
-                   (unsigned long long)p->step, p->epoch, (double)p->loss, (double)p->cls_loss, (double)p->mlm_loss,
-                   (double)p->lr, (double)p->grad_norm, p->ex_per_s);
-  if (k > 0 && s->len + (size_t)k + 1 > s->cap) {
-    size_t nc = s->cap ? s->cap * 2 : 1 << 16;
-    char *nb = realloc(s->buf, nc);
-    if (nb) s->buf = nb, s->cap = nc;
-  }
-  if (k > 0 && s->len + (size_t)k + 1 <= s->cap) memcpy(s->buf + s->len, line, (size_t)k), s->len += (size_t)k;
-  if (s->quiet) return;
-  double t = now_s();
-  if (p->step != p->total && t - s->last_print < (s->tty ? 0.2 : 15.0)) return;
-  s->last_print = t;
-  int eta = (int)p->eta_s;
-  if (s->tty)
-    fprintf(stderr, "\r%s %s: epoch %u/%u step %llu/%llu loss %.4f lr %.2e %.0f ex/s ETA %d:%02d   ", s->member,
-            s->phase, p->epoch, p->epochs, (unsigned long long)p->step, (unsigned long long)p->total,
-            (double)p->loss, (double)p->lr, p->ex_per_s, eta / 60, eta % 60);
-  else
-    finch_info("%s %s: epoch %u/%u step %llu/%llu loss %.4f lr %.2e %.0f ex/s ETA %d:%02d", s->member, s->phase,
-               p->epoch, p->epochs, (unsigned long long)p->step, (unsigned long long)p->total, (double)p->loss,
-               (double)p->lr, p->ex_per_s, eta / 60, eta % 60);
-  if (s->tty && p->step == p->total) fputc('\n', stderr);
-}
-
-static finch_status flush_steps(finch_db *db, step_log *s, finch_err *err) {
-  if (!s->len) return FINCH_OK;
-  finch_status st = finch_db_copy_begin(db, "COPY training_metrics (run, phase, step, epoch, loss, cls_loss, mlm_loss,"
-                                            " lr, grad_norm, ex_per_s) FROM STDIN", err);
-  if (st) return st;
-  st = finch_db_copy_put(db, s->buf, s->len, err);
-  finch_status end = finch_db_copy_end(db, err);
-  s->len = 0;
-  return st ? st : end;
-}
-
 /* ---- members ---------------------------------------------------------------- */
 
 typedef struct {
@@ -224,13 +172,13 @@ static finch_status pretrain(ctx *c, finch_err *err) {
   }
   trc.checkpoint = ck;
   trc.resume = c->o->resume;
-  step_log sl = {.member = "encoder", .phase = "pretrain", .tty = isatty(2), .quiet = c->o->quiet};
+  finch_distill__steplog sl = {.member = "encoder", .phase = "pretrain", .tty = isatty(2), .quiet = c->o->quiet};
   run_name(sl.run, sizeof sl.run, c, "pretrain");
   finch_info("pre-training an encoder (MLM) on %zu texts (%zu general), %u epochs", n, c->n_general, trc.epochs);
-  st = nn_tfm_train(m, c->be, &d, &trc, on_step, &sl, err);
+  st = nn_tfm_train(m, c->be, &d, &trc, finch_distill__on_step, &sl, err);
   nn_tfm_corpus_free(&x);
   if (!st) unlink(ck);
-  if (!st) st = flush_steps(c->db, &sl, err);
+  if (!st) st = finch_distill__flush_steps(c->db, &sl, err);
   free(sl.buf);
   if (st) {
     nn_tfm_free(m);
@@ -249,7 +197,7 @@ static finch_status train_tfm(ctx *c, member *m, int index, finch_err *err) {
   finch_status st = FINCH_OK;
   nn_tfm_corpus x = {0};
   nn_tfm *enc = NULL;
-  step_log sl = {.member = m->name, .phase = "finetune", .tty = isatty(2), .quiet = o->quiet};
+  finch_distill__steplog sl = {.member = m->name, .phase = "finetune", .tty = isatty(2), .quiet = o->quiet};
   if (!texts || !y) {
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     goto out;
@@ -284,9 +232,9 @@ static finch_status train_tfm(ctx *c, member *m, int index, finch_err *err) {
   finch_info("training %s: %zu rows, %u layers x %u wide, %u heads, ff %u, n-grams %s, %s, %u epochs", m->name, n,
              tc.layers, tc.dim, tc.heads, tc.ff, tc.buckets ? "on" : "off",
              c->pretrained ? "from the pre-trained encoder" : "from scratch", trc.epochs);
-  if ((st = nn_tfm_train(enc, c->be, &d, &trc, on_step, &sl, err)) != FINCH_OK) goto out;
+  if ((st = nn_tfm_train(enc, c->be, &d, &trc, finch_distill__on_step, &sl, err)) != FINCH_OK) goto out;
   unlink(ck);
-  if ((st = flush_steps(c->db, &sl, err)) != FINCH_OK) goto out;
+  if ((st = finch_distill__flush_steps(c->db, &sl, err)) != FINCH_OK) goto out;
   /* The model takes a copy of the tokenizer (each model owns its own). */
   unsigned char *blob = NULL;
   size_t blen = 0;

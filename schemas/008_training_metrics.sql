@@ -12,6 +12,8 @@ CREATE TABLE training_metrics (
   loss        real NOT NULL,
   cls_loss    real,
   mlm_loss    real,
+  hidden_loss real,
+  attn_loss   real,
   lr          real NOT NULL,
   grad_norm   real,
   ex_per_s    real,

@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/paths.h"
 #include "distill/distill.h"
+#include "distill/external.h"
 #include "distill/teacher.h"
 #include "ingest/ingest.h"
 #include "nn/model_arch.h"
@@ -97,6 +99,8 @@ int main(void) {
     if (dr.gate_n[b]) CHECK(dr.gate_share[b] >= 0 && dr.gate_share[b] <= 1);
   }
   CHECK_INT_EQ(binned, dr.n_train);
+  CHECK(test_scalar(db, "SELECT count(*) FROM training_metrics t JOIN models m ON m.id = t.model_id"
+                        " WHERE t.phase = 'vertical' AND m.kind = 'student'") > 0);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM models WHERE kind = 'student' AND arch = 'tfm'"
                                " AND parent_model_id IS NOT NULL"), 1);
   nn_model *s = NULL;
@@ -119,6 +123,42 @@ int main(void) {
   CHECK_INT_EQ(finch_distill_run(db, &d3, &dr, &err), FINCH_OK);
   CHECK_STR_EQ(dr.student_arch, "bow");
   CHECK(!dr.dynamic_alpha);
+
+  /* An external teacher: soft labels for some training rows from a JSONL file. */
+  {
+    char jl[1024];
+    snprintf(jl, sizeof jl, "%s/teacher-ext-%d.jsonl", test_tmpdir(), (int)getpid());
+    PGresult *q = finch_db_query(db, "SELECT u.id, u.label FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
+                                     " WHERE d.name = 'sample' AND u.split = 'train' ORDER BY u.id LIMIT 40", 0, NULL,
+                                 &err);
+    CHECK(q != NULL);
+    FILE *fp = fopen(jl, "w");
+    CHECK(fp != NULL);
+    for (int i = 0; q && fp && i < PQntuples(q); i++)
+      fprintf(fp, "{\"utterance_id\": %s, \"probs\": {\"%s\": 1.0}}\n", PQgetvalue(q, i, 0), PQgetvalue(q, i, 1));
+    if (fp) fclose(fp);
+    PQclear(q);
+    finch_external_import_opts eo = {.dataset = "sample", .path = jl, .name = "stub-llm"};
+    finch_external_result er;
+    CHECK_INT_EQ(finch_external_import(db, &eo, &er, &err), FINCH_OK);
+    CHECK_INT_EQ(er.n_labelled, 40);
+    char eref[32];
+    snprintf(eref, sizeof eref, "%lld", er.model_id);
+    finch_distill_opts d4 = {.dataset = "sample", .seed = 7, .teacher = eref, .student_epochs = 3, .device = "cpu",
+                             .quiet = 1};
+    st = finch_distill_run(db, &d4, &dr, &err);
+    if (st) fprintf(stderr, "external: %s\n", err.msg);
+    CHECK_INT_EQ(st, FINCH_OK);
+    CHECK(dr.external_teacher);
+    CHECK_INT_EQ(dr.teacher_id, er.model_id);
+    /* Rows without an external output learn from their label alone. */
+    CHECK(test_scalar(db, "SELECT count(*) FROM complexity_scores c JOIN models m ON m.id = c.model_id"
+                          " WHERE m.kind = 'student' AND m.parent_model_id = (SELECT max(id) FROM models"
+                          " WHERE arch = 'external') AND c.alpha = 0") > 0);
+    d4.student = "tfm";
+    CHECK_INT_EQ(finch_distill_run(db, &d4, &dr, &err), FINCH_EINVAL);
+    unlink(jl);
+  }
 
   finch_db_close(db);
   TEST_DONE();
