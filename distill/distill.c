@@ -14,6 +14,7 @@
 #include "core/paths.h"
 #include "distill/complexity.h"
 #include "distill/external.h"
+#include "distill/teacher.h"
 #include "distill/internal.h"
 #include "nn/model.h"
 #include "nn/model_arch.h"
@@ -300,6 +301,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   float *alphas = NULL;
   float *soft = NULL;
   unsigned char *have = NULL;
+  char *owned_ref = NULL; /* the teacher reference chosen here, when opts did not name one */
   finch_status st = FINCH_OK;
   if (!labels || !train.texts || !train.ids || !train.labels || !dev.texts || !dev.labels) {
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
@@ -332,6 +334,43 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
 
   nn_dataset ds = {.texts = (const char *const *)train.texts, .labels = train.labels, .n = train.n};
   double t0;
+  /* A transformer student (named, or implied by --stage) needs a teacher with
+   * an encoder: the dataset's latest teacher when it has one, else one is
+   * trained here with the default members. */
+  const int want_tfm = (opts->student && strcmp(opts->student, "tfm") == 0) ||
+                       (!opts->student && opts->stage && *opts->stage);
+  finch_distill_opts o2;
+  if (want_tfm && !(opts->teacher && *opts->teacher)) {
+    o2 = *opts;
+    o2.teacher = "latest";
+    st = load_teacher(db, &o2, (const char *const *)labels, nl, &teacher, res, err);
+    if (st == FINCH_OK && teacher && !nn_model_find_tfm(teacher)) {
+      nn_model_free(teacher);
+      teacher = NULL;
+      st = FINCH_ENOTFOUND;
+    }
+    if (st == FINCH_ENOTFOUND) {
+      finch_info("no teacher of dataset '%s' has an encoder: training one (finch teacher train --dataset %s)",
+                 opts->dataset, opts->dataset);
+      finch_teacher_opts to = {.dataset = opts->dataset, .seed = opts->seed, .augmented = 1, .ngrams = 1,
+                               .device = opts->device, .quiet = opts->quiet};
+      finch_teacher_result tr;
+      if ((st = finch_teacher_train(db, &to, &tr, err)) != FINCH_OK) goto out;
+      res->teacher_id = tr.model_id;
+    } else if (st) {
+      goto out;
+    }
+    /* Reloaded below like a named teacher, so both paths check labels alike. */
+    nn_model_free(teacher);
+    teacher = NULL;
+    if (!(owned_ref = malloc(32))) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      goto out;
+    }
+    snprintf(owned_ref, 32, "%lld", res->teacher_id);
+    o2.teacher = owned_ref;
+    opts = &o2;
+  }
   if (opts->teacher && *opts->teacher) {
     st = load_teacher(db, opts, (const char *const *)labels, nl, &teacher, res, err);
     if (st) goto out;
@@ -410,7 +449,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     ds.soft = NULL;
     ds.alpha = NULL;
   }
-  const int tfm_student = opts->student && strcmp(opts->student, "tfm") == 0;
+  const int tfm_student = want_tfm;
   snprintf(res->student_arch, sizeof res->student_arch, "%s", tfm_student ? "tfm" : "bow");
   snprintf(res->stage, sizeof res->stage, "%s", tfm_student ? (opts->stage && *opts->stage ? opts->stage : "vertical")
                                                             : "finance");
@@ -497,6 +536,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     st = finch_db_run(db, "UPDATE training_metrics SET model_id = $1 WHERE run = $2", 2, pp, err);
   }
 out:
+  free(owned_ref);
   free(cx);
   free(alphas);
   free(soft);

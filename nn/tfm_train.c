@@ -715,55 +715,16 @@ out:
   return st;
 }
 
-finch_status nn_tfm_predict_corpus(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, int batch,
-                                   float temperature, float *probs, int32_t *pred, finch_err *err) {
-  const nn_tfm_config *mc = nn_tfm_get_config(m);
-  const int C = (int)mc->n_labels;
-  if (C <= 0) return finch_err_set(err, FINCH_EINVAL, "the model has no classifier head");
-  if (batch < 1) batch = 64;
-  if (!be) be = nn_backend_cpu();
-  nn_tfm_work *w = NULL;
-  batch_buf bb;
-  uint32_t *rows = malloc((size_t)batch * sizeof *rows);
-  finch_status st = FINCH_OK;
-  if (batch_init(&bb, batch, x->T, C) != 0 || !rows) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-    goto out;
-  }
-  if ((st = nn_tfm_work_init(&w, m, batch, err)) != FINCH_OK) goto out;
-  for (size_t a = 0; a < x->n; a += (size_t)batch) {
-    int B = (int)((x->n - a) < (size_t)batch ? (x->n - a) : (size_t)batch);
-    for (int i = 0; i < B; i++) rows[i] = (uint32_t)(a + i);
-    nn_tfm_batch nb;
-    if (batch_fill(&bb, x, rows, B, &nb) < 0) {
-      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-      goto out;
-    }
-    nn_tfm_forward(m, be, w, &nb, 0, NULL);
-    const float *z = nn_tfm_logits(w);
-    for (int i = 0; i < B; i++) {
-      float *p = probs ? probs + (a + i) * (size_t)C : NULL;
-      float tmp[1024];
-      float *pp = p ? p : (C <= 1024 ? tmp : NULL);
-      int best = 0;
-      for (int k = 1; k < C; k++)
-        if (z[(size_t)i * C + k] > z[(size_t)i * C + best]) best = k;
-      if (pp) nn_softmax(z + (size_t)i * C, pp, C, temperature);
-      if (pred) pred[a + i] = best;
-    }
-  }
-  st = nn_backend_check(be, err);
-out:
-  nn_tfm_work_free(w);
-  batch_free(&bb);
-  free(rows);
-  return st;
-}
+/* Runs fn on every batch of rows [0,n) of x in order: the batch is filled
+ * (rows a .. a+B) into bb/nb, and fn does the forward and reads the
+ * results. One work area for all. */
+typedef finch_status (*batch_fn)(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
+                                 const nn_tfm_batch *nb, size_t a, finch_err *err);
 
-finch_status nn_tfm_gate_share(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, float *share, finch_err *err) {
+static finch_status for_each_batch(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, int batch, batch_fn fn,
+                                   void *ctx, finch_err *err) {
   const nn_tfm_config *mc = nn_tfm_get_config(m);
-  if (!mc->head_gates) return finch_err_set(err, FINCH_EINVAL, "the encoder has no head gates");
-  const int batch = 64, L = (int)mc->layers, H = (int)mc->heads;
+  if (batch < 1) batch = 64;
   if (!be) be = nn_backend_cpu();
   nn_tfm_work *w = NULL;
   batch_buf bb;
@@ -774,22 +735,14 @@ finch_status nn_tfm_gate_share(const nn_tfm *m, nn_backend *be, const nn_tfm_cor
     goto out;
   }
   if ((st = nn_tfm_work_init(&w, m, batch, err)) != FINCH_OK) goto out;
-  for (size_t a = 0; a < x->n; a += (size_t)batch) {
+  for (size_t a = 0; a < x->n && !st; a += (size_t)batch) {
     int B = (int)((x->n - a) < (size_t)batch ? (x->n - a) : (size_t)batch);
     for (int i = 0; i < B; i++) rows[i] = (uint32_t)(a + i);
     nn_tfm_batch nb;
-    if (batch_fill(&bb, x, rows, B, &nb) < 0) {
-      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-      goto out;
-    }
-    nn_tfm_forward(m, be, w, &nb, 0, NULL);
-    for (int i = 0; i < B; i++) {
-      int open = 0;
-      for (int l = 0; l < L; l++)
-        for (int h = 0; h < H; h++) open += nn_tfm_gates(w, l)[i * H + h] > 0.5f;
-      share[a + i] = (float)open / (float)(L * H);
-    }
+    if (batch_fill(&bb, x, rows, B, &nb) < 0) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    else st = fn(ctx, m, be, w, &bb, &nb, a, err);
   }
+  if (!st) st = nn_backend_check(be, err);
 out:
   nn_tfm_work_free(w);
   batch_free(&bb);
@@ -797,61 +750,104 @@ out:
   return st;
 }
 
+typedef struct {
+  float temperature;
+  float *probs;
+  int32_t *pred;
+} predict_ctx;
+
+static finch_status predict_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
+                                  const nn_tfm_batch *nb, size_t a, finch_err *err) {
+  (void)bb, (void)err;
+  const predict_ctx *c = ctx;
+  const int C = (int)nn_tfm_get_config(m)->n_labels;
+  nn_tfm_forward(m, be, w, nb, 0, NULL);
+  const float *z = nn_tfm_logits(w);
+  for (int i = 0; i < nb->B; i++) {
+    const float *zi = z + (size_t)i * C;
+    int best = 0;
+    for (int k = 1; k < C; k++)
+      if (zi[k] > zi[best]) best = k;
+    if (c->probs) nn_softmax(zi, c->probs + (a + i) * (size_t)C, C, c->temperature);
+    if (c->pred) c->pred[a + i] = best;
+  }
+  return FINCH_OK;
+}
+
+finch_status nn_tfm_predict_corpus(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, int batch,
+                                   float temperature, float *probs, int32_t *pred, finch_err *err) {
+  if (nn_tfm_get_config(m)->n_labels == 0) return finch_err_set(err, FINCH_EINVAL, "the model has no classifier head");
+  predict_ctx c = {temperature, probs, pred};
+  return for_each_batch(m, be, x, batch, predict_batch, &c, err);
+}
+
+static finch_status gate_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
+                               const nn_tfm_batch *nb, size_t a, finch_err *err) {
+  (void)bb, (void)err;
+  float *share = ctx;
+  const nn_tfm_config *mc = nn_tfm_get_config(m);
+  const int L = (int)mc->layers, H = (int)mc->heads;
+  nn_tfm_forward(m, be, w, nb, 0, NULL);
+  for (int i = 0; i < nb->B; i++) {
+    int open = 0;
+    for (int l = 0; l < L; l++)
+      for (int h = 0; h < H; h++) open += nn_tfm_gates(w, l)[i * H + h] > 0.5f;
+    share[a + i] = (float)open / (float)(L * H);
+  }
+  return FINCH_OK;
+}
+
+finch_status nn_tfm_gate_share(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, float *share, finch_err *err) {
+  if (!nn_tfm_get_config(m)->head_gates) return finch_err_set(err, FINCH_EINVAL, "the encoder has no head gates");
+  return for_each_batch(m, be, x, 64, gate_batch, share, err);
+}
+
+typedef struct {
+  float p;
+  nn_rng rng;
+  int mcap;
+  float *mp, *rl;
+  double loss;
+  size_t n, hit;
+} mlm_ctx;
+
+static finch_status mlm_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
+                              const nn_tfm_batch *nb, size_t a, finch_err *err) {
+  (void)a;
+  mlm_ctx *c = ctx;
+  const uint32_t V = nn_tfm_get_config(m)->vocab;
+  int P = batch_mask(bb, nb, c->p, V, c->mcap, &c->rng);
+  if (!P) return FINCH_OK;
+  nn_tfm_forward(m, be, w, nb, 0, NULL);
+  const float *ml = nn_tfm_mlm_forward(m, be, w, bb->mpos, P);
+  if (!ml) return finch_err_set(err, FINCH_ENOMEM, "out of memory for the masked-token head (%d positions)", P);
+  nn_xent_ls_forward(ml, bb->mtgt, P, (int)V, 0.0f, c->mp, c->rl);
+  for (int p = 0; p < P; p++) {
+    c->loss += c->rl[p];
+    const float *z = ml + (size_t)p * V;
+    uint32_t best = 0;
+    for (uint32_t k = 1; k < V; k++)
+      if (z[k] > z[best]) best = k;
+    c->hit += (int32_t)best == bb->mtgt[p];
+  }
+  c->n += (size_t)P;
+  return FINCH_OK;
+}
+
 finch_status nn_tfm_mlm_eval(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, float mlm_prob,
                              uint64_t seed, double *loss, double *acc, finch_err *err) {
-  const nn_tfm_config *mc = nn_tfm_get_config(m);
   const int batch = 64;
-  const uint32_t V = mc->vocab;
-  if (!be) be = nn_backend_cpu();
-  nn_tfm_work *w = NULL;
-  batch_buf bb;
-  const int mcap = batch * x->T / 4 + 16;
-  uint32_t *rows = malloc((size_t)batch * sizeof *rows);
-  float *mp = malloc((size_t)mcap * V * sizeof *mp), *rl = malloc((size_t)mcap * sizeof *rl);
-  finch_status st = FINCH_OK;
-  double sl = 0;
-  size_t np = 0, hit = 0;
-  nn_rng rng;
-  nn_rng_seed(&rng, seed, RNG_MASK);
-  if (batch_init(&bb, batch, x->T, (int)mc->n_labels) != 0 || !rows || !mp || !rl) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-    goto out;
-  }
-  if ((st = nn_tfm_work_init(&w, m, batch, err)) != FINCH_OK) goto out;
-  for (size_t a = 0; a < x->n; a += (size_t)batch) {
-    int B = (int)((x->n - a) < (size_t)batch ? (x->n - a) : (size_t)batch);
-    for (int i = 0; i < B; i++) rows[i] = (uint32_t)(a + i);
-    nn_tfm_batch nb;
-    if (batch_fill(&bb, x, rows, B, &nb) < 0) {
-      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-      goto out;
-    }
-    int P = batch_mask(&bb, &nb, mlm_prob, V, mcap, &rng);
-    if (!P) continue;
-    nn_tfm_forward(m, be, w, &nb, 0, NULL);
-    const float *ml = nn_tfm_mlm_forward(m, be, w, bb.mpos, P);
-    if (!ml) {
-      st = finch_err_set(err, FINCH_ENOMEM, "out of memory for the masked-token head (%d positions)", P);
-      goto out;
-    }
-    nn_xent_ls_forward(ml, bb.mtgt, P, (int)V, 0.0f, mp, rl);
-    for (int p = 0; p < P; p++) {
-      sl += rl[p];
-      const float *z = ml + (size_t)p * V;
-      uint32_t best = 0;
-      for (uint32_t k = 1; k < V; k++)
-        if (z[k] > z[best]) best = k;
-      hit += (int32_t)best == bb.mtgt[p];
-    }
-    np += (size_t)P;
-  }
-  *loss = np ? sl / (double)np : 0;
-  if (acc) *acc = np ? (double)hit / (double)np : 0;
-out:
-  nn_tfm_work_free(w);
-  batch_free(&bb);
-  free(rows);
-  free(mp);
-  free(rl);
-  return st;
+  mlm_ctx c = {.p = mlm_prob, .mcap = batch * x->T / 4 + 16};
+  nn_rng_seed(&c.rng, seed, RNG_MASK);
+  const size_t V = nn_tfm_get_config(m)->vocab;
+  c.mp = malloc((size_t)c.mcap * V * sizeof *c.mp);
+  c.rl = malloc((size_t)c.mcap * sizeof *c.rl);
+  finch_status st = c.mp && c.rl ? for_each_batch(m, be, x, batch, mlm_batch, &c, err)
+                                 : finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  free(c.mp);
+  free(c.rl);
+  if (st) return st;
+  *loss = c.n ? c.loss / (double)c.n : 0;
+  if (acc) *acc = c.n ? (double)c.hit / (double)c.n : 0;
+  return FINCH_OK;
 }

@@ -147,6 +147,16 @@ int main(void) {
     nn_tfm_free(m);
   }
 
+  /* Masked-token evaluation: finite, positive, reproducible with its seed. */
+  {
+    double l1 = 0, l2 = 0, acc = -1;
+    CHECK_INT_EQ(nn_tfm_mlm_eval(trained, NULL, &x, 0.3f, 5, &l1, &acc, &err), FINCH_OK);
+    CHECK_INT_EQ(nn_tfm_mlm_eval(trained, NULL, &x, 0.3f, 5, &l2, NULL, &err), FINCH_OK);
+    CHECK(l1 > 0 && l1 < 20);
+    CHECK(l1 == l2);
+    CHECK(acc >= 0 && acc <= 1);
+  }
+
   /* Model file round trip. */
   unsigned char *blob = NULL;
   size_t blen = 0;
