@@ -201,7 +201,8 @@ int finch_cmd_demo(int argc, char **argv) {
   printf("  majority-class baseline %.4f\n", ev_s.n ? (double)majority / (double)ev_s.n : 0.0);
 
   printf("[6/6] serve the student on loopback\n");
-  finch_serve_opts so = {.model_path = out, .host = "127.0.0.1", .port = 0, .max_body = 65536, .threads = 2};
+  finch_serve_opts so = {.model_path = out, .host = "127.0.0.1", .port = 0, .max_body = 65536, .threads = 2,
+                         .access_log = "off"};
   if (finch_server_start(&srv, &so, &err)) goto fail;
   char intent[128];
   if (ask(finch_server_port(srv), "my card still hasn't arrived", intent, sizeof intent) != 0) {

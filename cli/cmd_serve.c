@@ -32,10 +32,24 @@ int finch_cmd_serve(int argc, char **argv) {
       {"rate", 0, "N", "requests a second per key, refilled (default 20)", NULL},
       {"burst", 0, "N", "requests per key at once (default 40)", NULL},
       {"no-webhooks", 0, NULL, "do not run a webhook delivery worker in this process", NULL},
+      {"webhook-poll-ms", 0, "N", "webhook worker: idle wait between outbox passes (default 1000)", NULL},
+      {"webhook-backoff-ms", 0, "N", "webhook worker: first retry delay bound (default 1000)", NULL},
+      {"webhook-max-backoff-ms", 0, "N", "webhook worker: largest retry delay bound (default 600000)", NULL},
+      {"webhook-max-attempts", 0, "N", "webhook worker: attempts before an event is dead (default 10)", NULL},
       {"gate-margin", 0, "X", "promotion gate margin (default 0.02; see finch rollout --help)", NULL},
       {"gate-confidence", 0, "X", "promotion gate one-sided confidence (default 0.95)", NULL},
       {"gate-min-tasks", 0, "N", "promotion gate: labelled tasks needed (default 30)", NULL},
       {"gate-intent-floor", 0, "X", "promotion gate: per-intent accuracy floor (default 0.5)", NULL},
+      {"batch-window-us", 0, "N", "batch /v1/intent, waiting up to N us for a batch while busy; 0: no batching "
+                                  "(default)", NULL},
+      {"max-batch", 0, "N", "texts per batch (default 32)", NULL},
+      {"batch-threads", 0, "N", "batcher threads (default 1)", NULL},
+      {"max-queue", 0, "N", "classifications in flight; one more is answered 503 with Retry-After (default 1024)",
+       NULL},
+      {"drain-ms", 0, "N", "on SIGTERM/SIGINT, wait this long for requests in flight (default 5000)", NULL},
+      {"access-log", 0, "FILE|-|off", "one JSON line per request to FILE, stderr (-, the default) or nowhere (off)",
+       NULL},
+      {"log-text", 0, NULL, "put the request text, normalised and redacted, in access log lines", NULL},
   };
   cli_cmd cmd = {"serve", "--model FILE [--host ADDR] [--port N] [--deployment NAME]",
                  "Serve intent recognition over HTTP until SIGINT or SIGTERM.",
@@ -43,7 +57,9 @@ int finch_cmd_serve(int argc, char **argv) {
                  "  POST /v1/intent  {\"text\": \"...\"} -> {\"intent\", \"confidence\", \"source\": \"model\", \"model\": SHA256}\n"
                  "  GET  /healthz\n"
                  "  POST /v1/conversations/{id}/turns, GET /v1/labeling/tasks, POST /v1/labeling/tasks/{id},\n"
-                 "  GET  /v1/labeling/stats, GET|POST /v1/rollout (these need the database)\n"
+                 "  GET  /v1/labeling/stats, GET|POST /v1/rollout, POST /v1/admin/reload (these need the database)\n"
+                 "  GET  /metrics (Prometheus; admin key in database mode)\n"
+                 "SIGHUP reloads the model file; SIGTERM and SIGINT stop after the requests in flight.\n"
                  "The database is used when one is configured (--database-url, FINCH_DATABASE_URL, PG*\n"
                  "variables) or the embedded cluster under FINCH_HOME exists; every endpoint but /healthz\n"
                  "then needs an API key (finch keys create).",
@@ -53,11 +69,20 @@ int finch_cmd_serve(int argc, char **argv) {
   int rc = cli_parse(&cmd, argc, argv, pos, 0, &npos);
   if (rc) return rc == 1 ? 0 : 2;
   long long port = 8080, max_body = finch_config_int("max_body"), threads = 2;
+  long long window = 0, max_batch = 32, batch_threads = 1, max_queue = 1024, drain_ms = 5000;
   if (cli_get_long(&cmd, "port", &port) || cli_get_long(&cmd, "max-body", &max_body) ||
-      cli_get_long(&cmd, "threads", &threads))
+      cli_get_long(&cmd, "threads", &threads) || cli_get_long(&cmd, "batch-window-us", &window) ||
+      cli_get_long(&cmd, "max-batch", &max_batch) || cli_get_long(&cmd, "batch-threads", &batch_threads) ||
+      cli_get_long(&cmd, "max-queue", &max_queue) || cli_get_long(&cmd, "drain-ms", &drain_ms))
     return 2;
   if (!cli_get(&cmd, "model") || port < 0 || port > 65535 || max_body < 1 || threads < 1 || threads > 256) {
     cli_usage(&cmd, stderr);
+    return 2;
+  }
+  if (window < 0 || window > 1000000 || max_batch < 1 || max_batch > 65536 || batch_threads < 1 ||
+      batch_threads > 64 || max_queue < 1 || max_queue > 1000000 || drain_ms < 1 || drain_ms > 3600000) {
+    fprintf(stderr, "finch serve: --batch-window-us 0..1000000, --max-batch 1..65536, --batch-threads 1..64, "
+                    "--max-queue 1..1000000, --drain-ms 1..3600000\n");
     return 2;
   }
   finch_gate_opts gate = finch_gate_opts_default();
@@ -73,6 +98,17 @@ int finch_cmd_serve(int argc, char **argv) {
       burst < 0 || gate_min < 0 || !(gate.confidence > 0.5 && gate.confidence < 1)) {
     fprintf(stderr, "finch serve: confidences and shares are in [0, 1], --gate-confidence in (0.5, 1), rates "
                     "and counts non-negative\n");
+    return 2;
+  }
+  long long wh_poll = 0, wh_backoff = 0, wh_max_backoff = 0, wh_attempts = 0;
+  if (cli_get_long(&cmd, "webhook-poll-ms", &wh_poll) || cli_get_long(&cmd, "webhook-backoff-ms", &wh_backoff) ||
+      cli_get_long(&cmd, "webhook-max-backoff-ms", &wh_max_backoff) ||
+      cli_get_long(&cmd, "webhook-max-attempts", &wh_attempts))
+    return 2;
+  if (wh_poll < 0 || wh_poll > 3600000 || wh_backoff < 0 || wh_backoff > 86400000 || wh_max_backoff < 0 ||
+      wh_max_backoff > 86400000 || wh_attempts < 0 || wh_attempts > 1000) {
+    fprintf(stderr, "finch serve: --webhook-poll-ms 0..3600000, --webhook-backoff-ms and --webhook-max-backoff-ms "
+                    "0..86400000, --webhook-max-attempts 0..1000 (0: the default)\n");
     return 2;
   }
   gate.min_tasks = (long)gate_min;
@@ -105,6 +141,7 @@ int finch_cmd_serve(int argc, char **argv) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
   finch_serve_opts o = {.model_path = path, .host = cli_get(&cmd, "host") ? cli_get(&cmd, "host") : "127.0.0.1",
@@ -113,7 +150,14 @@ int finch_cmd_serve(int argc, char **argv) {
                         .deployment = cli_get(&cmd, "deployment"), .oos_label = cli_get(&cmd, "oos-label"),
                         .min_confidence = min_conf, .canary_share = share, .handoff_below = handoff,
                         .gate = gate, .rate_per_s = rate, .rate_burst = burst,
-                        .no_webhook_worker = cli_get(&cmd, "no-webhooks") != NULL};
+                        .no_webhook_worker = cli_get(&cmd, "no-webhooks") != NULL,
+                        .webhook_poll_ms = (unsigned)wh_poll, .webhook_max_attempts = (unsigned)wh_attempts,
+                        .webhook_backoff_ms = (unsigned)wh_backoff,
+                        .webhook_max_backoff_ms = (unsigned)wh_max_backoff,
+                        .batch_window_us = (unsigned)window, .max_batch = (unsigned)max_batch,
+                        .batch_threads = (unsigned)batch_threads, .max_queue = (unsigned)max_queue,
+                        .drain_ms = (unsigned)drain_ms, .access_log = cli_get(&cmd, "access-log"),
+                        .log_text = cli_get(&cmd, "log-text") != NULL};
   finch_server *srv;
   if (finch_server_start(&srv, &o, &err)) return cli_fail(&err);
   printf("finch: serving %s on http://%s:%u\n", path, o.host, finch_server_port(srv));
@@ -122,8 +166,15 @@ int finch_cmd_serve(int argc, char **argv) {
            o.deployment ? o.deployment : "default");
   fflush(stdout);
   int sig;
-  sigwait(&set, &sig);
-  fprintf(stderr, "finch: %s received, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  for (;;) {
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig != SIGHUP) break;
+    /* The file named at start, read again; a failure keeps the old model
+     * and is logged by the server. */
+    fprintf(stderr, "finch: SIGHUP received, reloading %s\n", path);
+    (void)finch_server_reload(srv, NULL, &err);
+  }
+  fprintf(stderr, "finch: %s received, finishing the requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   finch_server_stop(srv);
   return 0;
 }

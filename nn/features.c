@@ -5,6 +5,7 @@
 #include <utf8proc.h>
 
 #include "core/text.h"
+#include "nn/strtab.h"
 
 /* ---- hashing ---------------------------------------------------------- */
 
@@ -29,111 +30,6 @@ uint64_t nn_feature_hash(uint8_t tag, const char *s, size_t len) {
 }
 
 enum { TAG_WORD = 'w', TAG_BIGRAM = 'b', TAG_CHAR = 'c' };
-
-/* ---- string table: open addressing over an arena of words ------------- */
-
-typedef struct {
-  char *arena; /* words back to back, each NUL-terminated */
-  size_t alen, acap;
-  size_t *off;
-  uint64_t *count;
-  uint64_t *hash;
-  size_t n, ncap;
-  uint32_t *slots; /* index + 1; 0 = empty; capacity a power of two */
-  size_t cap;
-} strtab;
-
-static void strtab_free(strtab *t) {
-  free(t->arena);
-  free(t->off);
-  free(t->count);
-  free(t->hash);
-  free(t->slots);
-  memset(t, 0, sizeof *t);
-}
-
-static const char *strtab_word(const strtab *t, size_t i) { return t->arena + t->off[i]; }
-
-/* Slot holding the word, or the empty slot where it would go. */
-static size_t strtab_probe(const strtab *t, const char *w, size_t len, uint64_t h) {
-  size_t mask = t->cap - 1, i = (size_t)h & mask;
-  for (;;) {
-    uint32_t s = t->slots[i];
-    if (s == 0) return i;
-    size_t k = s - 1;
-    if (t->hash[k] == h) {
-      const char *x = strtab_word(t, k);
-      if (strncmp(x, w, len) == 0 && x[len] == '\0') return i;
-    }
-    i = (i + 1) & mask;
-  }
-}
-
-static int64_t strtab_find(const strtab *t, const char *w, size_t len, uint64_t h) {
-  if (t->cap == 0) return -1;
-  uint32_t s = t->slots[strtab_probe(t, w, len, h)];
-  return s ? (int64_t)(s - 1) : -1;
-}
-
-static int strtab_rehash(strtab *t, size_t cap) {
-  uint32_t *slots = calloc(cap, sizeof *slots);
-  if (!slots) return -1;
-  free(t->slots);
-  t->slots = slots;
-  t->cap = cap;
-  for (size_t k = 0; k < t->n; k++) {
-    size_t i = (size_t)t->hash[k] & (cap - 1);
-    while (slots[i]) i = (i + 1) & (cap - 1);
-    slots[i] = (uint32_t)(k + 1);
-  }
-  return 0;
-}
-
-/* Adds count to the word, inserting it when new. Returns its index or -1 on
- * out-of-memory. *added (may be NULL) says whether it was new. */
-static int64_t strtab_add(strtab *t, const char *w, size_t len, uint64_t h, uint64_t count,
-                          int *added) {
-  if (added) *added = 0;
-  if ((t->n + 1) * 2 > t->cap && strtab_rehash(t, t->cap ? t->cap * 2 : 64) != 0) return -1;
-  size_t slot = strtab_probe(t, w, len, h);
-  if (t->slots[slot]) {
-    size_t k = t->slots[slot] - 1;
-    t->count[k] += count;
-    return (int64_t)k;
-  }
-  if (t->n >= UINT32_MAX - 1) return -1;
-  if (t->n == t->ncap) {
-    size_t nc = t->ncap ? t->ncap * 2 : 64;
-    size_t *off = realloc(t->off, nc * sizeof *off);
-    if (!off) return -1;
-    t->off = off;
-    uint64_t *cnt = realloc(t->count, nc * sizeof *cnt);
-    if (!cnt) return -1;
-    t->count = cnt;
-    uint64_t *hs = realloc(t->hash, nc * sizeof *hs);
-    if (!hs) return -1;
-    t->hash = hs;
-    t->ncap = nc;
-  }
-  if (t->alen + len + 1 > t->acap) {
-    size_t ac = t->acap ? t->acap : 1024;
-    while (ac < t->alen + len + 1) ac *= 2;
-    char *a = realloc(t->arena, ac);
-    if (!a) return -1;
-    t->arena = a;
-    t->acap = ac;
-  }
-  memcpy(t->arena + t->alen, w, len);
-  t->arena[t->alen + len] = '\0';
-  size_t k = t->n++;
-  t->off[k] = t->alen;
-  t->alen += len + 1;
-  t->count[k] = count;
-  t->hash[k] = h;
-  t->slots[slot] = (uint32_t)(k + 1);
-  if (added) *added = 1;
-  return (int64_t)k;
-}
 
 /* ---- tokenizer --------------------------------------------------------- */
 
@@ -285,7 +181,7 @@ finch_status nn_tokenize_symbols(const char *text, nn_tokens *out, finch_err *er
 
 struct nn_featurizer {
   nn_feat_config cfg;
-  strtab vocab; /* row i = word i */
+  nn_strtab vocab; /* row i = word i */
 };
 
 static finch_status check_config(const nn_feat_config *cfg, finch_err *err) {
@@ -301,7 +197,7 @@ static finch_status check_config(const nn_feat_config *cfg, finch_err *err) {
 
 void nn_featurizer_free(nn_featurizer *f) {
   if (!f) return;
-  strtab_free(&f->vocab);
+  nn_strtab_free(&f->vocab);
   free(f);
 }
 
@@ -316,7 +212,7 @@ finch_status nn_featurizer_from_words(nn_featurizer **out, const char *const *wo
   for (size_t i = 0; i < n_words; i++) {
     size_t len = strlen(words[i]);
     int added;
-    if (strtab_add(&f->vocab, words[i], len, nn_feature_hash(TAG_WORD, words[i], len), 1, &added) < 0) {
+    if (nn_strtab_add(&f->vocab, words[i], len, &added) < 0) {
       nn_featurizer_free(f);
       return finch_err_set(err, FINCH_ENOMEM, "out of memory for a vocabulary of %zu words", n_words);
     }
@@ -345,7 +241,8 @@ finch_status nn_featurizer_build(nn_featurizer **out, const char *const *texts, 
   *out = NULL;
   finch_status st = check_config(cfg, err);
   if (st != FINCH_OK) return st;
-  strtab counts = {0};
+  nn_strtab counts; /* word -> its count (uint64_t) */
+  nn_strtab_init(&counts, sizeof(uint64_t));
   nn_tokens tok = {0};
   vocab_entry *ents = NULL;
   const char **words = NULL;
@@ -358,21 +255,24 @@ finch_status nn_featurizer_build(nn_featurizer **out, const char *const *texts, 
     for (size_t k = 0; k < tok.n; k++) {
       const char *w = tok.norm + tok.tok[k].off;
       size_t len = tok.tok[k].len;
-      if (strtab_add(&counts, w, len, nn_feature_hash(TAG_WORD, w, len), 1, NULL) < 0) {
+      int64_t i = nn_strtab_add(&counts, w, len, NULL);
+      if (i < 0) {
         st = finch_err_set(err, FINCH_ENOMEM, "out of memory counting words");
         goto out;
       }
+      ((uint64_t *)nn_strtab_vals(&counts))[i]++;
     }
   }
-  size_t nv = 0;
-  ents = malloc((counts.n ? counts.n : 1) * sizeof *ents);
-  words = malloc((counts.n ? counts.n : 1) * sizeof *words);
+  size_t nc = nn_strtab_size(&counts), nv = 0;
+  ents = malloc((nc ? nc : 1) * sizeof *ents);
+  words = malloc((nc ? nc : 1) * sizeof *words);
   if (!ents || !words) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory sorting %zu words", counts.n);
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory sorting %zu words", nc);
     goto out;
   }
-  for (size_t k = 0; k < counts.n; k++)
-    if (counts.count[k] >= cfg->min_count) ents[nv++] = (vocab_entry){counts.count[k], strtab_word(&counts, k)};
+  const uint64_t *count = nn_strtab_vals(&counts);
+  for (size_t k = 0; k < nc; k++)
+    if (count[k] >= cfg->min_count) ents[nv++] = (vocab_entry){count[k], nn_strtab_key(&counts, k)};
   qsort(ents, nv, sizeof *ents, vocab_cmp);
   for (size_t k = 0; k < nv; k++) words[k] = ents[k].word;
   st = nn_featurizer_from_words(out, words, nv, cfg, err);
@@ -380,17 +280,17 @@ out:
   free(ents);
   free(words);
   nn_tokens_free(&tok);
-  strtab_free(&counts);
+  nn_strtab_free(&counts);
   return st;
 }
 
 const nn_feat_config *nn_featurizer_config(const nn_featurizer *f) { return &f->cfg; }
-size_t nn_featurizer_n_words(const nn_featurizer *f) { return f->vocab.n; }
-const char *nn_featurizer_word(const nn_featurizer *f, size_t i) { return strtab_word(&f->vocab, i); }
-size_t nn_featurizer_rows(const nn_featurizer *f) { return f->vocab.n + f->cfg.buckets; }
+size_t nn_featurizer_n_words(const nn_featurizer *f) { return nn_strtab_size(&f->vocab); }
+const char *nn_featurizer_word(const nn_featurizer *f, size_t i) { return nn_strtab_key(&f->vocab, i); }
+size_t nn_featurizer_rows(const nn_featurizer *f) { return nn_strtab_size(&f->vocab) + f->cfg.buckets; }
 
 int64_t nn_featurizer_lookup(const nn_featurizer *f, const char *word, size_t len) {
-  return strtab_find(&f->vocab, word, len, nn_feature_hash(TAG_WORD, word, len));
+  return nn_strtab_find(&f->vocab, word, len);
 }
 
 void nn_ids_free(nn_ids *ids) {
@@ -435,7 +335,7 @@ static int push_char_ngrams(const nn_featurizer *f, const char *w, size_t len, n
     if (((unsigned char)buf[i] & 0xC0) != 0x80) cps[ncp++] = i;
   cps[ncp] = blen;
   uint64_t base = fnv1a_update(FNV_OFFSET, &(uint8_t){TAG_CHAR}, 1);
-  uint32_t V = (uint32_t)f->vocab.n, nb = f->cfg.buckets;
+  uint32_t V = (uint32_t)nn_strtab_size(&f->vocab), nb = f->cfg.buckets;
   for (size_t i = 0; i < ncp; i++) {
     for (size_t nlen = f->cfg.minn; nlen <= f->cfg.maxn && i + nlen <= ncp; nlen++) {
       uint64_t h = mix64(fnv1a_update(base, buf + cps[i], cps[i + nlen] - cps[i]));
@@ -458,7 +358,7 @@ finch_status nn_featurize(const nn_featurizer *f, const char *text, nn_ids *out,
   out->n = 0;
   finch_status st = nn_tokenize(text, t, err);
   if (st != FINCH_OK) goto done;
-  uint32_t V = (uint32_t)f->vocab.n, nb = f->cfg.buckets;
+  uint32_t V = (uint32_t)nn_strtab_size(&f->vocab), nb = f->cfg.buckets;
   uint64_t prev_h = 0; /* FNV state of the previous token, for bigrams */
   for (size_t k = 0; k < t->n; k++) {
     const char *w = t->norm + t->tok[k].off;

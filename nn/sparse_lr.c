@@ -1,8 +1,8 @@
 /* TF-IDF + multinomial logistic regression; the contract and the blob format
  * are in nn/sparse_lr.h.
  *
- * Layout. The vocabulary is a term table (open addressing over an arena of
- * keys); feature j is term j. The model's parameters are one allocation,
+ * Layout. The vocabulary is a string table (nn/strtab.h) of term keys;
+ * feature j is term j. The model's parameters are one allocation,
  * W (F,C) row-major then b (C), so a text's logits are C-wide axpys over the
  * rows of its terms. Features are ordered by document frequency (descending),
  * which keeps the rows that most texts touch together in cache.
@@ -22,6 +22,7 @@
 
 #include "nn/features.h"
 #include "nn/loss.h"
+#include "nn/strtab.h"
 
 enum {
   NN_SLR_HISTORY = 8,   /* L-BFGS pairs kept */
@@ -42,110 +43,12 @@ static const double NN_SLR_C1 = 1e-4;   /* Armijo sufficient-decrease constant *
 
 enum { TAG_WORD = 'w', TAG_CHAR = 'c' };
 
-/* ---- term table ---------------------------------------------------------- */
-
-typedef struct {
-  char *arena; /* keys back to back (not NUL-terminated) */
-  size_t alen, acap;
-  size_t *off;
-  uint32_t *len;
-  uint64_t *hash;
-  size_t n, ncap;
-  uint32_t *slots; /* index + 1; 0 = empty; capacity a power of two */
-  size_t cap;
-} termtab;
-
-static void termtab_free(termtab *t) {
-  free(t->arena);
-  free(t->off);
-  free(t->len);
-  free(t->hash);
-  free(t->slots);
-  memset(t, 0, sizeof *t);
-}
-
-static uint64_t term_hash(const char *key, size_t len) { return nn_feature_hash('s', key, len); }
-
-static const char *termtab_key(const termtab *t, size_t i) { return t->arena + t->off[i]; }
-
-/* Slot holding the key, or the empty slot where it would go. */
-static size_t termtab_probe(const termtab *t, const char *key, size_t len, uint64_t h) {
-  size_t mask = t->cap - 1, i = (size_t)h & mask;
-  for (;;) {
-    uint32_t s = t->slots[i];
-    if (s == 0) return i;
-    size_t k = s - 1;
-    if (t->hash[k] == h && t->len[k] == len && memcmp(termtab_key(t, k), key, len) == 0) return i;
-    i = (i + 1) & mask;
-  }
-}
-
-static int64_t termtab_find(const termtab *t, const char *key, size_t len) {
-  if (t->cap == 0) return -1;
-  uint32_t s = t->slots[termtab_probe(t, key, len, term_hash(key, len))];
-  return s ? (int64_t)(s - 1) : -1;
-}
-
-static int termtab_rehash(termtab *t, size_t cap) {
-  uint32_t *slots = calloc(cap, sizeof *slots);
-  if (!slots) return -1;
-  free(t->slots);
-  t->slots = slots;
-  t->cap = cap;
-  for (size_t k = 0; k < t->n; k++) {
-    size_t i = (size_t)t->hash[k] & (cap - 1);
-    while (slots[i]) i = (i + 1) & (cap - 1);
-    slots[i] = (uint32_t)(k + 1);
-  }
-  return 0;
-}
-
-/* Index of key, inserted when new (*added says which). -1: out of memory. */
-static int64_t termtab_add(termtab *t, const char *key, size_t len, int *added) {
-  *added = 0;
-  if ((t->n + 1) * 2 > t->cap && termtab_rehash(t, t->cap ? t->cap * 2 : 256) != 0) return -1;
-  uint64_t h = term_hash(key, len);
-  size_t slot = termtab_probe(t, key, len, h);
-  if (t->slots[slot]) return (int64_t)(t->slots[slot] - 1);
-  if (t->n >= UINT32_MAX - 1) return -1;
-  if (t->n == t->ncap) {
-    size_t nc = t->ncap ? t->ncap * 2 : 256;
-    size_t *off = realloc(t->off, nc * sizeof *off);
-    if (!off) return -1;
-    t->off = off;
-    uint32_t *ln = realloc(t->len, nc * sizeof *ln);
-    if (!ln) return -1;
-    t->len = ln;
-    uint64_t *hs = realloc(t->hash, nc * sizeof *hs);
-    if (!hs) return -1;
-    t->hash = hs;
-    t->ncap = nc;
-  }
-  if (t->alen + len > t->acap) {
-    size_t ac = t->acap ? t->acap : 4096;
-    while (ac < t->alen + len) ac *= 2;
-    char *a = realloc(t->arena, ac);
-    if (!a) return -1;
-    t->arena = a;
-    t->acap = ac;
-  }
-  memcpy(t->arena + t->alen, key, len);
-  size_t k = t->n++;
-  t->off[k] = t->alen;
-  t->len[k] = (uint32_t)len;
-  t->hash[k] = h;
-  t->alen += len;
-  t->slots[slot] = (uint32_t)(k + 1);
-  *added = 1;
-  return (int64_t)k;
-}
-
 /* ---- the model ------------------------------------------------------------ */
 
 struct nn_sparse_lr {
   nn_sparse_lr_config cfg;
   size_t C, F;
-  termtab vocab; /* feature j = key j */
+  nn_strtab vocab; /* feature j = key j */
   float *idf;    /* (F) */
   float *params; /* one allocation: W (F,C) | b (C) */
   float *W, *b;
@@ -180,7 +83,7 @@ static finch_status check_config(const nn_sparse_lr_config *c, finch_status code
 
 void nn_sparse_lr_free(nn_sparse_lr *m) {
   if (!m) return;
-  termtab_free(&m->vocab);
+  nn_strtab_free(&m->vocab);
   free(m->idf);
   free(m->params);
   free(m);
@@ -325,7 +228,7 @@ typedef struct {
 
 static int lookup_term(void *ctx, const char *key, size_t len) {
   lookup_ctx *c = ctx;
-  int64_t j = termtab_find(&c->m->vocab, key, len);
+  int64_t j = nn_strtab_find(&c->m->vocab, key, len);
   if (j < 0) return 0;
   row_work *w = c->w;
   if (w->nhits == w->hcap) {
@@ -369,11 +272,11 @@ static finch_status featurize(const nn_sparse_lr *m, const char *text, row_work 
     float v = (1.0f + logf((float)(k - i))) * m->idf[j];
     w->ids[w->n] = j;
     w->vals[w->n++] = v;
-    ss[termtab_key(&m->vocab, j)[0] == TAG_CHAR] += (double)v * v;
+    ss[nn_strtab_key(&m->vocab, j)[0] == TAG_CHAR] += (double)v * v;
     i = k;
   }
   float inv[2] = {ss[0] > 0 ? (float)(1.0 / sqrt(ss[0])) : 0.0f, ss[1] > 0 ? (float)(1.0 / sqrt(ss[1])) : 0.0f};
-  for (size_t i = 0; i < w->n; i++) w->vals[i] *= inv[termtab_key(&m->vocab, w->ids[i])[0] == TAG_CHAR];
+  for (size_t i = 0; i < w->n; i++) w->vals[i] *= inv[nn_strtab_key(&m->vocab, w->ids[i])[0] == TAG_CHAR];
   return FINCH_OK;
 }
 
@@ -411,47 +314,30 @@ out:
 
 /* ---- vocabulary ----------------------------------------------------------- */
 
+/* A term's counts, the value of its entry in the counting table. */
 typedef struct {
-  termtab tab;
-  uint32_t *df, *last; /* last: 1 + index of the last text that had the term */
-  uint64_t *count;
-  size_t cap;
-  uint32_t doc; /* 1 + index of the current text */
-} counter;
+  uint32_t df, last; /* last: 1 + index of the last text that had the term */
+  uint64_t count;
+} term_count;
 
-static void counter_free(counter *c) {
-  termtab_free(&c->tab);
-  free(c->df);
-  free(c->last);
-  free(c->count);
-  memset(c, 0, sizeof *c);
-}
+typedef struct {
+  nn_strtab tab; /* values: term_count */
+  uint32_t doc;  /* 1 + index of the current text */
+} counter;
 
 static int count_term(void *ctx, const char *key, size_t len) {
   counter *c = ctx;
-  int added;
-  int64_t k = termtab_add(&c->tab, key, len, &added);
+  int64_t k = nn_strtab_add(&c->tab, key, len, NULL);
   if (k < 0) return -1;
-  if ((size_t)k >= c->cap) {
-    size_t nc = c->cap ? c->cap * 2 : 1024;
-    uint32_t *df = realloc(c->df, nc * sizeof *df);
-    if (df) c->df = df;
-    uint32_t *last = realloc(c->last, nc * sizeof *last);
-    if (last) c->last = last;
-    uint64_t *cnt = realloc(c->count, nc * sizeof *cnt);
-    if (cnt) c->count = cnt;
-    if (!df || !last || !cnt) return -1;
-    c->cap = nc;
-  }
-  if (added) c->df[k] = 0, c->last[k] = 0, c->count[k] = 0;
-  if (c->last[k] != c->doc) c->df[k]++, c->last[k] = c->doc;
-  c->count[k]++;
+  term_count *tc = nn_strtab_val(&c->tab, (size_t)k);
+  if (tc->last != c->doc) tc->df++, tc->last = c->doc;
+  tc->count++;
   return 0;
 }
 
-static int key_cmp(const termtab *t, uint32_t a, uint32_t b) {
-  size_t la = t->len[a], lb = t->len[b];
-  int r = memcmp(termtab_key(t, a), termtab_key(t, b), la < lb ? la : lb);
+static int key_cmp(const nn_strtab *t, uint32_t a, uint32_t b) {
+  size_t la = nn_strtab_len(t, a), lb = nn_strtab_len(t, b);
+  int r = memcmp(nn_strtab_key(t, a), nn_strtab_key(t, b), la < lb ? la : lb);
   if (r) return r;
   return (la > lb) - (la < lb);
 }
@@ -460,13 +346,14 @@ static int key_cmp(const termtab *t, uint32_t a, uint32_t b) {
  * has no context argument, and the order must not depend on the C library. */
 static void sort_candidates(uint32_t *idx, uint32_t *tmp, size_t n, const counter *c, int by_count) {
   if (n < 2) return;
+  const term_count *tc = nn_strtab_vals(&c->tab);
   size_t h = n / 2;
   sort_candidates(idx, tmp, h, c, by_count);
   sort_candidates(idx + h, tmp, n - h, c, by_count);
   size_t i = 0, j = h, o = 0;
   while (i < h && j < n) {
     uint32_t a = idx[i], b = idx[j];
-    uint64_t ka = by_count ? c->count[a] : c->df[a], kb = by_count ? c->count[b] : c->df[b];
+    uint64_t ka = by_count ? tc[a].count : tc[a].df, kb = by_count ? tc[b].count : tc[b].df;
     int b_first = kb > ka || (kb == ka && key_cmp(&c->tab, b, a) < 0);
     tmp[o++] = b_first ? idx[j++] : idx[i++];
   }
@@ -478,6 +365,7 @@ static void sort_candidates(uint32_t *idx, uint32_t *tmp, size_t n, const counte
 /* Counts the terms of texts and builds m->vocab and m->idf. */
 static finch_status build_vocab(nn_sparse_lr *m, const char *const *texts, size_t n, finch_err *err) {
   counter c = {0};
+  nn_strtab_init(&c.tab, sizeof(term_count));
   nn_tokens tok = {0};
   keybuf kb = {0};
   uint32_t *idx = NULL, *tmp = NULL;
@@ -494,7 +382,8 @@ static finch_status build_vocab(nn_sparse_lr *m, const char *const *texts, size_
       goto out;
     }
   }
-  size_t nt = c.tab.n, nk = 0;
+  size_t nt = nn_strtab_size(&c.tab), nk = 0;
+  const term_count *tc = nn_strtab_vals(&c.tab);
   idx = malloc((nt ? nt : 1) * sizeof *idx);
   tmp = malloc((nt ? nt : 1) * sizeof *tmp);
   if (!idx || !tmp) {
@@ -502,7 +391,7 @@ static finch_status build_vocab(nn_sparse_lr *m, const char *const *texts, size_
     goto out;
   }
   for (size_t k = 0; k < nt; k++)
-    if (c.df[k] >= m->cfg.min_df) idx[nk++] = (uint32_t)k;
+    if (tc[k].df >= m->cfg.min_df) idx[nk++] = (uint32_t)k;
   if (m->cfg.max_features > 0 && nk > m->cfg.max_features) {
     sort_candidates(idx, tmp, nk, &c, 1);
     nk = m->cfg.max_features;
@@ -514,19 +403,18 @@ static finch_status build_vocab(nn_sparse_lr *m, const char *const *texts, size_
     goto out;
   }
   for (size_t j = 0; j < nk; j++) {
-    int added;
-    if (termtab_add(&m->vocab, termtab_key(&c.tab, idx[j]), c.tab.len[idx[j]], &added) < 0) {
+    if (nn_strtab_add(&m->vocab, nn_strtab_key(&c.tab, idx[j]), nn_strtab_len(&c.tab, idx[j]), NULL) < 0) {
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory for a vocabulary of %zu terms", nk);
       goto out;
     }
-    m->idf[j] = (float)(log((1.0 + (double)n) / (1.0 + (double)c.df[idx[j]])) + 1.0);
+    m->idf[j] = (float)(log((1.0 + (double)n) / (1.0 + (double)tc[idx[j]].df)) + 1.0);
   }
 out:
   free(idx);
   free(tmp);
   keybuf_free(&kb);
   nn_tokens_free(&tok);
-  counter_free(&c);
+  nn_strtab_free(&c.tab);
   return st;
 }
 
@@ -794,7 +682,8 @@ static float get_f32(const unsigned char *p) {
 finch_status nn_sparse_lr_save(const nn_sparse_lr *m, unsigned char **buf, size_t *len, finch_err *err) {
   if (m->F > UINT32_MAX || m->C > UINT32_MAX)
     return finch_err_set(err, FINCH_EINVAL, "model of %zu features x %zu labels is too large to save", m->F, m->C);
-  size_t total = NN_SPARSE_LR_HEADER + m->F * 8 + m->vocab.alen + (m->F + 1) * m->C * 4;
+  size_t total = NN_SPARSE_LR_HEADER + m->F * 8 + (m->F + 1) * m->C * 4;
+  for (size_t j = 0; j < m->F; j++) total += nn_strtab_len(&m->vocab, j);
   unsigned char *b = malloc(total), *p = b;
   if (!b) return finch_err_set(err, FINCH_ENOMEM, "out of memory for a %zu-byte model blob", total);
   memcpy(p, "FSLR", 4);
@@ -811,9 +700,10 @@ finch_status nn_sparse_lr_save(const nn_sparse_lr *m, unsigned char **buf, size_
   p = put_u32(p, (uint32_t)m->C);
   p = put_u32(p, (uint32_t)m->F);
   for (size_t j = 0; j < m->F; j++) {
-    p = put_u32(p, m->vocab.len[j]);
-    memcpy(p, termtab_key(&m->vocab, j), m->vocab.len[j]);
-    p = put_f32(p + m->vocab.len[j], m->idf[j]);
+    uint32_t kl = (uint32_t)nn_strtab_len(&m->vocab, j);
+    p = put_u32(p, kl);
+    memcpy(p, nn_strtab_key(&m->vocab, j), kl);
+    p = put_f32(p + kl, m->idf[j]);
   }
   for (size_t i = 0; i < (m->F + 1) * m->C; i++) p = put_f32(p, m->params[i]);
   if ((size_t)(p - b) != total) {
@@ -881,7 +771,7 @@ finch_status nn_sparse_lr_load(nn_sparse_lr **out, const unsigned char *buf, siz
       goto fail;
     }
     int added;
-    if (termtab_add(&m->vocab, key, kl, &added) < 0) {
+    if (nn_strtab_add(&m->vocab, key, kl, &added) < 0) {
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory for a vocabulary of %zu terms", F);
       goto fail;
     }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/text.h"
+#include "nn/strtab.h"
 
 enum {
   MAX_WORD = 100,        /* bytes; longer words skip the longest-match search */
@@ -18,154 +19,95 @@ static const char *const SPECIALS[NN_TOK_N_SPECIAL] = {"[PAD]", "[UNK]", "[CLS]"
 static const char *const PLACEHOLDERS[N_PLACEHOLDERS] = {"<card>", "<iban>",  "<email>",
                                                          "<phone>", "<ssn>", "<account>"};
 
-/* Key tags. A piece's key is its tag and its body: the piece without "##"
- * for a continuation, the whole piece otherwise. Specials and byte tokens
- * have a tag of their own so text can never match them ("<0x41>" typed by a
- * user is a placeholder-shaped word, not the byte 0x41). The training
- * counters share the table type with tags of their own. */
+/* Key tags. Pieces and the training counts live in string tables
+ * (nn/strtab.h) keyed by a head that tells kinds apart, then a body:
+ *   TAG_INIT     no head: the key is the word-initial piece itself;
+ *   TAG_CONT     "##": the key is the continuation piece itself, "##" and
+ *                its body (a word-initial piece never starts with "##" and
+ *                more, see piece_add);
+ *   TAG_SPECIAL  the byte 0xFF, then the name: specials and byte tokens. No
+ *                UTF-8 text holds 0xFF, so text never matches them ("<0x41>"
+ *                typed by a user is a placeholder-shaped word, not the byte
+ *                0x41);
+ *   the training counts' tags: the tag byte, then the counted string.
+ * Lookups go by (tag, body) without copying, and the most frequent one, a
+ * word-initial piece, hashes the body alone. */
 enum {
-  TAG_SPECIAL = 's', TAG_INIT = 'i', TAG_CONT = 'c', /* pieces */
+  TAG_SPECIAL = 0xFF, TAG_INIT = 'i', TAG_CONT = 'c', /* pieces */
   TAG_WORD = 'w', TAG_PH = 'p', TAG_CH_INIT = 'x', TAG_CH_CONT = 'y' /* training counts */
 };
 
-/* ---- keyed string table: open addressing over an arena ----------------- */
+/* ---- keys: tag and body in a string table ------------------------------- */
 
-typedef struct {
-  char *arena; /* entries back to back, each NUL-terminated */
-  size_t alen, acap;
-  uint32_t *off, *len; /* full string (for pieces: with "##") */
-  uint32_t *boff;      /* body offset within the string: 2 for TAG_CONT, else 0 */
-  uint8_t *tag;
-  uint64_t *hash, *count;
-  uint32_t n, ncap;
-  uint32_t *slots; /* index + 1; 0 = empty; capacity a power of two */
-  size_t cap;
-} tab;
-
-static void tab_free(tab *t) {
-  free(t->arena);
-  free(t->off);
-  free(t->len);
-  free(t->boff);
-  free(t->tag);
-  free(t->hash);
-  free(t->count);
-  free(t->slots);
-  memset(t, 0, sizeof *t);
-}
-
-static const char *tab_str(const tab *t, uint32_t i) { return t->arena + t->off[i]; }
-
-static uint64_t key_hash(uint8_t tag, const char *body, size_t blen) { return nn_feature_hash(tag, body, blen); }
-
-/* Slot holding (tag, body), or the empty slot where it would go. */
-static size_t tab_probe(const tab *t, uint8_t tag, const char *body, size_t blen, uint64_t h) {
-  size_t mask = t->cap - 1, i = (size_t)h & mask;
-  for (;;) {
-    uint32_t s = t->slots[i];
-    if (s == 0) return i;
-    uint32_t k = s - 1;
-    if (t->hash[k] == h && t->tag[k] == tag && t->len[k] - t->boff[k] == blen &&
-        memcmp(tab_str(t, k) + t->boff[k], body, blen) == 0)
-      return i;
-    i = (i + 1) & mask;
+/* Writes tag's key head into head (2 bytes at most); returns its length. */
+static size_t key_head(uint8_t tag, char *head) {
+  if (tag == TAG_INIT) return 0;
+  if (tag == TAG_CONT) {
+    head[0] = head[1] = '#';
+    return 2;
   }
+  head[0] = (char)tag;
+  return 1;
 }
 
-static int32_t tab_find(const tab *t, uint8_t tag, const char *body, size_t blen) {
-  if (t->cap == 0) return -1;
-  uint32_t s = t->slots[tab_probe(t, tag, body, blen, key_hash(tag, body, blen))];
-  return s ? (int32_t)(s - 1) : -1;
+static int32_t tab_find(const nn_strtab *t, uint8_t tag, const char *body, size_t blen) {
+  /* A word-initial body never starts with 0xFF, nor with "##" and more:
+   * without a head, such a key would be another kind's. */
+  if (tag == TAG_INIT && blen > 0 &&
+      ((unsigned char)body[0] == TAG_SPECIAL || (blen > 2 && body[0] == '#' && body[1] == '#')))
+    return -1;
+  char head[2] = {0, 0};
+  size_t hl = key_head(tag, head);
+  return (int32_t)nn_strtab_find2(t, head, hl, body, blen);
 }
 
-static int tab_rehash(tab *t, size_t cap) {
-  uint32_t *slots = calloc(cap, sizeof *slots);
-  if (!slots) return -1;
-  free(t->slots);
-  t->slots = slots;
-  t->cap = cap;
-  for (uint32_t k = 0; k < t->n; k++) {
-    size_t i = (size_t)t->hash[k] & (cap - 1);
-    while (slots[i]) i = (i + 1) & (cap - 1);
-    slots[i] = k + 1;
-  }
+/* Index of (tag, body), added when new (*added, may be NULL, says which);
+ * -1 on out-of-memory. */
+static int64_t tab_add(nn_strtab *t, uint8_t tag, const char *body, size_t blen, int *added) {
+  char head[2] = {0, 0};
+  size_t hl = key_head(tag, head);
+  return nn_strtab_add2(t, head, hl, body, blen, added);
+}
+
+static uint32_t tab_size(const nn_strtab *t) { return (uint32_t)nn_strtab_size(t); }
+
+/* Piece id's string ("##" included), NUL-terminated, and its length: its key
+ * less the 0xFF of a special. */
+static const char *piece_str(const nn_strtab *p, uint32_t id) {
+  const char *k = nn_strtab_key(p, id);
+  return k + ((unsigned char)k[0] == TAG_SPECIAL);
+}
+static uint32_t piece_len(const nn_strtab *p, uint32_t id) {
+  return (uint32_t)nn_strtab_len(p, id) - ((unsigned char)nn_strtab_key(p, id)[0] == TAG_SPECIAL);
+}
+
+/* The training count table: entry k's tag, its string (NUL-terminated) and
+ * length, its count (the entry's value, uint64_t). */
+static uint8_t count_tag(const nn_strtab *cnt, uint32_t k) { return (uint8_t)nn_strtab_key(cnt, k)[0]; }
+static const char *count_str(const nn_strtab *cnt, uint32_t k) { return nn_strtab_key(cnt, k) + 1; }
+static uint32_t count_len(const nn_strtab *cnt, uint32_t k) { return (uint32_t)nn_strtab_len(cnt, k) - 1; }
+static uint64_t count_of(const nn_strtab *cnt, uint32_t k) { return ((const uint64_t *)nn_strtab_vals(cnt))[k]; }
+
+/* Adds n to the count of (tag, body), inserting it when new. Returns -1 on
+ * out-of-memory. */
+static int count_add(nn_strtab *cnt, uint8_t tag, const char *body, size_t blen, uint64_t n) {
+  int64_t k = tab_add(cnt, tag, body, blen, NULL);
+  if (k < 0) return -1;
+  ((uint64_t *)nn_strtab_vals(cnt))[k] += n;
   return 0;
-}
-
-static int tab_grow(tab *t) {
-  if (t->n == t->ncap) {
-    if (t->ncap > UINT32_MAX / 4) return -1;
-    uint32_t nc = t->ncap ? t->ncap * 2 : 64;
-#define GROW(field)                                                                                \
-  do {                                                                                             \
-    void *p_ = realloc(t->field, (size_t)nc * sizeof *t->field);                                   \
-    if (!p_) return -1;                                                                            \
-    t->field = p_;                                                                                 \
-  } while (0)
-    GROW(off);
-    GROW(len);
-    GROW(boff);
-    GROW(tag);
-    GROW(hash);
-    GROW(count);
-#undef GROW
-    t->ncap = nc;
-  }
-  return 0;
-}
-
-/* Adds count to the entry (tag, prefix + body), inserting it when new; the
- * key is (tag, body), prefix ("##" or "") is stored before the body. Returns
- * its index, or -1 on out-of-memory. *added (may be NULL) says whether it was
- * new. */
-static int64_t tab_add(tab *t, uint8_t tag, const char *prefix, const char *body, size_t blen, uint64_t count,
-                       int *added) {
-  if (added) *added = 0;
-  if (((size_t)t->n + 1) * 2 > t->cap && tab_rehash(t, t->cap ? t->cap * 2 : 64) != 0) return -1;
-  uint64_t h = key_hash(tag, body, blen);
-  size_t slot = tab_probe(t, tag, body, blen, h);
-  if (t->slots[slot]) {
-    uint32_t k = t->slots[slot] - 1;
-    t->count[k] += count;
-    return k;
-  }
-  size_t plen = strlen(prefix), len = plen + blen;
-  if (t->n >= UINT32_MAX - 1 || t->alen + len + 1 > UINT32_MAX || tab_grow(t) != 0) return -1;
-  if (t->alen + len + 1 > t->acap) {
-    size_t ac = t->acap ? t->acap : 1024;
-    while (ac < t->alen + len + 1) ac *= 2;
-    char *a = realloc(t->arena, ac);
-    if (!a) return -1;
-    t->arena = a;
-    t->acap = ac;
-  }
-  memcpy(t->arena + t->alen, prefix, plen);
-  memcpy(t->arena + t->alen + plen, body, blen);
-  t->arena[t->alen + len] = '\0';
-  uint32_t k = t->n++;
-  t->off[k] = (uint32_t)t->alen;
-  t->len[k] = (uint32_t)len;
-  t->boff[k] = (uint32_t)plen;
-  t->tag[k] = tag;
-  t->hash[k] = h;
-  t->count[k] = count;
-  t->alen += len + 1;
-  t->slots[slot] = k + 1;
-  if (added) *added = 1;
-  return k;
 }
 
 /* ---- the tokenizer ----------------------------------------------------- */
 
 struct nn_tokenizer {
-  tab p;             /* piece i = entry i */
+  nn_strtab p;       /* piece i = entry i */
   uint32_t max_word; /* bytes */
   uint32_t max_body; /* longest TAG_INIT / TAG_CONT body, bytes */
 };
 
 void nn_tokenizer_free(nn_tokenizer *t) {
   if (!t) return;
-  tab_free(&t->p);
+  nn_strtab_free(&t->p);
   free(t);
 }
 
@@ -175,18 +117,16 @@ void nn_tokenizer_free(nn_tokenizer *t) {
  * out-of-memory. */
 static int piece_add(nn_tokenizer *t, const char *s, size_t len) {
   uint8_t tag = TAG_INIT;
-  const char *prefix = "";
-  if (t->p.n < N_FIXED) {
+  if (tab_size(&t->p) < N_FIXED) {
     tag = TAG_SPECIAL;
   } else if (len > 2 && s[0] == '#' && s[1] == '#') {
     tag = TAG_CONT;
-    prefix = "##";
     s += 2;
     len -= 2;
   }
   if (tag == TAG_INIT && tab_find(&t->p, TAG_SPECIAL, s, len) >= 0) return 1;
   int added;
-  if (tab_add(&t->p, tag, prefix, s, len, 0, &added) < 0) return -1;
+  if (tab_add(&t->p, tag, s, len, &added) < 0) return -1;
   if (!added) return 1;
   if (tag != TAG_SPECIAL && len > t->max_body) t->max_body = (uint32_t)len;
   return 0;
@@ -219,10 +159,10 @@ fail:
   return NULL;
 }
 
-uint32_t nn_tokenizer_size(const nn_tokenizer *t) { return t->p.n; }
+uint32_t nn_tokenizer_size(const nn_tokenizer *t) { return tab_size(&t->p); }
 
 const char *nn_tokenizer_piece(const nn_tokenizer *t, int32_t id) {
-  return id >= 0 && (uint32_t)id < t->p.n ? tab_str(&t->p, (uint32_t)id) : NULL;
+  return id >= 0 && (uint32_t)id < tab_size(&t->p) ? piece_str(&t->p, (uint32_t)id) : NULL;
 }
 
 int32_t nn_tokenizer_id(const nn_tokenizer *t, const char *piece) {
@@ -469,7 +409,7 @@ static int ranked_cmp(const void *x, const void *y) {
 
 /* Counts pre-tokens of all texts into cnt: word types (TAG_WORD, including
  * CJK and symbol tokens) and placeholders (TAG_PH). */
-static finch_status count_texts(tab *cnt, const char *const *texts, size_t n, finch_err *err) {
+static finch_status count_texts(nn_strtab *cnt, const char *const *texts, size_t n, finch_err *err) {
   nn_tokens tk = {0};
   finch_status st = FINCH_OK;
   for (size_t i = 0; i < n; i++) {
@@ -480,7 +420,7 @@ static finch_status count_texts(tab *cnt, const char *const *texts, size_t n, fi
     }
     for (size_t k = 0; k < tk.n; k++) {
       uint8_t tag = tk.tok[k].kind == NN_TOKEN_PLACEHOLDER ? TAG_PH : TAG_WORD;
-      if (tab_add(cnt, tag, "", tk.norm + tk.tok[k].off, tk.tok[k].len, 1, NULL) < 0) {
+      if (count_add(cnt, tag, tk.norm + tk.tok[k].off, tk.tok[k].len, 1) < 0) {
         st = finch_err_set(err, FINCH_ENOMEM, "out of memory counting the words of text %zu", i);
         break;
       }
@@ -493,51 +433,55 @@ static finch_status count_texts(tab *cnt, const char *const *texts, size_t n, fi
 
 /* Counts each character of each word type as word-initial (TAG_CH_INIT) or
  * continuation (TAG_CH_CONT), weighted by the word's count. */
-static int count_chars(tab *cnt) {
-  uint32_t nwords = cnt->n;
+static int count_chars(nn_strtab *cnt) {
+  uint32_t nwords = tab_size(cnt);
   for (uint32_t k = 0; k < nwords; k++) {
-    if (cnt->tag[k] != TAG_WORD) continue;
-    uint32_t len = cnt->len[k], c = 0;
-    uint64_t wc = cnt->count[k];
+    if (count_tag(cnt, k) != TAG_WORD) continue;
+    uint32_t len = count_len(cnt, k), c = 0;
+    uint64_t wc = count_of(cnt, k);
     for (uint32_t i = 0; i < len; i += c) {
-      c = (uint32_t)utf8_len((unsigned char)cnt->arena[cnt->off[k] + i]);
-      /* tab_add may move the arena: copy the character first. */
+      /* count_add may move the keys: copy the character first. */
+      const char *s = count_str(cnt, k) + i;
+      c = (uint32_t)utf8_len((unsigned char)s[0]);
       char ch[4];
-      memcpy(ch, cnt->arena + cnt->off[k] + i, c);
-      if (tab_add(cnt, i ? TAG_CH_CONT : TAG_CH_INIT, "", ch, c, wc, NULL) < 0) return -1;
+      memcpy(ch, s, c);
+      if (count_add(cnt, i ? TAG_CH_CONT : TAG_CH_INIT, ch, c, wc) < 0) return -1;
     }
   }
   return 0;
 }
 
 /* Adds the placeholders and the alphabet to t (up to vocab_size pieces). */
-static finch_status add_alphabet(nn_tokenizer *t, const tab *cnt, uint32_t vocab_size, uint32_t min_freq,
+static finch_status add_alphabet(nn_tokenizer *t, const nn_strtab *cnt, uint32_t vocab_size, uint32_t min_freq,
                                  finch_err *err) {
-  ranked *r = malloc(((size_t)cnt->n + 1) * sizeof *r);
-  if (!r) return finch_err_set(err, FINCH_ENOMEM, "out of memory ranking %u entries", cnt->n);
+  uint32_t ncnt = tab_size(cnt);
+  ranked *r = malloc(((size_t)ncnt + 1) * sizeof *r);
+  if (!r) return finch_err_set(err, FINCH_ENOMEM, "out of memory ranking %u entries", ncnt);
   size_t nr = 0;
-  for (uint32_t k = 0; k < cnt->n; k++)
-    if (cnt->tag[k] == TAG_PH && cnt->count[k] >= min_freq) r[nr++] = (ranked){cnt->count[k], tab_str(cnt, k)};
+  for (uint32_t k = 0; k < ncnt; k++)
+    if (count_tag(cnt, k) == TAG_PH && count_of(cnt, k) >= min_freq)
+      r[nr++] = (ranked){count_of(cnt, k), count_str(cnt, k)};
   qsort(r, nr, sizeof *r, ranked_cmp);
-  for (size_t i = 0; i < nr && t->p.n < vocab_size; i++)
+  for (size_t i = 0; i < nr && nn_tokenizer_size(t) < vocab_size; i++)
     if (piece_add(t, r[i].s, strlen(r[i].s)) < 0) goto oom;
   nr = 0;
-  for (uint32_t k = 0; k < cnt->n; k++) {
-    const char *s = tab_str(cnt, k);
-    uint64_t total = cnt->count[k];
-    if (cnt->tag[k] == TAG_CH_INIT) {
-      int32_t c = tab_find(cnt, TAG_CH_CONT, s, cnt->len[k]);
-      if (c >= 0) total += cnt->count[c];
-    } else if (cnt->tag[k] != TAG_CH_CONT || tab_find(cnt, TAG_CH_INIT, s, cnt->len[k]) >= 0) {
+  for (uint32_t k = 0; k < ncnt; k++) {
+    const char *s = count_str(cnt, k);
+    uint64_t total = count_of(cnt, k);
+    uint8_t tag = count_tag(cnt, k);
+    if (tag == TAG_CH_INIT) {
+      int32_t c = tab_find(cnt, TAG_CH_CONT, s, count_len(cnt, k));
+      if (c >= 0) total += count_of(cnt, (uint32_t)c);
+    } else if (tag != TAG_CH_CONT || tab_find(cnt, TAG_CH_INIT, s, count_len(cnt, k)) >= 0) {
       continue;
     }
     if (total >= min_freq) r[nr++] = (ranked){total, s};
   }
   qsort(r, nr, sizeof *r, ranked_cmp);
-  for (size_t i = 0; i < nr && t->p.n < vocab_size; i++) {
+  for (size_t i = 0; i < nr && nn_tokenizer_size(t) < vocab_size; i++) {
     size_t len = strlen(r[i].s);
     if (piece_add(t, r[i].s, len) < 0) goto oom;
-    if (t->p.n < vocab_size && tab_find(cnt, TAG_CH_CONT, r[i].s, len) >= 0) {
+    if (nn_tokenizer_size(t) < vocab_size && tab_find(cnt, TAG_CH_CONT, r[i].s, len) >= 0) {
       char cont[8] = "##";
       memcpy(cont + 2, r[i].s, len + 1);
       if (piece_add(t, cont, len + 2) < 0) goto oom;
@@ -552,21 +496,21 @@ oom:
 
 /* Splits the word types of cnt (up to max_word bytes, two characters or
  * more) into symbols of t's alphabet. */
-static int build_words(words *ws, const tab *cnt, const nn_tokenizer *t) {
+static int build_words(words *ws, const nn_strtab *cnt, const nn_tokenizer *t) {
   size_t total = 0;
-  uint32_t nw = 0;
-  for (uint32_t k = 0; k < cnt->n; k++)
-    if (cnt->tag[k] == TAG_WORD && cnt->len[k] <= t->max_word) total += cnt->len[k], nw++;
+  uint32_t nw = 0, ncnt = tab_size(cnt);
+  for (uint32_t k = 0; k < ncnt; k++)
+    if (count_tag(cnt, k) == TAG_WORD && count_len(cnt, k) <= t->max_word) total += count_len(cnt, k), nw++;
   ws->sym = malloc((total + 1) * sizeof *ws->sym);
   ws->start = malloc(((size_t)nw + 1) * sizeof *ws->start);
   ws->len = malloc(((size_t)nw + 1) * sizeof *ws->len);
   ws->count = malloc(((size_t)nw + 1) * sizeof *ws->count);
   if (!ws->sym || !ws->start || !ws->len || !ws->count) return -1;
   size_t at = 0;
-  for (uint32_t k = 0; k < cnt->n; k++) {
-    if (cnt->tag[k] != TAG_WORD || cnt->len[k] > t->max_word) continue;
-    const char *s = tab_str(cnt, k);
-    uint32_t len = cnt->len[k], ns = 0;
+  for (uint32_t k = 0; k < ncnt; k++) {
+    if (count_tag(cnt, k) != TAG_WORD || count_len(cnt, k) > t->max_word) continue;
+    const char *s = count_str(cnt, k);
+    uint32_t len = count_len(cnt, k), ns = 0;
     for (uint32_t i = 0; i < len;) {
       uint32_t c = (uint32_t)utf8_len((unsigned char)s[i]);
       ws->sym[at + ns++] = tab_find(&t->p, i ? TAG_CONT : TAG_INIT, s + i, c);
@@ -575,7 +519,7 @@ static int build_words(words *ws, const tab *cnt, const nn_tokenizer *t) {
     if (ns < 2) continue;
     ws->start[ws->n] = at;
     ws->len[ws->n] = ns;
-    ws->count[ws->n++] = cnt->count[k];
+    ws->count[ws->n++] = count_of(cnt, k);
     at += ns;
   }
   return 0;
@@ -609,7 +553,7 @@ static finch_status learn_merges(nn_tokenizer *t, words *ws, uint32_t vocab_size
   }
   buf = malloc(2 * (size_t)t->max_word + 8);
   if (!buf) goto oom;
-  for (uint32_t m = 0; t->p.n < vocab_size && hp.n > 0;) {
+  for (uint32_t m = 0; nn_tokenizer_size(t) < vocab_size && hp.n > 0;) {
     heap_ent top = heap_pop(&hp);
     int64_t k = pair_get(&pt, pair_key(top.a, top.b));
     if (k < 0) goto oom;
@@ -621,17 +565,20 @@ static finch_status learn_merges(nn_tokenizer *t, words *ws, uint32_t vocab_size
     }
     if (cur < (int64_t)min_freq || cur <= 0) break;
     /* The merged piece: a as it is, then b without its "##". */
-    const char *sa = tab_str(&t->p, (uint32_t)top.a), *sb = tab_str(&t->p, (uint32_t)top.b) + 2;
-    size_t la = t->p.len[top.a], lb = t->p.len[top.b] - 2;
+    const char *sa = piece_str(&t->p, (uint32_t)top.a), *sb = piece_str(&t->p, (uint32_t)top.b) + 2;
+    size_t la = piece_len(&t->p, (uint32_t)top.a), lb = piece_len(&t->p, (uint32_t)top.b) - 2;
     memcpy(buf, sa, la);
     memcpy(buf + la, sb, lb);
     int rc = piece_add(t, buf, la + lb);
     if (rc < 0) goto oom;
     /* An existing piece (the same string from another split) is reused. */
-    int32_t fresh = (int32_t)t->p.n - 1;
+    int32_t fresh = (int32_t)nn_tokenizer_size(t) - 1;
     if (rc > 0) {
-      uint8_t tag = t->p.tag[top.a];
-      fresh = tab_find(&t->p, tag, buf + t->p.boff[top.a], la + lb - t->p.boff[top.a]);
+      /* buf starts with a, a continuation when it is "##" and more (a special
+       * never merges). */
+      uint8_t tag = la > 2 && buf[0] == '#' && buf[1] == '#' ? TAG_CONT : TAG_INIT;
+      size_t boff = tag == TAG_CONT ? 2 : 0; /* the body follows "##" */
+      fresh = tab_find(&t->p, tag, buf + boff, la + lb - boff);
       if (fresh < 0) {
         st = finch_err_set(err, FINCH_EINTERNAL, "merged piece \"%.*s\" clashes with a special token", (int)(la + lb),
                            buf);
@@ -679,7 +626,8 @@ static finch_status learn_merges(nn_tokenizer *t, words *ws, uint32_t vocab_size
   }
   goto out;
 oom:
-  st = finch_err_set(err, FINCH_ENOMEM, "out of memory learning merges (%u pieces, %u pairs)", t->p.n, pt.n);
+  st = finch_err_set(err, FINCH_ENOMEM, "out of memory learning merges (%u pieces, %u pairs)", nn_tokenizer_size(t),
+                     pt.n);
 out:
   free(buf);
   free(touched);
@@ -696,7 +644,8 @@ finch_status nn_tokenizer_train(nn_tokenizer **out, const char *const *texts, si
                          vocab_size, MIN_VOCAB);
   if (vocab_size > INT32_MAX) return finch_err_set(err, FINCH_EINVAL, "vocab_size %u is above INT32_MAX", vocab_size);
   if (min_freq == 0) min_freq = 1;
-  tab cnt = {0};
+  nn_strtab cnt; /* values: counts (uint64_t) */
+  nn_strtab_init(&cnt, sizeof(uint64_t));
   words ws = {0};
   finch_status st = FINCH_OK;
   nn_tokenizer *t = tokenizer_base(MAX_WORD);
@@ -709,14 +658,14 @@ finch_status nn_tokenizer_train(nn_tokenizer **out, const char *const *texts, si
   st = add_alphabet(t, &cnt, vocab_size, min_freq, err);
   if (st != FINCH_OK) goto out;
   if (build_words(&ws, &cnt, t)) goto oom;
-  tab_free(&cnt);
+  nn_strtab_free(&cnt);
   st = learn_merges(t, &ws, vocab_size, min_freq, err);
   goto out;
 oom:
   st = finch_err_set(err, FINCH_ENOMEM, "out of memory training the tokenizer on %zu texts", n);
 out:
   words_free(&ws);
-  tab_free(&cnt);
+  nn_strtab_free(&cnt);
   if (st != FINCH_OK) {
     nn_tokenizer_free(t);
     return st;
@@ -742,20 +691,22 @@ finch_status nn_tokenizer_save(const nn_tokenizer *t, unsigned char **buf, size_
   *buf = NULL;
   *len = 0;
   size_t total = HEADER;
-  for (uint32_t i = 0; i < t->p.n; i++) total += 4 + t->p.len[i];
+  uint32_t n = nn_tokenizer_size(t);
+  for (uint32_t i = 0; i < n; i++) total += 4 + (size_t)piece_len(&t->p, i);
   unsigned char *b = malloc(total);
   if (!b) return finch_err_set(err, FINCH_ENOMEM, "out of memory for a %zu-byte tokenizer blob", total);
   memcpy(b, NN_TOKENIZER_MAGIC, 4);
   put_u32(b + 4, NN_TOKENIZER_VERSION);
-  put_u32(b + 8, t->p.n);
+  put_u32(b + 8, n);
   put_u32(b + 12, NN_TOK_N_SPECIAL);
   put_u32(b + 16, NN_TOK_N_BYTE);
   put_u32(b + 20, t->max_word);
   size_t at = HEADER;
-  for (uint32_t i = 0; i < t->p.n; i++) {
-    put_u32(b + at, t->p.len[i]);
-    memcpy(b + at + 4, tab_str(&t->p, i), t->p.len[i]);
-    at += 4 + t->p.len[i];
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t plen = piece_len(&t->p, i);
+    put_u32(b + at, plen);
+    memcpy(b + at + 4, piece_str(&t->p, i), plen);
+    at += 4 + (size_t)plen;
   }
   *buf = b;
   *len = total;

@@ -20,6 +20,12 @@
  *        -> 200 the task; 404 unknown task; 409 already labelled by this key or
  *        twice already (serve/labeling.h)
  *   GET  /v1/labeling/stats  [L] acceptance rate and inter-labeller agreement
+ *   GET  /metrics  Prometheus text (format 0.0.4; series in serve/metrics.h); no
+ *        key without a database, the admin role with one (it tells request
+ *        volumes and the webhook backlog, which are the bank's business)
+ *   POST /v1/admin/reload  [A] reloads the model file (as SIGHUP does for
+ *        `finch serve`) -> 200 {"model": new sha256, "previous": old}; 500
+ *        when the file cannot be loaded or verified (the old model stays)
  *   GET  /v1/rollout  [I L A] the deployment's stage, history and gate figures
  *   POST /v1/rollout  [A] {"action": "promote"|"rollback", "to"?, "intent"?,
  *        "reason", "canary_share"?, "min_confidence"?} -> 200 applied; 409
@@ -29,7 +35,19 @@
  * Errors: 400 malformed, 401 missing or unknown key (WWW-Authenticate: Bearer),
  * 403 wrong role, 404 unknown path, 405 wrong method (with Allow), 413 body
  * over max_body, 429 over the key's rate (Retry-After, seconds), 503 no
- * database or database unavailable; all with {"error": "..."}.
+ * database or database unavailable, more than max_queue classifications in
+ * flight (Retry-After: 1) or shutting down (Connection: close); all with
+ * {"error": "...", "request_id": "..."}.
+ *
+ * Request ids: an X-Request-Id header of 1-64 characters of [A-Za-z0-9._-] is
+ * used as the request's id; without one, or with any other value, the server
+ * makes one (16 hex digits). Every response carries it in X-Request-Id.
+ *
+ * Access log: one JSON line per request, written when its response has gone
+ * out: {"ts" (UTC, ms), "request_id", "method", "path" (the route's template,
+ * "other" for unknown paths), "status", "latency_ms", and when a text was
+ * classified "engine", "intent", "confidence", "batch"}; "text" only with
+ * log_text, and then normalised and redacted (core/redact.h).
  *
  * Without a database (conninfo NULL) the server keeps its first form: only
  * /v1/intent and /healthz work, without keys, and the other endpoints answer
@@ -62,8 +80,24 @@ typedef struct {
   double rate_per_s;         /* per-key token bucket refill; 0 = 20 */
   double rate_burst;         /* bucket size; 0 = 40 */
   int no_webhook_worker;     /* 1: do not start a webhook delivery worker */
-  const char *const *pii_rules; /* extra redaction rule files (core/redact.h) */
+  unsigned webhook_poll_ms, webhook_max_attempts, webhook_backoff_ms, webhook_max_backoff_ms;
+                             /* the worker's poll_ms, max_attempts, base_backoff_ms and max_backoff_ms
+                              * (serve/webhook.h); 0 takes its default */
+  const char *const *pii_rules; /* extra redaction rule files (core/redact.h); also for log_text */
   size_t n_pii_rules;
+
+  /* Serving quality; zero gives the default in brackets. */
+  unsigned batch_window_us; /* 0 [0]: POST /v1/intent runs the model on the request's thread; > 0:
+                             * through batcher threads (serve/batcher.h), which wait up to this long
+                             * for a batch to fill, and only while busy */
+  unsigned max_batch;       /* texts per batch [32] */
+  unsigned batch_threads;   /* batcher threads [1] */
+  unsigned max_queue;       /* classifications in flight; one more gets 503 + Retry-After [1024] */
+  unsigned drain_ms;        /* finch_server_stop() waits this long for requests in flight [5000] */
+  const char *access_log;   /* NULL or "-": stderr; "off": none; else a file, appended to */
+  int log_text;             /* 1: access log lines carry the text, normalised and redacted */
+  unsigned classify_delay_us; /* tests only: POST /v1/intent sleeps this long before each classification
+                               * (each batch, with batching), standing in for a slow model */
 } finch_serve_opts;
 
 typedef struct finch_server finch_server;
@@ -72,8 +106,15 @@ typedef struct finch_server finch_server;
  * threads. The caller owns *out and releases it with finch_server_stop(). */
 finch_status finch_server_start(finch_server **out, const finch_serve_opts *opts, finch_err *err);
 unsigned finch_server_port(const finch_server *s);
+/* The served model's SHA-256 (hex); valid until the next reload or stop. */
 const char *finch_server_model_sha256(const finch_server *s);
-/* Stops accepting, waits for in-flight requests, frees everything. */
+/* Loads path (NULL: the file being served, read again), verifies it and
+ * makes it the served model; requests in flight finish on the old one. On
+ * failure the old model stays, the reason is logged and returned. Safe from
+ * any thread, concurrently with requests. */
+finch_status finch_server_reload(finch_server *s, const char *path, finch_err *err);
+/* Stops accepting, answers 503 to new requests on open connections, waits
+ * up to drain_ms for the requests in flight, frees everything. */
 void finch_server_stop(finch_server *s);
 
 #endif

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "nn/model_arch.h"
@@ -91,6 +92,7 @@ int main(void) {
   CHECK_CONTAINS(err.msg, "text 1");
 
   const char *dir = getenv("FINCH_TEST_TMP") ? getenv("FINCH_TEST_TMP") : "/tmp";
+  mkdir(dir, 0755); /* the first test of a fresh build may run before any other made it */
   char ckpt[512], ckpt2[512];
   snprintf(ckpt, sizeof ckpt, "%s/tfm-ckpt-%d.ck", dir, (int)getpid());
   snprintf(ckpt2, sizeof ckpt2, "%s/tfm-ckpt2-%d.ck", dir, (int)getpid());

@@ -3,16 +3,24 @@
  * finch rollout) and the HTTP API, alternating between the servers: each
  * change made through one is seen by the other on the next turn, a canary
  * conversation gets the same engine from both, and the audit log holds every
- * change. */
+ * change. A webhook receiver on loopback, subscribed to every event, answers
+ * 503 until the canary stage and 200 after it, while the delivery workers of
+ * both servers compete for the outbox: in the end every event is delivered,
+ * exactly once per idempotency key, signed, with the same body on every
+ * attempt, and none is lost. */
 #include <curl/curl.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "serve/rollout.h"
 #include "tests/dbtest.h"
 #include "tests/serve/api_fixture.h"
 #include "tests/serve/fixture.h"
+#include "tests/serve/receiver.h"
+
+#define SECRET "whsec_e2e_0123456789abcdef"
 
 static const char *bin;
 static char k_admin[64], k_int[64], k_lab[64];
@@ -60,10 +68,15 @@ static void expect_turn(unsigned port, const char *conv, const char *text, const
   api_reply_free(&r);
 }
 
+/* --handoff-below 1: every model answer (confidence under 1) also queues
+ * handoff.requested, so that all four events occur. Short webhook backoffs and
+ * attempts enough never to die while the receiver is down. */
 static int start_server(api_child *c, const char *model, const char *rules, unsigned *port) {
   char *argv[] = {(char *)bin, "serve", "--model", (char *)model, "--port", "0", "--rules", (char *)rules,
                   "--deployment", "bank-a", "--oos-label", "request_refund", "--gate-min-tasks", "10",
-                  "--gate-margin", "0.05", NULL};
+                  "--gate-margin", "0.05", "--handoff-below", "1", "--webhook-poll-ms", "100",
+                  "--webhook-backoff-ms", "50", "--webhook-max-backoff-ms", "500", "--webhook-max-attempts", "1000",
+                  NULL};
   if (api_child_start(c, argv) != 0) return -1;
   char line[1024];
   if (api_child_wait_line(c, "finch: serving ", line, sizeof line, 120) != 0) return -1;
@@ -72,6 +85,55 @@ static int start_server(api_child *c, const char *model, const char *rules, unsi
   if (p <= 0 || p > 65535) return -1;
   *port = (unsigned)p;
   return 0;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* Requests the receiver answered with status code. */
+static size_t rx_answered(test_receiver *rx, unsigned code) {
+  size_t n = 0;
+  pthread_mutex_lock(&rx->lock);
+  for (size_t i = 0; i < rx->n; i++) n += rx->reqs[i].answered == code;
+  pthread_mutex_unlock(&rx->lock);
+  return n;
+}
+
+/* Every outbox row against what the receiver saw (after the servers and the
+ * receiver stopped): one 2xx per idempotency key, every request for it
+ * signed, with the row's event and the row's payload as its body, as many
+ * requests as attempts recorded, and no request for any other key. */
+static void check_deliveries(finch_db *db, test_receiver *rx) {
+  finch_err err;
+  PGresult *r = finch_db_query(db, "SELECT idempotency_key, event_type, payload::text, attempts FROM webhook_outbox",
+                               0, NULL, &err);
+  CHECK(r != NULL);
+  if (!r) return;
+  size_t attempts = 0, distinct_ok = 0;
+  for (int i = 0; i < PQntuples(r); i++) {
+    const char *key = PQgetvalue(r, i, 0), *event = PQgetvalue(r, i, 1), *payload = PQgetvalue(r, i, 2);
+    int total = 0, ok = 0, bad = 0;
+    for (size_t j = 0; j < rx->n; j++) {
+      const test_rx_req *q = &rx->reqs[j];
+      if (strcmp(q->key, key) != 0) continue;
+      total++;
+      ok += q->answered >= 200 && q->answered < 300;
+      bad += !q->ok || strcmp(q->event, event) != 0 || strcmp(q->body, payload) != 0;
+    }
+    if (ok != 1 || bad || total != atoi(PQgetvalue(r, i, 3)))
+      fprintf(stderr, "key %s (%s): %d requests, %d 2xx, %d bad, %s attempts\n", key, event, total, ok, bad,
+              PQgetvalue(r, i, 3));
+    CHECK_INT_EQ(ok, 1);
+    CHECK_INT_EQ(bad, 0);
+    CHECK_INT_EQ(total, atoi(PQgetvalue(r, i, 3)));
+    attempts += (size_t)atoi(PQgetvalue(r, i, 3));
+    distinct_ok += ok > 0;
+  }
+  CHECK_INT_EQ(distinct_ok, PQntuples(r));
+  CHECK_INT_EQ(rx->n, attempts);
+  PQclear(r);
 }
 
 static const char *const card_texts[] = {
@@ -102,6 +164,21 @@ int main(void) {
   cli_key("admin", "ops", k_admin);
   cli_key("integration", "contact-centre", k_int);
   cli_key("labeler", "lab", k_lab);
+
+  /* The receiver is down from the start, and subscribed to every event. */
+  test_receiver rx;
+  if (test_receiver_start(&rx, SECRET) != 0) {
+    fprintf(stderr, "cannot start the webhook receiver\n");
+    return 1;
+  }
+  atomic_store(&rx.down, 1);
+  char cmd[512];
+  int sub_st;
+  snprintf(cmd, sizeof cmd, "'%s' webhooks subscribe http://127.0.0.1:%u/hook --secret %s --events '*'", bin, rx.port,
+           SECRET);
+  free(api_run(cmd, &sub_st));
+  CHECK_INT_EQ(sub_st, 0);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_subscriptions WHERE active"), 1);
 
   api_child a = {.pid = 0, .out_fd = -1}, b = {.pid = 0, .out_fd = -1};
   unsigned pa = 0, pb = 0;
@@ -150,6 +227,10 @@ int main(void) {
                "{\"action\": \"promote\", \"reason\": \"labels are in\", \"canary_share\": 0.5}");
   CHECK_INT_EQ(r.status, 200);
   api_reply_free(&r);
+  /* The receiver comes back once it has refused at least one delivery. */
+  for (int i = 0; i < 3000 && rx_answered(&rx, 503) == 0; i++) sleep_ms(10);
+  CHECK(rx_answered(&rx, 503) > 0);
+  atomic_store(&rx.down, 0);
   int model_n = 0;
   for (int i = 0; i < 30; i++) {
     char conv[32];
@@ -189,6 +270,10 @@ int main(void) {
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM audit_log WHERE action LIKE 'rollout.%' AND actor LIKE 'cli:%'"), 4);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM audit_log WHERE action LIKE 'rollout.%' AND actor LIKE 'key:ops#%'"), 2);
 
+  /* Every event leaves the outbox (60 s at most), then both servers stop. */
+  for (int i = 0; i < 6000 && test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE status = 'pending'"); i++)
+    sleep_ms(10);
+
   /* Both stop cleanly on SIGTERM. */
   api_child *cs[2] = {&a, &b};
   for (int i = 0; i < 2; i++) {
@@ -197,6 +282,32 @@ int main(void) {
     if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) TEST_FAIL_("server %d did not exit cleanly (%d)", i, st);
     api_child_kill(cs[i]);
   }
+  test_receiver_stop(&rx);
+
+  /* Webhooks: none pending, none dead; each event once per key; one per
+   * turn, task and stage change. */
+  long long rows = test_scalar(db, "SELECT count(*) FROM webhook_outbox");
+  CHECK(rows > 0);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE status = 'delivered'"), rows);
+  CHECK(rx_answered(&rx, 503) > 0);
+  check_deliveries(db, &rx);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE event_type = 'intent.classified'"),
+               test_scalar(db, "SELECT count(*) FROM conversation_turns"));
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE event_type = 'labeling.task_created'"),
+               test_scalar(db, "SELECT count(*) FROM labeling_tasks"));
+  CHECK(test_scalar(db, "SELECT count(*) FROM labeling_tasks") > 0);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE event_type = 'handoff.requested'"),
+               test_scalar(db, "SELECT count(*) FROM conversation_turns WHERE handoff"));
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE event_type = 'rollout.changed'"),
+               test_scalar(db, "SELECT count(*) FROM rollout_state"));
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE event_type = 'rollout.changed'"), 5);
+  CHECK(test_scalar(db, "SELECT count(*) FROM conversation_turns WHERE handoff") > 0);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(DISTINCT event_type) FROM webhook_outbox"), 4);
+  printf("webhooks: %lld events, %zu requests, %zu answered 503, %lld handoffs, %lld workers delivered\n", rows,
+         rx.n, rx_answered(&rx, 503),
+         test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE event_type = 'handoff.requested'"),
+         test_scalar(db, "SELECT count(DISTINCT locked_by) FROM webhook_outbox"));
+  test_receiver_free(&rx);
   remove(model);
   remove(rules);
   finch_db_close(db);
