@@ -356,8 +356,13 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   /* Parse the member list. */
   const char *spec = opts->members && *opts->members ? opts->members : "slr,bow,tfm";
   int want_tfm = 0;
-  for (const char *p = spec; *p && k < 16;) {
+  for (const char *p = spec; *p;) {
     size_t len = strcspn(p, ",");
+    if (k == 8) {
+      /* Every subset is scored on the holdout: 2^8 is plenty. */
+      st = finch_err_set(err, FINCH_EINVAL, "--members: at most 8 members");
+      goto out;
+    }
     char name[32];
     snprintf(name, sizeof name, "%.*s", (int)(len < 31 ? len : 31), p);
     if (strcmp(name, "slr") && strcmp(name, "bow") && strcmp(name, "tfm")) {

@@ -24,7 +24,7 @@
 
 typedef struct {
   const char *dataset;
-  const char *members;      /* comma-separated: slr, bow, tfm (repeatable); default "slr,bow,tfm" */
+  const char *members;      /* comma-separated: slr, bow, tfm (repeatable), at most 8; default "slr,bow,tfm" */
   unsigned long long seed;
   int augmented;            /* 1 = train slr/bow on augmented rows too (default 1) */
   int tfm_augmented;        /* 1 = the encoders too (default 0: source rows) */

@@ -37,6 +37,9 @@ int main(void) {
   finch_teacher_result r;
   CHECK_INT_EQ(finch_teacher_train(db, &bad, &r, &err), FINCH_EINVAL);
   CHECK_CONTAINS(err.msg, "xgboost");
+  bad.members = "slr,slr,slr,slr,slr,slr,slr,slr,slr";
+  CHECK_INT_EQ(finch_teacher_train(db, &bad, &r, &err), FINCH_EINVAL);
+  CHECK_CONTAINS(err.msg, "at most 8");
   finch_teacher_opts none = {.dataset = "nosuch", .seed = 1, .ngrams = 1};
   CHECK_INT_EQ(finch_teacher_train(db, &none, &r, &err), FINCH_ENOTFOUND);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM models"), 0);
