@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "core/http.h"
 #include "core/source_internal.h"
 
 static pthread_once_t source_curl_once = PTHREAD_ONCE_INIT;
@@ -32,24 +33,6 @@ static int http_fail(finch_source *s, finch_status code, const char *fmt, ...) {
   return -1;
 }
 
-static int http_retryable_code(CURLcode rc) {
-  switch (rc) {
-  case CURLE_RECV_ERROR:
-  case CURLE_SEND_ERROR:
-  case CURLE_PARTIAL_FILE:
-  case CURLE_OPERATION_TIMEDOUT:
-  case CURLE_COULDNT_CONNECT:
-  case CURLE_GOT_NOTHING:
-  case CURLE_HTTP2:
-  case CURLE_HTTP2_STREAM:
-  case CURLE_SSL_CONNECT_ERROR:
-    return 1;
-  default:
-    return 0;
-  }
-}
-
-static int http_retryable_status(long status) { return status == 429 || status >= 500; }
 
 /* Parses a decimal number at *p, skipping leading blanks; -1 when none. */
 static long long http_parse_num(const char **p) {
@@ -127,6 +110,7 @@ static size_t http_header_cb(char *line, size_t size, size_t nitems, void *userd
   source_http *h = s->http;
   size_t n = size * nitems;
   char val[128];
+  long v;
   if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) { /* a new response (redirects, 1xx) */
     h->cr_start = h->cr_total = -1;
     h->retry_after_s = 0;
@@ -152,10 +136,8 @@ static size_t http_header_cb(char *line, size_t size, size_t nitems, void *userd
         }
       }
     }
-  } else if (http_header_value(line, n, "Retry-After", val, sizeof val)) {
-    const char *p = val;
-    long long v = http_parse_num(&p); /* an HTTP date is ignored: the backoff applies */
-    if (v > 0) h->retry_after_s = v > SOURCE_MAX_RETRY_AFTER_S ? SOURCE_MAX_RETRY_AFTER_S : (long)v;
+  } else if ((v = finch_http_retry_after(line, n, SOURCE_MAX_RETRY_AFTER_S)) >= 0) {
+    if (v > 0) h->retry_after_s = v; /* an HTTP date is ignored: the backoff applies */
   } else if ((n == 2 && line[0] == '\r' && line[1] == '\n') || (n == 1 && line[0] == '\n')) {
     long code = 0;
     curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
@@ -263,10 +245,10 @@ static int http_finish(finch_source *s, CURLcode rc) {
       h->done = 1;
       return 0;
     }
-    retry = http_retryable_status(code);
+    retry = finch_http_retryable_status(code);
     snprintf(reason, sizeof reason, "HTTP %ld", code);
   } else {
-    retry = http_retryable_code(rc);
+    retry = finch_http_retryable_curl(rc);
     snprintf(reason, sizeof reason, "%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
   }
   if (!retry) return http_fail(s, FINCH_EIO, "%s: %s", s->lineage, reason);

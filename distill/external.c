@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "core/hash.h"
+#include "core/http.h"
 #include "core/log.h"
 #include "core/models.h"
 #include "core/redact.h"
@@ -637,32 +638,9 @@ static size_t ext_write_cb(char *data, size_t size, size_t nmemb, void *ctx) {
 static size_t ext_header_cb(char *line, size_t size, size_t nitems, void *ctx) {
   ext_reply *r = ctx;
   size_t n = size * nitems;
-  static const char name[] = "Retry-After:";
-  if (n > sizeof name - 1 && strncasecmp(line, name, sizeof name - 1) == 0) {
-    const char *p = line + sizeof name - 1;
-    while (p < line + n && (*p == ' ' || *p == '\t')) p++;
-    long v = 0;
-    while (p < line + n && *p >= '0' && *p <= '9' && v < 100000) v = v * 10 + (*p++ - '0');
-    r->retry_after_s = v > EXT_MAX_RETRY_AFTER_S ? EXT_MAX_RETRY_AFTER_S : v; /* an HTTP date: the backoff */
-  }
+  long v = finch_http_retry_after(line, n, EXT_MAX_RETRY_AFTER_S);
+  if (v >= 0) r->retry_after_s = v; /* an HTTP date: the backoff */
   return n;
-}
-
-static int ext_retryable(CURLcode rc) {
-  switch (rc) {
-  case CURLE_RECV_ERROR:
-  case CURLE_SEND_ERROR:
-  case CURLE_PARTIAL_FILE:
-  case CURLE_OPERATION_TIMEDOUT:
-  case CURLE_COULDNT_CONNECT:
-  case CURLE_GOT_NOTHING:
-  case CURLE_HTTP2:
-  case CURLE_HTTP2_STREAM:
-  case CURLE_SSL_CONNECT_ERROR:
-    return 1;
-  default:
-    return 0;
-  }
 }
 
 static void ext_sleep_ms(long long ms) {
@@ -712,10 +690,10 @@ static finch_status ext_post(ext_client *cl, const char *body, ext_reply *r, fin
     char reason[CURL_ERROR_SIZE + 256];
     int retry;
     if (rc == CURLE_OK) {
-      retry = code == 429 || code >= 500;
+      retry = finch_http_retryable_status(code);
       snprintf(reason, sizeof reason, "HTTP %ld: %.200s", code, r->buf ? r->buf : "");
     } else {
-      retry = ext_retryable(rc);
+      retry = finch_http_retryable_curl(rc);
       snprintf(reason, sizeof reason, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
     }
     if (!retry) return finch_err_set(err, FINCH_EIO, "POST %s: %s", cl->display, reason);

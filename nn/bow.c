@@ -61,6 +61,21 @@ finch_status nn__config_check(const nn_train_config *cfg, finch_err *err) {
 
 /* ---- the model record -------------------------------------------------- */
 
+char **nn__labels_copy(const char *const *labels, size_t n) {
+  size_t bytes = 0;
+  for (size_t i = 0; i < n; i++) bytes += strlen(labels[i]) + 1;
+  char **out = malloc(n * sizeof(char *) + bytes);
+  if (!out) return NULL;
+  char *s = (char *)(out + n);
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strlen(labels[i]) + 1;
+    memcpy(s, labels[i], len);
+    out[i] = s;
+    s += len;
+  }
+  return out;
+}
+
 finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_featurizer *feat,
                               const char *const *labels, size_t n_labels, finch_err *err) {
   *out = NULL;
@@ -88,22 +103,13 @@ finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_fea
   m->H = cfg->hidden;
   m->C = (uint32_t)n_labels;
   m->Din = m->H ? m->H : m->D;
-  size_t strbytes = 0;
-  for (size_t i = 0; i < n_labels; i++) strbytes += strlen(labels[i]) + 1;
-  m->labels = malloc(n_labels * sizeof(char *) + strbytes);
+  m->labels = nn__labels_copy(labels, n_labels);
   m->n_params = (size_t)m->R * m->D + (size_t)m->H * m->D + m->H + (size_t)m->C * m->Din + m->C;
   m->params = calloc(m->n_params, sizeof(float));
   if (!m->labels || !m->params) {
     size_t np = m->n_params;
     nn_model_free(m);
     return finch_err_set(err, FINCH_ENOMEM, "out of memory for a model of %zu parameters", np);
-  }
-  char *s = (char *)(m->labels + n_labels);
-  for (size_t i = 0; i < n_labels; i++) {
-    size_t len = strlen(labels[i]) + 1;
-    memcpy(s, labels[i], len);
-    m->labels[i] = s;
-    s += len;
   }
   m->emb = m->params;
   m->W1 = m->emb + (size_t)m->R * m->D;

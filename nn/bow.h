@@ -77,6 +77,11 @@ nn_feat_config nn__feat_config(const nn_train_config *cfg);
 /* Checks a configuration's ranges; FINCH_EINVAL naming the field. */
 finch_status nn__config_check(const nn_train_config *cfg, finch_err *err);
 
+/* A copy of n label names in one allocation (n pointers, then the strings),
+ * released with free(); NULL when out of memory. The layout nn_model.labels
+ * has for every architecture. */
+char **nn__labels_copy(const char *const *labels, size_t n);
+
 /* Allocates a model with zeroed parameters sized by cfg, feat and n_labels.
  * Takes ownership of feat, also on failure. Labels are copied. */
 finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_featurizer *feat,

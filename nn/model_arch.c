@@ -40,19 +40,10 @@ static finch_status shell_create(nn_model **out, int arch, const char *const *la
   *out = NULL;
   if (n_labels < 1) return finch_err_set(err, FINCH_EINVAL, "a model needs at least one label");
   nn_model *m = calloc(1, sizeof *m);
-  size_t bytes = 0;
-  for (size_t i = 0; i < n_labels; i++) bytes += strlen(labels[i]) + 1;
-  if (m) m->labels = malloc(n_labels * sizeof(char *) + bytes);
+  if (m) m->labels = nn__labels_copy(labels, n_labels);
   if (!m || !m->labels) {
     free(m);
     return finch_err_set(err, FINCH_ENOMEM, "out of memory for a model");
-  }
-  char *s = (char *)(m->labels + n_labels);
-  for (size_t i = 0; i < n_labels; i++) {
-    size_t len = strlen(labels[i]) + 1;
-    memcpy(s, labels[i], len);
-    m->labels[i] = s;
-    s += len;
   }
   m->n_labels = n_labels;
   m->C = (uint32_t)n_labels;

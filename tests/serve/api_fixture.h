@@ -1,4 +1,4 @@
-/* Shared by the database-mode server tests (test_api, test_rollout_e2e): an
+/* Shared by the server tests (test_http, test_api, test_rollout_e2e, test_serving): an
  * HTTP client that sends API keys and keeps the headers the tests check, and
  * `finch serve` child processes. */
 #ifndef FINCH_TESTS_SERVE_API_FIXTURE_H

@@ -11,115 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/serve/api_fixture.h"
 #include "tests/serve/fixture.h"
 #include "tests/test.h"
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-typedef struct {
-  pid_t pid;
-  int out_fd; /* read end of the child's stdout */
-  char buf[8192];
-  size_t len; /* unconsumed bytes in buf */
-} child;
-
-/* Starts argv[0] with stdout on a pipe; stderr is inherited so that the
- * server's own messages show up in the test log. */
-static int child_start(child *c, char *const argv[]) {
-  int fds[2];
-  if (pipe(fds) != 0) return -1;
-  memset(c, 0, sizeof *c);
-  c->pid = fork();
-  if (c->pid < 0) return -1;
-  if (c->pid == 0) {
-    dup2(fds[1], STDOUT_FILENO);
-    close(fds[0]);
-    close(fds[1]);
-    execv(argv[0], argv);
-    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-  }
-  close(fds[1]);
-  c->out_fd = fds[0];
-  return 0;
-}
-
-/* Reads the child's stdout until a line starting with prefix arrives (copied
- * into line) or the deadline passes or the pipe closes. Other lines are
- * echoed to stderr. */
-static int child_wait_line(child *c, const char *prefix, char *line, size_t size,
-                           double timeout_s) {
-  double deadline = now_s() + timeout_s;
-  for (;;) {
-    char *nl;
-    while ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
-      size_t n = (size_t)(nl - c->buf);
-      *nl = '\0';
-      int match = strncmp(c->buf, prefix, strlen(prefix)) == 0;
-      if (match) {
-        size_t k = n < size - 1 ? n : size - 1;
-        memcpy(line, c->buf, k);
-        line[k] = '\0';
-      }
-      else fprintf(stderr, "[finch stdout] %s\n", c->buf);
-      memmove(c->buf, nl + 1, c->len - n - 1);
-      c->len -= n + 1;
-      if (match) return 0;
-    }
-    if (c->len == sizeof c->buf) c->len = 0; /* an absurdly long line: drop it */
-    double left = deadline - now_s();
-    if (left <= 0) return -1;
-    struct pollfd p = {.fd = c->out_fd, .events = POLLIN};
-    int pr = poll(&p, 1, (int)(left * 1000) + 1);
-    if (pr < 0 && errno == EINTR) continue;
-    if (pr <= 0) return -1;
-    ssize_t r = read(c->out_fd, c->buf + c->len, sizeof c->buf - c->len);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return -1; /* the child closed stdout: it has died */
-    c->len += (size_t)r;
-  }
-}
-
-/* Waits up to timeout_s for the child to exit, draining its stdout so that
- * it never blocks on a full pipe. Returns the wait status, or -1. */
-static int child_wait_exit(child *c, double timeout_s) {
-  double deadline = now_s() + timeout_s;
-  while (now_s() < deadline) {
-    int status;
-    pid_t w = waitpid(c->pid, &status, WNOHANG);
-    if (w == c->pid) {
-      c->pid = 0;
-      return status;
-    }
-    struct pollfd p = {.fd = c->out_fd, .events = POLLIN};
-    if (c->out_fd >= 0 && poll(&p, 1, 50) > 0) {
-      char sink[4096];
-      ssize_t r = read(c->out_fd, sink, sizeof sink);
-      if (r > 0) fprintf(stderr, "[finch stdout] %.*s", (int)r, sink);
-      if (r == 0) {
-        close(c->out_fd);
-        c->out_fd = -1;
-      }
-    } else if (c->out_fd < 0) {
-      usleep(50 * 1000);
-    }
-  }
-  return -1;
-}
-
-static void child_kill(child *c) {
-  if (c->pid > 0) {
-    kill(c->pid, SIGKILL);
-    waitpid(c->pid, NULL, 0);
-    c->pid = 0;
-  }
-  if (c->out_fd >= 0) close(c->out_fd);
-  c->out_fd = -1;
-}
 
 static json_t *reply_json(const fixture_reply *r, long status, const char *what) {
   if (r->status != status) {
@@ -190,15 +84,15 @@ int main(void) {
 
   char *argv[] = {(char *)bin, "serve", "--model", model_path, "--port", "0",
                   "--host", "127.0.0.1", NULL};
-  child c;
-  if (child_start(&c, argv) != 0) {
+  api_child c;
+  if (api_child_start(&c, argv) != 0) {
     fprintf(stderr, "cannot start %s: %s\n", bin, strerror(errno));
     return 1;
   }
   char line[1024];
-  if (child_wait_line(&c, "finch: serving ", line, sizeof line, 60) != 0) {
+  if (api_child_wait_line(&c, "finch: serving ", line, sizeof line, 60) != 0) {
     TEST_FAIL_("%s serve did not report \"finch: serving ...\" within 60 s", bin);
-    child_kill(&c);
+    api_child_kill(&c);
     remove(model_path);
     curl_global_cleanup();
     TEST_DONE();
@@ -209,7 +103,7 @@ int main(void) {
   long port = colon ? strtol(colon + 1, NULL, 10) : 0;
   if (port <= 0 || port > 65535) {
     TEST_FAIL_("no port in \"%s\"", line);
-    child_kill(&c);
+    api_child_kill(&c);
     remove(model_path);
     curl_global_cleanup();
     TEST_DONE();
@@ -251,7 +145,7 @@ int main(void) {
 
   /* SIGTERM: a clean exit with status 0 within a few seconds. */
   if (kill(c.pid, SIGTERM) != 0) TEST_FAIL_("kill: %s", strerror(errno));
-  int status = child_wait_exit(&c, 10);
+  int status = api_child_wait_exit(&c, 10);
   if (status == -1) {
     TEST_FAIL_("finch serve did not exit within 10 s of SIGTERM");
   } else if (WIFSIGNALED(status)) {
@@ -259,7 +153,7 @@ int main(void) {
   } else {
     CHECK_INT_EQ(WEXITSTATUS(status), 0);
   }
-  child_kill(&c);
+  api_child_kill(&c);
 
   curl_global_cleanup();
   remove(model_path);
