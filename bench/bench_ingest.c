@@ -5,7 +5,8 @@
  * the same run loads the same rows, already normalised and hashed, into the
  * same table (utterances, another dataset) with `psql \copy`: the bulk-load
  * floor that finch's checks, redaction, hashing and bookkeeping add to.
- * Prints both rates and their ratio. Uses the database finch resolves (embedded cluster
+ * A second peer loads the same rows as two halves over two psql \copy at
+ * once, as finch loads over two connections. Prints the rates and ratios. Uses the database finch resolves (embedded cluster
  * under $FINCH_HOME by default), database FINCH_DB_NAME=finch_bench.
  *
  *   bench_ingest [rows]                                                    */
@@ -42,8 +43,8 @@ int main(int argc, char **argv) {
   finch_db *db;
   if (finch_db_open(&db, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
   if (finch_db_exec(db, "DELETE FROM datasets WHERE name IN ('bench', 'bench_peer');"
-                        "INSERT INTO datasets (name, format) VALUES ('bench_peer', 'jsonl');"
-                        "CHECKPOINT", &err))
+                        "INSERT INTO datasets (name, format) VALUES ('bench_peer', 'jsonl')", &err) ||
+      finch_db_exec(db, "VACUUM utterances", &err) || finch_db_exec(db, "CHECKPOINT", &err))
     return fprintf(stderr, "%s\n", err.msg), 1;
   PGresult *pr = finch_db_query(db, "SELECT id FROM datasets WHERE name = 'bench_peer'", 0, NULL, &err);
   if (!pr) return fprintf(stderr, "%s\n", err.msg), 1;
@@ -91,13 +92,28 @@ int main(int argc, char **argv) {
   int rc2 = system(cmd);
   double psql_s = now_s() - t0;
   if (rc1 || rc2) return fprintf(stderr, "a load failed (finch %d, psql %d)\n", rc1, rc2), 1;
+  /* finch loads on two connections; so does this second peer: the same
+   * file split in two halves, two psql \copy at once. */
+  if (finch_db_exec(db, "DELETE FROM utterances WHERE dataset_id = (SELECT id FROM datasets WHERE name = 'bench_peer')",
+                    &err) ||
+      finch_db_exec(db, "VACUUM utterances", &err) || finch_db_exec(db, "CHECKPOINT", &err))
+    return fprintf(stderr, "%s\n", err.msg), 1;
+  snprintf(cmd, sizeof cmd, "cd %s && split -n l/2 utterances.tsv half. && for h in half.aa half.ab; do"
+           " psql -q '%s' -c \"\\copy utterances (dataset_id, text, text_norm, label, split, origin, content_hash)"
+           " FROM '%s/$h'\" & done; wait", dir, url, dir);
+  t0 = now_s();
+  int rc3 = system(cmd);
+  double psql2_s = now_s() - t0;
+  if (rc3) return fprintf(stderr, "the two-stream psql load failed (%d)\n", rc3), 1;
   snprintf(cmd, sizeof cmd, "cat %s/finch.json", dir);
   if (system(cmd) != 0) return 1;
   printf("rows %ld\nfinch ingest: %.2f s, %.0f rows/s (read, normalise, redact, hash, split, COPY, commit)\n", n,
          finch_s, (double)n / finch_s);
   printf("psql \\copy:   %.2f s, %.0f rows/s (the same rows pre-normalised and hashed, into utterances)\n", psql_s,
          (double)n / psql_s);
-  printf("ratio finch/psql: %.2f\n", psql_s / finch_s);
+  printf("psql \\copy x2: %.2f s, %.0f rows/s (the same rows, two halves loaded at once)\n", psql2_s,
+         (double)n / psql2_s);
+  printf("ratio finch/psql: %.2f; finch/psql x2: %.2f\n", psql_s / finch_s, psql2_s / finch_s);
   finch_db_exec(db, "DELETE FROM datasets WHERE name IN ('bench', 'bench_peer')", &err);
   finch_db_close(db);
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -44,6 +44,7 @@ int finch_cmd_ingest(int argc, char **argv) {
       {"pii-rules", 0, "PATH", "extra redaction rules, after the built-in core/pii_rules.conf", NULL},
       {"max-text", 0, "BYTES", "reject texts longer than this (default 16384)", NULL},
       {"batch", 0, "ROWS", "rows per COPY batch and transaction (default 5000)", NULL},
+      {"jobs", 0, "N", "connections loading batches in parallel, committed in order (default 2)", NULL},
       {"resume", 0, "RUN_ID", "continue a run that was stopped or killed (same source)", NULL},
       {"json", 0, NULL, "print the run summary as JSON", NULL},
   };
@@ -60,11 +61,15 @@ int finch_cmd_ingest(int argc, char **argv) {
   int rc = parse(&cmd, argc, argv, pos, 1, &npos);
   if (rc >= 0) return rc;
   double holdout = finch_config_float("holdout");
-  long long seed = finch_config_int("seed"), batch = 0, resume = 0, max_text = 0;
+  long long seed = finch_config_int("seed"), batch = 0, resume = 0, max_text = 0, jobs = 2;
   if (cli_get_double(&cmd, "holdout", &holdout) || cli_get_long(&cmd, "seed", &seed) ||
-      cli_get_long(&cmd, "batch", &batch) || cli_get_long(&cmd, "resume", &resume) ||
+      cli_get_long(&cmd, "batch", &batch) || cli_get_long(&cmd, "jobs", &jobs) || cli_get_long(&cmd, "resume", &resume) ||
       cli_get_long(&cmd, "max-text", &max_text))
     return 2;
+  if (jobs < 1 || jobs > 16) {
+    fprintf(stderr, "finch ingest: --jobs %lld is outside [1, 16]\n", jobs);
+    return 2;
+  }
   if (!resume && (npos != 1 || !cli_get(&cmd, "format") || !cli_get(&cmd, "dataset"))) {
     cli_usage(&cmd, stderr);
     return 2;
@@ -72,7 +77,7 @@ int finch_cmd_ingest(int argc, char **argv) {
   const char *rules[1] = {cli_get(&cmd, "pii-rules")};
   finch_ingest_opts o = {.source = npos ? pos[0] : NULL, .format = cli_get(&cmd, "format"),
                          .dataset = cli_get(&cmd, "dataset"), .holdout = holdout, .seed = (unsigned long long)seed,
-                         .batch_rows = batch > 0 ? (size_t)batch : 0,
+                         .batch_rows = batch > 0 ? (size_t)batch : 0, .load_jobs = (int)jobs,
                          .max_text_bytes = max_text > 0 ? (size_t)max_text : 0,
                          .text_col = cli_get(&cmd, "text-col"), .label_col = cli_get(&cmd, "label-col"),
                          .domains_path = cli_get(&cmd, "domains"), .labels_path = cli_get(&cmd, "labels"),

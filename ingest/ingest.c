@@ -480,6 +480,7 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
   PGresult *resumed = NULL;
   const char *resume_rules[1] = {NULL};
   finch_status st = FINCH_OK;
+  int locked = 0; /* the dataset's advisory lock */
   if (o.resume_run_id) {
     st = resume_opts(db, o.resume_run_id, &o, &resumed, resume_rules, err);
     if (st) return st;
@@ -530,22 +531,20 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
     policy = assign_splits(&t, o.holdout, o.seed, err, &oom);
     if (oom) st = FINCH_ENOMEM;
   }
+  if (!st) st = ingest_lock_dataset(db, o.dataset, o.stop, &locked, err);
+  if (!st && !locked) {
+    res->stopped = 1;
+    finch_info("stopped while waiting for dataset %s: nothing stored", o.dataset);
+    goto out;
+  }
   if (!st)
     st = o.resume_run_id ? ingest_run_open(db, o.resume_run_id, sha, t.n, &run, err)
                          : ingest_run_create(db, &o, lineage, sha, policy, t.n, &run, err);
   if (st) goto out;
   res->run_id = run.id;
   if (o.resume_run_id) finch_info("resuming run %lld at row %lld of %zu", run.id, run.rows_loaded, t.n);
-  size_t batch = o.batch_rows ? o.batch_rows : 5000;
-  for (size_t i = (size_t)run.rows_loaded; !st && i < t.n; i += batch) {
-    if (o.stop && *o.stop) {
-      res->stopped = 1;
-      break;
-    }
-    size_t to = i + batch < t.n ? i + batch : t.n;
-    st = ingest_load_batch(db, &t, i, to, &run, &res->inserted, &res->dev, err);
-    if (o.progress) fprintf(stderr, "\rloading: %zu / %zu rows   %s", to, t.n, to == t.n ? "\n" : "");
-  }
+  st = ingest_load_rows(db, &t, &run, o.batch_rows, o.load_jobs ? o.load_jobs : 2, o.stop, o.progress,
+                        &res->inserted, &res->dev, &res->stopped, err);
   res->seconds = now_s() - t0;
   finch_debug("loaded in %.2f s", now_s() - t_read);
   if (!st) {
@@ -556,6 +555,7 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
   if (res->stopped)
     finch_info("stopped at a batch boundary; continue with: finch ingest --resume %lld", run.id);
 out:
+  if (locked) ingest_unlock_dataset(db, o.dataset);
   res->seconds = now_s() - t0;
   finch_redactor_free(rd.red);
   label_set_free(&rd.labels);

@@ -4,8 +4,9 @@
  * label when a label set is fixed), normalised (core/text.h), stripped of
  * personal data (core/redact.h) before it is stored or logged, hashed
  * (SHA-256 of the case-folded text, the label and the dialogue position) and
- * loaded with COPY in batches. Each batch is committed together with the
- * run's progress (rows_loaded), so a run killed at any point is resumed by
+ * loaded with COPY in batches, staged over several connections at once and
+ * committed in order (ingest/load_pool.c). Each batch is committed together
+ * with the run's progress (rows_loaded), so a run killed at any point is resumed by
  * --resume RUN_ID, or by re-running, without losing or duplicating a row;
  * a stop request (SIGINT) ends the run cleanly at a batch boundary. Rows that
  * cannot be used are counted, stored in ingest_rejects with source, line,
@@ -32,6 +33,7 @@ typedef struct {
   double holdout;      /* share carved as dev when the source has no splits; 0 = none */
   unsigned long long seed;
   size_t batch_rows;        /* rows per COPY batch and transaction; 0 = 5000 */
+  int load_jobs;            /* connections loading batches in parallel; 0 = 2 */
   size_t max_text_bytes;    /* longer texts are rejected; 0 = 16384 */
   const char *text_col;     /* csv */
   const char *label_col;    /* csv */

@@ -3,6 +3,7 @@
 #ifndef FINCH_INGEST_INTERNAL_H
 #define FINCH_INGEST_INTERNAL_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "core/db.h"
@@ -56,12 +57,31 @@ finch_status ingest_run_create(finch_db *db, const finch_ingest_opts *o, const c
                                const char *split_policy, size_t rows_total, ingest_run *run, finch_err *err);
 finch_status ingest_run_open(finch_db *db, long long id, const char *sha, size_t rows_total, ingest_run *run,
                              finch_err *err);
-/* Loads rows [from, to) in one transaction with the run's progress. */
-finch_status ingest_load_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
-                               long long *inserted, long long *dev, finch_err *err);
+/* Opens a transaction and stages rows [from, to) in it (the lookup of rows
+ * already stored, then COPY); *inserted and *dev get the batch's counts. On
+ * failure the transaction is rolled back. */
+finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
+                                long long *inserted, long long *dev, finch_err *err);
+/* Records rows_loaded = to and the batch's inserted rows on the run, and
+ * commits the transaction ingest_stage_batch opened. */
+finch_status ingest_commit_batch(finch_db *db, const ingest_run *run, size_t to, long long inserted, finch_err *err);
+/* load_pool.c: loads rows [run->rows_loaded, t->n) in batches of `batch`
+ * rows over up to `jobs` connections (db and jobs - 1 of its own), each
+ * batch committed with the run's progress, in order. A stop request ends it
+ * at a batch boundary with *stopped set. The counts are added to *inserted
+ * and *dev. */
+finch_status ingest_load_rows(finch_db *db, const ingest_table *t, const ingest_run *run, size_t batch, int jobs,
+                              volatile sig_atomic_t *stop, int progress, long long *inserted, long long *dev,
+                              int *stopped, finch_err *err);
 finch_status ingest_run_finish(finch_db *db, const ingest_table *t, const ingest_run *run, const char *source,
                                const finch_ingest_result *res, int stopped, long long *inserted_total,
                                long long *dev_total, finch_err *err);
+/* Takes the per-dataset advisory lock on db's session, waiting (and
+ * telling so) while another run holds it; *got stays 0 when a stop request
+ * ended the wait. */
+finch_status ingest_lock_dataset(finch_db *db, const char *dataset, volatile sig_atomic_t *stop, int *got,
+                                 finch_err *err);
+void ingest_unlock_dataset(finch_db *db, const char *dataset);
 void ingest_run_fail(finch_db *db, long long run_id, const char *msg);
 
 #endif

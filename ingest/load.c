@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "ingest/internal.h"
@@ -93,9 +94,10 @@ static int put_row(finch_copybuf *b, const ingest_row *r) {
 }
 
 /* The general path: COPY into a staging table, then INSERT ... ON CONFLICT
- * DO NOTHING; safe against concurrent loads of the same dataset. */
-static finch_status load_batch_upsert(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
-                                      long long *inserted, long long *dev, finch_err *err) {
+ * DO NOTHING; safe against concurrent loads of the same dataset. Leaves the
+ * transaction open (the caller commits it with the run's progress). */
+static finch_status stage_batch_upsert(finch_db *db, const ingest_table *t, size_t from, size_t to,
+                                       const ingest_run *run, long long *inserted, long long *dev, finch_err *err) {
   finch_status st = finch_db_exec(db,
       "BEGIN;"
       "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (text text, text_norm text, label text, split text,"
@@ -117,27 +119,22 @@ static finch_status load_batch_upsert(finch_db *db, const ingest_table *t, size_
   finch_copybuf_free(&b);
   finch_status end = finch_db_copy_end(db, err);
   if (!st) st = end;
-  char ds[32], runid[32], upto[32];
+  char ds[32], runid[32];
   snprintf(ds, sizeof ds, "%lld", run->dataset_id);
   snprintf(runid, sizeof runid, "%lld", run->id);
-  snprintf(upto, sizeof upto, "%zu", to);
-  const char *p[] = {ds, runid, upto};
+  const char *p[] = {ds, runid};
   PGresult *r = st ? NULL : finch_db_query(db,
       "WITH ins AS (INSERT INTO utterances (dataset_id, text, text_norm, label, split, dialogue_id, turn_index,"
       " speaker, meta, origin, content_hash, ingest_run_id, source_line)"
       " SELECT $1, text, text_norm, label, split, dialogue_id, turn_index, speaker, meta, 'source',"
       " content_hash, $2, source_line FROM ingest_stage"
-      " ON CONFLICT (dataset_id, content_hash) DO NOTHING RETURNING split),"
-      " n AS (SELECT count(*) AS n, count(*) FILTER (WHERE split = 'dev') AS d FROM ins),"
-      " up AS (UPDATE ingest_runs SET rows_loaded = $3, rows_inserted = rows_inserted + n.n"
-      " FROM n WHERE id = $2 RETURNING 1)"
-      " SELECT n, d FROM n, up", 3, p, err);
+      " ON CONFLICT (dataset_id, content_hash) DO NOTHING RETURNING split)"
+      " SELECT count(*), count(*) FILTER (WHERE split = 'dev') FROM ins", 2, p, err);
   if (!st && !r) st = FINCH_EDB;
   if (!st) {
-    *inserted += atoll(PQgetvalue(r, 0, 0));
-    *dev += atoll(PQgetvalue(r, 0, 1));
+    *inserted = atoll(PQgetvalue(r, 0, 0));
+    *dev = atoll(PQgetvalue(r, 0, 1));
     PQclear(r);
-    st = finch_db_exec(db, "COMMIT", err);
   }
   if (st) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
   return st;
@@ -174,7 +171,8 @@ finch_status ingest_run_finish(finch_db *db, const ingest_table *t, const ingest
         "UPDATE ingest_runs SET status = $6, finished_at = CASE WHEN $6 = 'done' THEN now() END,"
         " rows_read = $2, rows_rejected = $3, rows_duplicate = $2::bigint - $3::bigint - rows_inserted,"
         " redactions = $4::jsonb, seconds = coalesce(seconds, 0) + $5 WHERE id = $1 RETURNING rows_inserted,"
-        " (SELECT count(*) FROM utterances WHERE ingest_run_id = $1 AND split = 'dev')",
+        " (SELECT count(*) FROM utterances u WHERE u.dataset_id = ingest_runs.dataset_id AND u.split = 'dev'"
+        " AND u.ingest_run_id = $1)",
         6, p2, err);
     if (!r) {
       st = FINCH_EDB;
@@ -191,7 +189,7 @@ finch_status ingest_run_finish(finch_db *db, const ingest_table *t, const ingest
 }
 
 void ingest_run_fail(finch_db *db, long long run_id, const char *msg) {
-  PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  if (PQtransactionStatus(finch_db_conn(db)) != PQTRANS_IDLE) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
   char run[32];
   snprintf(run, sizeof run, "%lld", run_id);
   const char *p[] = {run, msg};
@@ -207,17 +205,16 @@ static int put_row_direct(finch_copybuf *b, const ingest_row *r, const char *ds,
 }
 
 /* The fast path: one indexed lookup finds which rows of the batch are
- * already stored, and the rest go straight into utterances with COPY, in the
- * same transaction as the run's progress (a new run into an empty dataset
- * skips the lookup). If a concurrent load stored one of
- * them meanwhile, the unique index refuses the COPY, the transaction rolls
- * back, and the batch takes the general path. */
-finch_status ingest_load_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
-                               long long *inserted, long long *dev, finch_err *err) {
-  char ds[32], runid[32], upto[32];
+ * already stored, and the rest go straight into utterances with COPY (a new
+ * run into an empty dataset skips the lookup). If a concurrent load stored
+ * one of them meanwhile, the unique index refuses the COPY, the transaction
+ * rolls back, and the batch takes the general path. On success the
+ * transaction is left open with the batch in it. */
+finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
+                                long long *inserted, long long *dev, finch_err *err) {
+  char ds[32], runid[32];
   snprintf(ds, sizeof ds, "%lld", run->dataset_id);
   snprintf(runid, sizeof runid, "%lld", run->id);
-  snprintf(upto, sizeof upto, "%zu", to);
   size_t n = to - from;
   char *arr = malloc(n * (FINCH_SHA256_HEX_LEN + 1) + 3);
   char **have = malloc((n + 1) * sizeof *have);
@@ -274,22 +271,53 @@ finch_status ingest_load_batch(finch_db *db, const ingest_table *t, size_t from,
   free(arr);
   free(have);
   if (!st) {
-    char cnt[32];
-    snprintf(cnt, sizeof cnt, "%lld", ins);
-    const char *p2[] = {runid, upto, cnt};
-    st = finch_db_run(db, "UPDATE ingest_runs SET rows_loaded = $2, rows_inserted = rows_inserted + $3 WHERE id = $1",
-                      3, p2, err);
-  }
-  if (!st) st = finch_db_exec(db, "COMMIT", err);
-  if (!st) {
-    *inserted += ins;
-    *dev += d;
+    *inserted = ins;
+    *dev = d;
     return FINCH_OK;
   }
   PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
   if (strstr(err->msg, "duplicate key")) {
     finch_debug("batch at row %zu raced a concurrent load; loading it with ON CONFLICT", from);
-    return load_batch_upsert(db, t, from, to, run, inserted, dev, err);
+    return stage_batch_upsert(db, t, from, to, run, inserted, dev, err);
   }
   return st;
+}
+
+finch_status ingest_commit_batch(finch_db *db, const ingest_run *run, size_t to, long long inserted, finch_err *err) {
+  char runid[32], upto[32], cnt[32];
+  snprintf(runid, sizeof runid, "%lld", run->id);
+  snprintf(upto, sizeof upto, "%zu", to);
+  snprintf(cnt, sizeof cnt, "%lld", inserted);
+  const char *p[] = {runid, upto, cnt};
+  finch_status st = finch_db_run(db, "UPDATE ingest_runs SET rows_loaded = $2, rows_inserted = rows_inserted + $3"
+                                     " WHERE id = $1", 3, p, err);
+  if (!st) st = finch_db_exec(db, "COMMIT", err);
+  if (st) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  return st;
+}
+
+/* The advisory lock that keeps two runs from loading one dataset at once
+ * (see load_pool.c): polled, so that a stop request ends the wait. */
+#define INGEST_LOCK_CLASS "1179209283" /* "FINC" */
+
+finch_status ingest_lock_dataset(finch_db *db, const char *dataset, volatile sig_atomic_t *stop, int *got,
+                                 finch_err *err) {
+  const char *p[] = {dataset};
+  *got = 0;
+  for (int waited = 0;; waited++) {
+    PGresult *r = finch_db_query(db, "SELECT pg_try_advisory_lock(" INGEST_LOCK_CLASS ", hashtext($1))", 1, p, err);
+    if (!r) return FINCH_EDB;
+    *got = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    if (*got || (stop && *stop)) return FINCH_OK;
+    if (waited == 0) finch_info("another run is loading dataset %s; waiting for it to finish", dataset);
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+void ingest_unlock_dataset(finch_db *db, const char *dataset) {
+  const char *p[] = {dataset};
+  finch_err ignore;
+  finch_db_run(db, "SELECT pg_advisory_unlock(" INGEST_LOCK_CLASS ", hashtext($1))", 1, p, &ignore);
 }
