@@ -13,7 +13,8 @@
 int finch_cmd_teacher(int argc, char **argv) {
   cli_opt opts[] = {
       {"dataset", 'd', "NAME", "dataset to train on (split train; split dev selects and measures)", NULL},
-      {"members", 0, "LIST", "ensemble members: slr, bow, tfm (repeat tfm for several seeds; default slr,bow,tfm)",
+      {"members", 0, "LIST", "ensemble members: slr, bow, tfm (repeat tfm for several seeds), ktfm (an encoder taught by the members"
+       " before it, on augmented rows too); default slr,bow,tfm",
        NULL},
       {"pretrain-epochs", 0, "N", "masked-token pre-training epochs of the encoders on the general corpus "
                                   "(clinc150/wiki_sents.txt and --general datasets; default 0 = none)", NULL},

@@ -188,22 +188,57 @@ static finch_status pretrain(ctx *c, finch_err *err) {
   return FINCH_OK;
 }
 
-static finch_status train_tfm(ctx *c, member *m, int index, finch_err *err) {
+/* The soft labels of a distilled encoder member: the calibrated average of
+ * members ms[0..k) on every training row, softened to tau; (train.n, C). */
+static finch_status members_soft_labels(ctx *c, const member *ms, size_t k, float tau, float **out, finch_err *err) {
+  size_t n = c->train.n, C = c->C;
+  float *avg = calloc(n * C + 1, sizeof *avg), *p = malloc((n * C + 1) * sizeof *p);
+  finch_status st = avg && p ? FINCH_OK : finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  for (size_t i = 0; !st && i < k; i++) {
+    st = nn_model_predict_many(ms[i].model, c->train.texts, n, p, NULL, 1.0f, err);
+    if (st) break;
+    temper(p, p, n, C, ms[i].temperature);
+    for (size_t j = 0; j < n * C; j++) avg[j] += p[j] / (float)k;
+  }
+  if (!st) temper(avg, avg, n, C, tau);
+  free(p);
+  if (st) {
+    free(avg);
+    return st;
+  }
+  *out = avg;
+  return FINCH_OK;
+}
+
+/* An encoder member. soft (train.n, C) at KTFM_TAU, or NULL: with soft
+ * labels (a "ktfm" member) it learns from every training row, augmented
+ * variants included, with its epochs scaled to the same number of steps as
+ * an encoder on the source rows. */
+#define KTFM_TAU 2.0f
+#define KTFM_ALPHA 0.7f
+static finch_status train_tfm(ctx *c, member *m, int index, const float *soft_all, finch_err *err) {
   const finch_teacher_opts *o = c->o;
-  /* Rows: source only unless asked. */
+  /* Rows: source only unless asked (or distilled). */
   size_t n = 0;
   const char **texts = malloc((c->train.n + 1) * sizeof *texts);
   int32_t *y = malloc((c->train.n + 1) * sizeof *y);
+  float *soft = soft_all ? malloc((c->train.n * c->C + 1) * sizeof *soft) : NULL;
   finch_status st = FINCH_OK;
   nn_tfm_corpus x = {0};
   nn_tfm *enc = NULL;
   finch_distill__steplog sl = {.member = m->name, .phase = "finetune", .tty = isatty(2), .quiet = o->quiet};
-  if (!texts || !y) {
+  if (!texts || !y || (soft_all && !soft)) {
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     goto out;
   }
-  for (size_t i = 0; i < c->train.n; i++)
-    if (o->tfm_augmented || c->train.source[i]) texts[n] = c->train.texts[i], y[n++] = c->train.labels[i];
+  size_t n_source = 0;
+  for (size_t i = 0; i < c->train.n; i++) {
+    n_source += c->train.source[i];
+    if (!soft_all && !o->tfm_augmented && !c->train.source[i]) continue;
+    if (soft_all) memcpy(soft + n * c->C, soft_all + i * c->C, c->C * sizeof *soft);
+    texts[n] = c->train.texts[i];
+    y[n++] = c->train.labels[i];
+  }
   nn_tfm_config tc = tfm_config(c, (uint32_t)c->C);
   if ((st = nn_tfm_corpus_encode(&x, c->tok, texts, n, (int)tc.max_len, tc.buckets, 3, 5, err)) != FINCH_OK) goto out;
   uint64_t seed = o->seed + 1000u * (uint64_t)index;
@@ -220,18 +255,25 @@ static finch_status train_tfm(ctx *c, member *m, int index, finch_err *err) {
   }
   nn_tfm_train_config trc = nn_tfm_train_defaults();
   trc.epochs = o->tfm_epochs > 0 ? (uint32_t)o->tfm_epochs : 30;
+  if (soft_all && n_source < n) {
+    double e = (double)trc.epochs * (double)n_source / (double)n;
+    trc.epochs = e < 1 ? 1 : (uint32_t)(e + 0.5);
+  }
   trc.batch = 64;
   trc.lr = o->lr > 0 ? o->lr : (c->pretrained ? 5e-4f : 1e-3f);
   trc.seed = seed;
-  nn_tfm_data d = {.x = &x, .labels = y};
+  trc.tau = KTFM_TAU;
+  trc.alpha = KTFM_ALPHA;
+  nn_tfm_data d = {.x = &x, .labels = y, .soft = soft};
   char ck[PATH_MAX + 64];
   if ((st = ckpt_path(c, m->name, ck, sizeof ck, err)) != FINCH_OK) goto out;
   trc.checkpoint = ck;
   trc.resume = o->resume;
   run_name(sl.run, sizeof sl.run, c, m->name);
-  finch_info("training %s: %zu rows, %u layers x %u wide, %u heads, ff %u, n-grams %s, %s, %u epochs", m->name, n,
+  finch_info("training %s: %zu rows, %u layers x %u wide, %u heads, ff %u, n-grams %s, %s, %u epochs%s", m->name, n,
              tc.layers, tc.dim, tc.heads, tc.ff, tc.buckets ? "on" : "off",
-             c->pretrained ? "from the pre-trained encoder" : "from scratch", trc.epochs);
+             c->pretrained ? "from the pre-trained encoder" : "from scratch", trc.epochs,
+             soft ? ", soft labels from the members before it" : "");
   if ((st = nn_tfm_train(enc, c->be, &d, &trc, finch_distill__on_step, &sl, err)) != FINCH_OK) goto out;
   unlink(ck);
   if ((st = finch_distill__flush_steps(c->db, &sl, err)) != FINCH_OK) goto out;
@@ -250,6 +292,7 @@ out:
   free(sl.buf);
   free(texts);
   free(y);
+  free(soft);
   return st;
 }
 
@@ -365,11 +408,15 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     }
     char name[32];
     snprintf(name, sizeof name, "%.*s", (int)(len < 31 ? len : 31), p);
-    if (strcmp(name, "slr") && strcmp(name, "bow") && strcmp(name, "tfm")) {
-      st = finch_err_set(err, FINCH_EINVAL, "--members: unknown member '%s' (slr, bow or tfm)", name);
+    if (strcmp(name, "slr") && strcmp(name, "bow") && strcmp(name, "tfm") && strcmp(name, "ktfm")) {
+      st = finch_err_set(err, FINCH_EINVAL, "--members: unknown member '%s' (slr, bow, tfm or ktfm)", name);
       goto out;
     }
-    if (!strcmp(name, "tfm")) snprintf(ms[k].name, sizeof ms[k].name, "tfm%d", ++want_tfm);
+    if (!strcmp(name, "ktfm") && k == 0) {
+      st = finch_err_set(err, FINCH_EINVAL, "--members: ktfm learns from the members listed before it; list one first");
+      goto out;
+    }
+    if (!strcmp(name, "tfm") || !strcmp(name, "ktfm")) snprintf(ms[k].name, sizeof ms[k].name, "%s%d", name, ++want_tfm);
     else snprintf(ms[k].name, sizeof ms[k].name, "%s", name);
     k++;
     p += len;
@@ -415,7 +462,12 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     finch_info("teacher member %s: training", m->name);
     if (!strcmp(m->name, "slr")) st = train_slr(&c, m, err);
     else if (!strcmp(m->name, "bow")) st = train_bow(&c, m, err);
-    else st = train_tfm(&c, m, ++c.n_tfm, err);
+    else if (!strncmp(m->name, "ktfm", 4)) {
+      float *soft = NULL;
+      st = members_soft_labels(&c, ms, i, KTFM_TAU, &soft, err);
+      if (!st) st = train_tfm(&c, m, ++c.n_tfm, soft, err);
+      free(soft);
+    } else st = train_tfm(&c, m, ++c.n_tfm, NULL, err);
     if (st) {
       finch_err_prefix(err, "teacher member %s", m->name);
       goto out;

@@ -8,7 +8,13 @@
  *          corpus), optionally with hashed character n-grams added to each
  *          token and optionally pre-trained with masked tokens (MLM) on the
  *          general-domain corpora before fine-tuning. Several "tfm" members
- *          differ by seed.
+ *          differ by seed;
+ *   "ktfm" the same encoder taught by the members listed before it: trained
+ *          on every training row, augmented variants included, on their
+ *          calibrated average probabilities at tau = 2 (weight 0.7) and the
+ *          labels (0.3), for as many steps as a "tfm" member on the source
+ *          rows. The augmented rows carry the sparse models' knowledge into
+ *          the encoder, which on its own sees too few examples.
  * Each member's temperature is fitted on the holdout (NLL); the ensemble
  * averages calibrated probabilities. Every non-empty subset of the members
  * is scored on the holdout and the most accurate one (ties: fewer members,
@@ -24,7 +30,7 @@
 
 typedef struct {
   const char *dataset;
-  const char *members;      /* comma-separated: slr, bow, tfm (repeatable), at most 8; default "slr,bow,tfm" */
+  const char *members;      /* comma-separated: slr, bow, tfm, ktfm (repeatable), at most 8; default "slr,bow,tfm" */
   unsigned long long seed;
   int augmented;            /* 1 = train slr/bow on augmented rows too (default 1) */
   int tfm_augmented;        /* 1 = the encoders too (default 0: source rows) */

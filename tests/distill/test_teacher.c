@@ -37,6 +37,9 @@ int main(void) {
   finch_teacher_result r;
   CHECK_INT_EQ(finch_teacher_train(db, &bad, &r, &err), FINCH_EINVAL);
   CHECK_CONTAINS(err.msg, "xgboost");
+  bad.members = "ktfm,slr";
+  CHECK_INT_EQ(finch_teacher_train(db, &bad, &r, &err), FINCH_EINVAL);
+  CHECK_CONTAINS(err.msg, "before it");
   bad.members = "slr,slr,slr,slr,slr,slr,slr,slr,slr";
   CHECK_INT_EQ(finch_teacher_train(db, &bad, &r, &err), FINCH_EINVAL);
   CHECK_CONTAINS(err.msg, "at most 8");
@@ -167,6 +170,19 @@ int main(void) {
     d4.student = "tfm";
     CHECK_INT_EQ(finch_distill_run(db, &d4, &dr, &err), FINCH_EINVAL);
     unlink(jl);
+  }
+
+  /* An encoder taught by the member before it. */
+  {
+    finch_teacher_opts ok = o;
+    ok.members = "bow,ktfm";
+    st = finch_teacher_train(db, &ok, &r, &err);
+    if (st) fprintf(stderr, "ktfm: %s\n", err.msg);
+    CHECK_INT_EQ(st, FINCH_OK);
+    CHECK_INT_EQ(r.n_members, 2);
+    CHECK_STR_EQ(r.members[1].name, "ktfm1");
+    CHECK(r.members[1].dev_acc > 0.1); /* 59 intents: chance is under 0.02 */
+    CHECK(test_scalar(db, "SELECT count(*) FROM training_metrics WHERE run LIKE 'sample-ktfm1-%'") > 0);
   }
 
   finch_db_close(db);
