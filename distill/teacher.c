@@ -210,12 +210,14 @@ static finch_status members_soft_labels(ctx *c, const member *ms, size_t k, floa
   return FINCH_OK;
 }
 
+/* A "ktfm" member's distillation temperature and soft-label weight. */
+#define KTFM_TAU 2.0f
+#define KTFM_ALPHA 0.7f
+
 /* An encoder member. soft (train.n, C) at KTFM_TAU, or NULL: with soft
  * labels (a "ktfm" member) it learns from every training row, augmented
  * variants included, with its epochs scaled to the same number of steps as
  * an encoder on the source rows. */
-#define KTFM_TAU 2.0f
-#define KTFM_ALPHA 0.7f
 static finch_status train_tfm(ctx *c, member *m, int index, const float *soft_all, finch_err *err) {
   const finch_teacher_opts *o = c->o;
   /* Rows: source only unless asked (or distilled). */
@@ -262,8 +264,10 @@ static finch_status train_tfm(ctx *c, member *m, int index, const float *soft_al
   trc.batch = 64;
   trc.lr = o->lr > 0 ? o->lr : (c->pretrained ? 5e-4f : 1e-3f);
   trc.seed = seed;
-  trc.tau = KTFM_TAU;
-  trc.alpha = KTFM_ALPHA;
+  if (soft) {
+    trc.tau = KTFM_TAU;
+    trc.alpha = KTFM_ALPHA;
+  }
   nn_tfm_data d = {.x = &x, .labels = y, .soft = soft};
   char ck[PATH_MAX + 64];
   if ((st = ckpt_path(c, m->name, ck, sizeof ck, err)) != FINCH_OK) goto out;
