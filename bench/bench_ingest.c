@@ -26,6 +26,12 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* VACUUM and CHECKPOINT, so that each load starts on a table without dead
+ * rows and with no checkpoint due. */
+static int settle(finch_db *db, finch_err *err) {
+  return finch_db_exec(db, "VACUUM utterances", err) || finch_db_exec(db, "CHECKPOINT", err);
+}
+
 static const char *verbs[] = {"send", "move", "transfer", "pay", "refund", "top up", "cancel", "check", "block", "change"};
 static const char *objects[] = {"my card", "the payment", "my account", "the transfer", "my pin", "the fee",
                                 "my balance", "the refund", "my savings", "the direct debit"};
@@ -44,7 +50,7 @@ int main(int argc, char **argv) {
   if (finch_db_open(&db, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
   if (finch_db_exec(db, "DELETE FROM datasets WHERE name IN ('bench', 'bench_peer');"
                         "INSERT INTO datasets (name, format) VALUES ('bench_peer', 'jsonl')", &err) ||
-      finch_db_exec(db, "VACUUM utterances", &err) || finch_db_exec(db, "CHECKPOINT", &err))
+      settle(db, &err))
     return fprintf(stderr, "%s\n", err.msg), 1;
   PGresult *pr = finch_db_query(db, "SELECT id FROM datasets WHERE name = 'bench_peer'", 0, NULL, &err);
   if (!pr) return fprintf(stderr, "%s\n", err.msg), 1;
@@ -96,7 +102,7 @@ int main(int argc, char **argv) {
    * file split in two halves, two psql \copy at once. */
   if (finch_db_exec(db, "DELETE FROM utterances WHERE dataset_id = (SELECT id FROM datasets WHERE name = 'bench_peer')",
                     &err) ||
-      finch_db_exec(db, "VACUUM utterances", &err) || finch_db_exec(db, "CHECKPOINT", &err))
+      settle(db, &err))
     return fprintf(stderr, "%s\n", err.msg), 1;
   snprintf(cmd, sizeof cmd, "cd %s && split -n l/2 utterances.tsv half. && for h in half.aa half.ab; do"
            " psql -q '%s' -c \"\\copy utterances (dataset_id, text, text_norm, label, split, origin, content_hash)"

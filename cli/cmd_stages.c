@@ -61,12 +61,12 @@ int finch_cmd_ingest(int argc, char **argv) {
   int rc = parse(&cmd, argc, argv, pos, 1, &npos);
   if (rc >= 0) return rc;
   double holdout = finch_config_float("holdout");
-  long long seed = finch_config_int("seed"), batch = 0, resume = 0, max_text = 0, jobs = 2;
+  long long seed = finch_config_int("seed"), batch = 0, resume = 0, max_text = 0, jobs = 0;
   if (cli_get_double(&cmd, "holdout", &holdout) || cli_get_long(&cmd, "seed", &seed) ||
       cli_get_long(&cmd, "batch", &batch) || cli_get_long(&cmd, "jobs", &jobs) || cli_get_long(&cmd, "resume", &resume) ||
       cli_get_long(&cmd, "max-text", &max_text))
     return 2;
-  if (jobs < 1 || jobs > 16) {
+  if (cli_get(&cmd, "jobs") && (jobs < 1 || jobs > 16)) {
     fprintf(stderr, "finch ingest: --jobs %lld is outside [1, 16]\n", jobs);
     return 2;
   }

@@ -543,7 +543,7 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
   if (st) goto out;
   res->run_id = run.id;
   if (o.resume_run_id) finch_info("resuming run %lld at row %lld of %zu", run.id, run.rows_loaded, t.n);
-  st = ingest_load_rows(db, &t, &run, o.batch_rows, o.load_jobs ? o.load_jobs : 2, o.stop, o.progress,
+  st = ingest_load_rows(db, &t, &run, o.batch_rows, o.load_jobs, o.stop, o.progress,
                         &res->inserted, &res->dev, &res->stopped, err);
   res->seconds = now_s() - t0;
   finch_debug("loaded in %.2f s", now_s() - t_read);

@@ -66,7 +66,7 @@ finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from
  * commits the transaction ingest_stage_batch opened. */
 finch_status ingest_commit_batch(finch_db *db, const ingest_run *run, size_t to, long long inserted, finch_err *err);
 /* load_pool.c: loads rows [run->rows_loaded, t->n) in batches of `batch`
- * rows over up to `jobs` connections (db and jobs - 1 of its own), each
+ * rows (0 = 5000) over up to `jobs` connections (0 = 2; db and jobs - 1 of its own), each
  * batch committed with the run's progress, in order. A stop request ends it
  * at a batch boundary with *stopped set. The counts are added to *inserted
  * and *dev. */

@@ -108,7 +108,7 @@ finch_status ingest_load_rows(finch_db *db, const ingest_table *t, const ingest_
   *stopped = 0;
   if (p.first >= t->n) return FINCH_OK;
   p.nbatches = (t->n - p.first + p.batch - 1) / p.batch;
-  if (jobs < 1) jobs = 1;
+  if (jobs < 1) jobs = 2;
   if ((size_t)jobs > p.nbatches) jobs = (int)p.nbatches;
   pthread_mutex_init(&p.mu, NULL);
   pthread_cond_init(&p.turn, NULL);
