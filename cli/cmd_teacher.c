@@ -13,9 +13,11 @@
 int finch_cmd_teacher(int argc, char **argv) {
   cli_opt opts[] = {
       {"dataset", 'd', "NAME", "dataset to train on (split train; split dev selects and measures)", NULL},
-      {"members", 0, "LIST", "ensemble members: slr, bow, tfm (repeat tfm for several seeds), ktfm (an encoder taught by the members"
-       " before it, on augmented rows too); default slr,bow,tfm",
+      {"members", 0, "LIST", "ensemble members, at most 12: slr, bow, tfm (repeat bow or tfm for several seeds), ktfm (an"
+       " encoder taught by the members before it, on augmented rows too); default slr,bow,tfm",
        NULL},
+      {"reuse-members", 0, NULL, "keep trained members under $FINCH_HOME/member-cache and reuse those trained before on the"
+       " same rows with the same options instead of training them again", NULL},
       {"pretrain-epochs", 0, "N", "masked-token pre-training epochs of the encoders on the general corpus "
                                   "(clinc150/wiki_sents.txt and --general datasets; default 0 = none)", NULL},
       {"general", 0, "LIST", "general-domain datasets added to the pre-training corpus", NULL},
@@ -67,7 +69,8 @@ int finch_cmd_teacher(int argc, char **argv) {
                           .dim = (unsigned)dim, .layers = (unsigned)layers, .heads = (unsigned)heads,
                           .ff = (unsigned)ff, .seq_len = (unsigned)T, .vocab = (unsigned)V, .lr = (float)lr,
                           .device = cli_get(&cmd, "device") ? cli_get(&cmd, "device") : finch_config_get("device"),
-                          .quiet = cli_get(&cmd, "quiet") != NULL, .resume = cli_get(&cmd, "resume") != NULL};
+                          .quiet = cli_get(&cmd, "quiet") != NULL, .resume = cli_get(&cmd, "resume") != NULL,
+                          .reuse_members = cli_get(&cmd, "reuse-members") != NULL};
   finch_db *db = cli_db_open();
   if (!db) return 1;
   finch_teacher_result r;
@@ -78,10 +81,11 @@ int finch_cmd_teacher(int argc, char **argv) {
   if (cli_get(&cmd, "json")) {
     json_t *ms = json_array();
     for (size_t i = 0; i < r.n_members; i++)
-      json_array_append_new(ms, json_pack("{s:s, s:f, s:f, s:f, s:I, s:f}", "name", r.members[i].name,
+      json_array_append_new(ms, json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:b}", "name", r.members[i].name,
                                           "dev_accuracy", r.members[i].dev_acc, "dev_nll", r.members[i].dev_nll,
                                           "temperature", r.members[i].temperature, "params",
-                                          (json_int_t)r.members[i].params, "train_seconds", r.members[i].seconds));
+                                          (json_int_t)r.members[i].params, "train_seconds", r.members[i].seconds,
+                                          "reused", r.members[i].cached));
     cli_print_json(json_pack("{s:I, s:s, s:s, s:f, s:f, s:I, s:I, s:I, s:I, s:o, s:f}", "id", (json_int_t)r.model_id,
                              "path", r.path, "chosen", r.chosen, "dev_accuracy", r.dev_acc, "dev_nll", r.dev_nll,
                              "params", (json_int_t)r.params, "n_train", (json_int_t)r.n_train, "n_dev",
@@ -89,9 +93,9 @@ int finch_cmd_teacher(int argc, char **argv) {
                              "train_seconds", r.seconds));
   } else {
     for (size_t i = 0; i < r.n_members; i++)
-      printf("member %-6s holdout accuracy %.4f  NLL %.4f  T %.2f  %lld parameters  %.1f s\n", r.members[i].name,
+      printf("member %-6s holdout accuracy %.4f  NLL %.4f  T %.2f  %lld parameters  %.1f s%s\n", r.members[i].name,
              r.members[i].dev_acc, r.members[i].dev_nll, r.members[i].temperature, r.members[i].params,
-             r.members[i].seconds);
+             r.members[i].seconds, r.members[i].cached ? " (reused)" : "");
     printf("teacher: model %lld (%s), %lld parameters, holdout accuracy %.4f\n", r.model_id, r.chosen, r.params,
            r.dev_acc);
   }

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/models.h"
 #include "core/paths.h"
@@ -40,6 +41,8 @@ typedef struct {
   float *dev_probs; /* (n_dev, C) at T = 1 */
   float temperature;
   double dev_acc, dev_nll, seconds;
+  char key[FINCH_SHA256_HEX_LEN]; /* the member-cache key (opts->reuse_members) */
+  int cached;                     /* 1 = loaded from the member cache */
 } member;
 
 static double accuracy_of(const float *probs, const int32_t *y, size_t n, size_t C) {
@@ -103,10 +106,12 @@ static finch_status train_slr(ctx *c, member *m, finch_err *err) {
   return nn_model_from_sparse_lr(&m->model, s, (const char *const *)c->labels, c->C, err);
 }
 
-static finch_status train_bow(ctx *c, member *m, finch_err *err) {
+/* The bow-th "bow" member (1-based): the first keeps the run's seed, the
+ * others differ by it. */
+static finch_status train_bow(ctx *c, member *m, int bow, finch_err *err) {
   nn_dataset ds = {.texts = c->train.texts, .labels = c->train.labels, .n = c->train.n};
   nn_train_config tc = nn_train_config_teacher();
-  tc.seed = c->o->seed;
+  tc.seed = c->o->seed + 1000u * (uint64_t)(bow - 1);
   size_t n_source = 0;
   for (size_t i = 0; i < c->train.n; i++) n_source += c->train.source[i];
   if (n_source < c->train.n) {
@@ -347,21 +352,95 @@ static finch_status load_rows(ctx *c, PGresult **keep, finch_err *err) {
   return FINCH_OK;
 }
 
+/* ---- the member cache (--reuse-members) -------------------------------------- */
+
+static void sha_str(finch_sha256 *h, const char *s) { finch_sha256_update(h, s ? s : "", strlen(s ? s : "") + 1); }
+
+/* What every member of a run shares in its cache key: the training rows in
+ * order (text, label, source or augmented), the label set, the general
+ * corpus, and each option that changes what a member learns. Empty when out
+ * of memory (no caching then). */
+static void cache_base(const ctx *c, char out[FINCH_SHA256_HEX_LEN]) {
+  const finch_teacher_opts *o = c->o;
+  out[0] = '\0';
+  finch_sha256 *h = finch_sha256_new();
+  if (!h) return;
+  char buf[512];
+  snprintf(buf, sizeof buf, "finch teacher member v1|seed %llu|aug %d|tfm_aug %d|pretrain %d|epochs %d|ngrams %d|"
+           "dim %u|layers %u|heads %u|ff %u|len %u|vocab %u|lr %.9g|general %s", o->seed, o->augmented,
+           o->tfm_augmented, o->pretrain_epochs, o->tfm_epochs, o->ngrams, o->dim, o->layers, o->heads, o->ff,
+           o->seq_len, o->vocab, (double)o->lr, o->general ? o->general : "");
+  sha_str(h, buf);
+  for (size_t i = 0; i < c->C; i++) sha_str(h, c->labels[i]);
+  for (size_t i = 0; i < c->train.n; i++) {
+    unsigned char tail[5] = {(unsigned char)(c->train.labels[i] & 0xff), (unsigned char)((c->train.labels[i] >> 8) & 0xff),
+                             (unsigned char)((c->train.labels[i] >> 16) & 0xff),
+                             (unsigned char)((c->train.labels[i] >> 24) & 0xff), (unsigned char)c->train.source[i]};
+    sha_str(h, c->train.texts[i]);
+    finch_sha256_update(h, tail, sizeof tail);
+  }
+  for (size_t i = 0; i < c->n_general; i++) sha_str(h, c->general[i]);
+  finch_sha256_final(h, out);
+}
+
+/* Member i's key: the run's, its name (which carries its ordinal, hence its
+ * seed) and, for a ktfm member, the keys of the members it learns from. */
+static void cache_key(const char *base, const member *ms, size_t i, char out[FINCH_SHA256_HEX_LEN]) {
+  out[0] = '\0';
+  if (!*base) return;
+  finch_sha256 *h = finch_sha256_new();
+  if (!h) return;
+  sha_str(h, base);
+  sha_str(h, ms[i].name);
+  if (!strncmp(ms[i].name, "ktfm", 4))
+    for (size_t j = 0; j < i; j++) sha_str(h, ms[j].key);
+  finch_sha256_final(h, out);
+}
+
+static finch_status cache_path(const member *m, char *buf, size_t n, finch_err *err) {
+  char dir[PATH_MAX];
+  finch_status st = finch_home_subdir("member-cache", dir, sizeof dir, err);
+  if (!st) snprintf(buf, n, "%s/%s.fnm", dir, m->key);
+  return st;
+}
+
+/* Loads member m from the cache; 0 when it is not there or does not load
+ * (a damaged file is retrained and replaced, with a warning). */
+static int cache_load(member *m) {
+  char path[PATH_MAX + 80];
+  finch_err e;
+  if (!m->key[0] || cache_path(m, path, sizeof path, &e) || !finch_file_exists(path)) return 0;
+  if (nn_model_load(&m->model, path, &e)) {
+    finch_warn("teacher member %s: cached copy %s does not load (%s); training it again", m->name, path, e.msg);
+    m->model = NULL;
+    return 0;
+  }
+  return 1;
+}
+
+static finch_status cache_save(const member *m, finch_err *err) {
+  char path[PATH_MAX + 80];
+  if (!m->key[0]) return FINCH_OK;
+  finch_status st = cache_path(m, path, sizeof path, err);
+  return st ? st : nn_model_save(m->model, path, NN_DTYPE_F32, NULL, err);
+}
+
 /* Best subset of members by holdout accuracy of the averaged calibrated
  * probabilities; ties go to fewer members, then lower NLL. */
 static unsigned choose(const member *ms, size_t k, const int32_t *y, size_t n, size_t C, double *acc, double *nll) {
-  float *avg = malloc(n * C * sizeof *avg), *tmp = malloc(n * C * sizeof *tmp);
+  float *avg = malloc(n * C * sizeof *avg), *cal = malloc(k * n * C * sizeof *cal);
   unsigned best = 1;
   double best_acc = -1, best_nll = INFINITY;
   int best_pop = 99;
-  for (unsigned mask = 1; avg && tmp && mask < (1u << k); mask++) {
+  for (size_t i = 0; cal && i < k; i++) temper(ms[i].dev_probs, cal + i * n * C, n, C, ms[i].temperature);
+  for (unsigned mask = 1; avg && cal && mask < (1u << k); mask++) {
     memset(avg, 0, n * C * sizeof *avg);
     int pop = 0;
     for (size_t i = 0; i < k; i++) {
       if (!(mask & (1u << i))) continue;
       pop++;
-      temper(ms[i].dev_probs, tmp, n, C, ms[i].temperature);
-      for (size_t j = 0; j < n * C; j++) avg[j] += tmp[j];
+      const float *p = cal + i * n * C;
+      for (size_t j = 0; j < n * C; j++) avg[j] += p[j];
     }
     for (size_t j = 0; j < n * C; j++) avg[j] /= (float)pop;
     double a = accuracy_of(avg, y, n, C), l = nll_of(avg, y, n, C);
@@ -370,7 +449,7 @@ static unsigned choose(const member *ms, size_t k, const int32_t *y, size_t n, s
     }
   }
   free(avg);
-  free(tmp);
+  free(cal);
   *acc = best_acc;
   *nll = best_nll;
   return best;
@@ -402,12 +481,12 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
 
   /* Parse the member list. */
   const char *spec = opts->members && *opts->members ? opts->members : "slr,bow,tfm";
-  int want_tfm = 0;
+  int want_tfm = 0, want_bow = 0;
   for (const char *p = spec; *p;) {
     size_t len = strcspn(p, ",");
-    if (k == 8) {
-      /* Every subset is scored on the holdout: 2^8 is plenty. */
-      st = finch_err_set(err, FINCH_EINVAL, "--members: at most 8 members");
+    if (k == FINCH_TEACHER_MAX_MEMBERS) {
+      /* Every subset is scored on the holdout. */
+      st = finch_err_set(err, FINCH_EINVAL, "--members: at most %d members", FINCH_TEACHER_MAX_MEMBERS);
       goto out;
     }
     char name[32];
@@ -421,6 +500,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
       goto out;
     }
     if (!strcmp(name, "tfm") || !strcmp(name, "ktfm")) snprintf(ms[k].name, sizeof ms[k].name, "%s%d", name, ++want_tfm);
+    else if (!strcmp(name, "bow") && ++want_bow > 1) snprintf(ms[k].name, sizeof ms[k].name, "bow%d", want_bow);
     else snprintf(ms[k].name, sizeof ms[k].name, "%s", name);
     k++;
     p += len;
@@ -457,21 +537,35 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     free(tt);
     if (st) goto out;
     finch_info("tokenizer: %u pieces from %zu texts in %.1f s", nn_tokenizer_size(c.tok), nt, now_s() - t0);
-    if (opts->pretrain_epochs > 0 && (st = pretrain(&c, err)) != FINCH_OK) goto out;
   }
+  char base[FINCH_SHA256_HEX_LEN] = "";
+  if (opts->reuse_members) cache_base(&c, base);
 
+  int n_bow = 0;
   for (size_t i = 0; i < k; i++) {
     member *m = &ms[i];
     double t0 = now_s();
-    finch_info("teacher member %s: training", m->name);
-    if (!strcmp(m->name, "slr")) st = train_slr(&c, m, err);
-    else if (!strcmp(m->name, "bow")) st = train_bow(&c, m, err);
+    int is_tfm = !strncmp(m->name, "tfm", 3) || !strncmp(m->name, "ktfm", 4);
+    int is_bow = !strncmp(m->name, "bow", 3);
+    int ordinal = is_tfm ? ++c.n_tfm : is_bow ? ++n_bow : 1;
+    if (opts->reuse_members) {
+      cache_key(base, ms, i, m->key);
+      m->cached = cache_load(m);
+    }
+    if (m->cached) finch_info("teacher member %s: reused from the member cache", m->name);
+    else finch_info("teacher member %s: training", m->name);
+    /* Pre-training, once, before the first encoder that is trained. */
+    if (!m->cached && is_tfm && opts->pretrain_epochs > 0 && !c.pretrained) st = pretrain(&c, err);
+    if (st || m->cached) {
+    } else if (!strcmp(m->name, "slr")) st = train_slr(&c, m, err);
+    else if (is_bow) st = train_bow(&c, m, ordinal, err);
     else if (!strncmp(m->name, "ktfm", 4)) {
       float *soft = NULL;
       st = members_soft_labels(&c, ms, i, KTFM_TAU, &soft, err);
-      if (!st) st = train_tfm(&c, m, ++c.n_tfm, soft, err);
+      if (!st) st = train_tfm(&c, m, ordinal, soft, err);
       free(soft);
-    } else st = train_tfm(&c, m, ++c.n_tfm, NULL, err);
+    } else st = train_tfm(&c, m, ordinal, NULL, err);
+    if (!st && opts->reuse_members && !m->cached) st = cache_save(m, err);
     if (st) {
       finch_err_prefix(err, "teacher member %s", m->name);
       goto out;
@@ -505,7 +599,8 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   for (size_t i = 0; i < k; i++) {
     res->members[i] = (finch_teacher_member){.dev_acc = ms[i].dev_acc, .dev_nll = ms[i].dev_nll,
                                              .temperature = ms[i].temperature, .seconds = ms[i].seconds,
-                                             .params = (long long)nn_model_n_params(ms[i].model)};
+                                             .params = (long long)nn_model_n_params(ms[i].model),
+                                             .cached = ms[i].cached};
     snprintf(res->members[i].name, sizeof res->members[i].name, "%s", ms[i].name);
     if (!(mask & (1u << i))) continue;
     size_t L = strlen(res->chosen);
@@ -525,10 +620,11 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   /* Metadata, file, registry. */
   json_t *members = json_array();
   for (size_t i = 0; i < k; i++)
-    json_array_append_new(members, json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:f}", "name", ms[i].name, "chosen",
+    json_array_append_new(members, json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:f, s:b}", "name", ms[i].name, "chosen",
                                              (mask >> i) & 1, "dev_accuracy", ms[i].dev_acc, "dev_nll",
                                              ms[i].dev_nll, "temperature", (double)ms[i].temperature, "params",
-                                             (json_int_t)res->members[i].params, "train_seconds", ms[i].seconds));
+                                             (json_int_t)res->members[i].params, "train_seconds", ms[i].seconds,
+                                             "reused", ms[i].cached));
   json_t *meta = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:f, s:i, s:b, s:b, s:I}", "kind", "teacher",
                            "stage", "finance", "dataset", opts->dataset, "seed", (json_int_t)opts->seed, "n_train",
                            (json_int_t)c.train.n, "n_dev", (json_int_t)c.dev.n, "chosen", res->chosen, "members",

@@ -21,16 +21,32 @@
  * then lower NLL) becomes the teacher, written under $FINCH_HOME/models and
  * registered in `models` (arch "ensemble", config listing its members with
  * their holdout figures). The encoder's per-step metrics go to
- * training_metrics. */
+ * training_metrics.
+ *
+ * Member cache (reuse_members = 1): each trained member is kept under
+ * $FINCH_HOME/member-cache/<key>.fnm, the key a SHA-256 over the training
+ * rows in order (text, label, source or augmented), the label set, the
+ * general corpus, every option that changes what a member learns, the
+ * member's name with its ordinal (hence its seed) and, for a ktfm member,
+ * the keys of the members before it. A later run that lists the same member
+ * over the same rows loads it instead of training it; its holdout figures
+ * and temperature are computed afresh, so the choice is the same as if it
+ * had been trained again (a loaded member predicts exactly what it did when
+ * saved). Runs that add members after the listed ones pay only for those. */
 #ifndef FINCH_DISTILL_TEACHER_H
 #define FINCH_DISTILL_TEACHER_H
 
 #include "core/db.h"
 #include "core/status.h"
 
+/* Every subset of the members is scored on the holdout: 2^12 averages of
+ * calibrated probabilities, a second or two at BANKING77's holdout size. */
+#define FINCH_TEACHER_MAX_MEMBERS 12
+
 typedef struct {
   const char *dataset;
-  const char *members;      /* comma-separated: slr, bow, tfm, ktfm (repeatable), at most 8; default "slr,bow,tfm" */
+  const char *members;      /* comma-separated: slr, bow, tfm, ktfm (repeatable; bow and tfm members after the
+                               first differ by seed), at most FINCH_TEACHER_MAX_MEMBERS; default "slr,bow,tfm" */
   unsigned long long seed;
   int augmented;            /* 1 = train slr/bow on augmented rows too (default 1) */
   int tfm_augmented;        /* 1 = the encoders too (default 0: source rows) */
@@ -45,12 +61,14 @@ typedef struct {
                                200 steps and removed when the run completes */
   const char *device;       /* cpu, cuda or auto */
   int quiet;
+  int reuse_members;        /* 1 = keep trained members in the member cache and reuse them (above) */
 } finch_teacher_opts;
 
 typedef struct {
   char name[32];
-  double dev_acc, dev_nll, temperature, seconds;
+  double dev_acc, dev_nll, temperature, seconds; /* seconds: training, or loading when reused */
   long long params;
+  int cached; /* 1 = reused from the member cache */
 } finch_teacher_member;
 
 typedef struct {
