@@ -3,8 +3,9 @@
  * backend (cuBLAS), built only when a CUDA toolkit is found, implements the
  * same table. Model code never contains #ifdef CUDA.
  *
- * All pointers passed to ops are host pointers; a device backend stages them
- * itself. Matrices are row-major. */
+ * sgemm takes host pointers; a device backend stages them itself. The op
+ * table (nn/ops.h) works on the backend's own memory instead. Matrices are
+ * row-major. */
 #ifndef FINCH_NN_BACKEND_H
 #define FINCH_NN_BACKEND_H
 
@@ -17,9 +18,12 @@ extern "C" {
 #endif
 
 typedef struct nn_backend nn_backend;
+typedef struct nn_ops nn_ops; /* nn/ops.h */
 
 struct nn_backend {
   const char *name; /* "cpu" or "cuda" */
+  /* The op table over the backend's own memory (nn/ops.h). */
+  const nn_ops *ops;
   /* C (M,N) = alpha * op(A) op(B) + beta * C, op = transpose when trans_* != 0.
    * A is (M,K) (or (K,M) transposed), B is (K,N) (or (N,K) transposed). */
   void (*sgemm)(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,

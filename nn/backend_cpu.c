@@ -3,6 +3,7 @@
 #include <stddef.h>
 
 #include "nn/backend.h"
+#include "nn/ops.h"
 
 void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                   const float *B, float beta, float *C) {
@@ -38,7 +39,8 @@ static void cpu_sgemm(nn_backend *be, int trans_a, int trans_b, int M, int N, in
  * is a no-op, so nn_backend_free() on it is harmless. */
 static void cpu_free(nn_backend *be) { (void)be; }
 
-static nn_backend cpu_backend = {.name = "cpu", .sgemm = cpu_sgemm, .free = cpu_free, .impl = NULL};
+static nn_backend cpu_backend = {.name = "cpu", .ops = &nn__ops_cpu_table, .sgemm = cpu_sgemm, .free = cpu_free,
+                                  .impl = NULL};
 
 nn_backend *nn_backend_cpu(void) {
   /* The models' GEMMs are small (a batch of 32 rows): OpenBLAS's threads

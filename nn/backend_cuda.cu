@@ -11,40 +11,8 @@
 #include <string.h>
 
 #include "nn/backend_cuda.h"
-
-struct cuda_impl {
-  cublasHandle_t handle;
-  float *dA, *dB, *dC;
-  size_t capA, capB, capC; /* floats */
-  finch_status st;         /* first failure since the last check */
-  char msg[512];
-};
-
-static void record(cuda_impl *impl, const char *file, int line, const char *what, const char *text) {
-  if (impl->st != FINCH_OK) return;
-  impl->st = FINCH_EDEVICE;
-  snprintf(impl->msg, sizeof impl->msg, "%s:%d: %s: %s", file, line, what, text);
-}
-
-/* Each macro records the failing call with its place and the library's text,
- * then jumps to the caller's fail label. */
-#define CUDA_CHECK(impl, call)                                                                     \
-  do {                                                                                             \
-    cudaError_t e_ = (call);                                                                       \
-    if (e_ != cudaSuccess) {                                                                       \
-      record((impl), __FILE__, __LINE__, #call, cudaGetErrorString(e_));                           \
-      goto fail;                                                                                   \
-    }                                                                                              \
-  } while (0)
-
-#define CUBLAS_CHECK(impl, call)                                                                   \
-  do {                                                                                             \
-    cublasStatus_t s_ = (call);                                                                    \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                             \
-      record((impl), __FILE__, __LINE__, #call, cublasGetStatusString(s_));                        \
-      goto fail;                                                                                   \
-    }                                                                                              \
-  } while (0)
+#include "nn/backend_cuda_impl.h"
+#include "nn/ops.h"
 
 /* Makes *buf hold at least n floats. */
 static cudaError_t ensure(float **buf, size_t *cap, size_t n) {
@@ -88,6 +56,7 @@ static void cuda_free(nn_backend *be) {
     cudaFree(impl->dA);
     cudaFree(impl->dB);
     cudaFree(impl->dC);
+    cudaFree(impl->dsum);
     if (impl->handle) cublasDestroy(impl->handle);
     free(impl);
   }
@@ -109,6 +78,7 @@ extern "C" finch_status nn__backend_cuda_open(nn_backend **out, finch_err *err) 
     return finch_err_set(err, FINCH_ENOMEM, "out of memory opening the CUDA backend");
   }
   be->name = "cuda";
+  be->ops = &nn__ops_cuda_table;
   be->sgemm = cuda_sgemm;
   be->free = cuda_free;
   be->impl = impl;
@@ -117,6 +87,7 @@ extern "C" finch_status nn__backend_cuda_open(nn_backend **out, finch_err *err) 
   CUBLAS_CHECK(impl, cublasCreate(&impl->handle));
   /* Plain FP32: the parity tests compare against the CPU at float precision. */
   CUBLAS_CHECK(impl, cublasSetMathMode(impl->handle, CUBLAS_DEFAULT_MATH));
+  impl->compute = CUBLAS_COMPUTE_32F;
   *out = be;
   return FINCH_OK;
 fail: {

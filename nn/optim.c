@@ -25,14 +25,7 @@ static void adamw_span_ref(float *p, const float *g, float *m, float *v, size_t 
                            const nn_adamw_config *c) {
   const float b1 = c->beta1, b2 = c->beta2, eps = c->eps;
   const float step = lr / bc1, inv_bc2 = 1.0f / bc2;
-  for (size_t i = 0; i < n; i++) {
-    float gi = g[i] * gscale;
-    float mi = b1 * m[i] + (1.0f - b1) * gi;
-    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - step * mi / (sqrtf(vi * inv_bc2) + eps);
-  }
+  for (size_t i = 0; i < n; i++) nn_adamw_elem(p + i, m + i, v + i, g[i] * gscale, b1, b2, eps, step, inv_bc2, decay);
 }
 
 /* Four lanes at a time. sqrtf's errno path keeps the compiler from

@@ -10,12 +10,32 @@
 #ifndef FINCH_NN_OPTIM_H
 #define FINCH_NN_OPTIM_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
   float beta1, beta2, eps;
 } nn_adamw_config;
+
+/* Callable from CUDA kernels too (nn/ops_cuda.cu). */
+#ifdef __CUDACC__
+#define NN_HOST_DEVICE __host__ __device__
+#else
+#define NN_HOST_DEVICE
+#endif
+
+/* One parameter's AdamW step, the reference every form performs: g the
+ * scaled gradient, step = lr / (1 - beta1^t), inv_bc2 = 1 / (1 - beta2^t),
+ * decay = 1 - lr * wd. */
+static inline NN_HOST_DEVICE void nn_adamw_elem(float *p, float *m, float *v, float g, float b1, float b2, float eps,
+                                                float step, float inv_bc2, float decay) {
+  float mi = b1 * *m + (1.0f - b1) * g;
+  float vi = b2 * *v + (1.0f - b2) * g * g;
+  *m = mi;
+  *v = vi;
+  *p = *p * decay - step * mi / (sqrtf(vi * inv_bc2) + eps);
+}
 
 /* beta1 0.9, beta2 0.999, eps 1e-8. */
 nn_adamw_config nn_adamw_defaults(void);

@@ -58,6 +58,17 @@ static int test_failures_ = 0;
     exit(77);                                                                                      \
   } while (0)
 
+/* Normalised squared error of x against the reference y (n each):
+ * sum (x - y)^2 / sum y^2, or the plain sum when y is all zero. */
+static inline double test_nmse(const float *x, const float *y, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    num += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+    den += (double)y[i] * y[i];
+  }
+  return den > 0 ? num / den : num;
+}
+
 #define TEST_DONE()                                                                                \
   do {                                                                                             \
     if (test_failures_) {                                                                          \

@@ -5,16 +5,6 @@
 #include "nn/rng.h"
 #include "tests/test.h"
 
-/* sum (x - y)^2 / sum y^2 */
-static double nmse(const float *x, const float *y, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; i++) {
-    num += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
-    den += (double)y[i] * y[i];
-  }
-  return den > 0 ? num / den : num;
-}
-
 static void fill(float *x, size_t n, nn_rng *r) {
   for (size_t i = 0; i < n; i++) x[i] = nn_rng_normal(r);
 }
@@ -37,7 +27,7 @@ static double compare(nn_backend *be, int M, int N, int K, float alpha, float be
       memcpy(C2, C0, (size_t)M * N * sizeof(float));
       nn_sgemm_ref(ta, tb, M, N, K, alpha, A, B, beta, C1);
       be->sgemm(be, ta, tb, M, N, K, alpha, A, B, beta, C2);
-      double e = nmse(C2, C1, (size_t)M * N);
+      double e = test_nmse(C2, C1, (size_t)M * N);
       if (e > worst) worst = e;
     }
   }
