@@ -44,6 +44,8 @@ struct nn_ops {
   void (*upload)(nn_backend *be, void *dst, const void *src, size_t bytes);
   void (*download)(nn_backend *be, void *dst, const void *src, size_t bytes);
   void (*zero)(nn_backend *be, void *p, size_t bytes);
+  /* backend src -> backend dst, bytes long (the two may overlap only if equal) */
+  void (*copy)(nn_backend *be, void *dst, const void *src, size_t bytes);
   void (*set_precision)(nn_backend *be, nn_gemm_precision p);
 
   /* ---- dense ---- */

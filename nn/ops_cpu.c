@@ -8,9 +8,13 @@
 #include "nn/ops.h"
 #include "nn/tfm_ops.h"
 
+/* 64-byte aligned (a cache line, and what the vectorised loops like). */
 static void *cpu_alloc(nn_backend *be, size_t bytes) {
   (void)be;
-  return calloc(1, bytes ? bytes : 1);
+  size_t n = (bytes + 63) & ~(size_t)63;
+  void *p = aligned_alloc(64, n ? n : 64);
+  if (p) memset(p, 0, n ? n : 64);
+  return p;
 }
 static void cpu_release(nn_backend *be, void *p) {
   (void)be;
@@ -18,7 +22,7 @@ static void cpu_release(nn_backend *be, void *p) {
 }
 static void cpu_copy(nn_backend *be, void *dst, const void *src, size_t bytes) {
   (void)be;
-  if (bytes) memmove(dst, src, bytes);
+  if (bytes && dst != src) memmove(dst, src, bytes);
 }
 static void cpu_zero(nn_backend *be, void *p, size_t bytes) {
   (void)be;
@@ -155,7 +159,7 @@ static double cpu_sum_sq(nn_backend *be, const float *g, size_t n) {
 }
 
 const nn_ops nn__ops_cpu_table = {
-    .alloc = cpu_alloc, .release = cpu_release, .upload = cpu_copy, .download = cpu_copy, .zero = cpu_zero,
+    .alloc = cpu_alloc, .release = cpu_release, .upload = cpu_copy, .download = cpu_copy, .zero = cpu_zero, .copy = cpu_copy,
     .set_precision = cpu_set_precision, .gemm = cpu_gemm, .gemm_strided = cpu_gemm_strided,
     .linear_forward = cpu_linear_forward, .linear_backward = cpu_linear_backward, .layernorm_forward = cpu_ln_fwd,
     .layernorm_backward = cpu_ln_bwd, .gelu_forward = cpu_gelu_fwd, .gelu_backward = cpu_gelu_bwd, .mul = cpu_mul,

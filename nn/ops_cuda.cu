@@ -73,6 +73,14 @@ fail:
   return;
 }
 
+static void cu_copy(nn_backend *be, void *dst, const void *src, size_t bytes) {
+  cuda_impl *impl = IMPL(be);
+  if (!bytes || impl->st || dst == src) return;
+  CUDA_CHECK(impl, cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+fail:
+  return;
+}
+
 static void cu_set_precision(nn_backend *be, nn_gemm_precision p) {
   IMPL(be)->compute = p == NN_GEMM_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
 }
@@ -664,6 +672,7 @@ extern "C" const nn_ops nn__ops_cuda_table = {
     /* .upload = */ cu_upload,
     /* .download = */ cu_download,
     /* .zero = */ cu_zero,
+    /* .copy = */ cu_copy,
     /* .set_precision = */ cu_set_precision,
     /* .gemm = */ cu_gemm,
     /* .gemm_strided = */ cu_gemm_strided,

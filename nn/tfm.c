@@ -1,6 +1,8 @@
 /* The transformer encoder (nn/tfm.h): the model record and its tensor table,
- * the work area, and the forward and backward passes built from the layers
- * in nn/tfm_ops.c. */
+ * the work area, and the forward and backward passes, built from the ops of
+ * the work area's backend (nn/ops.h): the CPU table calls the layers of
+ * nn/tfm_ops.c on host memory; a device table runs the same passes on device
+ * memory. Head gates and the MLM head are host code, so they need the CPU. */
 #include "nn/tfm.h"
 
 #include <math.h>
@@ -10,6 +12,7 @@
 #include <time.h>
 
 #include "nn/bow.h" /* nn_linear_forward, nn_dropout_* */
+#include "nn/ops.h"
 #include "nn/tfm_ops.h"
 
 /* Offsets into the parameter block of one layer's tensors. */
@@ -46,6 +49,15 @@ typedef struct {
 
 struct nn_tfm_work {
   nn_tfm_config cfg;
+  nn_backend *be;  /* whose memory holds block, the staged batch and dparams */
+  int on_host;     /* be's memory is host memory (the CPU table) */
+  float *dparams;  /* the parameter block on a device backend; NULL = the model's own */
+  int32_t *d_ids;  /* (Bmax,Tmax) the batch's ids, mask, n-gram offsets and rows, */
+  uint8_t *d_mask; /* staged on a device backend (on the CPU the batch's own arrays) */
+  size_t *d_offs;
+  uint32_t *d_ng;
+  size_t d_ng_cap;
+  float *h_mask;   /* (Bmax*Tmax*D) host staging of a dropout mask, device only */
   int Bmax, Tmax;
   int B, T;     /* of the last forward */
   int drop;     /* the last forward applied dropout */
@@ -65,7 +77,7 @@ struct nn_tfm_work {
   float *s_ctxh;           /* (B,Hh,T,Dh) head-major context, and its gradient */
   float *s_nd1, *s_nd2, *s_nd3; /* (N,D) */
   float *s_nf;             /* (N,F) */
-  float *s_tt;             /* (T,T) */
+  float *s_tt;             /* (B,Hh,T,T) attention backward scratch */
   uint8_t *ng_seen;        /* (NB) 1 = row in ng_list */
   uint32_t *ng_list;       /* (NB) rows touched by the last forward, first touch first */
   size_t ng_n;
@@ -319,42 +331,139 @@ static size_t layout(nn_tfm_work *w, float *base) {
   w->s_nd2 = take(base, &off, ND);
   w->s_nd3 = take(base, &off, ND);
   w->s_nf = take(base, &off, N * F);
-  w->s_tt = take(base, &off, T * T);
-  w->ng_list = (uint32_t *)take(base, &off, c->buckets);
-  w->ng_seen = (uint8_t *)take(base, &off, (c->buckets + 3) / 4);
+  w->s_tt = take(base, &off, A);
   return off;
 }
 
-finch_status nn_tfm_work_init(nn_tfm_work **out, const nn_tfm *m, int Bmax, finch_err *err) {
+void nn_tfm_work_free(nn_tfm_work *w) {
+  if (!w) return;
+  nn_backend *be = w->be;
+  if (be && be->ops) {
+    be->ops->release(be, w->block);
+    if (!w->on_host) {
+      be->ops->release(be, w->dparams);
+      be->ops->release(be, w->d_ids);
+      be->ops->release(be, w->d_mask);
+      be->ops->release(be, w->d_offs);
+      be->ops->release(be, w->d_ng);
+    }
+  }
+  free(w->h_mask);
+  free(w->ng_list);
+  free(w->ng_seen);
+  free(w->mlm_block);
+  free(w);
+}
+
+finch_status nn_tfm_work_init_on(nn_tfm_work **out, const nn_tfm *m, int Bmax, nn_backend *be, finch_err *err) {
   *out = NULL;
+  if (!be) be = nn_backend_cpu();
   if (Bmax < 1 || Bmax > 65536) return finch_err_set(err, FINCH_EINVAL, "batch %d is outside [1, 65536]", Bmax);
+  const int on_host = be->ops == nn_ops_cpu();
+  if (!on_host && m->cfg.head_gates)
+    return finch_err_set(err, FINCH_EDEVICE, "head gates run on the CPU only; the %s backend cannot run this encoder",
+                         be->name);
   const size_t L = m->cfg.layers;
   nn_tfm_work *w = calloc(1, sizeof *w + 2 * (L + 1) * sizeof(float *) + L * sizeof(tfm_layer_acts));
   if (!w) return finch_err_set(err, FINCH_ENOMEM, "out of memory for a transformer work area");
   w->cfg = m->cfg;
+  w->be = be;
+  w->on_host = on_host;
   w->Bmax = Bmax;
   w->Tmax = (int)m->cfg.max_len;
   w->h = (float **)(w + 1);
   w->dh = w->h + (L + 1);
   w->layer = (tfm_layer_acts *)(w->dh + (L + 1));
   size_t n = layout(w, NULL);
-  w->block = aligned_alloc(64, n * sizeof(float));
-  if (!w->block) {
-    free(w);
+  const size_t BT = (size_t)Bmax * w->Tmax;
+  w->block = be->ops->alloc(be, n * sizeof(float));
+  w->ng_list = malloc((m->cfg.buckets ? m->cfg.buckets : 1) * sizeof *w->ng_list);
+  w->ng_seen = calloc(m->cfg.buckets ? m->cfg.buckets : 1, 1);
+  int ok = w->block && w->ng_list && w->ng_seen;
+  if (ok && !on_host) {
+    w->dparams = be->ops->alloc(be, m->n_params * sizeof(float));
+    w->d_ids = be->ops->alloc(be, BT * sizeof *w->d_ids);
+    w->d_mask = be->ops->alloc(be, BT);
+    w->d_offs = be->ops->alloc(be, (BT + 1) * sizeof *w->d_offs);
+    w->h_mask = malloc(BT * m->cfg.dim * sizeof *w->h_mask);
+    ok = w->dparams && w->d_ids && w->d_mask && w->d_offs && w->h_mask;
+    if (ok) be->ops->upload(be, w->dparams, m->params, m->n_params * sizeof(float));
+  }
+  if (!ok) {
+    finch_err why = {0};
+    finch_status st = nn_backend_check(be, &why);
+    nn_tfm_work_free(w);
+    if (st) return finch_err_set(err, st, "%s", why.msg);
     return finch_err_set(err, FINCH_ENOMEM, "out of memory for a transformer work area (%zu MiB for batch %d x %u)",
                          n * sizeof(float) >> 20, Bmax, m->cfg.max_len);
   }
   layout(w, w->block);
-  memset(w->ng_seen, 0, m->cfg.buckets);
   *out = w;
   return FINCH_OK;
 }
 
-void nn_tfm_work_free(nn_tfm_work *w) {
-  if (!w) return;
-  free(w->block);
-  free(w->mlm_block);
-  free(w);
+finch_status nn_tfm_work_init(nn_tfm_work **out, const nn_tfm *m, int Bmax, finch_err *err) {
+  return nn_tfm_work_init_on(out, m, Bmax, nn_backend_cpu(), err);
+}
+
+float *nn_tfm_work_params(nn_tfm_work *w) { return w->dparams; }
+
+void nn_tfm_work_upload_params(nn_tfm_work *w, const nn_tfm *m) {
+  if (w->dparams) w->be->ops->upload(w->be, w->dparams, m->params, m->n_params * sizeof(float));
+}
+
+void nn_tfm_work_download_params(nn_tfm_work *w, nn_tfm *m) {
+  if (w->dparams) w->be->ops->download(w->be, m->params, w->dparams, m->n_params * sizeof(float));
+}
+
+/* The batch's arrays where the backend reads them: the batch's own on the
+ * CPU, copies staged on a device. */
+typedef struct {
+  const int32_t *ids;
+  const uint8_t *mask;
+  const size_t *ng_offs;
+  const uint32_t *ng_ids;
+} staged_batch;
+
+static staged_batch stage(nn_tfm_work *w, const nn_tfm_batch *b, int upload) {
+  staged_batch s = {b->ids, b->mask, b->ng_offs, b->ng_ids};
+  if (w->on_host) return s;
+  nn_backend *be = w->be;
+  const size_t N = (size_t)b->B * b->T;
+  s.ids = w->d_ids;
+  s.mask = w->d_mask;
+  s.ng_offs = b->ng_offs ? w->d_offs : NULL;
+  s.ng_ids = w->d_ng;
+  if (!upload) return s;
+  be->ops->upload(be, w->d_ids, b->ids, N * sizeof *b->ids);
+  be->ops->upload(be, w->d_mask, b->mask, N);
+  if (b->ng_offs) {
+    size_t k = b->ng_offs[N];
+    if (k > w->d_ng_cap) {
+      be->ops->release(be, w->d_ng);
+      w->d_ng_cap = k + k / 2;
+      w->d_ng = be->ops->alloc(be, w->d_ng_cap * sizeof *w->d_ng);
+      if (!w->d_ng) w->d_ng_cap = 0; /* recorded by the backend */
+    }
+    be->ops->upload(be, w->d_offs, b->ng_offs, (N + 1) * sizeof *b->ng_offs);
+    if (w->d_ng) be->ops->upload(be, w->d_ng, b->ng_ids, k * sizeof *b->ng_ids);
+    s.ng_ids = w->d_ng;
+  }
+  return s;
+}
+
+/* Dropout on x (n) with its mask drawn from rng into mask (n, backend
+ * memory): drawn in place on the CPU, staged through the host on a device,
+ * so both drop the same units. */
+static void dropout(nn_tfm_work *w, float *x, float *mask, size_t n, float p, nn_rng *rng) {
+  if (w->on_host) {
+    nn_dropout_forward(x, mask, n, p, rng);
+    return;
+  }
+  const float keep = 1.0f / (1.0f - p);
+  for (size_t i = 0; i < n; i++) w->h_mask[i] = nn_rng_uniform(rng) < p ? 0.0f : keep;
+  w->be->ops->upload(w->be, mask, w->h_mask, n * sizeof *mask);
+  w->be->ops->mul(w->be, x, mask, n);
 }
 
 /* ---- profiling --------------------------------------------------------- */
@@ -411,12 +520,15 @@ static void gates_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const
 
 void nn_tfm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tfm_batch *b,
                     int train, nn_rng *rng) {
-  if (!be) be = nn_backend_cpu();
+  (void)be; /* the work area's backend runs the pass */
+  be = w->be;
+  const nn_ops *op = be->ops;
   const nn_tfm_config *c = &m->cfg;
   const int B = b->B, T = b->T, D = (int)c->dim, F = (int)c->ff, Hh = (int)c->heads, Dh = D / Hh;
   const int C = (int)c->n_labels, L = (int)c->layers, N = B * T;
   const size_t ND = (size_t)N * D, A = (size_t)B * Hh * T * T;
   const float p = c->dropout;
+  const float *P = w->dparams ? w->dparams : m->params;
   double *acc = w->prof_fwd, t = w->prof ? now_s() : 0.0;
   w->B = B;
   w->T = T;
@@ -424,10 +536,10 @@ void nn_tfm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tf
   w->drop = train && p > 0.0f && rng;
 
   /* Gradient inputs start at zero; only the (B,T) part is ever read. */
-  for (int l = 0; l <= L; l++) memset(w->dh[l], 0, ND * sizeof(float));
-  for (int l = 0; l < L; l++) memset(w->layer[l].datt, 0, A * sizeof(float));
-  memset(w->dpooled, 0, (size_t)B * D * sizeof(float));
-  memset(w->dlogits, 0, (size_t)B * C * sizeof(float));
+  for (int l = 0; l <= L; l++) op->zero(be, w->dh[l], ND * sizeof(float));
+  for (int l = 0; l < L; l++) op->zero(be, w->layer[l].datt, A * sizeof(float));
+  op->zero(be, w->dpooled, (size_t)B * D * sizeof(float));
+  op->zero(be, w->dlogits, (size_t)B * C * sizeof(float));
   if (c->head_gates)
     for (int l = 0; l < L; l++) memset(w->layer[l].dgate, 0, (size_t)B * Hh * sizeof(float));
   lap(w, acc, NN_TFM_OP_ZERO, &t);
@@ -444,15 +556,16 @@ void nn_tfm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tf
         w->ng_list[w->ng_n++] = r;
       }
     }
-  nn_tok_embed_forward(PA(m->tok_emb), PA(m->pos_emb), use_ng ? PA(m->ng_emb) : NULL, D, b->ids,
-                       use_ng ? b->ng_offs : NULL, b->ng_ids, B, T, w->x0); /* x0 (N,D) */
+  const staged_batch sb = stage(w, b, 1);
+  op->tok_embed_forward(be, P + m->tok_emb, P + m->pos_emb, use_ng ? P + m->ng_emb : NULL, D, sb.ids,
+                        use_ng ? sb.ng_offs : NULL, sb.ng_ids, B, T, w->x0); /* x0 (N,D) */
   lap(w, acc, NN_TFM_OP_EMBED, &t);
-  nn_layernorm_forward(w->x0, PA(m->ln_emb_g), PA(m->ln_emb_b), N, D, w->h[0], w->mu_e, w->rs_e);
+  op->layernorm_forward(be, w->x0, P + m->ln_emb_g, P + m->ln_emb_b, N, D, w->h[0], w->mu_e, w->rs_e);
   lap(w, acc, NN_TFM_OP_LN, &t);
-  if (w->drop) nn_dropout_forward(w->h[0], w->m_h0, ND, p, rng); /* h0 (N,D) */
+  if (w->drop) dropout(w, w->h[0], w->m_h0, ND, p, rng); /* h0 (N,D) */
   lap(w, acc, NN_TFM_OP_RESID, &t);
   if (c->head_gates) {
-    gates_forward(m, be, w, b->mask, B, T); /* gate(l) (B,Hh) */
+    gates_forward(m, be, w, b->mask, B, T); /* gate(l) (B,Hh); host memory */
     lap(w, acc, NN_TFM_OP_ATTN, &t);
   }
 
@@ -460,49 +573,49 @@ void nn_tfm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tf
     const tfm_layer_offs *o = &m->layer[l];
     tfm_layer_acts *a = &w->layer[l];
     const float *h = w->h[l];
-    nn_layernorm_forward(h, PA(o->ln1_g), PA(o->ln1_b), N, D, a->a1, a->mu1, a->rs1); /* a1 (N,D) */
+    op->layernorm_forward(be, h, P + o->ln1_g, P + o->ln1_b, N, D, a->a1, a->mu1, a->rs1); /* a1 (N,D) */
     lap(w, acc, NN_TFM_OP_LN, &t);
-    nn_linear_forward(be, a->a1, PA(o->wqkv), PA(o->bqkv), N, D, 3 * D, w->s_qkv);   /* (N,3D) */
-    nn_heads_split(w->s_qkv, 3, B, T, D, Hh, a->qkv);                             /* (3,B,Hh,T,Dh) */
+    op->linear_forward(be, a->a1, P + o->wqkv, P + o->bqkv, N, D, 3 * D, w->s_qkv);    /* (N,3D) */
+    op->heads_split(be, w->s_qkv, 3, B, T, D, Hh, a->qkv);                             /* (3,B,Hh,T,Dh) */
     lap(w, acc, NN_TFM_OP_QKV, &t);
-    nn_attention_forward(be, a->qkv, b->mask, B, T, Hh, Dh, a->att, w->s_ctxh);   /* (B,Hh,T,Dh) */
+    op->attention_forward(be, a->qkv, sb.mask, B, T, Hh, Dh, a->att, w->s_ctxh);      /* (B,Hh,T,Dh) */
     if (c->head_gates) {
-      nn_heads_merge(w->s_ctxh, 1, B, T, D, Hh, a->ctx_raw);                      /* (N,D) */
-      nn_head_gate_forward(a->ctx_raw, a->gate, B, T, D, Hh, a->ctx);             /* ctx (N,D) */
+      nn_heads_merge(w->s_ctxh, 1, B, T, D, Hh, a->ctx_raw);                          /* (N,D) */
+      nn_head_gate_forward(a->ctx_raw, a->gate, B, T, D, Hh, a->ctx);                 /* ctx (N,D) */
     } else {
-      nn_heads_merge(w->s_ctxh, 1, B, T, D, Hh, a->ctx);                          /* ctx (N,D) */
+      op->heads_merge(be, w->s_ctxh, 1, B, T, D, Hh, a->ctx);                         /* ctx (N,D) */
     }
     lap(w, acc, NN_TFM_OP_ATTN, &t);
-    nn_linear_forward(be, a->ctx, PA(o->wo), PA(o->bo), N, D, D, w->s_nd1);         /* (N,D) */
+    op->linear_forward(be, a->ctx, P + o->wo, P + o->bo, N, D, D, w->s_nd1);            /* (N,D) */
     lap(w, acc, NN_TFM_OP_OUTPROJ, &t);
-    if (w->drop) nn_dropout_forward(w->s_nd1, a->m_att, ND, p, rng);
-    nn_residual_forward(h, w->s_nd1, a->u, ND);                                   /* u (N,D) */
+    if (w->drop) dropout(w, w->s_nd1, a->m_att, ND, p, rng);
+    op->add(be, h, w->s_nd1, a->u, ND);                                                 /* u (N,D) */
     lap(w, acc, NN_TFM_OP_RESID, &t);
-    nn_layernorm_forward(a->u, PA(o->ln2_g), PA(o->ln2_b), N, D, a->a2, a->mu2, a->rs2);
+    op->layernorm_forward(be, a->u, P + o->ln2_g, P + o->ln2_b, N, D, a->a2, a->mu2, a->rs2);
     lap(w, acc, NN_TFM_OP_LN, &t);
-    nn_linear_forward(be, a->a2, PA(o->w1), PA(o->b1), N, D, F, a->f1);             /* f1 (N,F) */
+    op->linear_forward(be, a->a2, P + o->w1, P + o->b1, N, D, F, a->f1);                /* f1 (N,F) */
     lap(w, acc, NN_TFM_OP_FF1, &t);
-    nn_gelu_fast_forward(a->f1, a->g, (size_t)N * F);                                  /* g (N,F) */
+    op->gelu_forward(be, a->f1, a->g, (size_t)N * F);                                   /* g (N,F) */
     lap(w, acc, NN_TFM_OP_GELU, &t);
-    nn_linear_forward(be, a->g, PA(o->w2), PA(o->b2), N, F, D, w->s_nd1);           /* (N,D) */
+    op->linear_forward(be, a->g, P + o->w2, P + o->b2, N, F, D, w->s_nd1);              /* (N,D) */
     lap(w, acc, NN_TFM_OP_FF2, &t);
-    if (w->drop) nn_dropout_forward(w->s_nd1, a->m_ff, ND, p, rng);
-    nn_residual_forward(a->u, w->s_nd1, w->h[l + 1], ND);                         /* h_{l+1} (N,D) */
+    if (w->drop) dropout(w, w->s_nd1, a->m_ff, ND, p, rng);
+    op->add(be, a->u, w->s_nd1, w->h[l + 1], ND);                                       /* h_{l+1} (N,D) */
     lap(w, acc, NN_TFM_OP_RESID, &t);
   }
 
-  nn_layernorm_forward(w->h[L], PA(m->ln_f_g), PA(m->ln_f_b), N, D, w->hf, w->mu_f, w->rs_f); /* hf */
+  op->layernorm_forward(be, w->h[L], P + m->ln_f_g, P + m->ln_f_b, N, D, w->hf, w->mu_f, w->rs_f); /* hf */
   lap(w, acc, NN_TFM_OP_LN, &t);
-  if (c->pool == NN_POOL_CLS) nn_pool_cls_forward(w->hf, B, T, D, w->pooled);  /* pooled (B,D) */
-  else nn_pool_mean_forward(w->hf, b->mask, B, T, D, w->pooled);
+  if (c->pool == NN_POOL_CLS) op->pool_cls_forward(be, w->hf, B, T, D, w->pooled);      /* pooled (B,D) */
+  else op->pool_mean_forward(be, w->hf, sb.mask, B, T, D, w->pooled);
   if (C > 0) {
     const float *pin = w->pooled;
     if (w->drop) {
-      memcpy(w->pooled_d, w->pooled, (size_t)B * D * sizeof(float));
-      nn_dropout_forward(w->pooled_d, w->m_pool, (size_t)B * D, p, rng);
+      op->copy(be, w->pooled_d, w->pooled, (size_t)B * D * sizeof(float));
+      dropout(w, w->pooled_d, w->m_pool, (size_t)B * D, p, rng);
       pin = w->pooled_d;
     }
-    nn_linear_forward(be, pin, PA(m->cls_w), PA(m->cls_b), B, D, C, w->logits);     /* logits (B,C) */
+    op->linear_forward(be, pin, P + m->cls_w, P + m->cls_b, B, D, C, w->logits);        /* logits (B,C) */
   }
   lap(w, acc, NN_TFM_OP_HEAD, &t);
 }
@@ -550,7 +663,7 @@ static int mlm_reserve(nn_tfm_work *w, int P) {
 const float *nn_tfm_mlm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w,
                                 const int32_t *pos, int P) {
   if (!be) be = nn_backend_cpu();
-  if (P < 1 || P > w->Bmax * w->Tmax || mlm_reserve(w, P) != 0) return NULL;
+  if (!w->on_host || P < 1 || P > w->Bmax * w->Tmax || mlm_reserve(w, P) != 0) return NULL;
   const int D = (int)m->cfg.dim, V = (int)m->cfg.vocab;
   double t = w->prof ? now_s() : 0.0;
   for (int i = 0; i < P; i++)
@@ -572,26 +685,30 @@ const float *nn_tfm_mlm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w,
 
 void nn_tfm_backward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tfm_batch *b,
                      float *grads) {
-  if (!be) be = nn_backend_cpu();
+  (void)be; /* the work area's backend runs the pass */
+  be = w->be;
+  const nn_ops *op = be->ops;
   const nn_tfm_config *c = &m->cfg;
   const int B = w->B, T = w->T, D = (int)c->dim, F = (int)c->ff, Hh = (int)c->heads, Dh = D / Hh;
   const int C = (int)c->n_labels, L = (int)c->layers, N = B * T, V = (int)c->vocab;
   const size_t ND = (size_t)N * D;
+  const float *P = w->dparams ? w->dparams : m->params;
+  const staged_batch sb = stage(w, b, 0); /* staged by the forward */
   double *acc = w->prof_bwd, t = w->prof ? now_s() : 0.0;
 
   /* head: dlogits -> dpooled -> dhf */
-  memset(w->dhf, 0, ND * sizeof(float));
+  op->zero(be, w->dhf, ND * sizeof(float));
   if (c->head_gates) memset(w->de, 0, (size_t)B * D * sizeof(float));
   if (C > 0) {
     const float *pin = w->drop ? w->pooled_d : w->pooled;
-    nn_linear_backward_acc(be, w->dlogits, pin, PA(m->cls_w), B, D, C, w->s_bd, GR(m->cls_w), GR(m->cls_b));
-    if (w->drop) nn_dropout_backward(w->s_bd, w->m_pool, (size_t)B * D);
-    for (size_t i = 0; i < (size_t)B * D; i++) w->dpooled[i] += w->s_bd[i];
+    op->linear_backward(be, w->dlogits, pin, P + m->cls_w, B, D, C, w->s_bd, GR(m->cls_w), GR(m->cls_b));
+    if (w->drop) op->mul(be, w->s_bd, w->m_pool, (size_t)B * D);
+    op->acc(be, w->s_bd, w->dpooled, (size_t)B * D);
   }
-  if (c->pool == NN_POOL_CLS) nn_pool_cls_backward(w->dpooled, B, T, D, w->dhf);
-  else nn_pool_mean_backward(w->dpooled, b->mask, B, T, D, w->dhf);
+  if (c->pool == NN_POOL_CLS) op->pool_cls_backward(be, w->dpooled, B, T, D, w->dhf);
+  else op->pool_mean_backward(be, w->dpooled, sb.mask, B, T, D, w->dhf);
   lap(w, acc, NN_TFM_OP_HEAD, &t);
-  if (w->P > 0) {
+  if (w->P > 0) { /* host memory: nn_tfm_mlm_forward runs on the CPU only */
     nn_linear_backward_acc(be, w->dmlm, w->mlm_h, PA(m->tok_emb), w->P, D, V, w->mlm_dh, GR(m->tok_emb),
                            GR(m->mlm_b));
     for (int i = 0; i < w->P; i++) {
@@ -601,8 +718,8 @@ void nn_tfm_backward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_t
     }
     lap(w, acc, NN_TFM_OP_MLM, &t);
   }
-  nn_layernorm_backward(w->dhf, w->h[L], PA(m->ln_f_g), w->mu_f, w->rs_f, N, D, w->dh[L], GR(m->ln_f_g),
-                        GR(m->ln_f_b));
+  op->layernorm_backward(be, w->dhf, w->h[L], P + m->ln_f_g, w->mu_f, w->rs_f, N, D, w->dh[L], GR(m->ln_f_g),
+                         GR(m->ln_f_b));
   lap(w, acc, NN_TFM_OP_LN, &t);
 
   for (int l = L - 1; l >= 0; l--) {
@@ -612,32 +729,32 @@ void nn_tfm_backward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_t
     /* FF block: h_{l+1} = u + drop(W2 GELU(W1 a2 + b1) + b2) */
     const float *df2 = dH;
     if (w->drop) {
-      memcpy(w->s_nd1, dH, ND * sizeof(float));
-      nn_dropout_backward(w->s_nd1, a->m_ff, ND);
+      op->copy(be, w->s_nd1, dH, ND * sizeof(float));
+      op->mul(be, w->s_nd1, a->m_ff, ND);
       df2 = w->s_nd1;
     }
     lap(w, acc, NN_TFM_OP_RESID, &t);
-    nn_linear_backward_acc(be, df2, a->g, PA(o->w2), N, F, D, w->s_nf, GR(o->w2), GR(o->b2)); /* dg (N,F) */
+    op->linear_backward(be, df2, a->g, P + o->w2, N, F, D, w->s_nf, GR(o->w2), GR(o->b2)); /* dg (N,F) */
     lap(w, acc, NN_TFM_OP_FF2, &t);
-    nn_gelu_fast_backward(a->f1, w->s_nf, w->s_nf, (size_t)N * F);                              /* df1 (N,F) */
+    op->gelu_backward(be, a->f1, w->s_nf, w->s_nf, (size_t)N * F);                         /* df1 (N,F) */
     lap(w, acc, NN_TFM_OP_GELU, &t);
-    nn_linear_backward_acc(be, w->s_nf, a->a2, PA(o->w1), N, D, F, w->s_nd2, GR(o->w1), GR(o->b1)); /* da2 */
+    op->linear_backward(be, w->s_nf, a->a2, P + o->w1, N, D, F, w->s_nd2, GR(o->w1), GR(o->b1)); /* da2 */
     lap(w, acc, NN_TFM_OP_FF1, &t);
-    memcpy(w->s_nd3, dH, ND * sizeof(float));                                              /* du (N,D) */
-    nn_layernorm_backward(w->s_nd2, a->u, PA(o->ln2_g), a->mu2, a->rs2, N, D, w->s_nd3, GR(o->ln2_g),
-                          GR(o->ln2_b));
+    op->copy(be, w->s_nd3, dH, ND * sizeof(float));                                         /* du (N,D) */
+    op->layernorm_backward(be, w->s_nd2, a->u, P + o->ln2_g, a->mu2, a->rs2, N, D, w->s_nd3, GR(o->ln2_g),
+                           GR(o->ln2_b));
     lap(w, acc, NN_TFM_OP_LN, &t);
     /* attention block: u = h_l + drop(ctx Wo^T + bo) */
     const float *dao = w->s_nd3;
     if (w->drop) {
-      memcpy(w->s_nd1, w->s_nd3, ND * sizeof(float));
-      nn_dropout_backward(w->s_nd1, a->m_att, ND);
+      op->copy(be, w->s_nd1, w->s_nd3, ND * sizeof(float));
+      op->mul(be, w->s_nd1, a->m_att, ND);
       dao = w->s_nd1;
     }
     lap(w, acc, NN_TFM_OP_RESID, &t);
-    nn_linear_backward_acc(be, dao, a->ctx, PA(o->wo), N, D, D, w->s_nd2, GR(o->wo), GR(o->bo)); /* dctx */
+    op->linear_backward(be, dao, a->ctx, P + o->wo, N, D, D, w->s_nd2, GR(o->wo), GR(o->bo)); /* dctx */
     lap(w, acc, NN_TFM_OP_OUTPROJ, &t);
-    if (c->head_gates) {
+    if (c->head_gates) { /* host memory: gates need the CPU */
       /* ctx = g * ctx_raw: dg (B,Hh) from the context plus the caller's
        * dgates, through the sigmoid into gate_w, gate_b and de (B,D). */
       float *dz = w->s_bh;
@@ -648,30 +765,30 @@ void nn_tfm_backward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_t
       be->sgemm(be, 0, 0, B, D, Hh, 1.0f, dz, PA(o->gate_w), 1.0f, w->de); /* de += dz gate_w */
       lap(w, acc, NN_TFM_OP_ATTN, &t);
     }
-    nn_heads_split(w->s_nd2, 1, B, T, D, Hh, w->s_ctxh);
-    nn_attention_backward(be, w->s_ctxh, a->datt, a->qkv, a->att, B, T, Hh, Dh, w->s_dqkv, w->s_tt);
-    nn_heads_merge(w->s_dqkv, 3, B, T, D, Hh, w->s_qkv);                                    /* (N,3D) */
+    op->heads_split(be, w->s_nd2, 1, B, T, D, Hh, w->s_ctxh);
+    op->attention_backward(be, w->s_ctxh, a->datt, a->qkv, a->att, B, T, Hh, Dh, w->s_dqkv, w->s_tt);
+    op->heads_merge(be, w->s_dqkv, 3, B, T, D, Hh, w->s_qkv);                                 /* (N,3D) */
     lap(w, acc, NN_TFM_OP_ATTN, &t);
-    nn_linear_backward_acc(be, w->s_qkv, a->a1, PA(o->wqkv), N, D, 3 * D, w->s_nd2, GR(o->wqkv),
-                           GR(o->bqkv));                                                     /* da1 */
+    op->linear_backward(be, w->s_qkv, a->a1, P + o->wqkv, N, D, 3 * D, w->s_nd2, GR(o->wqkv),
+                        GR(o->bqkv));                                                          /* da1 */
     lap(w, acc, NN_TFM_OP_QKV, &t);
     float *dh = w->dh[l];
-    for (size_t i = 0; i < ND; i++) dh[i] += w->s_nd3[i];
+    op->acc(be, w->s_nd3, dh, ND);
     lap(w, acc, NN_TFM_OP_RESID, &t);
-    nn_layernorm_backward(w->s_nd2, w->h[l], PA(o->ln1_g), a->mu1, a->rs1, N, D, dh, GR(o->ln1_g),
-                          GR(o->ln1_b));
+    op->layernorm_backward(be, w->s_nd2, w->h[l], P + o->ln1_g, a->mu1, a->rs1, N, D, dh, GR(o->ln1_g),
+                           GR(o->ln1_b));
     lap(w, acc, NN_TFM_OP_LN, &t);
   }
 
   if (c->head_gates) nn_pool_mean_backward(w->de, b->mask, B, T, D, w->dh[0]); /* e = mean of h0 */
-  if (w->drop) nn_dropout_backward(w->dh[0], w->m_h0, ND);
-  memset(w->s_nd2, 0, ND * sizeof(float));
-  nn_layernorm_backward(w->dh[0], w->x0, PA(m->ln_emb_g), w->mu_e, w->rs_e, N, D, w->s_nd2,
-                        GR(m->ln_emb_g), GR(m->ln_emb_b)); /* dx0 (N,D) */
+  if (w->drop) op->mul(be, w->dh[0], w->m_h0, ND);
+  op->zero(be, w->s_nd2, ND * sizeof(float));
+  op->layernorm_backward(be, w->dh[0], w->x0, P + m->ln_emb_g, w->mu_e, w->rs_e, N, D, w->s_nd2,
+                         GR(m->ln_emb_g), GR(m->ln_emb_b)); /* dx0 (N,D) */
   lap(w, acc, NN_TFM_OP_LN, &t);
   const int use_ng = c->buckets > 0 && b->ng_offs != NULL;
-  nn_tok_embed_backward(w->s_nd2, D, b->ids, use_ng ? b->ng_offs : NULL, b->ng_ids, B, T, GR(m->tok_emb),
-                        GR(m->pos_emb), use_ng ? GR(m->ng_emb) : NULL);
+  op->tok_embed_backward(be, w->s_nd2, D, sb.ids, use_ng ? sb.ng_offs : NULL, sb.ng_ids, B, T, GR(m->tok_emb),
+                         GR(m->pos_emb), use_ng ? GR(m->ng_emb) : NULL);
   lap(w, acc, NN_TFM_OP_EMBED, &t);
 }
 

@@ -129,8 +129,26 @@ typedef struct {
 /* Activations and their gradients for up to Bmax rows of T <= max_len. */
 typedef struct nn_tfm_work nn_tfm_work;
 
+/* A work area on the CPU: every buffer below is host memory. */
 finch_status nn_tfm_work_init(nn_tfm_work **out, const nn_tfm *m, int Bmax, finch_err *err);
+/* A work area on backend be (NULL = the CPU): its activations, gradient
+ * inputs and results live in be's memory (nn/ops.h), and the passes run on
+ * be's op table, whatever backend the calls below are handed. On a device
+ * backend the work area also holds the parameter block the passes read, a
+ * copy of m's taken here (nn_tfm_work_params), and stages each batch's host
+ * arrays itself; the accessors below then return device pointers, and the
+ * head gates and the MLM head, which are host code, are not available
+ * (FINCH_EDEVICE for a gated model; nn_tfm_mlm_forward returns NULL). */
+finch_status nn_tfm_work_init_on(nn_tfm_work **out, const nn_tfm *m, int Bmax, nn_backend *be, finch_err *err);
 void nn_tfm_work_free(nn_tfm_work *w);
+/* The parameter block the passes read on a device backend (n_params floats
+ * of device memory, the layout of nn_tfm_params; an optimiser may update it
+ * in place), or NULL on the CPU, where they read the model's own. */
+float *nn_tfm_work_params(nn_tfm_work *w);
+/* Copies m's parameters to the work area's block, or the block back into m;
+ * no-ops on the CPU. */
+void nn_tfm_work_upload_params(nn_tfm_work *w, const nn_tfm *m);
+void nn_tfm_work_download_params(nn_tfm_work *w, nn_tfm *m);
 
 /* Runs the forward pass of batch b (b->B <= Bmax). train = 1 applies dropout
  * with masks drawn from rng (rng may be NULL when train = 0 or dropout = 0).
@@ -173,8 +191,9 @@ const float *nn_tfm_mlm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w,
                                 const int32_t *pos, int P);
 float *nn_tfm_dmlm(nn_tfm_work *w);
 
-/* Backward of the last forward. ADDS into grads (n_params floats, the layout
- * of the parameter block); the caller zeroes grads between steps. The rows of
+/* Backward of the last forward. ADDS into grads (n_params floats of the work
+ * area's backend memory, the layout of the parameter block); the caller
+ * zeroes grads between steps. b is the forward's batch. The rows of
  * ng_emb a batch touched are listed by nn_tfm_touched_ngrams so an optimiser
  * can update only them (the rest of ng_emb's gradient is zero). */
 void nn_tfm_backward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tfm_batch *b,

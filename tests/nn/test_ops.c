@@ -61,14 +61,14 @@ static void make_batch(void) {
 /* The outputs of every op on one backend, downloaded; index by op below. */
 enum {
   O_GEMM, O_GEMM_T, O_STRIDED, O_LIN, O_LIN_NOBIAS, O_LIN_DX, O_LIN_DW, O_LIN_DB, O_LN, O_LN_DX, O_LN_DG, O_LN_DB,
-  O_GELU, O_GELU_D, O_MUL, O_ADD, O_ACC, O_EMB, O_EMB_DTOK, O_EMB_DPOS, O_EMB_DNG, O_SPLIT, O_MERGE, O_ATT, O_CTX,
+  O_GELU, O_GELU_D, O_MUL, O_ADD, O_ACC, O_COPY, O_EMB, O_EMB_DTOK, O_EMB_DPOS, O_EMB_DNG, O_SPLIT, O_MERGE, O_ATT, O_CTX,
   O_DQKV, O_POOLM, O_POOLM_D, O_POOLC, O_POOLC_D, O_XENT_P, O_XENT_L, O_XENT_D, O_KL_Q, O_KL_L, O_KL_D, O_ADAM_P,
   O_ADAM_M, O_ADAM_V, O_COUNT
 };
 static const char *const onames[O_COUNT] = {
     "gemm", "gemm (transposed)", "gemm_strided", "linear", "linear (no bias)", "linear dinp", "linear dW",
     "linear db", "layernorm", "layernorm dinp", "layernorm dg", "layernorm db", "gelu", "gelu backward", "mul", "add",
-    "acc", "tok_embed", "tok_embed dtok", "tok_embed dpos", "tok_embed dng", "heads_split", "heads_merge",
+    "acc", "copy", "tok_embed", "tok_embed dtok", "tok_embed dpos", "tok_embed dng", "heads_split", "heads_merge",
     "attention att", "attention ctx", "attention dqkv", "pool_mean", "pool_mean backward", "pool_cls",
     "pool_cls backward", "xent probs", "xent loss", "xent dlogits", "kl q", "kl loss", "kl dlogits", "adamw p",
     "adamw m", "adamw v"};
@@ -149,6 +149,8 @@ static void run_ops(nn_backend *be, const inputs *in, outs *o) {
   put(be, o, O_ADD, ln, ND);
   op->acc(be, x, ln, ND);
   put(be, o, O_ACC, ln, ND);
+  op->copy(be, mf, ln, ND * sizeof(float));
+  put(be, o, O_COPY, mf, ND);
   op->release(be, mf);
 
   /* Embeddings. */

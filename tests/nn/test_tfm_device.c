@@ -1,0 +1,230 @@
+/* One training step of the encoder through a work area on a backend
+ * (nn_tfm_work_init_on): forward with dropout, label-smoothed cross-entropy
+ * plus the tau^2 KL term on the device, gradient inputs on hidden states and
+ * attention, backward, global-norm clipping and AdamW, all through the op
+ * table on the backend's memory.
+ *
+ * On the CPU the step must equal, bit for bit, the same step taken by the
+ * host-memory path (nn_tfm_work_init and the reference functions). With a
+ * CUDA device, the device step must agree with the CPU: logits, hidden
+ * states, attention and loss within NMSE 1e-8, every gradient tensor and
+ * the updated parameters within 1e-6 (atomics reorder the embedding and
+ * layer-norm sums); skipped with the reason where there is no device. */
+#include "nn/loss.h"
+#include "nn/ops.h"
+#include "nn/optim.h"
+#include "nn/rng.h"
+#include "nn/tfm.h"
+#include "tests/test.h"
+
+enum { B = 3, T = 9, V = 40, NB = 23, C = 6 };
+
+static const nn_tfm_config cfg = {.vocab = V, .buckets = NB, .max_len = 12, .dim = 32, .layers = 2, .heads = 4,
+                                  .ff = 48, .n_labels = C, .pool = NN_POOL_MEAN, .dropout = 0.1f};
+
+typedef struct {
+  float *logits, *hidden, *att, *loss, *grads, *params;
+  double sum_sq;
+  size_t n_params;
+} step_out;
+
+static int32_t ids[B * T], ys[B];
+static uint8_t mask[B * T];
+static size_t offs[B * T + 1];
+static uint32_t ngr[B * T * 3];
+static float soft[B * C];
+
+static nn_tfm_batch make_batch(void) {
+  nn_rng r;
+  nn_rng_seed(&r, 99, 0);
+  size_t k = 0;
+  for (int i = 0; i < B * T; i++) {
+    ids[i] = (int32_t)nn_rng_below(&r, V);
+    mask[i] = (i % T) < T - 3 * (i / T); /* rows of 9, 6 and 3 real tokens */
+    offs[i] = k;
+    for (int j = (int)nn_rng_below(&r, 4); j > 0; j--) ngr[k++] = (uint32_t)nn_rng_below(&r, NB);
+  }
+  offs[B * T] = k;
+  for (int b = 0; b < B; b++) {
+    ys[b] = (int32_t)nn_rng_below(&r, C);
+    double s = 0;
+    for (int c = 0; c < C; c++) s += (soft[b * C + c] = 0.1f + nn_rng_uniform(&r));
+    for (int c = 0; c < C; c++) soft[b * C + c] = (float)(soft[b * C + c] / s);
+  }
+  return (nn_tfm_batch){.B = B, .T = T, .ids = ids, .mask = mask, .ng_offs = offs, .ng_ids = ngr};
+}
+
+/* The gradient inputs from "elsewhere" (hidden-state and attention losses):
+ * fixed small patterns. */
+static void fill_pattern(float *x, size_t n, float scale) {
+  for (size_t i = 0; i < n; i++) x[i] = scale * (float)((int)(i % 7) - 3);
+}
+
+/* The step on the host path: host buffers, reference functions. */
+static void step_host(const nn_tfm_batch *b, step_out *o) {
+  finch_err err;
+  nn_tfm *m = NULL;
+  nn_tfm_work *w = NULL;
+  CHECK_INT_EQ(nn_tfm_create(&m, &cfg, 5, &err), FINCH_OK);
+  CHECK_INT_EQ(nn_tfm_work_init(&w, m, B, &err), FINCH_OK);
+  const size_t np = nn_tfm_n_params(m), ND = (size_t)B * T * cfg.dim, A = (size_t)B * cfg.heads * T * T;
+  nn_rng dr;
+  nn_rng_seed(&dr, 17, 3);
+  nn_tfm_forward(m, NULL, w, b, 1, &dr);
+  float probs[B * C], q[B * C], lce[B], lkd[B];
+  nn_xent_ls_forward(nn_tfm_logits(w), ys, B, C, 0.1f, probs, lce);
+  nn_xent_ls_backward(probs, ys, B, C, 0.1f, 0.3f / B, nn_tfm_dlogits(w));
+  nn_kl_tau_forward(nn_tfm_logits(w), soft, B, C, 2.0f, q, lkd);
+  nn_kl_tau_backward(q, soft, B, C, 2.0f, 0.7f / B, nn_tfm_dlogits(w));
+  fill_pattern(nn_tfm_dhidden(w, 1), ND, 1e-3f);
+  fill_pattern(nn_tfm_dattn(w, 0), A, 2e-3f);
+  o->logits = malloc(B * C * sizeof(float));
+  o->hidden = malloc(ND * sizeof(float));
+  o->att = malloc(A * sizeof(float));
+  o->loss = malloc(2 * B * sizeof(float));
+  memcpy(o->logits, nn_tfm_logits(w), B * C * sizeof(float));
+  memcpy(o->hidden, nn_tfm_hidden(w, 2), ND * sizeof(float));
+  memcpy(o->att, nn_tfm_attn(w, 1), A * sizeof(float));
+  memcpy(o->loss, lce, sizeof lce);
+  memcpy(o->loss + B, lkd, sizeof lkd);
+  o->grads = calloc(np, sizeof(float));
+  nn_tfm_backward(m, NULL, w, b, o->grads);
+  o->sum_sq = nn_sum_sq(o->grads, np);
+  const float gs = nn_clip_scale(o->sum_sq, 1.0f);
+  float *mo = calloc(np, sizeof(float)), *ve = calloc(np, sizeof(float));
+  const nn_adamw_config ac = nn_adamw_defaults();
+  nn_adamw_update(nn_tfm_params(m), o->grads, mo, ve, np, 1e-3f, 0.01f, gs, 1, &ac);
+  o->params = malloc(np * sizeof(float));
+  memcpy(o->params, nn_tfm_params_const(m), np * sizeof(float));
+  o->n_params = np;
+  free(mo), free(ve);
+  nn_tfm_work_free(w);
+  nn_tfm_free(m);
+}
+
+/* The same step through the op table of be, on its memory. */
+static void step_on(nn_backend *be, const nn_tfm_batch *b, step_out *o) {
+  finch_err err;
+  const nn_ops *op = be->ops;
+  nn_tfm *m = NULL;
+  nn_tfm_work *w = NULL;
+  CHECK_INT_EQ(nn_tfm_create(&m, &cfg, 5, &err), FINCH_OK);
+  CHECK_INT_EQ(nn_tfm_work_init_on(&w, m, B, be, &err), FINCH_OK);
+  const size_t np = nn_tfm_n_params(m), ND = (size_t)B * T * cfg.dim, A = (size_t)B * cfg.heads * T * T;
+  float *P = nn_tfm_work_params(w) ? nn_tfm_work_params(w) : nn_tfm_params(m);
+  nn_rng dr;
+  nn_rng_seed(&dr, 17, 3);
+  nn_tfm_forward(m, be, w, b, 1, &dr);
+  int32_t *dy = op->alloc(be, sizeof ys);
+  float *dsoft = op->alloc(be, sizeof soft), *probs = op->alloc(be, B * C * sizeof(float));
+  float *loss = op->alloc(be, 2 * B * sizeof(float));
+  op->upload(be, dy, ys, sizeof ys);
+  op->upload(be, dsoft, soft, sizeof soft);
+  op->xent_ls_forward(be, nn_tfm_logits(w), dy, B, C, 0.1f, probs, loss);
+  op->xent_ls_backward(be, probs, dy, B, C, 0.1f, 0.3f / B, nn_tfm_dlogits(w));
+  op->kl_tau_forward(be, nn_tfm_logits(w), dsoft, B, C, 2.0f, probs, loss + B);
+  op->kl_tau_backward(be, probs, dsoft, B, C, 2.0f, 0.7f / B, nn_tfm_dlogits(w));
+  float *hpat = malloc((A > ND ? A : ND) * sizeof(float));
+  fill_pattern(hpat, ND, 1e-3f);
+  op->upload(be, nn_tfm_dhidden(w, 1), hpat, ND * sizeof(float));
+  fill_pattern(hpat, A, 2e-3f);
+  op->upload(be, nn_tfm_dattn(w, 0), hpat, A * sizeof(float));
+  free(hpat);
+  o->logits = malloc(B * C * sizeof(float));
+  o->hidden = malloc(ND * sizeof(float));
+  o->att = malloc(A * sizeof(float));
+  o->loss = malloc(2 * B * sizeof(float));
+  op->download(be, o->logits, nn_tfm_logits(w), B * C * sizeof(float));
+  op->download(be, o->hidden, nn_tfm_hidden(w, 2), ND * sizeof(float));
+  op->download(be, o->att, nn_tfm_attn(w, 1), A * sizeof(float));
+  op->download(be, o->loss, loss, 2 * B * sizeof(float));
+  float *g = op->alloc(be, np * sizeof(float)), *mo = op->alloc(be, np * sizeof(float));
+  float *ve = op->alloc(be, np * sizeof(float));
+  nn_tfm_backward(m, be, w, b, g);
+  o->sum_sq = op->sum_sq(be, g, np);
+  const nn_adamw_config ac = nn_adamw_defaults();
+  op->adamw(be, P, g, mo, ve, np, 1e-3f, 0.01f, nn_clip_scale(o->sum_sq, 1.0f), 1, &ac);
+  o->grads = malloc(np * sizeof(float));
+  op->download(be, o->grads, g, np * sizeof(float));
+  nn_tfm_work_download_params(w, m);
+  o->params = malloc(np * sizeof(float));
+  memcpy(o->params, nn_tfm_params_const(m), np * sizeof(float));
+  o->n_params = np;
+  CHECK_INT_EQ(nn_backend_check(be, &err), FINCH_OK);
+  op->release(be, dy), op->release(be, dsoft), op->release(be, probs), op->release(be, loss);
+  op->release(be, g), op->release(be, mo), op->release(be, ve);
+  nn_tfm_work_free(w);
+  nn_tfm_free(m);
+}
+
+static void out_free(step_out *o) {
+  free(o->logits), free(o->hidden), free(o->att), free(o->loss), free(o->grads), free(o->params);
+}
+
+static void expect(const char *what, const float *x, const float *ref, size_t n, double tol) {
+  double e = test_nmse(x, ref, n);
+  if (!(e <= tol)) TEST_FAIL_("%s: NMSE %.3g above %.3g", what, e, tol);
+  else printf("%-24s NMSE %.3g\n", what, e);
+}
+
+int main(void) {
+  const nn_tfm_batch b = make_batch();
+  const size_t ND = (size_t)B * T * cfg.dim, A = (size_t)B * cfg.heads * T * T;
+  step_out host, cpu;
+  step_host(&b, &host);
+  step_on(nn_backend_cpu(), &b, &cpu);
+  /* The table path on the CPU is the host path. */
+  CHECK(memcmp(host.logits, cpu.logits, B * C * sizeof(float)) == 0);
+  CHECK(memcmp(host.hidden, cpu.hidden, ND * sizeof(float)) == 0);
+  CHECK(memcmp(host.att, cpu.att, A * sizeof(float)) == 0);
+  CHECK(memcmp(host.loss, cpu.loss, 2 * B * sizeof(float)) == 0);
+  CHECK(memcmp(host.grads, cpu.grads, host.n_params * sizeof(float)) == 0);
+  CHECK(memcmp(host.params, cpu.params, host.n_params * sizeof(float)) == 0);
+  CHECK(host.sum_sq == cpu.sum_sq && host.sum_sq > 0);
+
+  /* A gated encoder cannot run on a device, and says so. */
+  finch_err err = {0};
+  nn_backend *cu = NULL;
+  finch_status st = nn_backend_open(&cu, NN_DEVICE_CUDA, &err);
+  if (st != FINCH_OK) {
+    out_free(&host), out_free(&cpu);
+    if (test_failures_) TEST_DONE();
+    TEST_SKIP("CPU/CUDA parity of a training step: no CUDA device: %s", err.msg);
+  }
+  {
+    nn_tfm_config gc = cfg;
+    gc.head_gates = 1;
+    nn_tfm *gm = NULL;
+    nn_tfm_work *gw = NULL;
+    CHECK_INT_EQ(nn_tfm_create(&gm, &gc, 5, &err), FINCH_OK);
+    CHECK_INT_EQ(nn_tfm_work_init_on(&gw, gm, B, cu, &err), FINCH_EDEVICE);
+    CHECK_CONTAINS(err.msg, "head gates");
+    nn_tfm_free(gm);
+  }
+  step_out dev;
+  step_on(cu, &b, &dev);
+  expect("logits", dev.logits, host.logits, B * C, 1e-8);
+  expect("hidden(2)", dev.hidden, host.hidden, ND, 1e-8);
+  expect("attention(1)", dev.att, host.att, A, 1e-8);
+  expect("losses", dev.loss, host.loss, 2 * B, 1e-8);
+  /* every gradient tensor on its own, so that a small one is not hidden */
+  {
+    nn_tfm *m = NULL;
+    CHECK_INT_EQ(nn_tfm_create(&m, &cfg, 5, &err), FINCH_OK);
+    for (size_t i = 0; m && i < nn_tfm_n_tensors(m); i++) {
+      const nn_tfm_tensor *t = nn_tfm_tensor_at(m, i);
+      size_t n = (size_t)t->rows * t->cols;
+      if (!n) continue;
+      char what[64];
+      snprintf(what, sizeof what, "d %s", t->name);
+      expect(what, dev.grads + t->off, host.grads + t->off, n, 1e-6);
+    }
+    nn_tfm_free(m);
+  }
+  CHECK(fabs(dev.sum_sq - host.sum_sq) <= 1e-5 * host.sum_sq);
+  expect("parameters after AdamW", dev.params, host.params, host.n_params, 1e-6);
+  out_free(&dev);
+  nn_backend_free(cu);
+  out_free(&host), out_free(&cpu);
+  TEST_DONE();
+}
