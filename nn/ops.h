@@ -117,6 +117,11 @@ struct nn_ops {
   /* nn_adamw_update; c is host memory. */
   void (*adamw)(nn_backend *be, float *p, const float *g, float *m, float *v, size_t n, float lr, float wd,
                 float gscale, uint64_t t, const nn_adamw_config *c);
+  /* The lazy form on a dense table: P, G, M, V (R,D); only rows rows[0..S)
+   * (uint32, backend memory) are updated, as nn_adamw_update on each row's
+   * span, and their gradient rows are then zeroed. */
+  void (*adamw_rows)(nn_backend *be, float *P, float *G, float *M, float *V, const uint32_t *rows, size_t S, int D,
+                     float lr, float wd, float gscale, uint64_t t, const nn_adamw_config *c);
   /* nn_sum_sq: the sum of squares of g, returned to the host. */
   double (*sum_sq)(nn_backend *be, const float *g, size_t n);
 };

@@ -153,6 +153,15 @@ static void cpu_adamw(nn_backend *be, float *p, const float *g, float *m, float 
   (void)be;
   nn_adamw_update(p, g, m, v, n, lr, wd, gscale, t, c);
 }
+static void cpu_adamw_rows(nn_backend *be, float *P, float *G, float *M, float *V, const uint32_t *rows, size_t S,
+                           int D, float lr, float wd, float gscale, uint64_t t, const nn_adamw_config *c) {
+  (void)be;
+  for (size_t s = 0; s < S; s++) {
+    size_t off = (size_t)rows[s] * (size_t)D;
+    nn_adamw_update(P + off, G + off, M + off, V + off, (size_t)D, lr, wd, gscale, t, c);
+    memset(G + off, 0, (size_t)D * sizeof *G);
+  }
+}
 static double cpu_sum_sq(nn_backend *be, const float *g, size_t n) {
   (void)be;
   return nn_sum_sq(g, n);
@@ -168,7 +177,8 @@ const nn_ops nn__ops_cpu_table = {
     .attention_backward = nn_attention_backward, .pool_mean_forward = cpu_pool_mean_fwd,
     .pool_mean_backward = cpu_pool_mean_bwd, .pool_cls_forward = cpu_pool_cls_fwd,
     .pool_cls_backward = cpu_pool_cls_bwd, .xent_ls_forward = cpu_xent_fwd, .xent_ls_backward = cpu_xent_bwd,
-    .kl_tau_forward = cpu_kl_fwd, .kl_tau_backward = cpu_kl_bwd, .adamw = cpu_adamw, .sum_sq = cpu_sum_sq,
+    .kl_tau_forward = cpu_kl_fwd, .kl_tau_backward = cpu_kl_bwd, .adamw = cpu_adamw, .adamw_rows = cpu_adamw_rows,
+    .sum_sq = cpu_sum_sq,
 };
 
 const nn_ops *nn_ops_cpu(void) { return &nn__ops_cpu_table; }

@@ -628,6 +628,17 @@ __global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, 
   GRID_STRIDE(i, n) nn_adamw_elem(p + i, m + i, v + i, g[i] * gscale, b1, b2, eps, step, inv_bc2, decay);
 }
 
+/* One block per touched row, threads over D; then the row's gradient is zeroed. */
+__global__ void k_adamw_rows(float *P, float *G, float *M, float *V, const uint32_t *rows, int D, float step,
+                             float inv_bc2, float decay, float gscale, float b1, float b2, float eps) {
+  const size_t off = (size_t)rows[blockIdx.x] * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    const size_t i = off + d;
+    nn_adamw_elem(P + i, M + i, V + i, G[i] * gscale, b1, b2, eps, step, inv_bc2, decay);
+    G[i] = 0.0f;
+  }
+}
+
 __global__ void k_sum_sq(const float *g, size_t n, double *out) {
   __shared__ double sh[32];
   double s = 0.0;
@@ -650,6 +661,15 @@ static void cu_adamw(nn_backend *be, float *p, const float *g, float *m, float *
   k_adamw<<<blocks_for(n, 256), 256>>>(p, g, m, v, n, lr / bc1, 1.0f / bc2, 1.0f - lr * wd, gscale, c->beta1, c->beta2,
                                        c->eps);
   launched(be, "k_adamw");
+}
+
+static void cu_adamw_rows(nn_backend *be, float *P, float *G, float *M, float *V, const uint32_t *rows, size_t S,
+                          int D, float lr, float wd, float gscale, uint64_t t, const nn_adamw_config *c) {
+  if (IMPL(be)->st || !S) return;
+  const float bc1 = 1.0f - powf(c->beta1, (float)t), bc2 = 1.0f - powf(c->beta2, (float)t);
+  k_adamw_rows<<<(unsigned)S, row_threads(D)>>>(P, G, M, V, rows, D, lr / bc1, 1.0f / bc2, 1.0f - lr * wd, gscale,
+                                               c->beta1, c->beta2, c->eps);
+  launched(be, "k_adamw_rows");
 }
 
 static double cu_sum_sq(nn_backend *be, const float *g, size_t n) {
@@ -700,5 +720,6 @@ extern "C" const nn_ops nn__ops_cuda_table = {
     /* .kl_tau_forward = */ cu_kl_fwd,
     /* .kl_tau_backward = */ cu_kl_bwd,
     /* .adamw = */ cu_adamw,
+    /* .adamw_rows = */ cu_adamw_rows,
     /* .sum_sq = */ cu_sum_sq,
 };

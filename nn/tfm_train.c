@@ -1,5 +1,7 @@
 #include "nn/tfm_train.h"
 
+#include "nn/ops.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -11,7 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "nn/loss.h"
+#include "nn/ops.h"
 #include "nn/optim.h"
 #include "nn/rng.h"
 #include "nn/tfm_ops.h"
@@ -327,6 +331,15 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
   if (!use_cls && !use_mlm && !nproj)
     return finch_err_set(err, FINCH_EINVAL, "nothing to learn: no labels, no MLM, no teacher layers");
   if (!be) be = nn_backend_cpu();
+  /* On a device the whole step runs there, but for the losses on the (B,C)
+   * logits, which the host computes as on the CPU. */
+  if (be->ops != nn_ops_cpu() && (tm || use_mlm || mc->head_gates)) {
+    finch_warn("training on the CPU: masked-token pre-training, head gates and intermediate-layer matching are host "
+               "code, not yet on the %s backend", be->name);
+    be = nn_backend_cpu();
+  }
+  const nn_ops *op = be->ops;
+  const int on_dev = op != nn_ops_cpu();
 
   const size_t n = x->n, np_model = nn_tfm_n_params(m), np = np_model + nproj;
   const int Bmax = (int)c->batch;
@@ -358,13 +371,32 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
   } else {
     memset(&tbb, 0, sizeof tbb);
   }
+  /* Device side: gradients, moments, the touched n-gram rows, and host
+   * copies of the logits and their gradient. */
+  float *dgrads = NULL, *dmom = NULL, *dvel = NULL, *hlog = NULL, *hdl = NULL;
+  uint32_t *drows = NULL;
+  int dev_ok = 1;
+  if (on_dev) {
+    dgrads = op->alloc(be, np * sizeof(float));
+    dmom = op->alloc(be, np * sizeof(float));
+    dvel = op->alloc(be, np * sizeof(float));
+    drows = op->alloc(be, (mc->buckets ? mc->buckets : 1) * sizeof *drows);
+    hlog = malloc((size_t)Bmax * (size_t)(C > 0 ? C : 1) * sizeof *hlog);
+    hdl = malloc((size_t)Bmax * (size_t)(C > 0 ? C : 1) * sizeof *hdl);
+    dev_ok = dgrads && dmom && dvel && drows && hlog && hdl;
+  }
   finch_status st = FINCH_OK;
+  if (!dev_ok) {
+    if ((st = nn_backend_check(be, err)) == FINCH_OK)
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory for training on %s (%zu parameters)", be->name, np);
+    goto out;
+  }
   if (!bb_ok || !tbb_ok || !grads || !mom || !vel || !probs || !q || !rl || (use_mlm && !mprobs) || !order ||
       (tm && (!proj || !pred || !ptg || !proj_off))) {
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory for training (%zu parameters)", np);
     goto out;
   }
-  if ((st = nn_tfm_work_init(&w, m, Bmax, err)) != FINCH_OK) goto out;
+  if ((st = nn_tfm_work_init_on(&w, m, Bmax, be, err)) != FINCH_OK) goto out;
   if (tm) {
     if ((st = nn_tfm_work_init(&tw, tm, Bmax, err)) != FINCH_OK) goto out;
     nn_rng pr;
@@ -397,6 +429,11 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
     st = ckpt_load(c->checkpoint, &h, run_hash(m, c, n), np, np_model, n, order, params, proj, mom, vel, err);
     if (st) goto out;
     resumed = 1;
+    if (on_dev) {
+      nn_tfm_work_upload_params(w, m);
+      op->upload(be, dmom, mom, np * sizeof *mom);
+      op->upload(be, dvel, vel, np * sizeof *vel);
+    }
   }
   if (!resumed) shuffle(order, n, &h.rng[0]);
 
@@ -428,6 +465,12 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
       for (int i = 0; i < B; i++) n_lab += d->labels[order[a + i]] >= 0;
       const float *logits = nn_tfm_logits(w);
       float *dl = nn_tfm_dlogits(w);
+      if (on_dev) {
+        op->download(be, hlog, logits, (size_t)B * C * sizeof *hlog);
+        memset(hdl, 0, (size_t)B * C * sizeof *hdl);
+        logits = hlog;
+        dl = hdl;
+      }
       for (int i = 0; i < B && n_lab; i++) {
         const size_t r = order[a + i];
         const int32_t y = d->labels[r];
@@ -448,6 +491,7 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
         }
         cls_loss += li / n_lab;
       }
+      if (on_dev) op->upload(be, nn_tfm_dlogits(w), hdl, (size_t)B * C * sizeof *hdl);
     }
     if (P > 0) {
       const float *ml = nn_tfm_mlm_forward(m, be, w, bb.mpos, P);
@@ -505,24 +549,44 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
         }
       }
     }
-    nn_tfm_backward(m, be, w, &nb, grads);
+    nn_tfm_backward(m, be, w, &nb, on_dev ? dgrads : grads);
 
     /* Clip and update. */
     size_t n_touched = 0;
     const uint32_t *touched = ng ? nn_tfm_touched_ngrams(w, &n_touched) : NULL;
     double ss = 0;
-    for (size_t k = 0; k < nt; k++) {
+    const float lr = lr_at(c, h.step, total);
+    const uint64_t t1 = h.step + 1;
+    if (on_dev) {
+      /* n-gram rows no batch touched hold zero gradients (each update
+       * zeroes the rows it used), so the norm is the whole block's. */
+      ss = op->sum_sq(be, dgrads, np_model);
+      const float gs = nn_clip_scale(ss, c->clip);
+      float *dp = nn_tfm_work_params(w);
+      for (size_t k = 0; k < nt; k++) {
+        const nn_tfm_tensor *t = nn_tfm_tensor_at(m, k);
+        size_t cnt = (size_t)t->rows * t->cols;
+        if (t == ng || !cnt) continue;
+        op->adamw(be, dp + t->off, dgrads + t->off, dmom + t->off, dvel + t->off, cnt, lr,
+                  t->decay ? c->weight_decay : 0.0f, gs, t1, &ac);
+        op->zero(be, dgrads + t->off, cnt * sizeof(float));
+      }
+      if (ng && n_touched) {
+        op->upload(be, drows, touched, n_touched * sizeof *touched);
+        op->adamw_rows(be, dp + ng->off, dgrads + ng->off, dmom + ng->off, dvel + ng->off, drows, n_touched,
+                       (int)ng->cols, lr, ng->decay ? c->weight_decay : 0.0f, gs, t1, &ac);
+      }
+    }
+    for (size_t k = 0; !on_dev && k < nt; k++) {
       const nn_tfm_tensor *t = nn_tfm_tensor_at(m, k);
       if (t == ng) continue;
       ss += nn_sum_sq(grads + t->off, (size_t)t->rows * t->cols);
     }
-    for (size_t k = 0; ng && k < n_touched; k++)
+    for (size_t k = 0; !on_dev && ng && k < n_touched; k++)
       ss += nn_sum_sq(grads + ng->off + (size_t)touched[k] * ng->cols, ng->cols);
-    if (nproj) ss += nn_sum_sq(grads + np_model, nproj);
+    if (nproj) ss += nn_sum_sq(grads + np_model, nproj); /* CPU only, as matching is */
     const float gs = nn_clip_scale(ss, c->clip);
-    const float lr = lr_at(c, h.step, total);
-    const uint64_t t1 = h.step + 1;
-    for (size_t k = 0; k < nt; k++) {
+    for (size_t k = 0; !on_dev && k < nt; k++) {
       const nn_tfm_tensor *t = nn_tfm_tensor_at(m, k);
       if (t == ng) continue;
       size_t cnt = (size_t)t->rows * t->cols;
@@ -530,7 +594,7 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
                       t->decay ? c->weight_decay : 0.0f, gs, t1, &ac);
       memset(grads + t->off, 0, cnt * sizeof *grads);
     }
-    for (size_t k = 0; ng && k < n_touched; k++) {
+    for (size_t k = 0; !on_dev && ng && k < n_touched; k++) {
       /* Lazy AdamW on the touched rows, one row at a time (their gradients
        * lie in the dense block). */
       size_t off = ng->off + (size_t)touched[k] * ng->cols;
@@ -559,12 +623,29 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
     }
     int stop = c->stop_after && h.step - step0 >= c->stop_after;
     if (c->checkpoint && (h.step % (c->checkpoint_every ? c->checkpoint_every : 200) == 0 || h.step == total || stop)) {
+      if (on_dev) {
+        nn_tfm_work_download_params(w, m);
+        op->download(be, mom, dmom, np * sizeof *mom);
+        op->download(be, vel, dvel, np * sizeof *vel);
+      }
       if ((st = ckpt_save(c->checkpoint, &h, order, params, np_model, proj, mom, vel, err)) != FINCH_OK) goto out;
     }
     if ((st = nn_backend_check(be, err)) != FINCH_OK) goto out;
     if (stop) break;
   }
+  if (on_dev && w) {
+    nn_tfm_work_download_params(w, m);
+    st = nn_backend_check(be, err);
+  }
 out:
+  if (on_dev) {
+    op->release(be, dgrads);
+    op->release(be, dmom);
+    op->release(be, dvel);
+    op->release(be, drows);
+  }
+  free(hlog);
+  free(hdl);
   nn_tfm_work_free(w);
   nn_tfm_work_free(tw);
   batch_free(&bb);
@@ -590,8 +671,10 @@ out:
 typedef finch_status (*batch_fn)(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
                                  const nn_tfm_batch *nb, size_t a, finch_err *err);
 
-static finch_status for_each_batch(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, int batch, batch_fn fn,
-                                   void *ctx, finch_err *err) {
+/* on_be = 1 puts the work area on be (fn then reads results through be's
+ * ops); 0 keeps it on the CPU, for host code (gates, the MLM head). */
+static finch_status for_each_batch(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, int batch, int on_be,
+                                   batch_fn fn, void *ctx, finch_err *err) {
   const nn_tfm_config *mc = nn_tfm_get_config(m);
   if (batch < 1) batch = 64;
   if (!be) be = nn_backend_cpu();
@@ -603,7 +686,8 @@ static finch_status for_each_batch(const nn_tfm *m, nn_backend *be, const nn_tfm
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     goto out;
   }
-  if ((st = nn_tfm_work_init(&w, m, batch, err)) != FINCH_OK) goto out;
+  if ((st = nn_tfm_work_init_on(&w, m, batch, on_be && !mc->head_gates ? be : nn_backend_cpu(), err)) != FINCH_OK)
+    goto out;
   for (size_t a = 0; a < x->n && !st; a += (size_t)batch) {
     int B = (int)((x->n - a) < (size_t)batch ? (x->n - a) : (size_t)batch);
     for (int i = 0; i < B; i++) rows[i] = (uint32_t)(a + i);
@@ -627,11 +711,15 @@ typedef struct {
 
 static finch_status predict_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
                                   const nn_tfm_batch *nb, size_t a, finch_err *err) {
-  (void)bb, (void)err;
+  (void)err;
   const predict_ctx *c = ctx;
   const int C = (int)nn_tfm_get_config(m)->n_labels;
   nn_tfm_forward(m, be, w, nb, 0, NULL);
   const float *z = nn_tfm_logits(w);
+  if (nn_tfm_work_params(w)) { /* on a device: the logits come back to the host, in the batch's (B,C) buffer */
+    be->ops->download(be, bb->soft, z, (size_t)nb->B * C * sizeof *z);
+    z = bb->soft;
+  }
   for (int i = 0; i < nb->B; i++) {
     const float *zi = z + (size_t)i * C;
     int best = 0;
@@ -647,7 +735,7 @@ finch_status nn_tfm_predict_corpus(const nn_tfm *m, nn_backend *be, const nn_tfm
                                    float temperature, float *probs, int32_t *pred, finch_err *err) {
   if (nn_tfm_get_config(m)->n_labels == 0) return finch_err_set(err, FINCH_EINVAL, "the model has no classifier head");
   predict_ctx c = {temperature, probs, pred};
-  return for_each_batch(m, be, x, batch, predict_batch, &c, err);
+  return for_each_batch(m, be, x, batch, 1, predict_batch, &c, err);
 }
 
 static finch_status gate_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
@@ -668,7 +756,7 @@ static finch_status gate_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tf
 
 finch_status nn_tfm_gate_share(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, float *share, finch_err *err) {
   if (!nn_tfm_get_config(m)->head_gates) return finch_err_set(err, FINCH_EINVAL, "the encoder has no head gates");
-  return for_each_batch(m, be, x, 64, gate_batch, share, err);
+  return for_each_batch(m, be, x, 64, 0, gate_batch, share, err);
 }
 
 typedef struct {
@@ -711,7 +799,7 @@ finch_status nn_tfm_mlm_eval(const nn_tfm *m, nn_backend *be, const nn_tfm_corpu
   const size_t V = nn_tfm_get_config(m)->vocab;
   c.mp = malloc((size_t)c.mcap * V * sizeof *c.mp);
   c.rl = malloc((size_t)c.mcap * sizeof *c.rl);
-  finch_status st = c.mp && c.rl ? for_each_batch(m, be, x, batch, mlm_batch, &c, err)
+  finch_status st = c.mp && c.rl ? for_each_batch(m, be, x, batch, 0, mlm_batch, &c, err)
                                  : finch_err_set(err, FINCH_ENOMEM, "out of memory");
   free(c.mp);
   free(c.rl);

@@ -113,7 +113,11 @@ typedef struct {
 /* Called after every step. */
 typedef void (*nn_tfm_step_cb)(void *ctx, const nn_tfm_progress *p);
 
-/* Trains m in place. be NULL = CPU. */
+/* Trains m in place. be NULL = CPU. On a device backend the whole step runs
+ * there (the losses on the (B,C) logits are computed on the host, as on the
+ * CPU); a run with masked-token pre-training, head gates or a teacher's
+ * layers to match trains on the CPU instead, with a warning, as those parts
+ * are host code. */
 finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const nn_tfm_train_config *c,
                           nn_tfm_step_cb cb, void *cb_ctx, finch_err *err);
 

@@ -63,7 +63,7 @@ enum {
   O_GEMM, O_GEMM_T, O_STRIDED, O_LIN, O_LIN_NOBIAS, O_LIN_DX, O_LIN_DW, O_LIN_DB, O_LN, O_LN_DX, O_LN_DG, O_LN_DB,
   O_GELU, O_GELU_D, O_MUL, O_ADD, O_ACC, O_COPY, O_EMB, O_EMB_DTOK, O_EMB_DPOS, O_EMB_DNG, O_SPLIT, O_MERGE, O_ATT, O_CTX,
   O_DQKV, O_POOLM, O_POOLM_D, O_POOLC, O_POOLC_D, O_XENT_P, O_XENT_L, O_XENT_D, O_KL_Q, O_KL_L, O_KL_D, O_ADAM_P,
-  O_ADAM_M, O_ADAM_V, O_COUNT
+  O_ADAM_M, O_ADAM_V, O_ROWS_P, O_ROWS_G, O_ROWS_V, O_COUNT
 };
 static const char *const onames[O_COUNT] = {
     "gemm", "gemm (transposed)", "gemm_strided", "linear", "linear (no bias)", "linear dinp", "linear dW",
@@ -71,7 +71,7 @@ static const char *const onames[O_COUNT] = {
     "acc", "copy", "tok_embed", "tok_embed dtok", "tok_embed dpos", "tok_embed dng", "heads_split", "heads_merge",
     "attention att", "attention ctx", "attention dqkv", "pool_mean", "pool_mean backward", "pool_cls",
     "pool_cls backward", "xent probs", "xent loss", "xent dlogits", "kl q", "kl loss", "kl dlogits", "adamw p",
-    "adamw m", "adamw v"};
+    "adamw m", "adamw v", "adamw_rows p", "adamw_rows g", "adamw_rows v"};
 
 typedef struct {
   float *v[O_COUNT];
@@ -225,6 +225,15 @@ static void run_ops(nn_backend *be, const inputs *in, outs *o) {
   put(be, o, O_ADAM_M, m, np);
   put(be, o, O_ADAM_V, v, np);
   o->sum_sq = op->sum_sq(be, gr, np);
+  /* The lazy rows 7, 2, 5 of a (50,16) table within the same arrays. */
+  const uint32_t rows[3] = {7, 2, 5};
+  uint32_t *drows = up(be, rows, sizeof rows);
+  op->upload(be, p, in->ap, np * sizeof(float));
+  op->adamw_rows(be, p, gr, m, v, drows, 3, 16, 1e-3f, 0.01f, 0.5f, 4, &ac);
+  put(be, o, O_ROWS_P, p, 50 * 16);
+  put(be, o, O_ROWS_G, gr, 50 * 16);
+  put(be, o, O_ROWS_V, v, 50 * 16);
+  op->release(be, drows);
   op->release(be, p), op->release(be, gr), op->release(be, m), op->release(be, v);
 
   op->release(be, x), op->release(be, dy), op->release(be, dx), op->release(be, ln), op->release(be, dln);
@@ -316,6 +325,15 @@ int main(void) {
         }
     /* split then merge is the identity. */
     CHECK(memcmp(ref.v[O_MERGE], in.qkv, 3 * ND * sizeof(float)) == 0);
+    /* adamw_rows: untouched rows keep their values, touched gradient rows are zeroed. */
+    for (int r = 0; r < 50; r++) {
+      int touched = r == 7 || r == 2 || r == 5;
+      for (int d = 0; d < 16; d++) {
+        size_t i = (size_t)r * 16 + d;
+        if (touched) CHECK(ref.v[O_ROWS_G][i] == 0.0f && ref.v[O_ROWS_P][i] != in.ap[i]);
+        else CHECK(ref.v[O_ROWS_G][i] == in.ag[i] && ref.v[O_ROWS_P][i] == in.ap[i]);
+      }
+    }
     double ss = 0;
     for (int i = 0; i < 1000; i++) ss += (double)in.ag[i] * in.ag[i];
     CHECK_NEAR(ref.sum_sq, ss, 1e-9 * ss);

@@ -9,13 +9,23 @@
  * CUDA device, the device step must agree with the CPU: logits, hidden
  * states, attention and loss within NMSE 1e-8, every gradient tensor and
  * the updated parameters within 1e-6 (atomics reorder the embedding and
- * layer-norm sums); skipped with the reason where there is no device. */
+ * layer-norm sums); skipped with the reason where there is no device.
+ *
+ * Then whole runs of nn_tfm_train (labels, soft labels with per-row alpha,
+ * n-gram rows, dropout, clipping, warm-up): on CUDA every step's loss within
+ * 1e-3 (relative) of the CPU run's, a run stopped and resumed from its
+ * checkpoint on the device following the uninterrupted device run, and a
+ * run with masked-token pre-training, which is host code, trained on the
+ * CPU exactly as a CPU run. */
 #include "nn/loss.h"
 #include "nn/ops.h"
 #include "nn/optim.h"
 #include "nn/rng.h"
 #include "nn/tfm.h"
+#include "nn/tfm_train.h"
 #include "tests/test.h"
+
+#include <unistd.h>
 
 enum { B = 3, T = 9, V = 40, NB = 23, C = 6 };
 
@@ -167,6 +177,141 @@ static void expect(const char *what, const float *x, const float *ref, size_t n,
   else printf("%-24s NMSE %.3g\n", what, e);
 }
 
+/* ---- whole runs ------------------------------------------------------------ */
+
+enum { RN = 40, RT = 7 };
+
+typedef struct {
+  float loss[256];
+  int n;
+} loss_log;
+
+static void on_step(void *ctx, const nn_tfm_progress *p) {
+  loss_log *l = ctx;
+  if (l->n < 256) l->loss[l->n++] = p->loss;
+}
+
+typedef struct {
+  nn_tfm_corpus x;
+  int32_t y[RN];
+  float soft[RN * C], alpha[RN];
+} run_data;
+
+static void make_run_data(run_data *d) {
+  nn_rng r;
+  nn_rng_seed(&r, 123, 0);
+  memset(&d->x, 0, sizeof d->x);
+  d->x.T = RT;
+  d->x.n = RN;
+  d->x.buckets = NB;
+  d->x.ids = calloc(RN * RT, sizeof *d->x.ids);
+  d->x.len = calloc(RN, 1);
+  d->x.ng_offs = calloc(RN * RT + 1, sizeof *d->x.ng_offs);
+  d->x.ng_ids = calloc(RN * RT * 3, sizeof *d->x.ng_ids);
+  size_t k = 0;
+  for (int i = 0; i < RN; i++) {
+    int len = 2 + (int)nn_rng_below(&r, RT - 1);
+    d->x.len[i] = (uint8_t)len;
+    d->y[i] = i % C;
+    d->alpha[i] = 0.2f + 0.5f * nn_rng_uniform(&r);
+    double s = 0;
+    for (int c = 0; c < C; c++) s += (d->soft[i * C + c] = 0.05f + nn_rng_uniform(&r) + (c == i % C ? 1.0f : 0.0f));
+    for (int c = 0; c < C; c++) d->soft[i * C + c] = (float)(d->soft[i * C + c] / s);
+    for (int t = 0; t < RT; t++) {
+      size_t j = (size_t)i * RT + t;
+      d->x.ids[j] = t < len ? 1 + (int32_t)nn_rng_below(&r, V - 1) : 0;
+      d->x.ng_offs[j] = k;
+      for (int q = t < len ? (int)nn_rng_below(&r, 4) : 0; q > 0; q--) d->x.ng_ids[k++] = (uint32_t)nn_rng_below(&r, NB);
+    }
+  }
+  d->x.ng_offs[RN * RT] = k;
+}
+
+static void free_run_data(run_data *d) {
+  free(d->x.ids), free(d->x.len), free(d->x.ng_offs), free(d->x.ng_ids);
+}
+
+/* Trains a fresh model (seed 5) on be; losses into log; the trained
+ * parameters into params (n_params floats, may be NULL). */
+static finch_status run(nn_backend *be, const run_data *d, const nn_tfm_train_config *tc, loss_log *log, float *params,
+                        finch_err *err) {
+  nn_tfm *m = NULL;
+  finch_status st = nn_tfm_create(&m, &cfg, 5, err);
+  if (st) return st;
+  nn_tfm_data td = {.x = &d->x, .labels = d->y, .soft = d->soft, .alpha = d->alpha};
+  st = nn_tfm_train(m, be, &td, tc, on_step, log, err);
+  if (!st && params) memcpy(params, nn_tfm_params_const(m), nn_tfm_n_params(m) * sizeof(float));
+  nn_tfm_free(m);
+  return st;
+}
+
+static void compare_logs(const char *what, const loss_log *a, const loss_log *b, double rel) {
+  CHECK_INT_EQ(a->n, b->n);
+  double worst = 0;
+  for (int i = 0; i < a->n && i < b->n; i++) {
+    double e = fabs((double)a->loss[i] - b->loss[i]) / fmax(1e-6, fabs((double)b->loss[i]));
+    if (e > worst) worst = e;
+  }
+  if (!(worst <= rel)) TEST_FAIL_("%s: worst relative loss difference %.3g above %.3g", what, worst, rel);
+  else printf("%-24s %d steps, worst relative loss difference %.3g\n", what, a->n, worst);
+}
+
+/* be against the CPU; on the CPU itself (a check of this harness) the runs
+ * are identical. */
+static void train_runs(nn_backend *cu) {
+  const int dev = cu->ops != nn_ops_cpu();
+  finch_err err = {0};
+  run_data d;
+  make_run_data(&d);
+  nn_tfm_train_config tc = nn_tfm_train_defaults();
+  tc.epochs = 6;
+  tc.batch = 16;
+  tc.lr = 3e-3f;
+  tc.tau = 2.0f;
+  tc.seed = 9;
+  loss_log lc = {.n = 0}, lg = {.n = 0}, lr1 = {.n = 0}, lr2 = {.n = 0};
+  nn_tfm *probe = NULL;
+  CHECK_INT_EQ(nn_tfm_create(&probe, &cfg, 5, &err), FINCH_OK);
+  const size_t np = probe ? nn_tfm_n_params(probe) : 1;
+  nn_tfm_free(probe);
+  float *pc = malloc(np * sizeof(float)), *pg = malloc(np * sizeof(float));
+  CHECK_INT_EQ(run(nn_backend_cpu(), &d, &tc, &lc, pc, &err), FINCH_OK);
+  finch_status st = run(cu, &d, &tc, &lg, pg, &err);
+  if (st) fprintf(stderr, "device run: %s\n", err.msg);
+  CHECK_INT_EQ(st, FINCH_OK);
+  CHECK(lc.n == 18 && lc.loss[17] < lc.loss[0]); /* 3 batches x 6 epochs, and it learns */
+  compare_logs(dev ? "train cpu vs cuda" : "train cpu vs cpu", &lg, &lc, dev ? 1e-3 : 0);
+  double e = test_nmse(pg, pc, np);
+  if (!dev) CHECK(e == 0);
+  if (!(e <= 1e-4)) TEST_FAIL_("trained parameters: NMSE %.3g above 1e-4", e);
+  /* Stopped after 7 steps, resumed: the uninterrupted device run's losses. */
+  char ck[256];
+  snprintf(ck, sizeof ck, "%s/tfm-device-%d.ck", getenv("FINCH_TEST_TMP") ? getenv("FINCH_TEST_TMP") : "/tmp",
+           (int)getpid());
+  tc.checkpoint = ck;
+  tc.stop_after = 7;
+  CHECK_INT_EQ(run(cu, &d, &tc, &lr1, NULL, &err), FINCH_OK);
+  tc.stop_after = 0;
+  tc.resume = 1;
+  CHECK_INT_EQ(run(cu, &d, &tc, &lr2, NULL, &err), FINCH_OK);
+  for (int i = 0; i < lr2.n && lr1.n + i < 256; i++) lr1.loss[lr1.n + i] = lr2.loss[i];
+  lr1.n += lr2.n;
+  compare_logs("resumed vs whole", &lr1, &lg, dev ? 1e-4 : 0);
+  unlink(ck);
+  /* Masked-token pre-training runs on the CPU, whatever the backend. */
+  tc.checkpoint = NULL;
+  tc.resume = 0;
+  tc.mlm_prob = 0.15f;
+  tc.mlm_weight = 1.0f;
+  loss_log lm = {.n = 0};
+  loss_log lm_cpu = {.n = 0};
+  CHECK_INT_EQ(run(cu, &d, &tc, &lm, NULL, &err), FINCH_OK);
+  CHECK_INT_EQ(run(nn_backend_cpu(), &d, &tc, &lm_cpu, NULL, &err), FINCH_OK);
+  compare_logs("mlm run (on the CPU)", &lm, &lm_cpu, 0);
+  free(pc), free(pg);
+  free_run_data(&d);
+}
+
 int main(void) {
   const nn_tfm_batch b = make_batch();
   const size_t ND = (size_t)B * T * cfg.dim, A = (size_t)B * cfg.heads * T * T;
@@ -181,6 +326,7 @@ int main(void) {
   CHECK(memcmp(host.grads, cpu.grads, host.n_params * sizeof(float)) == 0);
   CHECK(memcmp(host.params, cpu.params, host.n_params * sizeof(float)) == 0);
   CHECK(host.sum_sq == cpu.sum_sq && host.sum_sq > 0);
+  train_runs(nn_backend_cpu());
 
   /* A gated encoder cannot run on a device, and says so. */
   finch_err err = {0};
@@ -224,6 +370,7 @@ int main(void) {
   CHECK(fabs(dev.sum_sq - host.sum_sq) <= 1e-5 * host.sum_sq);
   expect("parameters after AdamW", dev.params, host.params, host.n_params, 1e-6);
   out_free(&dev);
+  train_runs(cu);
   nn_backend_free(cu);
   out_free(&host), out_free(&cpu);
   TEST_DONE();
