@@ -1,10 +1,12 @@
 /* Texts encoded for the encoder (nn_tfm_corpus, nn/tfm_train.h): subword
- * ids with [CLS] first and each token's hashed character n-gram rows. */
+ * ids with [CLS] first and each token's hashed character n-gram rows; and
+ * batches gathered from them (nn/tfm_batch.h). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nn/features.h"
+#include "nn/tfm_batch.h"
 #include "nn/tfm_train.h"
 
 void nn_tfm_corpus_free(nn_tfm_corpus *c) {
@@ -135,3 +137,92 @@ out:
   return st;
 }
 
+void nn__tfm_batch_free(nn__tfm_batch_buf *b) {
+  free(b->ids);
+  free(b->mask);
+  free(b->ng_offs);
+  free(b->ng_ids);
+  free(b->y);
+  free(b->soft);
+  free(b->alpha);
+  free(b->mpos);
+  free(b->mtgt);
+}
+
+int nn__tfm_batch_init(nn__tfm_batch_buf *b, int Bmax, int T, int C) {
+  memset(b, 0, sizeof *b);
+  b->Bmax = Bmax;
+  b->T = T;
+  size_t BT = (size_t)Bmax * (size_t)T;
+  b->ids = malloc(BT * sizeof *b->ids);
+  b->mask = malloc(BT);
+  b->ng_offs = malloc((BT + 1) * sizeof *b->ng_offs);
+  b->y = malloc((size_t)Bmax * sizeof *b->y);
+  b->soft = malloc((size_t)Bmax * (size_t)(C > 0 ? C : 1) * sizeof *b->soft);
+  b->alpha = malloc((size_t)Bmax * sizeof *b->alpha);
+  b->mpos = malloc(BT * sizeof *b->mpos);
+  b->mtgt = malloc(BT * sizeof *b->mtgt);
+  return b->ids && b->mask && b->ng_offs && b->y && b->soft && b->alpha && b->mpos && b->mtgt ? 0 : -1;
+}
+
+/* Gathers rows rows[0..B) of x into b, trimmed to the longest row: the
+ * batch's T. Returns T, or -1 when out of memory. */
+int nn__tfm_batch_fill(nn__tfm_batch_buf *b, const nn_tfm_corpus *x, const uint32_t *rows, int B, nn_tfm_batch *out) {
+  int T = 1;
+  for (int i = 0; i < B; i++)
+    if (x->len[rows[i]] > T) T = x->len[rows[i]];
+  size_t ng = 0;
+  if (x->ng_offs) {
+    for (int i = 0; i < B; i++) {
+      size_t base = (size_t)rows[i] * (size_t)x->T;
+      ng += x->ng_offs[base + (size_t)T] - x->ng_offs[base];
+    }
+    if (ng > b->ng_cap) {
+      uint32_t *p = realloc(b->ng_ids, ng * sizeof *p);
+      if (!p) return -1;
+      b->ng_ids = p;
+      b->ng_cap = ng;
+    }
+  }
+  size_t at = 0;
+  for (int i = 0; i < B; i++) {
+    const size_t r = rows[i], base = r * (size_t)x->T;
+    memcpy(b->ids + (size_t)i * T, x->ids + base, (size_t)T * sizeof *b->ids);
+    for (int t = 0; t < T; t++) b->mask[(size_t)i * T + t] = t < x->len[r];
+    if (x->ng_offs) {
+      for (int t = 0; t < T; t++) {
+        b->ng_offs[(size_t)i * T + t] = at;
+        size_t a = x->ng_offs[base + t], e = x->ng_offs[base + t + 1];
+        memcpy(b->ng_ids + at, x->ng_ids + a, (e - a) * sizeof *b->ng_ids);
+        at += e - a;
+      }
+    }
+  }
+  if (x->ng_offs) b->ng_offs[(size_t)B * T] = at;
+  *out = (nn_tfm_batch){.B = B, .T = T, .ids = b->ids, .mask = b->mask,
+                        .ng_offs = x->ng_offs ? b->ng_offs : NULL, .ng_ids = x->ng_offs ? b->ng_ids : NULL};
+  return T;
+}
+
+/* BERT's masking on a filled batch: each real token but [CLS] is chosen with
+ * probability p; a chosen token becomes [MASK] (80%), a random piece (10%)
+ * or stays (10%). Positions and true ids go to b->mpos / b->mtgt; returns P.
+ * At most cap positions. */
+int nn__tfm_batch_mask(nn__tfm_batch_buf *b, const nn_tfm_batch *nb, float p, uint32_t V, int cap, nn_rng *rng) {
+  int P = 0;
+  const uint32_t first_piece = NN_TOK_MASK + 1;
+  for (int i = 0; i < nb->B; i++) {
+    for (int t = 1; t < nb->T; t++) {
+      size_t k = (size_t)i * nb->T + t;
+      if (!b->mask[k] || P >= cap) continue;
+      if (nn_rng_uniform(rng) >= p) continue;
+      b->mpos[P] = (int32_t)k;
+      b->mtgt[P] = b->ids[k];
+      P++;
+      float r = nn_rng_uniform(rng);
+      if (r < 0.8f) b->ids[k] = NN_TOK_MASK;
+      else if (r < 0.9f) b->ids[k] = (int32_t)(first_piece + nn_rng_below(rng, V - first_piece));
+    }
+  }
+  return P;
+}

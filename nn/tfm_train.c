@@ -18,119 +18,15 @@
 #include "nn/ops.h"
 #include "nn/optim.h"
 #include "nn/rng.h"
+#include "nn/tfm_batch.h"
 #include "nn/tfm_ops.h"
 
-enum { RNG_SHUFFLE = 11, RNG_DROPOUT = 12, RNG_MASK = 13 };
+enum { RNG_SHUFFLE = 11, RNG_DROPOUT = 12, RNG_MASK = NN__TFM_RNG_MASK };
 
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* ---- batches ------------------------------------------------------------ */
-
-typedef struct {
-  int Bmax, T;
-  int32_t *ids;    /* (Bmax,T) */
-  uint8_t *mask;   /* (Bmax,T) */
-  size_t *ng_offs; /* (Bmax*T+1) */
-  uint32_t *ng_ids;
-  size_t ng_cap;
-  int32_t *y;      /* (Bmax) */
-  float *soft;     /* (Bmax,C) */
-  float *alpha;    /* (Bmax) */
-  int32_t *mpos, *mtgt; /* (Bmax*T) masked positions and their true ids */
-} batch_buf;
-
-static void batch_free(batch_buf *b) {
-  free(b->ids);
-  free(b->mask);
-  free(b->ng_offs);
-  free(b->ng_ids);
-  free(b->y);
-  free(b->soft);
-  free(b->alpha);
-  free(b->mpos);
-  free(b->mtgt);
-}
-
-static int batch_init(batch_buf *b, int Bmax, int T, int C) {
-  memset(b, 0, sizeof *b);
-  b->Bmax = Bmax;
-  b->T = T;
-  size_t BT = (size_t)Bmax * (size_t)T;
-  b->ids = malloc(BT * sizeof *b->ids);
-  b->mask = malloc(BT);
-  b->ng_offs = malloc((BT + 1) * sizeof *b->ng_offs);
-  b->y = malloc((size_t)Bmax * sizeof *b->y);
-  b->soft = malloc((size_t)Bmax * (size_t)(C > 0 ? C : 1) * sizeof *b->soft);
-  b->alpha = malloc((size_t)Bmax * sizeof *b->alpha);
-  b->mpos = malloc(BT * sizeof *b->mpos);
-  b->mtgt = malloc(BT * sizeof *b->mtgt);
-  return b->ids && b->mask && b->ng_offs && b->y && b->soft && b->alpha && b->mpos && b->mtgt ? 0 : -1;
-}
-
-/* Gathers rows rows[0..B) of x into b, trimmed to the longest row: the
- * batch's T. Returns T, or -1 when out of memory. */
-static int batch_fill(batch_buf *b, const nn_tfm_corpus *x, const uint32_t *rows, int B, nn_tfm_batch *out) {
-  int T = 1;
-  for (int i = 0; i < B; i++)
-    if (x->len[rows[i]] > T) T = x->len[rows[i]];
-  size_t ng = 0;
-  if (x->ng_offs) {
-    for (int i = 0; i < B; i++) {
-      size_t base = (size_t)rows[i] * (size_t)x->T;
-      ng += x->ng_offs[base + (size_t)T] - x->ng_offs[base];
-    }
-    if (ng > b->ng_cap) {
-      uint32_t *p = realloc(b->ng_ids, ng * sizeof *p);
-      if (!p) return -1;
-      b->ng_ids = p;
-      b->ng_cap = ng;
-    }
-  }
-  size_t at = 0;
-  for (int i = 0; i < B; i++) {
-    const size_t r = rows[i], base = r * (size_t)x->T;
-    memcpy(b->ids + (size_t)i * T, x->ids + base, (size_t)T * sizeof *b->ids);
-    for (int t = 0; t < T; t++) b->mask[(size_t)i * T + t] = t < x->len[r];
-    if (x->ng_offs) {
-      for (int t = 0; t < T; t++) {
-        b->ng_offs[(size_t)i * T + t] = at;
-        size_t a = x->ng_offs[base + t], e = x->ng_offs[base + t + 1];
-        memcpy(b->ng_ids + at, x->ng_ids + a, (e - a) * sizeof *b->ng_ids);
-        at += e - a;
-      }
-    }
-  }
-  if (x->ng_offs) b->ng_offs[(size_t)B * T] = at;
-  *out = (nn_tfm_batch){.B = B, .T = T, .ids = b->ids, .mask = b->mask,
-                        .ng_offs = x->ng_offs ? b->ng_offs : NULL, .ng_ids = x->ng_offs ? b->ng_ids : NULL};
-  return T;
-}
-
-/* BERT's masking on a filled batch: each real token but [CLS] is chosen with
- * probability p; a chosen token becomes [MASK] (80%), a random piece (10%)
- * or stays (10%). Positions and true ids go to b->mpos / b->mtgt; returns P.
- * At most cap positions. */
-static int batch_mask(batch_buf *b, const nn_tfm_batch *nb, float p, uint32_t V, int cap, nn_rng *rng) {
-  int P = 0;
-  const uint32_t first_piece = NN_TOK_MASK + 1;
-  for (int i = 0; i < nb->B; i++) {
-    for (int t = 1; t < nb->T; t++) {
-      size_t k = (size_t)i * nb->T + t;
-      if (!b->mask[k] || P >= cap) continue;
-      if (nn_rng_uniform(rng) >= p) continue;
-      b->mpos[P] = (int32_t)k;
-      b->mtgt[P] = b->ids[k];
-      P++;
-      float r = nn_rng_uniform(rng);
-      if (r < 0.8f) b->ids[k] = NN_TOK_MASK;
-      else if (r < 0.9f) b->ids[k] = (int32_t)(first_piece + nn_rng_below(rng, V - first_piece));
-    }
-  }
-  return P;
 }
 
 /* ---- checkpoints ---------------------------------------------------------- */
@@ -348,8 +244,8 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
    * far above what a batch draws, and the cap only stops extra picks. */
   const int mcap = Bmax * x->T / 4 + 16;
   nn_tfm_work *w = NULL;
-  batch_buf bb;
-  int bb_ok = batch_init(&bb, Bmax, x->T, C) == 0;
+  nn__tfm_batch_buf bb;
+  int bb_ok = nn__tfm_batch_init(&bb, Bmax, x->T, C) == 0;
   float *grads = calloc(np, sizeof *grads), *mom = calloc(np, sizeof *mom), *vel = calloc(np, sizeof *vel);
   float *probs = malloc((size_t)Bmax * (size_t)(C > 0 ? C : 1) * sizeof *probs);
   float *q = malloc((size_t)Bmax * (size_t)(C > 0 ? C : 1) * sizeof *q);
@@ -358,12 +254,12 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
   uint32_t *order = malloc(n * sizeof *order);
   /* Teacher side: its batch, work area, projections and scratch. */
   nn_tfm_work *tw = NULL;
-  batch_buf tbb;
+  nn__tfm_batch_buf tbb;
   int tbb_ok = 1;
   float *proj = NULL, *pred = NULL, *ptg = NULL;
   size_t *proj_off = NULL;
   if (tm) {
-    tbb_ok = batch_init(&tbb, Bmax, x->T, 1) == 0;
+    tbb_ok = nn__tfm_batch_init(&tbb, Bmax, x->T, 1) == 0;
     proj = malloc(nproj * sizeof *proj);
     pred = malloc((size_t)Bmax * (size_t)x->T * tmc->dim * sizeof *pred);
     ptg = malloc((size_t)Bmax * (size_t)Hs * (size_t)x->T * (size_t)x->T * sizeof *ptg);
@@ -451,11 +347,11 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
     size_t a = (size_t)h.batch_in_epoch * c->batch;
     int B = (int)((n - a) < c->batch ? (n - a) : c->batch);
     nn_tfm_batch nb;
-    if (batch_fill(&bb, x, order + a, B, &nb) < 0) {
+    if (nn__tfm_batch_fill(&bb, x, order + a, B, &nb) < 0) {
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory filling a batch");
       goto out;
     }
-    int P = use_mlm ? batch_mask(&bb, &nb, c->mlm_prob, V, mcap, &h.rng[2]) : 0;
+    int P = use_mlm ? nn__tfm_batch_mask(&bb, &nb, c->mlm_prob, V, mcap, &h.rng[2]) : 0;
     nn_tfm_forward(m, be, w, &nb, 1, &h.rng[1]);
 
     /* Losses and their gradients. */
@@ -514,7 +410,7 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
     double hid_loss = 0, att_loss = 0;
     if (tm) {
       nn_tfm_batch tnb;
-      if (batch_fill(&tbb, d->tx, order + a, B, &tnb) < 0) {
+      if (nn__tfm_batch_fill(&tbb, d->tx, order + a, B, &tnb) < 0) {
         st = finch_err_set(err, FINCH_ENOMEM, "out of memory filling a batch");
         goto out;
       }
@@ -648,8 +544,8 @@ out:
   free(hdl);
   nn_tfm_work_free(w);
   nn_tfm_work_free(tw);
-  batch_free(&bb);
-  batch_free(&tbb);
+  nn__tfm_batch_free(&bb);
+  nn__tfm_batch_free(&tbb);
   free(proj);
   free(pred);
   free(ptg);
@@ -663,148 +559,4 @@ out:
   free(mprobs);
   free(order);
   return st;
-}
-
-/* Runs fn on every batch of rows [0,n) of x in order: the batch is filled
- * (rows a .. a+B) into bb/nb, and fn does the forward and reads the
- * results. One work area for all. */
-typedef finch_status (*batch_fn)(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
-                                 const nn_tfm_batch *nb, size_t a, finch_err *err);
-
-/* on_be = 1 puts the work area on be (fn then reads results through be's
- * ops); 0 keeps it on the CPU, for host code (gates, the MLM head). */
-static finch_status for_each_batch(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, int batch, int on_be,
-                                   batch_fn fn, void *ctx, finch_err *err) {
-  const nn_tfm_config *mc = nn_tfm_get_config(m);
-  if (batch < 1) batch = 64;
-  if (!be) be = nn_backend_cpu();
-  nn_tfm_work *w = NULL;
-  batch_buf bb;
-  uint32_t *rows = malloc((size_t)batch * sizeof *rows);
-  finch_status st = FINCH_OK;
-  if (batch_init(&bb, batch, x->T, (int)mc->n_labels) != 0 || !rows) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-    goto out;
-  }
-  if ((st = nn_tfm_work_init_on(&w, m, batch, on_be && !mc->head_gates ? be : nn_backend_cpu(), err)) != FINCH_OK)
-    goto out;
-  for (size_t a = 0; a < x->n && !st; a += (size_t)batch) {
-    int B = (int)((x->n - a) < (size_t)batch ? (x->n - a) : (size_t)batch);
-    for (int i = 0; i < B; i++) rows[i] = (uint32_t)(a + i);
-    nn_tfm_batch nb;
-    if (batch_fill(&bb, x, rows, B, &nb) < 0) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-    else st = fn(ctx, m, be, w, &bb, &nb, a, err);
-  }
-  if (!st) st = nn_backend_check(be, err);
-out:
-  nn_tfm_work_free(w);
-  batch_free(&bb);
-  free(rows);
-  return st;
-}
-
-typedef struct {
-  float temperature;
-  float *probs;
-  int32_t *pred;
-} predict_ctx;
-
-static finch_status predict_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
-                                  const nn_tfm_batch *nb, size_t a, finch_err *err) {
-  (void)err;
-  const predict_ctx *c = ctx;
-  const int C = (int)nn_tfm_get_config(m)->n_labels;
-  nn_tfm_forward(m, be, w, nb, 0, NULL);
-  const float *z = nn_tfm_logits(w);
-  if (nn_tfm_work_params(w)) { /* on a device: the logits come back to the host, in the batch's (B,C) buffer */
-    be->ops->download(be, bb->soft, z, (size_t)nb->B * C * sizeof *z);
-    z = bb->soft;
-  }
-  for (int i = 0; i < nb->B; i++) {
-    const float *zi = z + (size_t)i * C;
-    int best = 0;
-    for (int k = 1; k < C; k++)
-      if (zi[k] > zi[best]) best = k;
-    if (c->probs) nn_softmax(zi, c->probs + (a + i) * (size_t)C, C, c->temperature);
-    if (c->pred) c->pred[a + i] = best;
-  }
-  return FINCH_OK;
-}
-
-finch_status nn_tfm_predict_corpus(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, int batch,
-                                   float temperature, float *probs, int32_t *pred, finch_err *err) {
-  if (nn_tfm_get_config(m)->n_labels == 0) return finch_err_set(err, FINCH_EINVAL, "the model has no classifier head");
-  predict_ctx c = {temperature, probs, pred};
-  return for_each_batch(m, be, x, batch, 1, predict_batch, &c, err);
-}
-
-static finch_status gate_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
-                               const nn_tfm_batch *nb, size_t a, finch_err *err) {
-  (void)bb, (void)err;
-  float *share = ctx;
-  const nn_tfm_config *mc = nn_tfm_get_config(m);
-  const int L = (int)mc->layers, H = (int)mc->heads;
-  nn_tfm_forward(m, be, w, nb, 0, NULL);
-  for (int i = 0; i < nb->B; i++) {
-    int open = 0;
-    for (int l = 0; l < L; l++)
-      for (int h = 0; h < H; h++) open += nn_tfm_gates(w, l)[i * H + h] > 0.5f;
-    share[a + i] = (float)open / (float)(L * H);
-  }
-  return FINCH_OK;
-}
-
-finch_status nn_tfm_gate_share(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, float *share, finch_err *err) {
-  if (!nn_tfm_get_config(m)->head_gates) return finch_err_set(err, FINCH_EINVAL, "the encoder has no head gates");
-  return for_each_batch(m, be, x, 64, 0, gate_batch, share, err);
-}
-
-typedef struct {
-  float p;
-  nn_rng rng;
-  int mcap;
-  float *mp, *rl;
-  double loss;
-  size_t n, hit;
-} mlm_ctx;
-
-static finch_status mlm_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm_work *w, batch_buf *bb,
-                              const nn_tfm_batch *nb, size_t a, finch_err *err) {
-  (void)a;
-  mlm_ctx *c = ctx;
-  const uint32_t V = nn_tfm_get_config(m)->vocab;
-  int P = batch_mask(bb, nb, c->p, V, c->mcap, &c->rng);
-  if (!P) return FINCH_OK;
-  nn_tfm_forward(m, be, w, nb, 0, NULL);
-  const float *ml = nn_tfm_mlm_forward(m, be, w, bb->mpos, P);
-  if (!ml) return finch_err_set(err, FINCH_ENOMEM, "out of memory for the masked-token head (%d positions)", P);
-  nn_xent_ls_forward(ml, bb->mtgt, P, (int)V, 0.0f, c->mp, c->rl);
-  for (int p = 0; p < P; p++) {
-    c->loss += c->rl[p];
-    const float *z = ml + (size_t)p * V;
-    uint32_t best = 0;
-    for (uint32_t k = 1; k < V; k++)
-      if (z[k] > z[best]) best = k;
-    c->hit += (int32_t)best == bb->mtgt[p];
-  }
-  c->n += (size_t)P;
-  return FINCH_OK;
-}
-
-finch_status nn_tfm_mlm_eval(const nn_tfm *m, nn_backend *be, const nn_tfm_corpus *x, float mlm_prob,
-                             uint64_t seed, double *loss, double *acc, finch_err *err) {
-  const int batch = 64;
-  mlm_ctx c = {.p = mlm_prob, .mcap = batch * x->T / 4 + 16};
-  nn_rng_seed(&c.rng, seed, RNG_MASK);
-  const size_t V = nn_tfm_get_config(m)->vocab;
-  c.mp = malloc((size_t)c.mcap * V * sizeof *c.mp);
-  c.rl = malloc((size_t)c.mcap * sizeof *c.rl);
-  finch_status st = c.mp && c.rl ? for_each_batch(m, be, x, batch, 0, mlm_batch, &c, err)
-                                 : finch_err_set(err, FINCH_ENOMEM, "out of memory");
-  free(c.mp);
-  free(c.rl);
-  if (st) return st;
-  *loss = c.n ? c.loss / (double)c.n : 0;
-  if (acc) *acc = c.n ? (double)c.hit / (double)c.n : 0;
-  return FINCH_OK;
 }
