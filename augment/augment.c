@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "augment/methods.h"
+#include "core/clock.h"
 #include "core/hash.h"
 #include "core/models.h"
 #include "core/log.h"
@@ -17,12 +18,6 @@
 static const finch_aug_method *const known[] = {&finch_aug_eda, &finch_aug_synonyms, &finch_aug_entities,
                                                 &finch_aug_noise, &finch_aug_templates};
 #define N_KNOWN (sizeof known / sizeof known[0])
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static finch_status parse_methods(const char *list, const finch_aug_method **out, size_t *n, finch_err *err) {
   char buf[256];
@@ -163,7 +158,7 @@ static finch_status open_teacher(finch_db *db, const finch_augment_opts *o, nn_m
 finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, finch_augment_result *res,
                                finch_err *err) {
   memset(res, 0, sizeof *res);
-  double t0 = now_s();
+  double t0 = finch_clock_s();
   const finch_aug_method *methods[FINCH_AUGMENT_MAX_METHODS];
   size_t nm;
   finch_status st = parse_methods(opts->methods, methods, &nm, err);
@@ -362,8 +357,8 @@ finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, fin
           if (++res->generated >= wanted) break;
         }
         if (!st && b.len > (8u << 20)) st = flush_rows(db, &b, res, tau, err);
-        if (opts->progress && now_s() - last > 0.2) {
-          last = now_s();
+        if (opts->progress && finch_clock_s() - last > 0.2) {
+          last = finch_clock_s();
           fprintf(stderr, "\raugment: %lld / %lld variants, %.0f/s   ", res->generated, wanted,
                   (double)res->generated / (last - t0));
         }
@@ -381,7 +376,7 @@ finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, fin
   PQclear(parents);
   PQclear(existing);
   for (size_t m = 0; m < opened; m++) methods[m]->close(states[m]);
-  res->seconds = now_s() - t0;
+  res->seconds = finch_clock_s() - t0;
   if (res->run_id == 0) return st;
   char gen[32], ins[32];
   snprintf(gen, sizeof gen, "%lld", res->generated);

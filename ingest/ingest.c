@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/redact.h"
 #include "core/source.h"
@@ -47,12 +48,6 @@ void ingest_arena_free(ingest_arena *a) {
     free(a->head);
     a->head = n;
   }
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---- the label set fixed by --labels ---- */
@@ -266,7 +261,7 @@ out:
 
 static void progress_line(const finch_ingest_opts *o, const finch_source *src, long long rows, double t0, int done) {
   if (!o->progress) return;
-  double dt = now_s() - t0;
+  double dt = finch_clock_s() - t0;
   long long bytes = finch_source_raw_bytes(src), size = finch_source_size(src);
   char eta[48] = "";
   if (size > 0 && bytes > 0 && !done)
@@ -284,7 +279,7 @@ static finch_status read_all(reader *rd, finch_source *src, finch_err *err) {
   const char *field;
   finch_err rerr;
   int rc;
-  double t0 = now_s(), last = t0;
+  double t0 = finch_clock_s(), last = t0;
   while ((rc = finch_format_next(fr, &rec, &field, &rerr)) != 0) {
     if (rd->o->stop && *rd->o->stop) break;
     if (rc == -2) {
@@ -304,8 +299,8 @@ static finch_status read_all(reader *rd, finch_source *src, finch_err *err) {
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory reading %s", rd->name);
       break;
     }
-    if ((rd->res->read & 4095) == 0 && now_s() - last > 0.2) {
-      last = now_s();
+    if ((rd->res->read & 4095) == 0 && finch_clock_s() - last > 0.2) {
+      last = finch_clock_s();
       progress_line(rd->o, src, rd->res->read, t0, 0);
     }
   }
@@ -475,7 +470,7 @@ static finch_status resume_opts(finch_db *db, long long id, finch_ingest_opts *o
 finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch_ingest_result *res,
                               finch_err *err) {
   memset(res, 0, sizeof *res);
-  double t0 = now_s();
+  double t0 = finch_clock_s();
   finch_ingest_opts o = *opts;
   PGresult *resumed = NULL;
   const char *resume_rules[1] = {NULL};
@@ -520,7 +515,7 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
     finch_info("stopped while reading %s: nothing stored", o.source);
     goto out;
   }
-  double t_read = now_s();
+  double t_read = finch_clock_s();
   finch_debug("read %lld records in %.2f s", res->read, t_read - t0);
   ingest_run run = {0};
   const char *policy = NULL;
@@ -545,8 +540,8 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
   if (o.resume_run_id) finch_info("resuming run %lld at row %lld of %zu", run.id, run.rows_loaded, t.n);
   st = ingest_load_rows(db, &t, &run, o.batch_rows, o.load_jobs, o.stop, o.progress,
                         &res->inserted, &res->dev, &res->stopped, err);
-  res->seconds = now_s() - t0;
-  finch_debug("loaded in %.2f s", now_s() - t_read);
+  res->seconds = finch_clock_s() - t0;
+  finch_debug("loaded in %.2f s", finch_clock_s() - t_read);
   if (!st) {
     st = ingest_run_finish(db, &t, &run, lineage, res, res->stopped, &res->inserted, &res->dev, err);
   }
@@ -556,7 +551,7 @@ finch_status finch_ingest_run(finch_db *db, const finch_ingest_opts *opts, finch
     finch_info("stopped at a batch boundary; continue with: finch ingest --resume %lld", run.id);
 out:
   if (locked) ingest_unlock_dataset(db, o.dataset);
-  res->seconds = now_s() - t0;
+  res->seconds = finch_clock_s() - t0;
   finch_redactor_free(rd.red);
   label_set_free(&rd.labels);
   ingest_arena_free(&t.arena);
