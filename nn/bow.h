@@ -15,6 +15,7 @@
 
 #include "nn/backend.h"
 #include "nn/features.h"
+#include "nn/layers.h"
 #include "nn/model.h"
 #include "nn/rng.h"
 
@@ -86,47 +87,6 @@ char **nn__labels_copy(const char *const *labels, size_t n);
  * Takes ownership of feat, also on failure. Labels are copied. */
 finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_featurizer *feat,
                               const char *const *labels, size_t n_labels, finch_err *err);
-
-/* ---- layers ------------------------------------------------------------ */
-
-/* Gradients of the embedding rows a batch touched, in order of first touch.
- * slot_of maps a row to its slot (-1 = untouched) so accumulation is O(1). */
-typedef struct {
-  int D;
-  float *g;         /* (cap,D) */
-  uint32_t *rows;   /* (cap) */
-  int32_t *slot_of; /* (R) */
-  size_t n, cap;
-} nn_row_grads;
-
-/* Mean of embedding rows per example. emb (R,D); example b's rows are
- * ids[offs[b] .. offs[b+1]); out (B,D). No rows gives zeros. */
-void nn_embed_mean_forward(const float *emb, int D, const uint32_t *ids, const size_t *offs, int B,
-                           float *out);
-/* dout (B,D); accumulates dout[b] / n_b into g's slot for each row of example b. */
-void nn_embed_mean_backward(const float *dout, const uint32_t *ids, const size_t *offs, int B,
-                            nn_row_grads *g);
-/* Forgets the touched rows (O(touched)), ready for the next batch. */
-void nn_row_grads_clear(nn_row_grads *g);
-
-/* inp (B,I); W (O,I); b (O); out (B,O) = inp W^T + b. */
-void nn_linear_forward(nn_backend *be, const float *inp, const float *W, const float *b, int B, int I,
-                       int O, float *out);
-/* dout (B,O); inp (B,I); W (O,I). Overwrites dW (O,I) = dout^T inp and
- * db (O) = column sums of dout; dinp (B,I) = dout W unless dinp is NULL. */
-void nn_linear_backward(nn_backend *be, const float *dout, const float *inp, const float *W, int B,
-                        int I, int O, float *dinp, float *dW, float *db);
-
-/* Exact GELU, x Phi(x). inp (n); out (n). */
-void nn_gelu_forward(const float *inp, float *out, size_t n);
-/* inp (n) the forward's input; dout (n); dinp (n) = dout * GELU'(inp). */
-void nn_gelu_backward(const float *inp, const float *dout, float *dinp, size_t n);
-
-/* Inverted dropout in place: x (n) *= mask (n), where mask is 0 with
- * probability p and 1/(1-p) otherwise, drawn from rng. */
-void nn_dropout_forward(float *x, float *mask, size_t n, float p, nn_rng *rng);
-/* dx (n) *= mask (n). */
-void nn_dropout_backward(float *dx, const float *mask, size_t n);
 
 /* ---- training workspace ------------------------------------------------ */
 
