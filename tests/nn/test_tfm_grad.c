@@ -12,7 +12,7 @@
  * its errs at most TOL_P90 (1e-2): float32 rounding makes the numeric value of
  * a gradient near 1e-4 uncertain by a few percent, while a wrong gradient is
  * off by far more, on most entries. */
-#include "nn/bow.h"
+#include "nn/layers.h"
 #include "nn/loss.h"
 #include "nn/tfm.h"
 #include "nn/tfm_ops.h"
