@@ -47,13 +47,13 @@ static float train_step(trainer *tr) {
   const nn_tfm_config *c = nn_tfm_get_config(tr->m);
   const int B = tr->b.B, C = (int)c->n_labels;
   const size_t np = nn_tfm_n_params(tr->m);
-  nn_tfm_forward(tr->m, tr->be, tr->w, &tr->b, 1, &tr->drop);
+  nn_tfm_forward(tr->m, tr->w, &tr->b, 1, &tr->drop);
   double t0 = now_s();
   nn_xent_ls_forward(nn_tfm_logits(tr->w), tr->y, B, C, 0.1f, tr->probs, tr->rowloss);
   nn_xent_ls_backward(tr->probs, tr->y, B, C, 0.1f, 1.0f / (float)B, nn_tfm_dlogits(tr->w));
   memset(tr->grads, 0, np * sizeof(float));
   tr->t_loss += now_s() - t0;
-  nn_tfm_backward(tr->m, tr->be, tr->w, &tr->b, tr->grads);
+  nn_tfm_backward(tr->m, tr->w, &tr->b, tr->grads);
   t0 = now_s();
   const nn_adamw_config ac = nn_adamw_defaults();
   float *p = nn_tfm_params(tr->m);
@@ -185,10 +185,10 @@ int main(int argc, char **argv) {
     int lens[2] = {T < 12 ? T : 12, T};
     for (int li = 0; li < 2; li++) {
       nn_tfm_batch one = {.B = 1, .T = lens[li], .ids = ids, .mask = ones, .ng_offs = NULL, .ng_ids = NULL};
-      for (int i = 0; i < 50; i++) nn_tfm_forward(tr.m, tr.be, w1, &one, 0, NULL);
+      for (int i = 0; i < 50; i++) nn_tfm_forward(tr.m, w1, &one, 0, NULL);
       for (int i = 0; i < RUNS; i++) {
         double s = now_s();
-        nn_tfm_forward(tr.m, tr.be, w1, &one, 0, NULL);
+        nn_tfm_forward(tr.m, w1, &one, 0, NULL);
         lat[i] = now_s() - s;
       }
       qsort(lat, RUNS, sizeof *lat, cmp_double);

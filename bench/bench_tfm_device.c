@@ -112,7 +112,7 @@ static double latency(const nn_tfm_config *cfg, nn_backend *be) {
   double s[200];
   for (int i = 0; i < 220; i++) {
     double t0 = now_s();
-    nn_tfm_forward(m, be, w, &b, 0, NULL);
+    nn_tfm_forward(m, w, &b, 0, NULL);
     be->ops->download(be, logits, nn_tfm_logits(w), cfg->n_labels * sizeof(float));
     if (i >= 20) s[i - 20] = now_s() - t0;
   }

@@ -48,11 +48,5 @@ void nn_backend_free(nn_backend *be) {
 }
 
 finch_status nn_backend_check(nn_backend *be, finch_err *err) {
-#ifdef FINCH_HAVE_CUDA
-  if (be && be->name && strcmp(be->name, "cuda") == 0) return nn__backend_cuda_check(be, err);
-#else
-  (void)be;
-  (void)err;
-#endif
-  return FINCH_OK;
+  return be && be->check ? be->check(be, err) : FINCH_OK;
 }

@@ -3,9 +3,9 @@
  * backend (cuBLAS), built only when a CUDA toolkit is found, implements the
  * same table. Model code never contains #ifdef CUDA.
  *
- * sgemm takes host pointers; a device backend stages them itself. The op
- * table (nn/ops.h) works on the backend's own memory instead. Matrices are
- * row-major. */
+ * The op table (nn/ops.h) is the one seam: its ops work on the backend's own
+ * memory, except gemm_host, which takes host pointers (a device backend
+ * stages them itself). Matrices are row-major. */
 #ifndef FINCH_NN_BACKEND_H
 #define FINCH_NN_BACKEND_H
 
@@ -24,10 +24,9 @@ struct nn_backend {
   const char *name; /* "cpu" or "cuda" */
   /* The op table over the backend's own memory (nn/ops.h). */
   const nn_ops *ops;
-  /* C (M,N) = alpha * op(A) op(B) + beta * C, op = transpose when trans_* != 0.
-   * A is (M,K) (or (K,M) transposed), B is (K,N) (or (N,K) transposed). */
-  void (*sgemm)(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
-                const float *A, const float *B, float beta, float *C);
+  /* Returns and clears the first failure the ops recorded (see
+   * nn_backend_check); NULL for a backend whose ops cannot fail. */
+  finch_status (*check)(nn_backend *be, finch_err *err);
   void (*free)(nn_backend *be);
   void *impl;
 };
@@ -46,9 +45,11 @@ void nn_backend_free(nn_backend *be);
 /* The CPU reference, always available. */
 nn_backend *nn_backend_cpu(void);
 
-/* The plain C reference of sgemm, same contract as nn_backend.sgemm; the
- * truth the BLAS and CUDA versions are tested against. Accumulates in float
- * in k order. */
+/* The plain C reference of the GEMM, the contract of nn_ops.gemm_host: C (M,N)
+ * = alpha * op(A) op(B) + beta * C, op = transpose when trans_* != 0, A (M,K)
+ * (or (K,M) transposed), B (K,N) (or (N,K) transposed); beta = 0 overwrites
+ * C. The truth the BLAS and CUDA versions are tested against. Accumulates in
+ * float in k order. */
 void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                   const float *B, float beta, float *C);
 

@@ -1,5 +1,6 @@
-/* The CPU backend: OpenBLAS, plus the plain C reference it is tested against. */
-#include <cblas.h>
+/* The CPU backend (its op table is nn/ops_cpu.c), plus the plain C reference
+ * of the GEMM that OpenBLAS and cuBLAS are tested against. */
+#include <cblas.h> /* openblas_set_num_threads */
 #include <stddef.h>
 
 #include "nn/backend.h"
@@ -22,25 +23,12 @@ void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, co
   }
 }
 
-static void cpu_sgemm(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
-                      const float *A, const float *B, float beta, float *C) {
-  (void)be;
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) {
-    /* BLAS leaves this to the implementation; make it C = beta C explicitly. */
-    for (size_t i = 0; i < (size_t)M * N; i++) C[i] = beta == 0.0f ? 0.0f : beta * C[i];
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              M, N, K, alpha, A, trans_a ? M : K, B, trans_b ? K : N, beta, C, N);
-}
-
 /* Stateless, so one shared instance serves every caller and thread; its free
  * is a no-op, so nn_backend_free() on it is harmless. */
 static void cpu_free(nn_backend *be) { (void)be; }
 
-static nn_backend cpu_backend = {.name = "cpu", .ops = &nn__ops_cpu_table, .sgemm = cpu_sgemm, .free = cpu_free,
-                                  .impl = NULL};
+static nn_backend cpu_backend = {.name = "cpu", .ops = &nn__ops_cpu_table, .check = NULL,
+                                  .free = cpu_free, .impl = NULL};
 
 nn_backend *nn_backend_cpu(void) {
   /* The models' GEMMs are small (a batch of 32 rows): OpenBLAS's threads

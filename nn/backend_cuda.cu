@@ -1,4 +1,5 @@
-/* The CUDA backend: cuBLAS sgemm on device 0, staging the host operands
+/* The CUDA backend: device 0 and its cuBLAS handle; the host-pointer GEMM
+ * (nn_ops.gemm_host) stages the host operands
  * through device buffers that grow on demand and are reused across calls.
  *
  * Row-major through column-major cuBLAS: a row-major (r,c) matrix is the
@@ -25,8 +26,8 @@ static cudaError_t ensure(float **buf, size_t *cap, size_t n) {
   return e;
 }
 
-static void cuda_sgemm(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
-                       const float *A, const float *B, float beta, float *C) {
+extern "C" void nn__cuda_gemm_host(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                   const float *A, const float *B, float beta, float *C) {
   cuda_impl *impl = (cuda_impl *)be->impl;
   if (impl->st != FINCH_OK || M <= 0 || N <= 0) return;
   size_t na = (size_t)M * (size_t)K, nb = (size_t)K * (size_t)N, nc = (size_t)M * (size_t)N;
@@ -79,7 +80,7 @@ extern "C" finch_status nn__backend_cuda_open(nn_backend **out, finch_err *err) 
   }
   be->name = "cuda";
   be->ops = &nn__ops_cuda_table;
-  be->sgemm = cuda_sgemm;
+  be->check = nn__backend_cuda_check;
   be->free = cuda_free;
   be->impl = impl;
   impl->st = FINCH_OK;

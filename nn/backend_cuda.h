@@ -1,5 +1,6 @@
-/* Internal: the CUDA backend's entry points, called only from nn/backend.c
- * under FINCH_HAVE_CUDA. Implemented in nn/backend_cuda.cu. */
+/* Internal: the CUDA backend's entry points, implemented in
+ * nn/backend_cuda.cu. nn/backend.c opens it under FINCH_HAVE_CUDA; the check
+ * is the backend's nn_backend.check. */
 #ifndef FINCH_NN_BACKEND_CUDA_H
 #define FINCH_NN_BACKEND_CUDA_H
 
@@ -14,7 +15,8 @@ extern "C" {
 /* Opens device 0 with a cuBLAS handle. FINCH_EDEVICE with the CUDA error
  * text when there is no usable device. */
 finch_status nn__backend_cuda_open(nn_backend **out, finch_err *err);
-/* Returns and clears the first failure recorded by an op (see nn_backend_check). */
+/* nn_backend.check: returns and clears the first failure recorded by an op
+ * (see nn_backend_check). */
 finch_status nn__backend_cuda_check(nn_backend *be, finch_err *err);
 
 #ifdef __cplusplus

@@ -12,7 +12,7 @@
 
 struct cuda_impl {
   cublasHandle_t handle;
-  float *dA, *dB, *dC;     /* sgemm's staging buffers (host-pointer contract) */
+  float *dA, *dB, *dC;     /* gemm_host's staging buffers (host-pointer contract) */
   size_t capA, capB, capC; /* floats */
   double *dsum;            /* sum_sq's accumulator */
   cublasComputeType_t compute; /* CUBLAS_COMPUTE_32F or _32F_FAST_16BF (nn_ops.set_precision) */
@@ -47,5 +47,8 @@ static inline void record(cuda_impl *impl, const char *file, int line, const cha
   } while (0)
 
 extern "C" const nn_ops nn__ops_cuda_table;
+/* The op table's gemm_host (nn/backend_cuda.cu): cuBLAS on staged copies. */
+extern "C" void nn__cuda_gemm_host(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                   const float *A, const float *B, float beta, float *C);
 
 #endif

@@ -1,12 +1,13 @@
-/* The "bow" model: layers, training, prediction and the model's accessors. */
+/* The "bow" architecture (nn/model.h): its state, training, prediction and
+ * its entry in the model interface; its file sections are nn/bow_file.c. */
 #include "nn/bow.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nn/loss.h"
+#include "nn/model_impl.h"
 #include "nn/optim.h"
 
 /* Global-norm clipping threshold for one step's gradient. The mean-pooled
@@ -59,25 +60,10 @@ finch_status nn__config_check(const nn_train_config *cfg, finch_err *err) {
   return FINCH_OK;
 }
 
-/* ---- the model record -------------------------------------------------- */
+/* ---- the model's state ------------------------------------------------- */
 
-char **nn__labels_copy(const char *const *labels, size_t n) {
-  size_t bytes = 0;
-  for (size_t i = 0; i < n; i++) bytes += strlen(labels[i]) + 1;
-  char **out = malloc(n * sizeof(char *) + bytes);
-  if (!out) return NULL;
-  char *s = (char *)(out + n);
-  for (size_t i = 0; i < n; i++) {
-    size_t len = strlen(labels[i]) + 1;
-    memcpy(s, labels[i], len);
-    out[i] = s;
-    s += len;
-  }
-  return out;
-}
-
-finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_featurizer *feat,
-                              const char *const *labels, size_t n_labels, finch_err *err) {
+finch_status nn_bow_create(nn_bow **out, const nn_train_config *cfg, nn_featurizer *feat, size_t n_labels,
+                           finch_err *err) {
   *out = NULL;
   finch_status st = nn__config_check(cfg, err);
   if (st != FINCH_OK) {
@@ -89,26 +75,23 @@ finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_fea
     nn_featurizer_free(feat);
     return finch_err_set(err, FINCH_EINVAL, "%zu labels and %zu feature rows: out of range", n_labels, rows);
   }
-  nn_model *m = calloc(1, sizeof *m);
+  nn_bow *m = calloc(1, sizeof *m);
   if (!m) {
     nn_featurizer_free(feat);
     return finch_err_set(err, FINCH_ENOMEM, "out of memory for a model");
   }
   m->cfg = *cfg;
-  m->dtype = NN_DTYPE_F32;
   m->feat = feat;
-  m->n_labels = n_labels;
   m->R = (uint32_t)rows;
   m->D = cfg->dim;
   m->H = cfg->hidden;
   m->C = (uint32_t)n_labels;
   m->Din = m->H ? m->H : m->D;
-  m->labels = nn__labels_copy(labels, n_labels);
   m->n_params = (size_t)m->R * m->D + (size_t)m->H * m->D + m->H + (size_t)m->C * m->Din + m->C;
   m->params = calloc(m->n_params, sizeof(float));
-  if (!m->labels || !m->params) {
+  if (!m->params) {
     size_t np = m->n_params;
-    nn_model_free(m);
+    nn_bow_free(m);
     return finch_err_set(err, FINCH_ENOMEM, "out of memory for a model of %zu parameters", np);
   }
   m->emb = m->params;
@@ -120,142 +103,11 @@ finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_fea
   return FINCH_OK;
 }
 
-void nn_model_free(nn_model *m) {
-  if (!m) return;
-  if (m->arch) nn__arch_free(m);
-  nn_featurizer_free(m->feat);
-  free(m->labels);
-  free(m->meta);
-  free(m->params);
-  free(m);
-}
-
-size_t nn_model_n_labels(const nn_model *m) { return m->n_labels; }
-const char *nn_model_label(const nn_model *m, size_t i) { return i < m->n_labels ? m->labels[i] : NULL; }
-size_t nn_model_n_params(const nn_model *m) { return m->arch ? nn__arch_n_params(m) : m->n_params; }
-const nn_train_config *nn_model_config(const nn_model *m) { return &m->cfg; }
-nn_dtype nn_model_dtype(const nn_model *m) { return m->dtype; }
-const char *nn_model_meta(const nn_model *m) { return m->meta ? m->meta : "{}"; }
-
-int nn_model_meta_string(const nn_model *m, const char *key, char *buf, size_t n) {
-  json_t *meta = json_loads(nn_model_meta(m), 0, NULL);
-  const char *v = json_string_value(json_object_get(meta, key));
-  snprintf(buf, n, "%s", v ? v : "");
-  json_decref(meta);
-  return v != NULL;
-}
-
-int nn_model_label_index(const nn_model *m, const char *name) {
-  for (size_t i = 0; i < m->n_labels; i++)
-    if (strcmp(m->labels[i], name) == 0) return (int)i;
-  return -1;
-}
-
-finch_status nn_model_set_meta(nn_model *m, const char *json, finch_err *err) {
-  if (!json) {
-    free(m->meta);
-    m->meta = NULL;
-    return FINCH_OK;
-  }
-  json_error_t je;
-  json_t *v = json_loads(json, JSON_DECODE_ANY, &je);
-  if (!v) return finch_err_set(err, FINCH_EINVAL, "model meta is not JSON: line %d: %s", je.line, je.text);
-  int is_obj = json_is_object(v);
-  json_decref(v);
-  if (!is_obj) return finch_err_set(err, FINCH_EINVAL, "model meta must be a JSON object");
-  char *copy = strdup(json);
-  if (!copy) return finch_err_set(err, FINCH_ENOMEM, "out of memory copying model meta");
-  free(m->meta);
-  m->meta = copy;
-  return FINCH_OK;
-}
-
-/* ---- layers ------------------------------------------------------------ */
-
-void nn_embed_mean_forward(const float *emb, int D, const uint32_t *ids, const size_t *offs, int B,
-                           float *out) {
-  for (int b = 0; b < B; b++) {
-    float *o = out + (size_t)b * D;
-    memset(o, 0, (size_t)D * sizeof *o);
-    size_t n = offs[b + 1] - offs[b];
-    if (n == 0) continue;
-    for (size_t k = offs[b]; k < offs[b + 1]; k++) {
-      const float *e = emb + (size_t)ids[k] * D;
-      for (int d = 0; d < D; d++) o[d] += e[d];
-    }
-    float s = 1.0f / (float)n;
-    for (int d = 0; d < D; d++) o[d] *= s;
-  }
-}
-
-void nn_embed_mean_backward(const float *dout, const uint32_t *ids, const size_t *offs, int B,
-                            nn_row_grads *g) {
-  const int D = g->D;
-  for (int b = 0; b < B; b++) {
-    size_t n = offs[b + 1] - offs[b];
-    if (n == 0) continue;
-    float s = 1.0f / (float)n;
-    const float *db = dout + (size_t)b * D;
-    for (size_t k = offs[b]; k < offs[b + 1]; k++) {
-      uint32_t r = ids[k];
-      int32_t slot = g->slot_of[r];
-      if (slot < 0) {
-        /* cap >= the batch's id count, so a new slot always fits. */
-        slot = (int32_t)g->n++;
-        g->slot_of[r] = slot;
-        g->rows[slot] = r;
-        memset(g->g + (size_t)slot * D, 0, (size_t)D * sizeof(float));
-      }
-      float *gr = g->g + (size_t)slot * D;
-      for (int d = 0; d < D; d++) gr[d] += s * db[d];
-    }
-  }
-}
-
-void nn_row_grads_clear(nn_row_grads *g) {
-  for (size_t s = 0; s < g->n; s++) g->slot_of[g->rows[s]] = -1;
-  g->n = 0;
-}
-
-void nn_linear_forward(nn_backend *be, const float *inp, const float *W, const float *b, int B, int I,
-                       int O, float *out) {
-  for (int r = 0; r < B; r++) memcpy(out + (size_t)r * O, b, (size_t)O * sizeof *out);
-  be->sgemm(be, 0, 1, B, O, I, 1.0f, inp, W, 1.0f, out);
-}
-
-void nn_linear_backward(nn_backend *be, const float *dout, const float *inp, const float *W, int B,
-                        int I, int O, float *dinp, float *dW, float *db) {
-  be->sgemm(be, 1, 0, O, I, B, 1.0f, dout, inp, 0.0f, dW);
-  for (int o = 0; o < O; o++) db[o] = 0.0f;
-  for (int r = 0; r < B; r++)
-    for (int o = 0; o < O; o++) db[o] += dout[(size_t)r * O + o];
-  if (dinp) be->sgemm(be, 0, 0, B, I, O, 1.0f, dout, W, 0.0f, dinp);
-}
-
-void nn_gelu_forward(const float *inp, float *out, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * (float)M_SQRT1_2));
-}
-
-void nn_gelu_backward(const float *inp, const float *dout, float *dinp, size_t n) {
-  const float inv_sqrt_2pi = 0.3989422804014327f;
-  for (size_t i = 0; i < n; i++) {
-    float x = inp[i];
-    float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2));
-    float pdf = inv_sqrt_2pi * expf(-0.5f * x * x);
-    dinp[i] = dout[i] * (cdf + x * pdf);
-  }
-}
-
-void nn_dropout_forward(float *x, float *mask, size_t n, float p, nn_rng *rng) {
-  float keep = 1.0f / (1.0f - p);
-  for (size_t i = 0; i < n; i++) {
-    mask[i] = nn_rng_uniform(rng) < p ? 0.0f : keep;
-    x[i] *= mask[i];
-  }
-}
-
-void nn_dropout_backward(float *dx, const float *mask, size_t n) {
-  for (size_t i = 0; i < n; i++) dx[i] *= mask[i];
+void nn_bow_free(nn_bow *b) {
+  if (!b) return;
+  nn_featurizer_free(b->feat);
+  free(b->params);
+  free(b);
 }
 
 /* ---- training workspace ------------------------------------------------ */
@@ -271,7 +123,7 @@ void nn_bow_work_free(nn_bow_work *w) {
   memset(w, 0, sizeof *w);
 }
 
-finch_status nn_bow_work_init(nn_bow_work *w, const nn_model *m, int Bmax, size_t max_ids,
+finch_status nn_bow_work_init(nn_bow_work *w, const nn_bow *m, int Bmax, size_t max_ids,
                               finch_err *err) {
   memset(w, 0, sizeof *w);
   w->Bmax = Bmax;
@@ -323,7 +175,7 @@ finch_status nn_bow_work_init(nn_bow_work *w, const nn_model *m, int Bmax, size_
 /* The backward pass from w->dz (B,C), the loss gradient wrt the logits;
  * hin is the classifier's input (h1, or h0 without a hidden layer). Returns
  * loss unchanged, for the callers' convenience. */
-static float nn_bow_batch_backward(nn_bow_work *w, const nn_model *m, nn_backend *be, int B,
+static float nn_bow_batch_backward(nn_bow_work *w, const nn_bow *m, nn_backend *be, int B,
                                    const nn_bow_loss_config *lc, const float *hin, float loss) {
   const int D = (int)m->D, H = (int)m->H, C = (int)m->C, Din = (int)m->Din;
   const size_t BD = (size_t)B * D, BH = (size_t)B * H;
@@ -340,7 +192,7 @@ static float nn_bow_batch_backward(nn_bow_work *w, const nn_model *m, nn_backend
   return loss;
 }
 
-float nn_bow_batch_grad(nn_bow_work *w, const nn_model *m, nn_backend *be, int B,
+float nn_bow_batch_grad(nn_bow_work *w, const nn_bow *m, nn_backend *be, int B,
                         const nn_bow_loss_config *lc, nn_rng *rng) {
   const int D = (int)m->D, H = (int)m->H, C = (int)m->C, Din = (int)m->Din;
   const size_t BD = (size_t)B * D, BH = (size_t)B * H;
@@ -394,7 +246,7 @@ float nn_bow_batch_grad(nn_bow_work *w, const nn_model *m, nn_backend *be, int B
 /* Initial weights: embeddings U(-1/sqrt(D), 1/sqrt(D)) * sqrt(3) (unit
  * variance over D, shrunk by the mean over a text's rows), dense weights
  * U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases 0. */
-static void init_params(nn_model *m, uint64_t seed) {
+static void init_params(nn_bow *m, uint64_t seed) {
   nn_rng r;
   nn_rng_seed(&r, seed, 1);
   float a = sqrtf(3.0f / (float)m->D);
@@ -493,7 +345,7 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
   }
   if (!be) be = nn_backend_cpu();
 
-  nn_model *m = NULL;
+  nn_bow *m = NULL;
   nn_featurizer *feat = NULL;
   feature_table ft = {0};
   nn_bow_work w = {0};
@@ -502,7 +354,7 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
   nn_feat_config fc = nn__feat_config(cfg);
   st = nn_featurizer_build(&feat, train->texts, train->n, &fc, err);
   if (st != FINCH_OK) goto fail;
-  st = nn__model_create(&m, cfg, feat, label_names, n_labels, err);
+  st = nn_bow_create(&m, cfg, feat, n_labels, err);
   if (st != FINCH_OK) goto fail;
   init_params(m, cfg->seed);
   st = featurize_all(m->feat, train, &ft, err);
@@ -576,15 +428,15 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
     }
     if (cb) cb(cb_ctx, epoch + 1, (float)(epoch_loss / (double)train->n));
   }
-  *out = m;
-  m = NULL;
+  st = nn__model_new(out, &nn__bow_vt, m, label_names, n_labels, err);
+  if (st == FINCH_OK) m = NULL;
 fail:
   free(perm);
   free(opt);
   nn_bow_work_free(&w);
   free(ft.ids);
   free(ft.offs);
-  nn_model_free(m);
+  nn_bow_free(m);
   return st;
 }
 
@@ -601,8 +453,8 @@ static void matvec(const float *W, const float *x, const float *b, int O, int I,
   }
 }
 
-int nn_model_predict(const nn_model *m, const char *text, float *probs, float temperature) {
-  if (m->arch) return nn__arch_predict(m, text, probs, temperature);
+static int bow_predict(const nn_model *model, const char *text, float *probs, float temperature) {
+  const nn_bow *m = model->impl;
   nn_ids ids = {0};
   float *buf = NULL;
   int best = -1;
@@ -624,11 +476,24 @@ int nn_model_predict(const nn_model *m, const char *text, float *probs, float te
   best = 0;
   for (int c = 1; c < C; c++)
     if (z[c] > z[best]) best = c;
-  if (probs) nn_softmax(z, probs, C, temperature > 0.0f ? temperature : 1.0f);
+  if (probs) nn_softmax(z, probs, C, temperature);
 out:
-  if (best < 0 && probs)
-    for (size_t c = 0; c < m->n_labels; c++) probs[c] = 1.0f / (float)m->n_labels;
+  if (best < 0 && probs) nn__uniform(probs, model->n_labels);
   nn_ids_free(&ids);
   free(buf);
   return best;
 }
+
+/* ---- the model interface ----------------------------------------------- */
+
+static size_t bow_n_params(const nn_model *m) { return ((const nn_bow *)m->impl)->n_params; }
+static const nn_train_config *bow_config(const nn_model *m) { return &((const nn_bow *)m->impl)->cfg; }
+static finch_status bow_write(const nn_model *m, nn_dtype dtype, nn_file_writer *w, finch_err *err) {
+  return nn__bow_write(m, m->impl, dtype, w, err);
+}
+static void bow_free(void *impl) { nn_bow_free(impl); }
+
+const nn_model_vt nn__bow_vt = {
+    .id = NN_ARCH_BOW, .name = "bow", .predict = bow_predict, .predict_many = NULL, .n_params = bow_n_params,
+    .config = bow_config, .write = bow_write, .load = nn__bow_load, .free_impl = bow_free,
+};

@@ -1,12 +1,12 @@
-/* The "bow" model's internals: the nn_model record, its layers as
- * forward/backward pairs, and the training workspace. Shared by nn/bow.c
- * (training, prediction), nn/modelfile.c (save, load) and the tests; the
- * stages use nn/model.h only.
+/* The "bow" architecture's internals: its state, the training workspace
+ * and its file sections. Shared by nn/bow.c (training, prediction, the
+ * model interface), nn/bow_file.c (the file sections) and the tests; the
+ * stages use nn/model.h only. The layers are nn/layers.h's.
  *
  * Shapes: B batch rows, R embedding rows (vocabulary + buckets), D embedding
  * width, H hidden width (0 = none), C labels, Din = H ? H : D the output
- * layer's input width. Matrices are row-major; a weight W (O,I) maps I inputs
- * to O outputs, out = inp W^T + b. */
+ * layer's input width. Matrices are row-major; a weight W (O,In) maps In
+ * inputs to O outputs, out = inp W^T + b. */
 #ifndef FINCH_NN_BOW_H
 #define FINCH_NN_BOW_H
 
@@ -15,118 +15,31 @@
 
 #include "nn/backend.h"
 #include "nn/features.h"
-#include "nn/model.h"
+#include "nn/layers.h"
+#include "nn/modelfile.h"
 #include "nn/rng.h"
 
-struct nn_model {
+/* The bow model's state, behind nn_model.impl (nn/model_impl.h). */
+typedef struct {
   nn_train_config cfg;
-  nn_dtype dtype; /* what it was loaded from; F32 when trained */
   nn_featurizer *feat;
-  size_t n_labels;
-  char **labels; /* one allocation: n_labels pointers, then the strings */
-  char *meta;    /* JSON text; NULL reads as "{}" */
   uint32_t R, D, H, C, Din;
   size_t n_params;
   float *params; /* one allocation: emb (R,D) | W1 (H,D) | b1 (H) | W2 (C,Din) | b2 (C) */
   float *emb, *W1, *b1, *W2, *b2;
-  /* Another architecture (nn/model_arch.h) when arch != 0: then feat and
-   * params are NULL and impl holds that architecture's state. */
-  int arch;
-  void *impl;
-};
+} nn_bow;
 
-/* ---- other architectures (nn/model_arch.c) ------------------------------ */
-
-void nn__arch_free(nn_model *m);
-size_t nn__arch_n_params(const nn_model *m);
-int nn__arch_predict(const nn_model *m, const char *text, float *probs, float temperature);
-/* A whole model file of m in a malloc'd buffer. */
-finch_status nn__arch_bytes(const nn_model *m, nn_dtype dtype, unsigned char **buf, size_t *len, finch_err *err);
-/* Builds a model from a verified file buffer whose ARCH is not "bow". */
-finch_status nn__arch_load(nn_model **out, const unsigned char *buf, size_t size, const char *path,
+/* Allocates a model with zeroed parameters sized by cfg, feat and n_labels.
+ * Takes ownership of feat, also on failure. */
+finch_status nn_bow_create(nn_bow **out, const nn_train_config *cfg, nn_featurizer *feat, size_t n_labels,
                            finch_err *err);
-
-/* ---- the file container (nn/modelfile.c) -------------------------------- */
-
-typedef struct {
-  char tag[8];
-  const void *data;
-  size_t size;
-} nn_blob;
-
-/* A whole bow model file in a malloc'd buffer. */
-finch_status nn__bow_bytes(const nn_model *m, nn_dtype dtype, unsigned char **buf, size_t *len, finch_err *err);
-/* Header, the sections in order and the SHA-256 trailer, in a malloc'd buffer. */
-finch_status nn__file_bytes(const nn_blob *secs, size_t n, unsigned char **buf, size_t *len, finch_err *err);
-/* Checks magic, version, sizes and the checksum of a whole file in buf. */
-finch_status nn__file_verify(const unsigned char *buf, size_t size, const char *path, finch_err *err);
-/* Lists the sections of a verified buffer (pointers into buf); *secs is malloc'd. */
-finch_status nn__file_sections(const unsigned char *buf, size_t size, const char *path, nn_blob **secs,
-                               size_t *n, finch_err *err);
-/* A string list section (u32 count, then u32 length + bytes each) as one
- * allocation: count pointers then the NUL-terminated strings. NULL with *why
- * on a malformed list. */
-char **nn__read_strings(const void *data, size_t size, uint32_t *count, const char **why);
-/* nn_model_load on a buffer already in memory; path names it in errors. */
-finch_status nn__model_from_bytes(nn_model **out, const unsigned char *buf, size_t size, const char *path,
-                                  finch_err *err);
+void nn_bow_free(nn_bow *b);
 
 /* The featurizer settings carried by a training configuration. */
 nn_feat_config nn__feat_config(const nn_train_config *cfg);
 
 /* Checks a configuration's ranges; FINCH_EINVAL naming the field. */
 finch_status nn__config_check(const nn_train_config *cfg, finch_err *err);
-
-/* A copy of n label names in one allocation (n pointers, then the strings),
- * released with free(); NULL when out of memory. The layout nn_model.labels
- * has for every architecture. */
-char **nn__labels_copy(const char *const *labels, size_t n);
-
-/* Allocates a model with zeroed parameters sized by cfg, feat and n_labels.
- * Takes ownership of feat, also on failure. Labels are copied. */
-finch_status nn__model_create(nn_model **out, const nn_train_config *cfg, nn_featurizer *feat,
-                              const char *const *labels, size_t n_labels, finch_err *err);
-
-/* ---- layers ------------------------------------------------------------ */
-
-/* Gradients of the embedding rows a batch touched, in order of first touch.
- * slot_of maps a row to its slot (-1 = untouched) so accumulation is O(1). */
-typedef struct {
-  int D;
-  float *g;         /* (cap,D) */
-  uint32_t *rows;   /* (cap) */
-  int32_t *slot_of; /* (R) */
-  size_t n, cap;
-} nn_row_grads;
-
-/* Mean of embedding rows per example. emb (R,D); example b's rows are
- * ids[offs[b] .. offs[b+1]); out (B,D). No rows gives zeros. */
-void nn_embed_mean_forward(const float *emb, int D, const uint32_t *ids, const size_t *offs, int B,
-                           float *out);
-/* dout (B,D); accumulates dout[b] / n_b into g's slot for each row of example b. */
-void nn_embed_mean_backward(const float *dout, const uint32_t *ids, const size_t *offs, int B,
-                            nn_row_grads *g);
-/* Forgets the touched rows (O(touched)), ready for the next batch. */
-void nn_row_grads_clear(nn_row_grads *g);
-
-/* inp (B,I); W (O,I); b (O); out (B,O) = inp W^T + b. */
-void nn_linear_forward(nn_backend *be, const float *inp, const float *W, const float *b, int B, int I,
-                       int O, float *out);
-/* dout (B,O); inp (B,I); W (O,I). Overwrites dW (O,I) = dout^T inp and
- * db (O) = column sums of dout; dinp (B,I) = dout W unless dinp is NULL. */
-void nn_linear_backward(nn_backend *be, const float *dout, const float *inp, const float *W, int B,
-                        int I, int O, float *dinp, float *dW, float *db);
-
-/* Exact GELU, x Phi(x). inp (n); out (n). */
-void nn_gelu_forward(const float *inp, float *out, size_t n);
-/* inp (n) the forward's input; dout (n); dinp (n) = dout * GELU'(inp). */
-void nn_gelu_backward(const float *inp, const float *dout, float *dinp, size_t n);
-
-/* Inverted dropout in place: x (n) *= mask (n), where mask is 0 with
- * probability p and 1/(1-p) otherwise, drawn from rng. */
-void nn_dropout_forward(float *x, float *mask, size_t n, float p, nn_rng *rng);
-/* dx (n) *= mask (n). */
-void nn_dropout_backward(float *dx, const float *mask, size_t n);
 
 /* ---- training workspace ------------------------------------------------ */
 
@@ -161,14 +74,22 @@ typedef struct {
   size_t *offs;
 } nn_bow_work;
 
-finch_status nn_bow_work_init(nn_bow_work *w, const nn_model *m, int Bmax, size_t max_ids,
+finch_status nn_bow_work_init(nn_bow_work *w, const nn_bow *m, int Bmax, size_t max_ids,
                               finch_err *err);
 void nn_bow_work_free(nn_bow_work *w);
 
 /* Forward and backward of B rows held in w. Returns the mean loss over the
  * rows and leaves its gradient in w->grads (dense) and w->rg (embedding
  * rows). Draws dropout masks from rng when lc->dropout > 0. */
-float nn_bow_batch_grad(nn_bow_work *w, const nn_model *m, nn_backend *be, int B,
+float nn_bow_batch_grad(nn_bow_work *w, const nn_bow *m, nn_backend *be, int B,
                         const nn_bow_loss_config *lc, nn_rng *rng);
+
+/* ---- the file sections (nn/bow_file.c) --------------------------------- */
+
+/* Writes CONFIG, ARCH, VOCAB, LABELS, META and the TENSOR sections of m,
+ * whose state is b (format in nn/modelfile.h). */
+finch_status nn__bow_write(const nn_model *m, const nn_bow *b, nn_dtype dtype, nn_file_writer *w, finch_err *err);
+/* Builds a bow model from a verified file's sections. */
+finch_status nn__bow_load(nn_model **out, const nn_blob *secs, size_t n, const char *path, finch_err *err);
 
 #endif

@@ -35,8 +35,6 @@
 #include "nn/tfm.h"
 #include "nn/tokenizer.h"
 
-typedef enum { NN_ARCH_BOW = 0, NN_ARCH_TFM = 1, NN_ARCH_SLR = 2, NN_ARCH_ENSEMBLE = 3 } nn_arch;
-
 nn_arch nn_model_arch(const nn_model *m);
 const char *nn_model_arch_name(const nn_model *m); /* "bow", "tfm", "slr", "ensemble" */
 

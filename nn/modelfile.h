@@ -104,6 +104,75 @@ typedef struct {
 } nn_file_tensor;
 _Static_assert(sizeof(nn_file_tensor) == 48, "nn_file_tensor is 48 bytes");
 
+/* ---- the container, internal to nn/ --------------------------------------
+ * Every model file is written through one growable byte buffer (nn_buf) and
+ * one section writer (nn_file_writer); the architectures (nn/model_impl.h)
+ * write and read only their section bodies. */
+
+/* A growable byte buffer. A failed allocation is recorded in failed and
+ * turns later writes into no-ops, so a writer checks once at the end. */
+typedef struct {
+  unsigned char *p;
+  size_t n, cap;
+  int failed;
+} nn_buf;
+
+void nn_buf_put(nn_buf *b, const void *p, size_t n);
+/* Appends n bytes for the caller to fill; NULL when out of memory. */
+void *nn_buf_reserve(nn_buf *b, size_t n);
+void nn_buf_u32(nn_buf *b, uint32_t v);
+/* Zero bytes up to the next multiple of 8 of b->n. */
+void nn_buf_pad8(nn_buf *b);
+/* A string list: u32 count, then per string u32 length and its bytes. */
+void nn_buf_strings(nn_buf *b, const char *const *s, size_t n);
+void nn_buf_free(nn_buf *b);
+
+/* A model file being written: the header, then sections, each opened with
+ * nn__file_section_begin and closed with nn__file_section_end (which writes
+ * its size and padding), then nn__file_end (the header's counts and the
+ * SHA-256 trailer). */
+typedef struct {
+  nn_buf b;
+  uint32_t n_sections;
+  size_t open; /* offset of the open section's header */
+} nn_file_writer;
+
+void nn__file_begin(nn_file_writer *w);
+void nn__file_section_begin(nn_file_writer *w, const char *tag);
+void nn__file_section_end(nn_file_writer *w);
+/* A whole section from one buffer. */
+void nn__file_section(nn_file_writer *w, const char *tag, const void *data, size_t size);
+/* Finishes the file and hands its bytes to *buf (malloc'd, *len bytes);
+ * FINCH_ENOMEM when any write ran out of memory. Releases w either way. */
+finch_status nn__file_end(nn_file_writer *w, unsigned char **buf, size_t *len, finch_err *err);
+
+/* One section of a file in memory. */
+typedef struct {
+  char tag[8];
+  const void *data;
+  size_t size;
+} nn_blob;
+
+/* Checks magic, version, sizes and the checksum of a whole file in buf. */
+finch_status nn__file_verify(const unsigned char *buf, size_t size, const char *path, finch_err *err);
+/* Lists the sections of a verified buffer (pointers into buf); *secs is malloc'd. */
+finch_status nn__file_sections(const unsigned char *buf, size_t size, const char *path, nn_blob **secs,
+                               size_t *n, finch_err *err);
+/* The first section tagged tag, or NULL. */
+const nn_blob *nn__file_find(const nn_blob *secs, size_t n, const char *tag);
+/* A string list section (u32 count, then u32 length + bytes each) as one
+ * allocation: count pointers then the NUL-terminated strings. NULL with *why
+ * on a malformed list. */
+char **nn__read_strings(const void *data, size_t size, uint32_t *count, const char **why);
+
+/* Reads the whole file at path into a malloc'd buffer. */
+finch_status nn__file_read(const char *path, unsigned char **buf, size_t *size, finch_err *err);
+/* Writes buf to path through a temporary file in the same directory and a
+ * rename, so readers see the old file or the whole new one. */
+finch_status nn__file_write_atomic(const char *path, const unsigned char *buf, size_t len, finch_err *err);
+/* The lowercase hex SHA-256 of buf (65 bytes with the NUL). */
+void nn__sha256_hex(const unsigned char *buf, size_t len, char *hex);
+
 /* The Q8 reference: scale = max|x| / 127 (0 for an all-zero row),
  * q = round(x / scale). x (n); q (n). */
 void nn_q8_quantize_row_ref(const float *x, size_t n, int8_t *q, float *scale);

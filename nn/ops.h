@@ -3,7 +3,7 @@
  * CUDA), so a step can run with no copies but its inputs and its loss.
  *
  * Each backend fills one table (nn_backend.ops). The CPU table calls the
- * reference functions of nn/tfm_ops.h, nn/bow.h, nn/loss.h and nn/optim.h
+ * reference functions of nn/tfm_ops.h, nn/layers.h, nn/loss.h and nn/optim.h
  * and is bit for bit what they compute; the CUDA table (nn/ops_cuda.cu)
  * implements the same contracts as kernels and cuBLAS calls, and is held to
  * the CPU table by tests/nn/test_ops.c (normalised error under a stated
@@ -13,7 +13,7 @@
  * says "host". Shapes and accumulation rules are those of the reference
  * function named in each comment: "adds" means the op adds into its output,
  * "overwrites" that it replaces it. A device backend's ops are asynchronous
- * and record their first failure for nn_backend_check, as sgemm does;
+ * and record their first failure for nn_backend_check;
  * download and sum_sq wait for the work before them. */
 #ifndef FINCH_NN_OPS_H
 #define FINCH_NN_OPS_H
@@ -49,12 +49,17 @@ struct nn_ops {
   void (*set_precision)(nn_backend *be, nn_gemm_precision p);
 
   /* ---- dense ---- */
-  /* The contract of nn_backend.sgemm, on backend memory. */
+  /* The contract of nn_sgemm_ref (nn/backend.h), on backend memory. */
   void (*gemm)(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                const float *B, float beta, float *C);
   /* count independent GEMMs; operand i starts at A + i*sA (and B, C alike). */
   void (*gemm_strided)(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                        size_t sA, const float *B, size_t sB, float beta, float *C, size_t sC, int count);
+  /* The same contract on host memory (host A, B, C): a device backend stages
+   * the operands through its own buffers and waits for the result. The bow
+   * model's layers and the encoder's host code use it. */
+  void (*gemm_host)(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                    const float *B, float beta, float *C);
   /* nn_linear_forward: out (B,O) = inp (B,I) W^T + b; b may be NULL. */
   void (*linear_forward)(nn_backend *be, const float *inp, const float *W, const float *b, int B, int In, int O,
                          float *out);

@@ -1,9 +1,10 @@
 /* The CPU op table (nn/ops.h): host memory and the reference functions, so
  * that a step run through the table computes exactly what the functions do. */
+#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/bow.h"
+#include "nn/layers.h"
 #include "nn/loss.h"
 #include "nn/ops.h"
 #include "nn/tfm_ops.h"
@@ -33,19 +34,28 @@ static void cpu_set_precision(nn_backend *be, nn_gemm_precision p) {
   (void)p;
 }
 
-static void cpu_gemm(nn_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A, const float *B,
-                     float beta, float *C) {
-  be->sgemm(be, ta, tb, M, N, K, alpha, A, B, beta, C);
+/* Host memory is the CPU's memory: gemm and gemm_host are this one function. */
+static void cpu_gemm(nn_backend *be, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                     const float *B, float beta, float *C) {
+  (void)be;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    /* BLAS leaves this to the implementation; make it C = beta C explicitly. */
+    for (size_t i = 0; i < (size_t)M * N; i++) C[i] = beta == 0.0f ? 0.0f : beta * C[i];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              M, N, K, alpha, A, trans_a ? M : K, B, trans_b ? K : N, beta, C, N);
 }
 static void cpu_gemm_strided(nn_backend *be, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                              size_t sA, const float *B, size_t sB, float beta, float *C, size_t sC, int count) {
   for (int i = 0; i < count; i++)
-    be->sgemm(be, ta, tb, M, N, K, alpha, A + (size_t)i * sA, B + (size_t)i * sB, beta, C + (size_t)i * sC);
+    cpu_gemm(be, ta, tb, M, N, K, alpha, A + (size_t)i * sA, B + (size_t)i * sB, beta, C + (size_t)i * sC);
 }
 static void cpu_linear_forward(nn_backend *be, const float *inp, const float *W, const float *b, int B, int In, int O,
                                float *out) {
   if (b) nn_linear_forward(be, inp, W, b, B, In, O, out);
-  else be->sgemm(be, 0, 1, B, O, In, 1.0f, inp, W, 0.0f, out);
+  else cpu_gemm(be, 0, 1, B, O, In, 1.0f, inp, W, 0.0f, out);
 }
 static void cpu_linear_backward(nn_backend *be, const float *dout, const float *inp, const float *W, int B, int In,
                                 int O, float *dinp, float *dW, float *db) {
@@ -53,11 +63,11 @@ static void cpu_linear_backward(nn_backend *be, const float *dout, const float *
     nn_linear_backward_acc(be, dout, inp, W, B, In, O, dinp, dW, db);
     return;
   }
-  if (dW) be->sgemm(be, 1, 0, O, In, B, 1.0f, dout, inp, 1.0f, dW);
+  if (dW) cpu_gemm(be, 1, 0, O, In, B, 1.0f, dout, inp, 1.0f, dW);
   if (db)
     for (int r = 0; r < B; r++)
       for (int o = 0; o < O; o++) db[o] += dout[(size_t)r * O + o];
-  if (dinp) be->sgemm(be, 0, 0, B, In, O, 1.0f, dout, W, 0.0f, dinp);
+  if (dinp) cpu_gemm(be, 0, 0, B, In, O, 1.0f, dout, W, 0.0f, dinp);
 }
 
 static void cpu_ln_fwd(nn_backend *be, const float *inp, const float *g, const float *b, int N, int D, float *out,
@@ -170,6 +180,7 @@ static double cpu_sum_sq(nn_backend *be, const float *g, size_t n) {
 const nn_ops nn__ops_cpu_table = {
     .alloc = cpu_alloc, .release = cpu_release, .upload = cpu_copy, .download = cpu_copy, .zero = cpu_zero, .copy = cpu_copy,
     .set_precision = cpu_set_precision, .gemm = cpu_gemm, .gemm_strided = cpu_gemm_strided,
+    .gemm_host = cpu_gemm,
     .linear_forward = cpu_linear_forward, .linear_backward = cpu_linear_backward, .layernorm_forward = cpu_ln_fwd,
     .layernorm_backward = cpu_ln_bwd, .gelu_forward = cpu_gelu_fwd, .gelu_backward = cpu_gelu_bwd, .mul = cpu_mul,
     .add = cpu_add, .acc = cpu_acc, .tok_embed_forward = cpu_embed_fwd, .tok_embed_backward = cpu_embed_bwd,

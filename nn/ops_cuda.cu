@@ -696,6 +696,7 @@ extern "C" const nn_ops nn__ops_cuda_table = {
     /* .set_precision = */ cu_set_precision,
     /* .gemm = */ cu_gemm,
     /* .gemm_strided = */ cu_gemm_strided,
+    /* .gemm_host = */ nn__cuda_gemm_host,
     /* .linear_forward = */ cu_linear_forward,
     /* .linear_backward = */ cu_linear_backward,
     /* .layernorm_forward = */ cu_ln_fwd,

@@ -1,19 +1,13 @@
-/* TF-IDF + multinomial logistic regression; the contract and the blob format
- * are in nn/sparse_lr.h.
+/* TF-IDF features and the model around them: the vocabulary, the
+ * featuriser prediction and training share, prediction and the blob; the
+ * contract and the blob format are in nn/sparse_lr.h, the fit is
+ * nn/sparse_lr_train.c.
  *
  * Layout. The vocabulary is a string table (nn/strtab.h) of term keys;
  * feature j is term j. The model's parameters are one allocation,
  * W (F,C) row-major then b (C), so a text's logits are C-wide axpys over the
  * rows of its terms. Features are ordered by document frequency (descending),
- * which keeps the rows that most texts touch together in cache.
- *
- * Training. The texts are tokenised twice: once to count document
- * frequencies, once through the same featuriser prediction uses, into one CSR
- * matrix. L-BFGS (Nocedal & Wright, algorithm 7.4/7.5) with NN_SLR_HISTORY
- * pairs and a backtracking Armijo line search is exact enough here: the
- * objective is strictly convex, so every step's curvature s.y is positive.
- * Vectors are float (the history is the large part of the memory:
- * 2 NN_SLR_HISTORY + 4 vectors of F C + C floats), dot products double. */
+ * which keeps the rows that most texts touch together in cache. */
 #include "nn/sparse_lr.h"
 
 #include <math.h>
@@ -22,37 +16,14 @@
 
 #include "nn/features.h"
 #include "nn/loss.h"
+#include "nn/sparse_lr_impl.h"
 #include "nn/strtab.h"
 
-enum {
-  NN_SLR_HISTORY = 8,   /* L-BFGS pairs kept */
-  NN_SLR_MAX_LS = 40,   /* line-search trials per iteration */
-  NN_SLR_MAX_CHAR = 16, /* char_max limit */
-};
-/* Stopping. The objective is a mean loss, so these are scale-free: stop when
- * the last NN_SLR_WINDOW iterations together lowered it by less than
- * NN_SLR_FTOL relatively (on BANKING77 that is within 0.1% of the converged
- * objective, with the same holdout log-loss to 3 decimals), or when the
- * gradient reaches float resolution. An absolute gradient tolerance alone
- * stops far too early with weak regularisation (large C), where the gradient
- * is tiny long before the objective settles. */
-enum { NN_SLR_WINDOW = 10 };
-static const double NN_SLR_FTOL = 1e-4;
-static const double NN_SLR_GTOL = 1e-7; /* max |gradient| */
-static const double NN_SLR_C1 = 1e-4;   /* Armijo sufficient-decrease constant */
+enum { NN_SLR_MAX_CHAR = 16 }; /* char_max limit */
 
 enum { TAG_WORD = 'w', TAG_CHAR = 'c' };
 
 /* ---- the model ------------------------------------------------------------ */
-
-struct nn_sparse_lr {
-  nn_sparse_lr_config cfg;
-  size_t C, F;
-  nn_strtab vocab; /* feature j = key j */
-  float *idf;    /* (F) */
-  float *params; /* one allocation: W (F,C) | b (C) */
-  float *W, *b;
-};
 
 nn_sparse_lr_config nn_sparse_lr_defaults(void) {
   return (nn_sparse_lr_config){
@@ -67,7 +38,7 @@ nn_sparse_lr_config nn_sparse_lr_defaults(void) {
   };
 }
 
-static finch_status check_config(const nn_sparse_lr_config *c, finch_status code, finch_err *err) {
+finch_status nn__slr_check_config(const nn_sparse_lr_config *c, finch_status code, finch_err *err) {
   if (c->word_ngrams < 1 || c->word_ngrams > 3)
     return finch_err_set(err, code, "word_ngrams must be 1..3, not %u", c->word_ngrams);
   if (c->char_max > 0 && (c->char_min < 1 || c->char_min > c->char_max || c->char_max > NN_SLR_MAX_CHAR))
@@ -105,14 +76,6 @@ static int model_alloc_params(nn_sparse_lr *m) {
 }
 
 /* ---- terms of a text ------------------------------------------------------ */
-
-/* Scratch for building keys; reused across calls. */
-typedef struct {
-  char *key;
-  size_t cap;
-  size_t *cp; /* byte offsets of code points of the padded token */
-  size_t cpcap;
-} keybuf;
 
 static void keybuf_free(keybuf *k) {
   free(k->key);
@@ -201,18 +164,7 @@ static int for_each_term(const nn_tokens *t, const nn_sparse_lr_config *cfg, key
 
 /* ---- featuriser ----------------------------------------------------------- */
 
-/* Scratch for one text's row; zero before first use, reused across texts. */
-typedef struct {
-  nn_tokens tok;
-  keybuf kb;
-  uint32_t *hits; /* feature ids of the term occurrences found in the vocabulary */
-  size_t nhits, hcap;
-  uint32_t *ids; /* the row: distinct feature ids, ascending */
-  float *vals;
-  size_t n, cap;
-} row_work;
-
-static void row_work_free(row_work *w) {
+void nn__slr_row_work_free(row_work *w) {
   nn_tokens_free(&w->tok);
   keybuf_free(&w->kb);
   free(w->hits);
@@ -248,7 +200,7 @@ static int cmp_u32(const void *a, const void *b) {
 }
 
 /* The TF-IDF row of text into w->ids / w->vals (w->n entries). */
-static finch_status featurize(const nn_sparse_lr *m, const char *text, row_work *w, finch_err *err) {
+finch_status nn__slr_featurize(const nn_sparse_lr *m, const char *text, row_work *w, finch_err *err) {
   w->n = w->nhits = 0;
   finch_status st = nn_tokenize(text, &w->tok, err);
   if (st != FINCH_OK) return st;
@@ -281,7 +233,7 @@ static finch_status featurize(const nn_sparse_lr *m, const char *text, row_work 
 }
 
 /* z (C) = b + sum_k vals[k] W[ids[k]]. */
-static void logits_forward(const float *W, const float *b, size_t C, const uint32_t *ids, const float *vals,
+void nn__slr_logits_forward(const float *W, const float *b, size_t C, const uint32_t *ids, const float *vals,
                            size_t nnz, float *z) {
   memcpy(z, b, C * sizeof *z);
   for (size_t k = 0; k < nnz; k++) {
@@ -298,8 +250,8 @@ int nn_sparse_lr_predict(const nn_sparse_lr *m, const char *text, float *probs, 
   float *z = NULL;
   if (!(temperature > 0.0f) || !isfinite(temperature)) goto out;
   z = malloc(C * sizeof *z);
-  if (!z || featurize(m, text, &w, NULL) != FINCH_OK) goto out;
-  logits_forward(m->W, m->b, C, w.ids, w.vals, w.n, z);
+  if (!z || nn__slr_featurize(m, text, &w, NULL) != FINCH_OK) goto out;
+  nn__slr_logits_forward(m->W, m->b, C, w.ids, w.vals, w.n, z);
   best = 0;
   for (size_t c = 1; c < C; c++)
     if (z[c] > z[best]) best = (int)c;
@@ -308,7 +260,7 @@ out:
   if (best < 0 && probs)
     for (size_t c = 0; c < C; c++) probs[c] = 1.0f / (float)C;
   free(z);
-  row_work_free(&w);
+  nn__slr_row_work_free(&w);
   return best;
 }
 
@@ -363,7 +315,7 @@ static void sort_candidates(uint32_t *idx, uint32_t *tmp, size_t n, const counte
 }
 
 /* Counts the terms of texts and builds m->vocab and m->idf. */
-static finch_status build_vocab(nn_sparse_lr *m, const char *const *texts, size_t n, finch_err *err) {
+finch_status nn__slr_build_vocab(nn_sparse_lr *m, const char *const *texts, size_t n, finch_err *err) {
   counter c = {0};
   nn_strtab_init(&c.tab, sizeof(term_count));
   nn_tokens tok = {0};
@@ -416,236 +368,6 @@ out:
   nn_tokens_free(&tok);
   nn_strtab_free(&c.tab);
   return st;
-}
-
-/* ---- training ------------------------------------------------------------- */
-
-/* The training set as CSR: row i is ids/vals[offs[i] .. offs[i+1]). */
-typedef struct {
-  size_t n, nnz;
-  size_t *offs;
-  uint32_t *ids;
-  float *vals;
-  const int32_t *y;
-} csr;
-
-static void csr_free(csr *x) {
-  free(x->offs);
-  free(x->ids);
-  free(x->vals);
-  memset(x, 0, sizeof *x);
-}
-
-static finch_status build_csr(const nn_sparse_lr *m, const char *const *texts, const int32_t *y, size_t n,
-                              csr *x, finch_err *err) {
-  row_work w = {0};
-  size_t cap = 0;
-  finch_status st = FINCH_OK;
-  x->n = n;
-  x->y = y;
-  x->offs = malloc((n + 1) * sizeof *x->offs);
-  if (!x->offs) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu rows", n);
-    goto out;
-  }
-  x->offs[0] = 0;
-  for (size_t i = 0; i < n; i++) {
-    st = featurize(m, texts[i], &w, err);
-    if (st != FINCH_OK) {
-      finch_err_prefix(err, "text %zu", i);
-      goto out;
-    }
-    if (x->nnz + w.n > cap) {
-      size_t nc = cap ? cap : 65536;
-      while (nc < x->nnz + w.n) nc *= 2;
-      uint32_t *ids = realloc(x->ids, nc * sizeof *ids);
-      if (ids) x->ids = ids;
-      float *vals = realloc(x->vals, nc * sizeof *vals);
-      if (vals) x->vals = vals;
-      if (!ids || !vals) {
-        st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu nonzeros", nc);
-        goto out;
-      }
-      cap = nc;
-    }
-    if (w.n) {
-      memcpy(x->ids + x->nnz, w.ids, w.n * sizeof *w.ids);
-      memcpy(x->vals + x->nnz, w.vals, w.n * sizeof *w.vals);
-    }
-    x->nnz += w.n;
-    x->offs[i + 1] = x->nnz;
-  }
-out:
-  row_work_free(&w);
-  return st;
-}
-
-/* The objective at theta = W (F,C) | b (C) and its gradient g (same layout):
- * mean cross-entropy over the rows + lambda/2 ||W||^2. z and d are (C)
- * scratch. */
-static double loss_grad(const csr *x, size_t F, size_t C, double lambda, const float *theta, float *g, float *z,
-                        float *d) {
-  const float *W = theta, *b = theta + F * C;
-  float *gW = g, *gb = g + F * C;
-  memset(g, 0, (F + 1) * C * sizeof *g);
-  double loss = 0.0;
-  const double inv_n = 1.0 / (double)x->n;
-  for (size_t i = 0; i < x->n; i++) {
-    size_t o = x->offs[i], nnz = x->offs[i + 1] - o;
-    const uint32_t *ids = x->ids + o;
-    const float *vals = x->vals + o;
-    logits_forward(W, b, C, ids, vals, nnz, z);
-    float mx = z[0];
-    for (size_t c = 1; c < C; c++) mx = z[c] > mx ? z[c] : mx;
-    double s = 0.0;
-    for (size_t c = 0; c < C; c++) s += exp((double)(z[c] - mx));
-    double lse = (double)mx + log(s);
-    int32_t y = x->y[i];
-    loss += lse - (double)z[y];
-    for (size_t c = 0; c < C; c++) d[c] = (float)(exp((double)z[c] - lse) * inv_n);
-    d[y] -= (float)inv_n;
-    for (size_t c = 0; c < C; c++) gb[c] += d[c];
-    for (size_t k = 0; k < nnz; k++) {
-      float *gw = gW + (size_t)ids[k] * C;
-      float v = vals[k];
-      for (size_t c = 0; c < C; c++) gw[c] += v * d[c];
-    }
-  }
-  double r = 0.0;
-  const float lf = (float)lambda;
-  for (size_t j = 0; j < F * C; j++) {
-    r += (double)W[j] * W[j];
-    gW[j] += lf * W[j];
-  }
-  return loss * inv_n + 0.5 * lambda * r;
-}
-
-static double dot(const float *a, const float *b, size_t n) {
-  double s = 0.0;
-  for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-  return s;
-}
-
-static void axpy(float *y, float a, const float *x, size_t n) {
-  for (size_t i = 0; i < n; i++) y[i] += a * x[i];
-}
-
-/* Minimises the objective over m->params (starting from its content, zeros). */
-static finch_status lbfgs(nn_sparse_lr *m, const csr *x, finch_err *err) {
-  const size_t F = m->F, C = m->C, D = (F + 1) * C, H = NN_SLR_HISTORY;
-  const double lambda = 1.0 / ((double)m->cfg.C * (double)x->n);
-  float *mem = malloc((3 + 2 * H) * D * sizeof *mem);
-  float *scratch = malloc(2 * C * sizeof *scratch);
-  if (!mem || !scratch) {
-    free(mem);
-    free(scratch);
-    return finch_err_set(err, FINCH_ENOMEM, "out of memory for L-BFGS over %zu parameters (%zu MiB)", D,
-                         (3 + 2 * H) * D * sizeof(float) >> 20);
-  }
-  float *xv = m->params, *g = mem, *gn = mem + D, *d = mem + 2 * D;
-  float *S = mem + 3 * D, *Y = S + H * D; /* ring of H pairs: slot k at S + k D, Y + k D */
-  double rho[NN_SLR_HISTORY], alpha[NN_SLR_HISTORY], gamma = 1.0;
-  double fhist[NN_SLR_WINDOW] = {0}; /* objective after iteration it, at it % NN_SLR_WINDOW */
-  size_t npairs = 0, head = 0; /* head: slot of the next pair */
-  float *z = scratch, *dz = scratch + C;
-  double f = loss_grad(x, F, C, lambda, xv, g, z, dz);
-  for (uint32_t it = 0; it < m->cfg.epochs; it++) {
-    double gmax = 0.0;
-    for (size_t i = 0; i < D; i++) gmax = fabs((double)g[i]) > gmax ? fabs((double)g[i]) : gmax;
-    if (gmax < NN_SLR_GTOL) break;
-    /* d = -H g by the two-loop recursion over the stored pairs, newest first. */
-    memcpy(d, g, D * sizeof *d);
-    for (size_t k = 0; k < npairs; k++) {
-      size_t s = (head + H - 1 - k) % H;
-      alpha[s] = rho[s] * dot(S + s * D, d, D);
-      axpy(d, (float)-alpha[s], Y + s * D, D);
-    }
-    for (size_t i = 0; i < D; i++) d[i] *= (float)gamma;
-    for (size_t k = npairs; k-- > 0;) {
-      size_t s = (head + H - 1 - k) % H;
-      double beta = rho[s] * dot(Y + s * D, d, D);
-      axpy(d, (float)(alpha[s] - beta), S + s * D, D);
-    }
-    for (size_t i = 0; i < D; i++) d[i] = -d[i];
-    double gd = dot(g, d, D);
-    if (!(gd < 0.0)) { /* not a descent direction (rounding): restart from steepest descent */
-      npairs = 0;
-      for (size_t i = 0; i < D; i++) d[i] = -g[i];
-      gd = -dot(g, g, D);
-    }
-    double t = npairs == 0 ? fmin(1.0, 1.0 / sqrt(-gd)) : 1.0, applied = 0.0, fn = f;
-    int ok = 0;
-    for (int ls = 0; ls < NN_SLR_MAX_LS; ls++) {
-      axpy(xv, (float)(t - applied), d, D);
-      applied = t;
-      fn = loss_grad(x, F, C, lambda, xv, gn, z, dz);
-      if (isfinite(fn) && fn <= f + NN_SLR_C1 * t * gd) {
-        ok = 1;
-        break;
-      }
-      /* Minimiser of the quadratic through f, gd and fn, kept in [0.1 t, 0.5 t]. */
-      double tq = isfinite(fn) ? -gd * t * t / (2.0 * (fn - f - gd * t)) : 0.1 * t;
-      t = fmax(0.1 * t, fmin(0.5 * t, tq));
-    }
-    if (!ok) { /* no decrease along d: keep the last accepted point */
-      axpy(xv, (float)-applied, d, D);
-      break;
-    }
-    /* s = t d, y = gn - g into the slot after the newest pair (the oldest
-     * one's when the ring is full). A pair whose curvature rounding made
-     * unusable is dropped, and with it that oldest pair. */
-    float *s = S + head * D, *yv = Y + head * D;
-    for (size_t i = 0; i < D; i++) s[i] = (float)applied * d[i], yv[i] = gn[i] - g[i];
-    double sy = dot(s, yv, D), yy = dot(yv, yv, D);
-    if (sy > 1e-12 * yy && yy > 0.0) {
-      rho[head] = 1.0 / sy;
-      gamma = sy / yy;
-      head = (head + 1) % H;
-      if (npairs < H) npairs++;
-    } else if (npairs == H) {
-      npairs--;
-    }
-    float *tg = g;
-    g = gn;
-    gn = tg;
-    f = fn;
-    double f_then = fhist[it % NN_SLR_WINDOW]; /* after iteration it - NN_SLR_WINDOW */
-    fhist[it % NN_SLR_WINDOW] = f;
-    if (it >= NN_SLR_WINDOW && f_then - f <= NN_SLR_FTOL * f) break;
-  }
-  free(mem);
-  free(scratch);
-  return FINCH_OK;
-}
-
-finch_status nn_sparse_lr_train(nn_sparse_lr **out, const char *const *texts, const int32_t *labels,
-                                size_t n, size_t n_labels, const nn_sparse_lr_config *cfg,
-                                finch_err *err) {
-  *out = NULL;
-  finch_status st = check_config(cfg, FINCH_EINVAL, err);
-  if (st != FINCH_OK) return st;
-  if (n == 0) return finch_err_set(err, FINCH_EINVAL, "no training texts");
-  if (n >= UINT32_MAX) return finch_err_set(err, FINCH_EINVAL, "%zu training texts are too many", n);
-  if (n_labels == 0 || n_labels > INT32_MAX)
-    return finch_err_set(err, FINCH_EINVAL, "n_labels must be 1..%d, not %zu", INT32_MAX, n_labels);
-  for (size_t i = 0; i < n; i++)
-    if (labels[i] < 0 || (size_t)labels[i] >= n_labels)
-      return finch_err_set(err, FINCH_EINVAL, "text %zu: label %d is outside [0, %zu)", i, labels[i], n_labels);
-  nn_sparse_lr *m = calloc(1, sizeof *m);
-  if (!m) return finch_err_set(err, FINCH_ENOMEM, "out of memory for the model");
-  m->cfg = *cfg;
-  m->C = n_labels;
-  csr x = {0};
-  st = build_vocab(m, texts, n, err);
-  if (st == FINCH_OK) st = build_csr(m, texts, labels, n, &x, err);
-  if (st == FINCH_OK) st = lbfgs(m, &x, err);
-  csr_free(&x);
-  if (st != FINCH_OK) {
-    nn_sparse_lr_free(m);
-    return st;
-  }
-  *out = m;
-  return FINCH_OK;
 }
 
 /* ---- serialisation -------------------------------------------------------- */
@@ -734,7 +456,7 @@ finch_status nn_sparse_lr_load(nn_sparse_lr **out, const unsigned char *buf, siz
       .epochs = get_u32(buf + 32),
       .seed = get_u64(buf + 36),
   };
-  finch_status st = check_config(&c, FINCH_EFORMAT, err);
+  finch_status st = nn__slr_check_config(&c, FINCH_EFORMAT, err);
   if (st != FINCH_OK) {
     finch_err_prefix(err, "sparse LR blob: configuration");
     return st;

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "nn/bow.h" /* nn_linear_forward, nn_dropout_* */
+#include "nn/layers.h"
 #include "nn/ops.h"
 #include "nn/tfm_ops.h"
 
@@ -518,10 +518,8 @@ static void gates_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const
   }
 }
 
-void nn_tfm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tfm_batch *b,
-                    int train, nn_rng *rng) {
-  (void)be; /* the work area's backend runs the pass */
-  be = w->be;
+void nn_tfm_forward(const nn_tfm *m, nn_tfm_work *w, const nn_tfm_batch *b, int train, nn_rng *rng) {
+  nn_backend *be = w->be;
   const nn_ops *op = be->ops;
   const nn_tfm_config *c = &m->cfg;
   const int B = b->B, T = b->T, D = (int)c->dim, F = (int)c->ff, Hh = (int)c->heads, Dh = D / Hh;
@@ -660,9 +658,8 @@ static int mlm_reserve(nn_tfm_work *w, int P) {
   return 0;
 }
 
-const float *nn_tfm_mlm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w,
-                                const int32_t *pos, int P) {
-  if (!be) be = nn_backend_cpu();
+const float *nn_tfm_mlm_forward(const nn_tfm *m, nn_tfm_work *w, const int32_t *pos, int P) {
+  nn_backend *be = w->be; /* the CPU: the head runs on host work areas only */
   if (!w->on_host || P < 1 || P > w->Bmax * w->Tmax || mlm_reserve(w, P) != 0) return NULL;
   const int D = (int)m->cfg.dim, V = (int)m->cfg.vocab;
   double t = w->prof ? now_s() : 0.0;
@@ -683,10 +680,8 @@ const float *nn_tfm_mlm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w,
 #define PA(off) (m->params + (off))
 #define GR(off) (grads + (off))
 
-void nn_tfm_backward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tfm_batch *b,
-                     float *grads) {
-  (void)be; /* the work area's backend runs the pass */
-  be = w->be;
+void nn_tfm_backward(const nn_tfm *m, nn_tfm_work *w, const nn_tfm_batch *b, float *grads) {
+  nn_backend *be = w->be;
   const nn_ops *op = be->ops;
   const nn_tfm_config *c = &m->cfg;
   const int B = w->B, T = w->T, D = (int)c->dim, F = (int)c->ff, Hh = (int)c->heads, Dh = D / Hh;
@@ -762,7 +757,7 @@ void nn_tfm_backward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_t
       nn_head_gate_backward(w->s_nd2, a->ctx_raw, a->gate, B, T, D, Hh, w->s_nd2, dz); /* dctx_raw */
       for (int i = 0; i < B * Hh; i++) dz[i] = (dz[i] + a->dgate[i]) * a->gate[i] * (1.0f - a->gate[i]);
       nn_linear_backward_acc(be, dz, w->e, PA(o->gate_w), B, D, Hh, NULL, GR(o->gate_w), GR(o->gate_b));
-      be->sgemm(be, 0, 0, B, D, Hh, 1.0f, dz, PA(o->gate_w), 1.0f, w->de); /* de += dz gate_w */
+      be->ops->gemm_host(be, 0, 0, B, D, Hh, 1.0f, dz, PA(o->gate_w), 1.0f, w->de); /* de += dz gate_w */
       lap(w, acc, NN_TFM_OP_ATTN, &t);
     }
     op->heads_split(be, w->s_nd2, 1, B, T, D, Hh, w->s_ctxh);

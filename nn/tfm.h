@@ -133,7 +133,7 @@ typedef struct nn_tfm_work nn_tfm_work;
 finch_status nn_tfm_work_init(nn_tfm_work **out, const nn_tfm *m, int Bmax, finch_err *err);
 /* A work area on backend be (NULL = the CPU): its activations, gradient
  * inputs and results live in be's memory (nn/ops.h), and the passes run on
- * be's op table, whatever backend the calls below are handed. On a device
+ * be's op table: the calls below take no backend of their own. On a device
  * backend the work area also holds the parameter block the passes read, a
  * copy of m's taken here (nn_tfm_work_params), and stages each batch's host
  * arrays itself; the accessors below then return device pointers, and the
@@ -152,11 +152,10 @@ void nn_tfm_work_download_params(nn_tfm_work *w, nn_tfm *m);
 
 /* Runs the forward pass of batch b (b->B <= Bmax). train = 1 applies dropout
  * with masks drawn from rng (rng may be NULL when train = 0 or dropout = 0).
- * Zeroes every gradient buffer below, ready for the caller's losses.
- * be NULL = nn_backend_cpu(). Layer norms use eps 1e-5; GELU is the erf
+ * Zeroes every gradient buffer below, ready for the caller's losses. It
+ * runs on the work area's backend. Layer norms use eps 1e-5; GELU is the erf
  * form, computed to within 1e-6 max(1, |x|) (nn/tfm_ops.h). */
-void nn_tfm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tfm_batch *b,
-                    int train, nn_rng *rng);
+void nn_tfm_forward(const nn_tfm *m, nn_tfm_work *w, const nn_tfm_batch *b, int train, nn_rng *rng);
 
 /* Results of the last forward, valid until the next forward. */
 const float *nn_tfm_logits(const nn_tfm_work *w);            /* (B,C) */
@@ -187,8 +186,7 @@ float *nn_tfm_dgates(nn_tfm_work *w, int l);                 /* l in 0..L-1 */
  * part of nn_tfm_work_init's allocation (for a real vocabulary they would
  * dwarf it): they grow on the first calls to the largest P seen, and this
  * returns NULL when that allocation fails or P is out of range. */
-const float *nn_tfm_mlm_forward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w,
-                                const int32_t *pos, int P);
+const float *nn_tfm_mlm_forward(const nn_tfm *m, nn_tfm_work *w, const int32_t *pos, int P);
 float *nn_tfm_dmlm(nn_tfm_work *w);
 
 /* Backward of the last forward. ADDS into grads (n_params floats of the work
@@ -196,8 +194,7 @@ float *nn_tfm_dmlm(nn_tfm_work *w);
  * zeroes grads between steps. b is the forward's batch. The rows of
  * ng_emb a batch touched are listed by nn_tfm_touched_ngrams so an optimiser
  * can update only them (the rest of ng_emb's gradient is zero). */
-void nn_tfm_backward(const nn_tfm *m, nn_backend *be, nn_tfm_work *w, const nn_tfm_batch *b,
-                     float *grads);
+void nn_tfm_backward(const nn_tfm *m, nn_tfm_work *w, const nn_tfm_batch *b, float *grads);
 /* Distinct ng_emb rows touched by the last forward, in order of first touch. */
 const uint32_t *nn_tfm_touched_ngrams(const nn_tfm_work *w, size_t *n);
 

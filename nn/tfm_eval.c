@@ -56,7 +56,7 @@ static finch_status predict_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn
   (void)err;
   const predict_ctx *c = ctx;
   const int C = (int)nn_tfm_get_config(m)->n_labels;
-  nn_tfm_forward(m, be, w, nb, 0, NULL);
+  nn_tfm_forward(m, w, nb, 0, NULL);
   const float *z = nn_tfm_logits(w);
   if (nn_tfm_work_params(w)) { /* on a device: the logits come back to the host, in the batch's (B,C) buffer */
     be->ops->download(be, bb->soft, z, (size_t)nb->B * C * sizeof *z);
@@ -86,7 +86,7 @@ static finch_status gate_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tf
   float *share = ctx;
   const nn_tfm_config *mc = nn_tfm_get_config(m);
   const int L = (int)mc->layers, H = (int)mc->heads;
-  nn_tfm_forward(m, be, w, nb, 0, NULL);
+  nn_tfm_forward(m, w, nb, 0, NULL);
   for (int i = 0; i < nb->B; i++) {
     int open = 0;
     for (int l = 0; l < L; l++)
@@ -117,8 +117,8 @@ static finch_status mlm_batch(void *ctx, const nn_tfm *m, nn_backend *be, nn_tfm
   const uint32_t V = nn_tfm_get_config(m)->vocab;
   int P = nn__tfm_batch_mask(bb, nb, c->p, V, c->mcap, &c->rng);
   if (!P) return FINCH_OK;
-  nn_tfm_forward(m, be, w, nb, 0, NULL);
-  const float *ml = nn_tfm_mlm_forward(m, be, w, bb->mpos, P);
+  nn_tfm_forward(m, w, nb, 0, NULL);
+  const float *ml = nn_tfm_mlm_forward(m, w, bb->mpos, P);
   if (!ml) return finch_err_set(err, FINCH_ENOMEM, "out of memory for the masked-token head (%d positions)", P);
   nn_xent_ls_forward(ml, bb->mtgt, P, (int)V, 0.0f, c->mp, c->rl);
   for (int p = 0; p < P; p++) {

@@ -5,6 +5,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "nn/ops.h"
+
 void nn_layernorm_forward(const float *inp, const float *g, const float *b, int N, int D, float *out,
                           float *mean, float *rstd) {
   for (int r = 0; r < N; r++) {
@@ -48,12 +50,12 @@ void nn_layernorm_backward(const float *dout, const float *inp, const float *g, 
 
 void nn_linear_backward_acc(nn_backend *be, const float *dout, const float *inp, const float *W,
                             int B, int In, int O, float *dinp, float *dW, float *db) {
-  be->sgemm(be, 1, 0, O, In, B, 1.0f, dout, inp, 1.0f, dW);
+  be->ops->gemm_host(be, 1, 0, O, In, B, 1.0f, dout, inp, 1.0f, dW);
   for (int r = 0; r < B; r++) {
     const float *d = dout + (size_t)r * O;
     for (int o = 0; o < O; o++) db[o] += d[o];
   }
-  if (dinp) be->sgemm(be, 0, 0, B, In, O, 1.0f, dout, W, 0.0f, dinp);
+  if (dinp) be->ops->gemm_host(be, 0, 0, B, In, O, 1.0f, dout, W, 0.0f, dinp);
 }
 
 /* exp(x) for x in [-87, 0]: x = n ln2 + r, |r| <= ln2/2, exp(r) by its
@@ -234,7 +236,7 @@ void nn_attention_forward(nn_backend *be, const float *qkv, const uint8_t *mask,
       const size_t bh = (size_t)b * Hh + h;
       const float *q = qkv + bh * hs, *k = q + blk, *v = k + blk;
       float *a = att + bh * T * T;
-      be->sgemm(be, 0, 1, T, T, Dh, scale, q, k, 0.0f, a); /* a (T,T) scores */
+      be->ops->gemm_host(be, 0, 1, T, T, Dh, scale, q, k, 0.0f, a); /* a (T,T) scores */
       for (int i = 0; i < T; i++) {
         float *row = a + (size_t)i * T;
         float mx = -INFINITY;
@@ -249,7 +251,7 @@ void nn_attention_forward(nn_backend *be, const float *qkv, const uint8_t *mask,
         const float inv = 1.0f / sum;
         for (int j = 0; j < T; j++) row[j] *= inv;
       }
-      be->sgemm(be, 0, 0, T, Dh, T, 1.0f, a, v, 0.0f, ctx + bh * hs); /* ctx (T,Dh) */
+      be->ops->gemm_host(be, 0, 0, T, Dh, T, 1.0f, a, v, 0.0f, ctx + bh * hs); /* ctx (T,Dh) */
     }
   }
 }
@@ -264,10 +266,10 @@ void nn_attention_backward(nn_backend *be, const float *dctx, const float *datt,
     float *dq = dqkv + bh * hs, *dk = dq + blk, *dv = dk + blk;
     const float *a = att + bh * tt, *dc = dctx + bh * hs;
     float *dp = scratch;                                     /* (T,T) */
-    be->sgemm(be, 0, 1, T, T, Dh, 1.0f, dc, v, 0.0f, dp);   /* dp = dctx v^T */
+    be->ops->gemm_host(be, 0, 1, T, T, Dh, 1.0f, dc, v, 0.0f, dp);   /* dp = dctx v^T */
     if (datt)
       for (size_t i = 0; i < tt; i++) dp[i] += datt[bh * tt + i];
-    be->sgemm(be, 1, 0, T, Dh, T, 1.0f, a, dc, 0.0f, dv);   /* dv = att^T dctx */
+    be->ops->gemm_host(be, 1, 0, T, Dh, T, 1.0f, a, dc, 0.0f, dv);   /* dv = att^T dctx */
     for (int i = 0; i < T; i++) {                           /* softmax backward, in place */
       const float *ar = a + (size_t)i * T;
       float *dr = dp + (size_t)i * T;
@@ -275,8 +277,8 @@ void nn_attention_backward(nn_backend *be, const float *dctx, const float *datt,
       for (int j = 0; j < T; j++) dot += ar[j] * dr[j];
       for (int j = 0; j < T; j++) dr[j] = ar[j] * (dr[j] - dot);
     }
-    be->sgemm(be, 0, 0, T, Dh, T, scale, dp, k, 0.0f, dq);  /* dq = ds k / sqrt(Dh) */
-    be->sgemm(be, 1, 0, T, Dh, T, scale, dp, q, 0.0f, dk);  /* dk = ds^T q / sqrt(Dh) */
+    be->ops->gemm_host(be, 0, 0, T, Dh, T, scale, dp, k, 0.0f, dq);  /* dq = ds k / sqrt(Dh) */
+    be->ops->gemm_host(be, 1, 0, T, Dh, T, scale, dp, q, 0.0f, dk);  /* dk = ds^T q / sqrt(Dh) */
   }
 }
 
@@ -335,7 +337,7 @@ float nn_mse_proj_forward(nn_backend *be, const float *hs, const float *W, const
                           const float *ht, const uint8_t *mask, int N, int Ds, int Dt, float *pred) {
   if (bias)
     for (int r = 0; r < N; r++) memcpy(pred + (size_t)r * Dt, bias, (size_t)Dt * sizeof(float));
-  be->sgemm(be, 0, 1, N, Dt, Ds, 1.0f, hs, W, bias ? 1.0f : 0.0f, pred);
+  be->ops->gemm_host(be, 0, 1, N, Dt, Ds, 1.0f, hs, W, bias ? 1.0f : 0.0f, pred);
   const int n = count_real(mask, N);
   if (!n) return 0.0f;
   double sum = 0.0;
@@ -361,11 +363,11 @@ void nn_mse_proj_backward(nn_backend *be, const float *hs, const float *W, const
     }
     for (int d = 0; d < Dt; d++) p[d] = s * (p[d] - t[d]);
   }
-  be->sgemm(be, 1, 0, Dt, Ds, N, 1.0f, pred, hs, 1.0f, dW);
+  be->ops->gemm_host(be, 1, 0, Dt, Ds, N, 1.0f, pred, hs, 1.0f, dW);
   if (dbias)
     for (int r = 0; r < N; r++)
       for (int d = 0; d < Dt; d++) dbias[d] += pred[(size_t)r * Dt + d];
-  if (dhs) be->sgemm(be, 0, 0, N, Ds, Dt, 1.0f, pred, W, 1.0f, dhs);
+  if (dhs) be->ops->gemm_host(be, 0, 0, N, Ds, Dt, 1.0f, pred, W, 1.0f, dhs);
 }
 
 #define NN_ATTN_KL_FLOOR 1e-30f

@@ -8,7 +8,7 @@
  *
  * Unless a comment says "overwrites", every backward ADDS into the gradients
  * it is given, so gradients from several consumers of one tensor compose.
- * nn_linear_forward, nn_gelu_* and nn_dropout_* (nn/bow.h) complete the set. */
+ * nn_linear_forward, nn_gelu_* and nn_dropout_* (nn/layers.h) complete the set. */
 #ifndef FINCH_NN_TFM_OPS_H
 #define FINCH_NN_TFM_OPS_H
 
@@ -36,7 +36,7 @@ void nn_layernorm_backward(const float *dout, const float *inp, const float *g, 
 void nn_linear_backward_acc(nn_backend *be, const float *dout, const float *inp, const float *W,
                             int B, int In, int O, float *dinp, float *dW, float *db);
 
-/* GELU as nn_gelu_forward/backward (nn/bow.h), the reference, but in loops
+/* GELU as nn_gelu_forward/backward (nn/layers.h), the reference, but in loops
  * gcc vectorises: Phi(x) by Abramowitz & Stegun 7.1.26 on erfc, exp by a
  * degree-6 polynomial. Within 1e-6 max(1, |x|) of the reference, values and
  * derivatives (test_tfm_grad); erff and expf calls were a fifth of a training

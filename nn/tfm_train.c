@@ -352,7 +352,7 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
       goto out;
     }
     int P = use_mlm ? nn__tfm_batch_mask(&bb, &nb, c->mlm_prob, V, mcap, &h.rng[2]) : 0;
-    nn_tfm_forward(m, be, w, &nb, 1, &h.rng[1]);
+    nn_tfm_forward(m, w, &nb, 1, &h.rng[1]);
 
     /* Losses and their gradients. */
     double cls_loss = 0, mlm_loss = 0;
@@ -390,7 +390,7 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
       if (on_dev) op->upload(be, nn_tfm_dlogits(w), hdl, (size_t)B * C * sizeof *hdl);
     }
     if (P > 0) {
-      const float *ml = nn_tfm_mlm_forward(m, be, w, bb.mpos, P);
+      const float *ml = nn_tfm_mlm_forward(m, w, bb.mpos, P);
       if (!ml) {
         st = finch_err_set(err, FINCH_ENOMEM, "out of memory for the masked-token head (%d positions)", P);
         goto out;
@@ -415,7 +415,7 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
         goto out;
       }
       memcpy(tbb.ids, bb.ids, (size_t)B * (size_t)nb.T * sizeof *tbb.ids); /* the same (masked) tokens */
-      nn_tfm_forward(tm, be, tw, &tnb, 0, NULL);
+      nn_tfm_forward(tm, tw, &tnb, 0, NULL);
       const int T = nb.T, N = B * T, Dt = (int)tmc->dim, g = (int)(tmc->heads / mc->heads);
       for (int l = 0; l < Ls; l++) {
         const int k = d->layer_map[l];
@@ -445,7 +445,7 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
         }
       }
     }
-    nn_tfm_backward(m, be, w, &nb, on_dev ? dgrads : grads);
+    nn_tfm_backward(m, w, &nb, on_dev ? dgrads : grads);
 
     /* Clip and update. */
     size_t n_touched = 0;

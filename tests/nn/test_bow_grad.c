@@ -9,7 +9,7 @@
 static const char *texts[] = {"my card has not arrived", "card pin blocked", "top up failed twice",
                               "exchange rate for euros"};
 
-static nn_model *tiny(uint32_t hidden) {
+static nn_bow *tiny(uint32_t hidden) {
   finch_err err = {0};
   nn_train_config cfg = nn_train_config_student();
   cfg.dim = 6;
@@ -20,9 +20,8 @@ static nn_model *tiny(uint32_t hidden) {
   nn_feat_config fc = nn__feat_config(&cfg);
   nn_featurizer *f = NULL;
   if (nn_featurizer_build(&f, texts, 4, &fc, &err) != FINCH_OK) return NULL;
-  const char *labels[] = {"a", "b", "c", "d", "e"};
-  nn_model *m = NULL;
-  if (nn__model_create(&m, &cfg, f, labels, 5, &err) != FINCH_OK) return NULL;
+  nn_bow *m = NULL;
+  if (nn_bow_create(&m, &cfg, f, 5, &err) != FINCH_OK) return NULL; /* labels a..e */
   nn_rng r;
   nn_rng_seed(&r, 7, 0);
   for (size_t i = 0; i < m->n_params; i++) m->params[i] = 0.5f * nn_rng_normal(&r);
@@ -30,7 +29,7 @@ static nn_model *tiny(uint32_t hidden) {
 }
 
 /* Loss of the batch in w with dropout masks replayed from seed. */
-static float loss_at(nn_bow_work *w, const nn_model *m, int B, const nn_bow_loss_config *lc) {
+static float loss_at(nn_bow_work *w, const nn_bow *m, int B, const nn_bow_loss_config *lc) {
   nn_rng r;
   nn_rng_seed(&r, 99, 0);
   return nn_bow_batch_grad(w, m, nn_backend_cpu(), B, lc, &r);
@@ -42,7 +41,7 @@ static int close_enough(double a, double n) { return fabs(a - n) <= 1e-3 + 2e-2 
  * h = 1e-2 on weights of order 0.5; tolerance |a - n| <= 1e-3 + 2% |a|. */
 static void check_model(uint32_t hidden, const nn_bow_loss_config *lc) {
   finch_err err = {0};
-  nn_model *m = tiny(hidden);
+  nn_bow *m = tiny(hidden);
   CHECK(m != NULL);
   if (!m) return;
   const int B = 3;
@@ -90,7 +89,7 @@ static void check_model(uint32_t hidden, const nn_bow_loss_config *lc) {
   free(ana);
   free(rows);
   nn_bow_work_free(&w);
-  nn_model_free(m);
+  nn_bow_free(m);
 }
 
 int main(void) {
@@ -108,7 +107,7 @@ int main(void) {
   check_model(8, &rows);
   /* With every row's weight equal to alpha, per-row mixing is the plain loss. */
   finch_err err = {0};
-  nn_model *m = tiny(8);
+  nn_bow *m = tiny(8);
   nn_bow_work w;
   CHECK_INT_EQ(nn_bow_work_init(&w, m, 4, 4096, &err), FINCH_OK);
   nn_ids ids = {0};
@@ -134,6 +133,6 @@ int main(void) {
   CHECK_NEAR(diff, 0.0, 1e-6);
   free(g1);
   nn_bow_work_free(&w);
-  nn_model_free(m);
+  nn_bow_free(m);
   TEST_DONE();
 }

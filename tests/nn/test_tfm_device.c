@@ -80,7 +80,7 @@ static void step_host(const nn_tfm_batch *b, step_out *o) {
   const size_t np = nn_tfm_n_params(m), ND = (size_t)B * T * cfg.dim, A = (size_t)B * cfg.heads * T * T;
   nn_rng dr;
   nn_rng_seed(&dr, 17, 3);
-  nn_tfm_forward(m, NULL, w, b, 1, &dr);
+  nn_tfm_forward(m, w, b, 1, &dr);
   float probs[B * C], q[B * C], lce[B], lkd[B];
   nn_xent_ls_forward(nn_tfm_logits(w), ys, B, C, 0.1f, probs, lce);
   nn_xent_ls_backward(probs, ys, B, C, 0.1f, 0.3f / B, nn_tfm_dlogits(w));
@@ -98,7 +98,7 @@ static void step_host(const nn_tfm_batch *b, step_out *o) {
   memcpy(o->loss, lce, sizeof lce);
   memcpy(o->loss + B, lkd, sizeof lkd);
   o->grads = calloc(np, sizeof(float));
-  nn_tfm_backward(m, NULL, w, b, o->grads);
+  nn_tfm_backward(m, w, b, o->grads);
   o->sum_sq = nn_sum_sq(o->grads, np);
   const float gs = nn_clip_scale(o->sum_sq, 1.0f);
   float *mo = calloc(np, sizeof(float)), *ve = calloc(np, sizeof(float));
@@ -124,7 +124,7 @@ static void step_on(nn_backend *be, const nn_tfm_batch *b, step_out *o) {
   float *P = nn_tfm_work_params(w) ? nn_tfm_work_params(w) : nn_tfm_params(m);
   nn_rng dr;
   nn_rng_seed(&dr, 17, 3);
-  nn_tfm_forward(m, be, w, b, 1, &dr);
+  nn_tfm_forward(m, w, b, 1, &dr);
   int32_t *dy = op->alloc(be, sizeof ys);
   float *dsoft = op->alloc(be, sizeof soft), *probs = op->alloc(be, B * C * sizeof(float));
   float *loss = op->alloc(be, 2 * B * sizeof(float));
@@ -150,7 +150,7 @@ static void step_on(nn_backend *be, const nn_tfm_batch *b, step_out *o) {
   op->download(be, o->loss, loss, 2 * B * sizeof(float));
   float *g = op->alloc(be, np * sizeof(float)), *mo = op->alloc(be, np * sizeof(float));
   float *ve = op->alloc(be, np * sizeof(float));
-  nn_tfm_backward(m, be, w, b, g);
+  nn_tfm_backward(m, w, b, g);
   o->sum_sq = op->sum_sq(be, g, np);
   const nn_adamw_config ac = nn_adamw_defaults();
   op->adamw(be, P, g, mo, ve, np, 1e-3f, 0.01f, nn_clip_scale(o->sum_sq, 1.0f), 1, &ac);

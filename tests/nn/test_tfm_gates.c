@@ -128,17 +128,17 @@ static float *step(nn_tfm *m, nn_tfm_work *w, const batch *d, uint64_t drop_seed
   float probs[B * C], rl[B], mprobs[3 * V], ml[3];
   nn_rng drop;
   nn_rng_seed(&drop, drop_seed, 2);
-  nn_tfm_forward(m, NULL, w, &d->b, 1, &drop);
+  nn_tfm_forward(m, w, &d->b, 1, &drop);
   nn_xent_ls_forward(nn_tfm_logits(w), y, B, C, 0.0f, probs, rl);
   nn_xent_ls_backward(probs, y, B, C, 0.0f, 1.0f / B, nn_tfm_dlogits(w));
-  const float *z = nn_tfm_mlm_forward(m, NULL, w, mpos, 3);
+  const float *z = nn_tfm_mlm_forward(m, w, mpos, 3);
   CHECK(z != NULL);
   if (z) {
     nn_xent_ls_forward(z, my, 3, V, 0.0f, mprobs, ml);
     nn_xent_ls_backward(mprobs, my, 3, V, 0.0f, 0.5f / 3, nn_tfm_dmlm(w));
   }
   float *g = calloc(nn_tfm_n_params(m), sizeof *g);
-  nn_tfm_backward(m, NULL, w, &d->b, g);
+  nn_tfm_backward(m, w, &d->b, g);
   return g;
 }
 
@@ -188,7 +188,7 @@ static double max_diff(const float *a, const float *b, size_t n) {
 
 /* Logits (B,C) of an inference forward into out. */
 static void logits_of(nn_tfm *m, nn_tfm_work *w, const batch *d, float *out) {
-  nn_tfm_forward(m, NULL, w, &d->b, 0, NULL);
+  nn_tfm_forward(m, w, &d->b, 0, NULL);
   memcpy(out, nn_tfm_logits(w), B * C * sizeof(float));
 }
 
@@ -227,17 +227,17 @@ static void test_closed_and_per_example(void) {
   set_gates(m, 0.0f, 0.0f);
   float *gw = param(m, "l1.gate_w");
   for (int i = 0; i < HH * D; i++) gw[i] = (float)((i * 7) % 11 - 5) * 0.2f;
-  nn_tfm_forward(m, NULL, w, &d.b, 0, NULL);
+  nn_tfm_forward(m, w, &d.b, 0, NULL);
   float g[B * HH];
   memcpy(g, nn_tfm_gates(w, 1), sizeof g);
   CHECK(max_diff(g, g + HH, HH) > 1e-3); /* rows 0 and 1 differ */
   for (int i = 0; i < B * HH; i++) CHECK(nn_tfm_gates(w, 0)[i] == 0.5f); /* gate_w 0, gate_b 0 */
   for (int i = 0; i < B * T; i++)
     if (!d.mask[i]) d.ids[i] = (d.ids[i] + 5) % V;
-  nn_tfm_forward(m, NULL, w, &d.b, 0, NULL);
+  nn_tfm_forward(m, w, &d.b, 0, NULL);
   CHECK(memcmp(g, nn_tfm_gates(w, 1), sizeof g) == 0);
   d.ids[3 * T] = (d.ids[3 * T] + 1) % V; /* row 3's only real token */
-  nn_tfm_forward(m, NULL, w, &d.b, 0, NULL);
+  nn_tfm_forward(m, w, &d.b, 0, NULL);
   CHECK(memcmp(g, nn_tfm_gates(w, 1), 3 * HH * sizeof(float)) == 0);
   CHECK(max_diff(g + 3 * HH, nn_tfm_gates(w, 1) + 3 * HH, HH) > 0.0);
   nn_tfm_work_free(w);
@@ -265,7 +265,7 @@ static double train_penalised(float lambda, double *ce) {
   const nn_adamw_config ac = nn_adamw_defaults();
   double mean_g = 0;
   for (int s = 0; s < 150; s++) {
-    nn_tfm_forward(m, NULL, w, &d.b, 1, &drop);
+    nn_tfm_forward(m, w, &d.b, 1, &drop);
     nn_xent_ls_forward(nn_tfm_logits(w), y, B, C, 0.0f, probs, rl);
     nn_xent_ls_backward(probs, y, B, C, 0.0f, 1.0f / B, nn_tfm_dlogits(w));
     *ce = 0;
@@ -277,7 +277,7 @@ static double train_penalised(float lambda, double *ce) {
         nn_tfm_dgates(w, l)[i] += lambda / (L * B * HH);
       }
     memset(grads, 0, np * sizeof *grads);
-    nn_tfm_backward(m, NULL, w, &d.b, grads);
+    nn_tfm_backward(m, w, &d.b, grads);
     for (size_t i = 0; i < nn_tfm_n_tensors(m); i++) {
       const nn_tfm_tensor *t = nn_tfm_tensor_at(m, i);
       nn_adamw_update(nn_tfm_params(m) + t->off, grads + t->off, mom + t->off, mom + np + t->off,

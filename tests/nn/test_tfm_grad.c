@@ -12,7 +12,7 @@
  * its errs at most TOL_P90 (1e-2): float32 rounding makes the numeric value of
  * a gradient near 1e-4 uncertain by a few percent, while a wrong gradient is
  * off by far more, on most entries. */
-#include "nn/bow.h"
+#include "nn/layers.h"
 #include "nn/loss.h"
 #include "nn/tfm.h"
 #include "nn/tfm_ops.h"
@@ -434,11 +434,11 @@ static double model_loss_grad(model_ctx *c, float *grads, float *dWh, float *dbh
   nn_backend *be = nn_backend_cpu();
   const nn_tfm_config *cfg = nn_tfm_get_config(c->m);
   const int D = (int)cfg->dim, Hh = (int)cfg->heads, C = (int)cfg->n_labels, V = (int)cfg->vocab;
-  nn_tfm_forward(c->m, be, c->w, &c->b, 0, NULL);
+  nn_tfm_forward(c->m, c->w, &c->b, 0, NULL);
   double total = 0;
   nn_xent_ls_forward(nn_tfm_logits(c->w), c->y, MB, C, 0.1f, c->probs, c->rowloss);
   for (int b = 0; b < MB; b++) total += c->rowloss[b] / MB;
-  const float *ml = nn_tfm_mlm_forward(c->m, be, c->w, c->mpos, MP);
+  const float *ml = nn_tfm_mlm_forward(c->m, c->w, c->mpos, MP);
   CHECK(ml != NULL);
   nn_xent_ls_forward(ml, c->my, MP, V, 0.0f, c->mprobs, c->mloss);
   for (int p = 0; p < MP; p++) total += 0.5 * c->mloss[p] / MP;
@@ -458,7 +458,7 @@ static double model_loss_grad(model_ctx *c, float *grads, float *dWh, float *dbh
   nn_mse_proj_backward(be, nn_tfm_pooled(c->w), c->Wp, c->pt, NULL, MB, D, DTP, 0.6f, c->predp,
                        nn_tfm_dpooled(c->w), dWp, NULL);
   nn_attn_kl_backward(c->att_t, nn_tfm_attn(c->w, 1), c->mask, MB, Hh, MT, 0.7f, nn_tfm_dattn(c->w, 1));
-  nn_tfm_backward(c->m, be, c->w, &c->b, grads);
+  nn_tfm_backward(c->m, c->w, &c->b, grads);
   return total;
 }
 
@@ -556,7 +556,7 @@ static void test_model(uint32_t pool, uint32_t gates) {
 
   /* Padding: other ids and n-gram rows at padded positions leave logits, real
    * positions' hidden states and real queries' attention unchanged. */
-  nn_tfm_forward(c.m, nn_backend_cpu(), c.w, &c.b, 0, NULL);
+  nn_tfm_forward(c.m, c.w, &c.b, 0, NULL);
   float logits[MB * 5], hid[3][MB * MT * 8], att[2][MB * 2 * MT * MT];
   memcpy(logits, nn_tfm_logits(c.w), sizeof logits);
   for (int l = 0; l <= 2; l++) memcpy(hid[l], nn_tfm_hidden(c.w, l), sizeof hid[l]);
@@ -566,7 +566,7 @@ static void test_model(uint32_t pool, uint32_t gates) {
   for (int i = 0; i < N; i++)
     if (!c.mask[i])
       for (size_t r = offs[i]; r < offs[i + 1]; r++) ng[r] = (ng[r] + 5) % 16;
-  nn_tfm_forward(c.m, nn_backend_cpu(), c.w, &c.b, 0, NULL);
+  nn_tfm_forward(c.m, c.w, &c.b, 0, NULL);
   CHECK(memcmp(logits, nn_tfm_logits(c.w), sizeof logits) == 0);
   int same = 1;
   for (int l = 0; l <= 2; l++)
@@ -583,7 +583,7 @@ static void test_model(uint32_t pool, uint32_t gates) {
   CHECK(same);
   /* ... and a real position's id does change the logits (the check can fail). */
   ids[0] = (ids[0] + 1) % 20;
-  nn_tfm_forward(c.m, nn_backend_cpu(), c.w, &c.b, 0, NULL);
+  nn_tfm_forward(c.m, c.w, &c.b, 0, NULL);
   CHECK(memcmp(logits, nn_tfm_logits(c.w), sizeof logits) != 0);
 
   free(grads), free(dWh), free(dbh), free(dWp);

@@ -63,13 +63,13 @@ static void train(const nn_tfm_config *cfg, const data *d, int steps, int mlm, u
   const nn_adamw_config ac = nn_adamw_defaults();
   float *params = nn_tfm_params(m);
   for (int s = 0; s < steps; s++) {
-    nn_tfm_forward(m, NULL, w, &d->b, 1, &drop);
+    nn_tfm_forward(m, w, &d->b, 1, &drop);
     nn_xent_ls_forward(nn_tfm_logits(w), d->y, NB_SEQ, C, 0.0f, probs, rowloss);
     double loss = 0;
     for (int b = 0; b < NB_SEQ; b++) loss += rowloss[b] / NB_SEQ;
     nn_xent_ls_backward(probs, d->y, NB_SEQ, C, 0.0f, 1.0f / NB_SEQ, nn_tfm_dlogits(w));
     if (mlm) {
-      const float *ml = nn_tfm_mlm_forward(m, NULL, w, d->mpos, MLM_P);
+      const float *ml = nn_tfm_mlm_forward(m, w, d->mpos, MLM_P);
       CHECK(ml != NULL);
       if (!ml) break;
       nn_xent_ls_forward(ml, d->my, MLM_P, VOCAB, 0.0f, mprobs, mloss);
@@ -77,7 +77,7 @@ static void train(const nn_tfm_config *cfg, const data *d, int steps, int mlm, u
       nn_xent_ls_backward(mprobs, d->my, MLM_P, VOCAB, 0.0f, 0.3f / MLM_P, nn_tfm_dmlm(w));
     }
     memset(grads, 0, np * sizeof(float));
-    nn_tfm_backward(m, NULL, w, &d->b, grads);
+    nn_tfm_backward(m, w, &d->b, grads);
     for (size_t i = 0; i < nn_tfm_n_tensors(m); i++) {
       const nn_tfm_tensor *t = nn_tfm_tensor_at(m, i);
       size_t n = (size_t)t->rows * t->cols;
