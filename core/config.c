@@ -153,8 +153,10 @@ static finch_status section_line(const cfg_section *sec, const char *name, const
   } scratch;
   finch_opt at0 = *o;
   at0.offset = 0;
-  if (finch_opt_set(&at0, &scratch, value, "", err)) {
-    finch_err_prefix(err, "%s:%d: [%s]", path, lineno, sec->name);
+  char where[96];
+  snprintf(where, sizeof where, "[%s] ", sec->name);
+  if (finch_opt_set(&at0, &scratch, value, where, err)) {
+    finch_err_prefix(err, "%s:%d", path, lineno);
     return err ? err->code : FINCH_EINVAL;
   }
   if (g_nlines == g_caplines) {
@@ -442,7 +444,7 @@ finch_status finch_opts_resolve(const char *section, const finch_opt *opts, size
                                 finch_cfg_src *src, finch_err *err) {
   for (size_t i = 0; i < n; i++) {
     const finch_opt *o = &opts[i];
-    if (src) src[i] = FINCH_CFG_SRC_DEFAULT;
+    if (src) src[i] = o->setting && !o->def ? finch_config_src(o->setting) : FINCH_CFG_SRC_DEFAULT;
     const char *def = o->def ? o->def : o->setting ? finch_config_get(o->setting) : NULL;
     if (def && finch_opt_set(o, out, def, "default of --", err)) return err ? err->code : FINCH_EINVAL;
   }
@@ -451,8 +453,10 @@ finch_status finch_opts_resolve(const char *section, const finch_opt *opts, size
     if (g_lines[l].sec != sec) continue;
     const finch_opt *o = find_opt(opts, n, g_lines[l].opt->name);
     if (!o) continue;
-    if (finch_opt_set(o, out, g_lines[l].value, "", err)) {
-      finch_err_prefix(err, "%s:%d: [%s]", g_lines[l].path, g_lines[l].line, section);
+    char where[96];
+    snprintf(where, sizeof where, "[%s] ", section);
+    if (finch_opt_set(o, out, g_lines[l].value, where, err)) {
+      finch_err_prefix(err, "%s:%d", g_lines[l].path, g_lines[l].line);
       return err ? err->code : FINCH_EINVAL;
     }
     if (src) src[o - opts] = FINCH_CFG_SRC_FILE;
