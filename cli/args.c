@@ -121,6 +121,20 @@ int cli_parse(const cli_cmd *cmd, void *opts, int argc, char **argv, const char 
   return -1;
 }
 
+int cli_run(const cli_cmd *cmd, int argc, char **argv) {
+  void *opts = calloc(1, cmd->size ? cmd->size : 1);
+  if (!opts) {
+    fprintf(stderr, "finch %s: out of memory\n", cmd->name);
+    return 1;
+  }
+  const char *pos[CLI_MAX_POS];
+  size_t npos;
+  int rc = cli_parse(cmd, opts, argc, argv, pos, &npos);
+  if (rc < 0) rc = cmd->run(opts, pos, npos);
+  free(opts);
+  return rc;
+}
+
 int cli_print_settings(const cli_cmd *cmd, FILE *out) {
   if (!cmd->nopts) return 0;
   void *opts = calloc(1, cmd->size);

@@ -11,6 +11,7 @@
 #include "core/config.h"
 
 #define CLI_N(a) (sizeof(a) / sizeof((a)[0]))
+#define CLI_MAX_POS 4
 
 typedef struct {
   const char *name;
@@ -22,10 +23,12 @@ typedef struct {
   size_t nopts;
   size_t size;                  /* sizeof the struct the options fill */
   void (*init)(void *opts);     /* library defaults, before the table's; may be NULL */
-  size_t maxpos;                /* positional arguments accepted */
-  int (*run)(int argc, char **argv);
+  size_t maxpos;                /* positional arguments accepted, at most CLI_MAX_POS */
+  /* The command itself, on the parsed options (cmd->size bytes, released
+   * after it returns) and positionals; returns the exit code. */
+  int (*run)(void *opts, const char **pos, size_t npos);
   int leading; /* options before a command: parsing stops at the first positional, whose index
-                * cli_parse returns in *npos */
+                               * cli_parse returns in *npos */
 } cli_cmd;
 
 /* Fills opts (cmd->size bytes, zeroed here): cmd->init, then each option's
@@ -34,6 +37,9 @@ typedef struct {
  * to go on, else the exit code: 0 when --help was printed, 2 on a usage
  * error (printed, naming the flag). */
 int cli_parse(const cli_cmd *cmd, void *opts, int argc, char **argv, const char **pos, size_t *npos);
+/* Parses argv (argv[0] is the command name) with cli_parse and runs the
+ * command; returns the process exit code. */
+int cli_run(const cli_cmd *cmd, int argc, char **argv);
 /* Prints the usage with each option's help and its default in opts. */
 void cli_usage(const cli_cmd *cmd, const void *opts, FILE *out);
 /* Prints the usage with defaults to stderr and returns 2. */

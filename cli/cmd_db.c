@@ -8,7 +8,7 @@
 #include "core/paths.h"
 #include "core/pgcluster.h"
 
-static int db_run(int argc, char **argv);
+static int db_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_db = {
     "db", "the database: url, up, down, migrate, status", "ACTION",
     "Manage finch's database. ACTION is one of:\n"
@@ -22,12 +22,7 @@ const cli_cmd cli_db = {
     "under $FINCH_HOME/pg (as the 'postgres' account when run as root).",
     NULL, 0, 1, NULL, 1, db_run, 0};
 
-static int db_run(int argc, char **argv) {
-  char none;
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cli_db, &none, argc, argv, pos, &npos);
-  if (rc >= 0) return rc;
+static int db_run(void *opts, const char **pos, size_t npos) {
   if (npos != 1) return cli_usage_error(&cli_db, NULL);
   const char *action = pos[0];
   finch_err err;

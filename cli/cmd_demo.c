@@ -101,7 +101,7 @@ static const finch_opt demo_opts[] = {
 };
 #undef F
 
-static int demo_run(int argc, char **argv);
+static int demo_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_demo = {
     "demo", "run every stage on BANKING77 (or the bundled sample)", "[options]",
     "Run every stage in order on the embedded database: ingest (10% stratified holdout),\n"
@@ -109,11 +109,8 @@ const cli_cmd cli_demo = {
     "the holdout (Markdown reports), and serve, answering one request over HTTP.",
     NULL, demo_opts, CLI_N(demo_opts), sizeof(demo_args), NULL, 0, demo_run, 0};
 
-static int demo_run(int argc, char **argv) {
-  demo_args a;
-  size_t npos;
-  int rc = cli_parse(&cli_demo, &a, argc, argv, NULL, &npos);
-  if (rc >= 0) return rc;
+static int demo_run(void *opts, const char **pos, size_t npos) {
+  demo_args a = *(demo_args *)opts;
   unsigned long long seed = a.seed;
   int se = a.student_epochs;
 

@@ -70,7 +70,7 @@ static const finch_opt soft_opts[] = {
 
 static void soft_init(void *p) { ((soft_args *)p)->q.max_retries = -1; /* the library's default */ }
 
-static int soft_labels_run(int argc, char **argv);
+static int soft_labels_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_soft_labels = {
     "soft-labels", "an external teacher's soft labels: import JSONL or query an endpoint",
     "import --dataset D --jsonl FILE [options]   |   query --dataset D --url URL --model NAME [options]",
@@ -86,12 +86,8 @@ const cli_cmd cli_soft_labels = {
     "The format and the protocol are documented in distill/external.h. The API key is never printed.",
     soft_opts, CLI_N(soft_opts), sizeof(soft_args), soft_init, 1, soft_labels_run, 0};
 
-static int soft_labels_run(int argc, char **argv) {
-  soft_args a;
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cli_soft_labels, &a, argc, argv, pos, &npos);
-  if (rc >= 0) return rc;
+static int soft_labels_run(void *opts, const char **pos, size_t npos) {
+  soft_args a = *(soft_args *)opts;
   if (npos != 1 || !a.q.dataset) return cli_usage_error(&cli_soft_labels, &a);
   const char *mode = pos[0];
   int is_import = strcmp(mode, "import") == 0, is_query = strcmp(mode, "query") == 0;

@@ -26,7 +26,7 @@ static const finch_opt keys_opts[] = {
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(keys_args, json), .help = "list: print JSON"},
 };
 
-static int keys_run(int argc, char **argv);
+static int keys_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_keys = {
     "keys", "API keys for the server: create, list, revoke", "create --role ROLE --name NAME | list [--json] | revoke ID",
     "API keys for finch serve (Authorization: Bearer <key>).\n"
@@ -36,12 +36,8 @@ const cli_cmd cli_keys = {
     "Roles: integration (turns, /v1/intent), labeler (labelling), admin (everything, rollout changes).",
     keys_opts, CLI_N(keys_opts), sizeof(keys_args), NULL, 2, keys_run, 0};
 
-static int keys_run(int argc, char **argv) {
-  keys_args a;
-  const char *pos[2];
-  size_t npos;
-  int rc = cli_parse(&cli_keys, &a, argc, argv, pos, &npos);
-  if (rc >= 0) return rc;
+static int keys_run(void *opts, const char **pos, size_t npos) {
+  keys_args a = *(keys_args *)opts;
   const char *action = npos ? pos[0] : "";
   int create = strcmp(action, "create") == 0, list = strcmp(action, "list") == 0,
       revoke = strcmp(action, "revoke") == 0;

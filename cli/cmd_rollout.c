@@ -80,7 +80,7 @@ static void rollout_init(void *p) {
   a->ch.gate = finch_gate_opts_default();
 }
 
-static int rollout_run(int argc, char **argv);
+static int rollout_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_rollout = {
     "rollout", "staged rollout beside the rules: status, promote, rollback",
     "status | promote --reason TEXT | rollback --reason TEXT [--deployment D] [--intent I]",
@@ -95,12 +95,8 @@ const cli_cmd cli_rollout = {
     "Exit status: 0 changed (or status), 1 refused or failed, 2 usage.",
     rollout_opts, CLI_N(rollout_opts), sizeof(rollout_args), rollout_init, 1, rollout_run, 0};
 
-static int rollout_run(int argc, char **argv) {
-  rollout_args a;
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cli_rollout, &a, argc, argv, pos, &npos);
-  if (rc >= 0) return rc;
+static int rollout_run(void *opts, const char **pos, size_t npos) {
+  rollout_args a = *(rollout_args *)opts;
   const char *action = npos ? pos[0] : "";
   int status = strcmp(action, "status") == 0, promote = strcmp(action, "promote") == 0,
       rollback = strcmp(action, "rollback") == 0;

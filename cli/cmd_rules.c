@@ -78,7 +78,7 @@ static const finch_opt rules_opts[] = {
 };
 #undef F
 
-static int rules_run(int argc, char **argv);
+static int rules_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_rules = {
     "rules", "check and measure the legacy PCRE2 rule engine",
     "check FILE | eval --rules FILE (--format banking77 --input PATH | --dataset NAME) [--json]",
@@ -87,12 +87,8 @@ const cli_cmd cli_rules = {
     "  eval   measure the rules like a model: accuracy, macro-F1, coverage",
     NULL, rules_opts, CLI_N(rules_opts), sizeof(rules_args), NULL, 2, rules_run, 0};
 
-static int rules_run(int argc, char **argv) {
-  rules_args a;
-  const char *pos[2];
-  size_t npos;
-  int rc = cli_parse(&cli_rules, &a, argc, argv, pos, &npos);
-  if (rc >= 0) return rc;
+static int rules_run(void *opts, const char **pos, size_t npos) {
+  rules_args a = *(rules_args *)opts;
   finch_err err;
   finch_rules *rules = NULL;
   if (npos == 2 && strcmp(pos[0], "check") == 0) {

@@ -86,7 +86,7 @@ static const finch_opt serve_opts[] = {
 
 static void serve_init(void *p) { ((serve_args *)p)->s.gate = finch_gate_opts_default(); }
 
-static int serve_run(int argc, char **argv);
+static int serve_run(void *opts, const char **pos, size_t npos);
 
 const cli_cmd cli_serve = {
     "serve", "serve intent recognition over HTTP", "--model FILE [--host ADDR] [--port N] [--deployment NAME]",
@@ -104,11 +104,8 @@ const cli_cmd cli_serve = {
     "of the config file.",
     serve_opts, CLI_N(serve_opts), sizeof(serve_args), serve_init, 0, serve_run, 0};
 
-static int serve_run(int argc, char **argv) {
-  serve_args a;
-  size_t npos;
-  int rc = cli_parse(&cli_serve, &a, argc, argv, NULL, &npos);
-  if (rc >= 0) return rc;
+static int serve_run(void *opts, const char **pos, size_t npos) {
+  serve_args a = *(serve_args *)opts;
   finch_serve_opts o = a.s;
   if (!o.model_path) return cli_usage_error(&cli_serve, &a);
   if (o.canary_share == 0) o.canary_share = -1; /* an explicit 0, not the server's default */

@@ -55,7 +55,7 @@ static const finch_opt ingest_opts[] = {
 };
 #undef F
 
-static int ingest_run(int argc, char **argv);
+static int ingest_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_ingest = {
     "ingest", "load labelled utterances into PostgreSQL",
     "--format FMT --dataset NAME [options] SOURCE   |   --resume RUN_ID [SOURCE]",
@@ -67,12 +67,8 @@ const cli_cmd cli_ingest = {
     "inserts nothing new.",
     ingest_opts, CLI_N(ingest_opts), sizeof(ingest_args), NULL, 1, ingest_run, 0};
 
-static int ingest_run(int argc, char **argv) {
-  ingest_args a;
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cli_ingest, &a, argc, argv, pos, &npos);
-  if (rc >= 0) return rc;
+static int ingest_run(void *opts, const char **pos, size_t npos) {
+  ingest_args a = *(ingest_args *)opts;
   finch_ingest_opts o = a.s;
   if (!o.resume_run_id && (npos != 1 || !o.format || !o.dataset)) return cli_usage_error(&cli_ingest, &a);
   const char *rules[1] = {a.pii_rules};
@@ -135,7 +131,7 @@ static const finch_opt augment_opts[] = {
 };
 #undef F
 
-static int augment_run(int argc, char **argv);
+static int augment_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_augment = {
     "augment", "add label-preserving variants of training rows",
     "--dataset NAME [--target N] [--methods LIST] [options]",
@@ -143,11 +139,8 @@ const cli_cmd cli_augment = {
     "parameters. Dev and test rows are never parents. Deterministic for a seed.",
     NULL, augment_opts, CLI_N(augment_opts), sizeof(augment_args), NULL, 0, augment_run, 0};
 
-static int augment_run(int argc, char **argv) {
-  augment_args a;
-  size_t npos;
-  int rc = cli_parse(&cli_augment, &a, argc, argv, NULL, &npos);
-  if (rc >= 0) return rc;
+static int augment_run(void *opts, const char **pos, size_t npos) {
+  augment_args a = *(augment_args *)opts;
   if (!a.s.dataset) return cli_usage_error(&cli_augment, &a);
   finch_augment_opts o = a.s;
   o.progress = isatty(2);
@@ -271,18 +264,15 @@ static const finch_opt distill_opts[] = {
 };
 #undef F
 
-static int distill_run(int argc, char **argv);
+static int distill_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_distill = {
     "distill", "distil a teacher into a smaller student (bow or transformer)", "--dataset NAME [options]",
     "Train a teacher, then a smaller student on the teacher's temperature-softened\n"
     "probabilities and the hard labels; register both models with their dev accuracy.",
     NULL, distill_opts, CLI_N(distill_opts), sizeof(distill_args), NULL, 0, distill_run, 0};
 
-static int distill_run(int argc, char **argv) {
-  distill_args a;
-  size_t npos;
-  int rc = cli_parse(&cli_distill, &a, argc, argv, NULL, &npos);
-  if (rc >= 0) return rc;
+static int distill_run(void *opts, const char **pos, size_t npos) {
+  distill_args a = *(distill_args *)opts;
   if (!a.s.dataset) return cli_usage_error(&cli_distill, &a);
   finch_distill_opts o = a.s;
   finch_db *db = cli_db_open();
@@ -332,18 +322,15 @@ static const finch_opt compile_opts[] = {
 };
 #undef F
 
-static int compile_run(int argc, char **argv);
+static int compile_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_compile = {
     "compile", "write a model as a deployable (quantised) file", "--model ID -o FILE [--dtype q8|f32]",
     "Write a model as a single deployable file (format: nn/modelfile.h) with its SHA-256,\n"
     "and register it as stage 'compiled'.",
     NULL, compile_opts, CLI_N(compile_opts), sizeof(finch_compile_opts), NULL, 0, compile_run, 0};
 
-static int compile_run(int argc, char **argv) {
-  finch_compile_opts o;
-  size_t npos;
-  int rc = cli_parse(&cli_compile, &o, argc, argv, NULL, &npos);
-  if (rc >= 0) return rc;
+static int compile_run(void *opts, const char **pos, size_t npos) {
+  finch_compile_opts o = *(finch_compile_opts *)opts;
   if (!o.model || !o.out) return cli_usage_error(&cli_compile, &o);
   finch_db *db = cli_db_open();
   if (!db) return 1;
@@ -372,7 +359,7 @@ static const finch_opt eval_opts[] = {
 };
 #undef F
 
-static int eval_run(int argc, char **argv);
+static int eval_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_eval = {
     "eval", "measure a model on labelled rows; store and write a report",
     "--model M (--format banking77 --input FILE | --dataset NAME [--split dev]) [--json]",
@@ -380,11 +367,8 @@ const cli_cmd cli_eval = {
     "write a Markdown report under $FINCH_HOME/reports.",
     NULL, eval_opts, CLI_N(eval_opts), sizeof(eval_args), NULL, 0, eval_run, 0};
 
-static int eval_run(int argc, char **argv) {
-  eval_args a;
-  size_t npos;
-  int rc = cli_parse(&cli_eval, &a, argc, argv, NULL, &npos);
-  if (rc >= 0) return rc;
+static int eval_run(void *opts, const char **pos, size_t npos) {
+  eval_args a = *(eval_args *)opts;
   finch_eval_opts o = a.s;
   if (!o.model || !o.input == !o.dataset) return cli_usage_error(&cli_eval, &a);
   o.command_line = cli_command_line();
@@ -415,16 +399,12 @@ static const finch_opt models_opts[] = {
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(models_args, json), .help = "print a JSON array"},
 };
 
-static int models_run(int argc, char **argv);
+static int models_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_models = {"models", "list registered models", "list [--json]", "List every registered model.", NULL,
                             models_opts, CLI_N(models_opts), sizeof(models_args), NULL, 1, models_run, 0};
 
-static int models_run(int argc, char **argv) {
-  models_args a;
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cli_models, &a, argc, argv, pos, &npos);
-  if (rc >= 0) return rc;
+static int models_run(void *opts, const char **pos, size_t npos) {
+  models_args a = *(models_args *)opts;
   if (npos != 1 || strcmp(pos[0], "list") != 0) return cli_usage_error(&cli_models, &a);
   finch_db *db = cli_db_open();
   if (!db) return 1;

@@ -49,19 +49,15 @@ static const finch_opt teacher_opts[] = {
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(teacher_args, json), .help = "print the summary as JSON"},
 };
 
-static int teacher_run(int argc, char **argv);
+static int teacher_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_teacher = {
     "teacher", "train the ensemble teacher and select it on the holdout", "train --dataset NAME [options]",
     "Train the ensemble teacher: each member on the training split, calibrated and\n"
     "selected on the holdout; register it in models.",
     NULL, teacher_opts, CLI_N(teacher_opts), sizeof(teacher_args), NULL, 1, teacher_run, 0};
 
-static int teacher_run(int argc, char **argv) {
-  teacher_args a;
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cli_teacher, &a, argc, argv, pos, &npos);
-  if (rc >= 0) return rc;
+static int teacher_run(void *opts, const char **pos, size_t npos) {
+  teacher_args a = *(teacher_args *)opts;
   if (npos != 1 || strcmp(pos[0], "train") != 0 || !a.s.dataset) return cli_usage_error(&cli_teacher, &a);
   if (a.s.vocab && a.s.vocab < 300) { /* 0 is the default */
     fprintf(stderr, "finch teacher: --vocab: %u is out of range: 0 (the default) or >= 300\n", a.s.vocab);

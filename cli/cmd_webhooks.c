@@ -85,7 +85,7 @@ static const finch_opt webhooks_opts[] = {
 };
 #undef F
 
-static int webhooks_run(int argc, char **argv);
+static int webhooks_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_webhooks = {
     "webhooks", "outbound webhooks: subscribe, list, outbox, redeliver, deliver",
     "subscribe URL --secret S --events a,b | list | unsubscribe ID | outbox [--status dead] | "
@@ -103,12 +103,8 @@ const cli_cmd cli_webhooks = {
     "Secrets are stored in clear in webhook_subscriptions: the worker needs them to sign.",
     webhooks_opts, CLI_N(webhooks_opts), sizeof(webhooks_args), NULL, 2, webhooks_run, 0};
 
-static int webhooks_run(int argc, char **argv) {
-  webhooks_args a;
-  const char *pos[2];
-  size_t npos;
-  int rc = cli_parse(&cli_webhooks, &a, argc, argv, pos, &npos);
-  if (rc >= 0) return rc;
+static int webhooks_run(void *opts, const char **pos, size_t npos) {
+  webhooks_args a = *(webhooks_args *)opts;
   if (npos < 1) return cli_usage_error(&cli_webhooks, &a);
   const char *action = pos[0];
   int want_arg = strcmp(action, "subscribe") == 0 || strcmp(action, "redeliver") == 0 ||

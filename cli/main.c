@@ -142,7 +142,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   for (size_t c = 0; c < CLI_N(commands); c++)
-    if (strcmp(argv[i], commands[c]->name) == 0) return commands[c]->run(argc - i, argv + i);
+    if (strcmp(argv[i], commands[c]->name) == 0) return cli_run(commands[c], argc - i, argv + i);
   fprintf(stderr, "finch: unknown command '%s' (see finch --help)\n", argv[i]);
   return 2;
 }
