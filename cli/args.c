@@ -1,109 +1,155 @@
 #include "cli/args.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-void cli_usage(const cli_cmd *cmd, FILE *out) {
+void cli_print_options(const finch_opt *opts, size_t n, const void *values, FILE *out) {
+  for (size_t i = 0; i < n; i++) {
+    const finch_opt *o = &opts[i];
+    char left[64], def[256] = "";
+    const char *arg = o->type == FINCH_OPT_BOOL ? NULL : o->arg ? o->arg : "X";
+    snprintf(left, sizeof left, "%c%c%s--%s%s%s", o->shortc ? '-' : ' ', o->shortc ? o->shortc : ' ',
+             o->shortc ? ", " : "  ", o->name, arg ? " " : "", arg ? arg : "");
+    if (values && finch_opt_shows_default(o, values)) {
+      char v[200];
+      finch_opt_format(o, values, v, sizeof v);
+      if (o->setting)
+        snprintf(def, sizeof def, " (default: setting %s, %s)", o->setting, v);
+      else
+        snprintf(def, sizeof def, " (default %s)", v);
+    }
+    fprintf(out, "  %-28s %s%s\n", left, o->help, def);
+  }
+}
+
+void cli_usage(const cli_cmd *cmd, const void *opts, FILE *out) {
   fprintf(out, "usage: finch %s %s\n\n%s\n", cmd->name, cmd->usage, cmd->summary);
   if (cmd->nopts) fprintf(out, "\noptions:\n");
-  for (size_t i = 0; i < cmd->nopts; i++) {
-    const cli_opt *o = &cmd->opts[i];
-    char left[64];
-    if (o->shortc)
-      snprintf(left, sizeof left, "-%c, --%s%s%s", o->shortc, o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-    else
-      snprintf(left, sizeof left, "    --%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-    fprintf(out, "  %-28s %s\n", left, o->help);
-  }
+  cli_print_options(cmd->opts, cmd->nopts, opts, out);
   fprintf(out, "  %-28s %s\n", "-h, --help", "show this help");
   if (cmd->details) fprintf(out, "\n%s\n", cmd->details);
 }
 
-static cli_opt *find_long(cli_cmd *cmd, const char *name, size_t len) {
+int cli_usage_error(const cli_cmd *cmd, const void *opts) {
+  cli_usage(cmd, opts, stderr);
+  return 2;
+}
+
+static const finch_opt *find_long(const cli_cmd *cmd, const char *name, size_t len) {
   for (size_t i = 0; i < cmd->nopts; i++)
     if (strlen(cmd->opts[i].name) == len && strncmp(cmd->opts[i].name, name, len) == 0) return &cmd->opts[i];
   return NULL;
 }
 
-int cli_parse(cli_cmd *cmd, int argc, char **argv, const char **pos, size_t maxpos, size_t *npos) {
+static const finch_opt *find_short(const cli_cmd *cmd, char c) {
+  for (size_t i = 0; i < cmd->nopts; i++)
+    if (cmd->opts[i].shortc == c) return &cmd->opts[i];
+  return NULL;
+}
+
+static int resolve(const cli_cmd *cmd, void *opts, finch_cfg_src *src) {
+  memset(opts, 0, cmd->size);
+  if (cmd->init) cmd->init(opts);
+  finch_err err;
+  if (finch_opts_resolve(cmd->name, cmd->opts, cmd->nopts, opts, src, &err)) {
+    fprintf(stderr, "finch %s: %s\n", cmd->name, err.msg);
+    return 2;
+  }
+  return 0;
+}
+
+int cli_parse(const cli_cmd *cmd, void *opts, int argc, char **argv, const char **pos, size_t *npos) {
+  if (resolve(cmd, opts, NULL)) return 2;
   *npos = 0;
-  for (int i = 1; i < argc; i++) {
+  char who[64]; /* "finch serve", or "finch" for the options before a command */
+  snprintf(who, sizeof who, "finch%s%s", *cmd->name ? " " : "", cmd->name);
+  /* First the spelling of every argument, so that --help anywhere shows the
+   * defaults before any flag; then the values, in order. */
+  for (int i = 1; i < argc && !cmd->leading; i++) {
     const char *a = argv[i];
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      cli_usage(cmd, stdout);
-      return 1;
+      cli_usage(cmd, opts, stdout);
+      return 0;
     }
-    cli_opt *o = NULL;
-    const char *inline_val = NULL;
+  }
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const finch_opt *o = NULL;
+    const char *val = NULL;
     if (a[0] == '-' && a[1] == '-' && a[2]) {
       const char *eq = strchr(a + 2, '=');
-      size_t len = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
-      o = find_long(cmd, a + 2, len);
-      if (eq) inline_val = eq + 1;
+      o = find_long(cmd, a + 2, eq ? (size_t)(eq - (a + 2)) : strlen(a + 2));
+      if (eq) val = eq + 1;
     } else if (a[0] == '-' && a[1] && a[1] != '-' && !a[2]) {
-      for (size_t k = 0; k < cmd->nopts; k++)
-        if (cmd->opts[k].shortc == a[1]) o = &cmd->opts[k];
+      o = find_short(cmd, a[1]);
     } else {
-      if (*npos >= maxpos) {
-        fprintf(stderr, "finch %s: unexpected argument '%s'\n", cmd->name, a);
+      if (cmd->leading) {
+        *npos = (size_t)i;
+        return -1;
+      }
+      if (*npos >= cmd->maxpos) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", who, a);
         return 2;
       }
       pos[(*npos)++] = a;
       continue;
     }
     if (!o) {
-      fprintf(stderr, "finch %s: unknown option '%s' (see finch %s --help)\n", cmd->name, a, cmd->name);
+      fprintf(stderr, "%s: unknown %soption '%s' (see %s --help)\n", who, cmd->leading ? "global " : "", a, who);
       return 2;
     }
-    if (!o->arg) {
-      if (inline_val) {
-        fprintf(stderr, "finch %s: --%s takes no value\n", cmd->name, o->name);
+    if (o->type == FINCH_OPT_BOOL) {
+      if (val) {
+        fprintf(stderr, "%s: --%s takes no value\n", who, o->name);
         return 2;
       }
-      o->value = "1";
-    } else if (inline_val) {
-      o->value = inline_val;
-    } else if (i + 1 < argc) {
-      o->value = argv[++i];
-    } else {
-      fprintf(stderr, "finch %s: --%s needs a value (%s)\n", cmd->name, o->name, o->arg);
+      finch_opt_set_flag(o, opts);
+      continue;
+    }
+    if (!val && i + 1 >= argc) {
+      fprintf(stderr, "%s: --%s needs a value (%s)\n", who, o->name, o->arg ? o->arg : "X");
+      return 2;
+    }
+    if (!val) val = argv[++i];
+    finch_err err;
+    if (finch_opt_set(o, opts, val, "--", &err)) {
+      fprintf(stderr, "%s: %s\n", who, err.msg);
       return 2;
     }
   }
-  return 0;
+  if (cmd->leading) *npos = (size_t)argc;
+  return -1;
 }
 
-const char *cli_get(const cli_cmd *cmd, const char *name) {
-  for (size_t i = 0; i < cmd->nopts; i++)
-    if (strcmp(cmd->opts[i].name, name) == 0) return cmd->opts[i].value;
-  return NULL;
-}
-
-int cli_get_double(const cli_cmd *cmd, const char *name, double *out) {
-  const char *v = cli_get(cmd, name);
-  if (!v) return 0;
-  char *end;
-  errno = 0;
-  double d = strtod(v, &end);
-  if (errno || end == v || *end) {
-    fprintf(stderr, "finch %s: --%s: '%s' is not a number\n", cmd->name, name, v);
-    return -1;
+int cli_run(const cli_cmd *cmd, int argc, char **argv) {
+  void *opts = calloc(1, cmd->size ? cmd->size : 1);
+  if (!opts) {
+    fprintf(stderr, "finch %s: out of memory\n", cmd->name);
+    return 1;
   }
-  *out = d;
-  return 0;
+  const char *pos[CLI_MAX_POS];
+  size_t npos;
+  int rc = cli_parse(cmd, opts, argc, argv, pos, &npos);
+  if (rc < 0) rc = cmd->run(opts, pos, npos);
+  free(opts);
+  return rc;
 }
 
-int cli_get_long(const cli_cmd *cmd, const char *name, long long *out) {
-  const char *v = cli_get(cmd, name);
-  if (!v) return 0;
-  char *end;
-  errno = 0;
-  long long d = strtoll(v, &end, 10);
-  if (errno || end == v || *end) {
-    fprintf(stderr, "finch %s: --%s: '%s' is not an integer\n", cmd->name, name, v);
-    return -1;
+int cli_print_settings(const cli_cmd *cmd, FILE *out) {
+  if (!cmd->nopts) return 0;
+  void *opts = calloc(1, cmd->size);
+  finch_cfg_src *src = calloc(cmd->nopts, sizeof *src);
+  int rc = !opts || !src || resolve(cmd, opts, src);
+  if (!rc) {
+    fprintf(out, "\n[%s]\n", cmd->name);
+    for (size_t i = 0; i < cmd->nopts; i++) {
+      char v[256];
+      finch_opt_format(&cmd->opts[i], opts, v, sizeof v);
+      fprintf(out, "%-22s = %-24s (%s) %s\n", cmd->opts[i].name, v, finch_config_src_name(src[i]),
+              cmd->opts[i].help);
+    }
   }
-  *out = d;
-  return 0;
+  free(opts);
+  free(src);
+  return rc;
 }

@@ -1,36 +1,53 @@
-/* Command-line options for the finch subcommands: each command declares a
- * table of options, and its --help is printed from the same table. */
+/* The finch commands' options: each command declares one table of options
+ * (core/config.h's finch_opt) filling the fields of its options struct; its
+ * flags, --help, range errors, [section] in the config file and part of
+ * `finch --settings` all come from that table. */
 #ifndef FINCH_CLI_ARGS_H
 #define FINCH_CLI_ARGS_H
 
 #include <stddef.h>
 #include <stdio.h>
 
-typedef struct {
-  const char *name;  /* long name: --name VALUE or --name=VALUE */
-  char shortc;       /* -x VALUE, or 0 */
-  const char *arg;   /* metavariable; NULL for a flag without value */
-  const char *help;
-  const char *value; /* parsed value ("1" for a flag); NULL when absent */
-} cli_opt;
+#include "core/config.h"
+
+#define CLI_N(a) (sizeof(a) / sizeof((a)[0]))
+#define CLI_MAX_POS 4
 
 typedef struct {
   const char *name;
+  const char *brief;   /* one line in finch --help */
   const char *usage;   /* after "finch NAME " */
-  const char *summary; /* one line */
+  const char *summary; /* the paragraph under the usage line */
   const char *details; /* paragraph after the options, may be NULL */
-  cli_opt *opts;
+  const finch_opt *opts;
   size_t nopts;
+  size_t size;                  /* sizeof the struct the options fill */
+  void (*init)(void *opts);     /* library defaults, before the table's; may be NULL */
+  size_t maxpos;                /* positional arguments accepted, at most CLI_MAX_POS */
+  /* The command itself, on the parsed options (cmd->size bytes, released
+   * after it returns) and positionals; returns the exit code. */
+  int (*run)(void *opts, const char **pos, size_t npos);
+  int leading; /* options before a command: parsing stops at the first positional, whose index
+                               * cli_parse returns in *npos */
 } cli_cmd;
 
-/* Parses argv (argv[0] is the command name). Positionals go to pos. Returns
- * 0 on success, 1 when --help was printed, 2 on a usage error (printed). */
-int cli_parse(cli_cmd *cmd, int argc, char **argv, const char **pos, size_t maxpos, size_t *npos);
-void cli_usage(const cli_cmd *cmd, FILE *out);
-const char *cli_get(const cli_cmd *cmd, const char *name);
-/* Parses an option as a number; prints an error naming the option and
- * returns -1 when it is malformed. *out is unchanged when absent. */
-int cli_get_double(const cli_cmd *cmd, const char *name, double *out);
-int cli_get_long(const cli_cmd *cmd, const char *name, long long *out);
+/* Fills opts (cmd->size bytes, zeroed here): cmd->init, then each option's
+ * default, the config file's [cmd->name] lines and environment, then argv
+ * (argv[0] is the command name) in order; positionals go to pos. Returns -1
+ * to go on, else the exit code: 0 when --help was printed, 2 on a usage
+ * error (printed, naming the flag). */
+int cli_parse(const cli_cmd *cmd, void *opts, int argc, char **argv, const char **pos, size_t *npos);
+/* Parses argv (argv[0] is the command name) with cli_parse and runs the
+ * command; returns the process exit code. */
+int cli_run(const cli_cmd *cmd, int argc, char **argv);
+/* Prints the usage with each option's help and its default in opts. */
+void cli_usage(const cli_cmd *cmd, const void *opts, FILE *out);
+/* Prints the usage with defaults to stderr and returns 2. */
+int cli_usage_error(const cli_cmd *cmd, const void *opts);
+/* Prints every option of cmd as a [section] of `finch --settings`: value and
+ * where it came from. Returns nonzero (printed) when one does not resolve. */
+int cli_print_settings(const cli_cmd *cmd, FILE *out);
+/* Lists the options as `  --name ARG   help (default X)` lines. */
+void cli_print_options(const finch_opt *opts, size_t n, const void *values, FILE *out);
 
 #endif

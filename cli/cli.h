@@ -1,28 +1,17 @@
-/* The finch subcommands. Each takes argv with argv[0] = its name and returns
- * the process exit code: 0 success, 1 failure, 2 usage error. */
+/* The finch subcommands, each described by a cli_cmd (cli/args.h) whose run
+ * takes argv with argv[0] = its name and returns the process exit code:
+ * 0 success, 1 failure, 2 usage error. */
 #ifndef FINCH_CLI_CLI_H
 #define FINCH_CLI_CLI_H
 
 #include <jansson.h>
 
+#include "cli/args.h"
 #include "core/db.h"
 #include "core/status.h"
 
-int finch_cmd_db(int argc, char **argv);
-int finch_cmd_ingest(int argc, char **argv);
-int finch_cmd_augment(int argc, char **argv);
-int finch_cmd_teacher(int argc, char **argv);
-int finch_cmd_distill(int argc, char **argv);
-int finch_cmd_compile(int argc, char **argv);
-int finch_cmd_eval(int argc, char **argv);
-int finch_cmd_serve(int argc, char **argv);
-int finch_cmd_models(int argc, char **argv);
-int finch_cmd_rules(int argc, char **argv);
-int finch_cmd_demo(int argc, char **argv);
-int finch_cmd_rollout(int argc, char **argv);
-int finch_cmd_keys(int argc, char **argv);
-int finch_cmd_webhooks(int argc, char **argv);
-int finch_cmd_soft_labels(int argc, char **argv);
+extern const cli_cmd cli_db, cli_ingest, cli_augment, cli_teacher, cli_distill, cli_compile, cli_eval, cli_serve,
+    cli_models, cli_rules, cli_demo, cli_rollout, cli_keys, cli_webhooks, cli_soft_labels;
 
 /* Prints "finch: error: <message>" and returns 1. */
 int cli_fail(const finch_err *err);

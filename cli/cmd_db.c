@@ -8,26 +8,22 @@
 #include "core/paths.h"
 #include "core/pgcluster.h"
 
-int finch_cmd_db(int argc, char **argv) {
-  cli_cmd cmd = {"db", "ACTION",
-                 "Manage finch's database. ACTION is one of:\n"
-                 "  url      print the libpq URI in use (starts the embedded cluster when needed),\n"
-                 "           so that  psql \"$(finch db url)\"  works\n"
-                 "  up       start the embedded cluster (initialised on first use) and migrate\n"
-                 "  down     stop the embedded cluster cleanly\n"
-                 "  migrate  apply pending schemas/NNN_name.sql migrations (a no-op when none)\n"
-                 "  status   say which database is used and whether it answers",
-                 "With no FINCH_DATABASE_URL and no PG* variables, finch runs its own PostgreSQL cluster\n"
-                 "under $FINCH_HOME/pg (as the 'postgres' account when run as root).",
-                 NULL, 0};
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cmd, argc, argv, pos, 1, &npos);
-  if (rc) return rc == 1 ? 0 : 2;
-  if (npos != 1) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
+static int db_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_db = {
+    "db", "the database: url, up, down, migrate, status", "ACTION",
+    "Manage finch's database. ACTION is one of:\n"
+    "  url      print the libpq URI in use (starts the embedded cluster when needed),\n"
+    "           so that  psql \"$(finch db url)\"  works\n"
+    "  up       start the embedded cluster (initialised on first use) and migrate\n"
+    "  down     stop the embedded cluster cleanly\n"
+    "  migrate  apply pending schemas/NNN_name.sql migrations (a no-op when none)\n"
+    "  status   say which database is used and whether it answers",
+    "With no FINCH_DATABASE_URL and no PG* variables, finch runs its own PostgreSQL cluster\n"
+    "under $FINCH_HOME/pg (as the 'postgres' account when run as root).",
+    NULL, 0, 1, NULL, 1, db_run, 0};
+
+static int db_run(void *opts, const char **pos, size_t npos) {
+  if (npos != 1) return cli_usage_error(&cli_db, NULL);
   const char *action = pos[0];
   finch_err err;
   char url[PATH_MAX * 4];

@@ -78,47 +78,58 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int finch_cmd_demo(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"input", 'i', "FILE", "banking77-format CSV to use (default: BANKING77 from the data directory, "
-                             "else data/sample/banking_sample.csv)", NULL},
-      {"sample", 0, NULL, "use the bundled sample even when BANKING77 is present", NULL},
-      {"dataset", 'd', "NAME", "dataset name (default banking77, or sample for the bundled sample)", NULL},
-      {"seed", 0, "N", "seed for the holdout, augmentation and training (default 42)", NULL},
-      {"teacher-members", 0, "LIST", "teacher ensemble members: slr, bow, tfm (default slr,bow; tfm trains an "
-                                     "encoder, minutes on a CPU)", NULL},
-      {"student-epochs", 0, "N", "student epochs (default: model default)", NULL},
-      {"json", 0, NULL, "print a JSON summary as the last line", NULL},
-  };
-  cli_cmd cmd = {"demo", "[options]",
-                 "Run every stage in order on the embedded database: ingest (10% stratified holdout),\n"
-                 "augment, distill (teacher, then student), compile (int8), eval of teacher and student on\n"
-                 "the holdout (Markdown reports), and serve, answering one request over HTTP.",
-                 NULL, opts, sizeof opts / sizeof opts[0]};
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cmd, argc, argv, pos, 0, &npos);
-  if (rc) return rc == 1 ? 0 : 2;
-  long long seed = finch_config_int("seed"), se = 0;
-  if (cli_get_long(&cmd, "seed", &seed) || cli_get_long(&cmd, "student-epochs", &se))
-    return 2;
+typedef struct {
+  const char *input, *dataset, *members;
+  int sample, json, student_epochs;
+  unsigned long long seed;
+} demo_args;
+
+#define F(m) FINCH_OPT_FIELD(demo_args, m)
+static const finch_opt demo_opts[] = {
+    {"input", 'i', FINCH_OPT_STRING, F(input), .arg = "FILE",
+     .help = "banking77-format CSV to use (default: BANKING77 from the data directory, else "
+             "data/sample/banking_sample.csv)"},
+    {"sample", 0, FINCH_OPT_BOOL, F(sample), .help = "use the bundled sample even when BANKING77 is present"},
+    {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME",
+     .help = "dataset name (default banking77, or sample for the bundled sample)"},
+    {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", .arg = "N",
+     .help = "seed for the holdout, augmentation and training"},
+    {"teacher-members", 0, FINCH_OPT_LIST, F(members), .def = "slr,bow", .arg = "LIST",
+     .help = "teacher ensemble members: slr, bow, tfm (tfm trains an encoder, minutes on a CPU)"},
+    {"student-epochs", 0, FINCH_OPT_INT, F(student_epochs), .arg = "N", .help = "student epochs (default: model default)"},
+    {"json", 0, FINCH_OPT_BOOL, F(json), .help = "print a JSON summary as the last line"},
+};
+#undef F
+
+static int demo_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_demo = {
+    "demo", "run every stage on BANKING77 (or the bundled sample)", "[options]",
+    "Run every stage in order on the embedded database: ingest (10% stratified holdout),\n"
+    "augment, distill (teacher, then student), compile (int8), eval of teacher and student on\n"
+    "the holdout (Markdown reports), and serve, answering one request over HTTP.",
+    NULL, demo_opts, CLI_N(demo_opts), sizeof(demo_args), NULL, 0, demo_run, 0};
+
+static int demo_run(void *opts, const char **pos, size_t npos) {
+  demo_args a = *(demo_args *)opts;
+  unsigned long long seed = a.seed;
+  int se = a.student_epochs;
 
   double t_start = now_s();
   char input[PATH_MAX], data[PATH_MAX];
   const char *dataset = "banking77";
   finch_data_dir(data, sizeof data);
-  if (cli_get(&cmd, "input")) {
-    snprintf(input, sizeof input, "%s", cli_get(&cmd, "input"));
+  if (a.input) {
+    snprintf(input, sizeof input, "%s", a.input);
   } else {
     snprintf(input, sizeof input, "%s/banking77/train.csv", data);
-    if (cli_get(&cmd, "sample") || !finch_file_exists(input)) {
-      if (!cli_get(&cmd, "sample"))
+    if (a.sample || !finch_file_exists(input)) {
+      if (!a.sample)
         printf("BANKING77 not found at %s; using the bundled sample\n", input);
       snprintf(input, sizeof input, "%s/data/sample/banking_sample.csv", FINCH_SOURCE_DIR);
       dataset = "sample";
     }
   }
-  if (cli_get(&cmd, "dataset")) dataset = cli_get(&cmd, "dataset");
+  if (a.dataset) dataset = a.dataset;
 
   finch_db *db = cli_db_open();
   if (!db) return 1;
@@ -130,7 +141,7 @@ int finch_cmd_demo(int argc, char **argv) {
   printf("[1/6] ingest %s -> dataset %s\n", input, dataset);
   finch_ingest_result ir;
   finch_ingest_opts io = {.source = input, .format = "banking77", .dataset = dataset,
-                          .holdout = finch_config_float("holdout"), .seed = (unsigned long long)seed};
+                          .holdout = finch_config_float("holdout"), .seed = seed};
   if (finch_ingest_run(db, &io, &ir, &err)) goto fail;
   printf("  %lld rows read, %lld inserted (%lld dev), %lld already present, %lld rejected\n", ir.read, ir.inserted,
          ir.dev, ir.duplicate, ir.rejected);
@@ -138,15 +149,15 @@ int finch_cmd_demo(int argc, char **argv) {
   printf("[2/6] augment (EDA, WordNet synonyms, finance entities, typing noise, intent templates:"
          " 2 variants per training row)\n");
   finch_augment_result ar;
-  finch_augment_opts ao = {.dataset = dataset, .seed = (unsigned long long)seed};
+  finch_augment_opts ao = {.dataset = dataset, .seed = seed};
   if (finch_augment_run(db, &ao, &ar, &err)) goto fail;
   printf("  %lld parents, %lld variants, %lld new rows\n", ar.parents, ar.generated, ar.inserted);
 
-  const char *members = cli_get(&cmd, "teacher-members") ? cli_get(&cmd, "teacher-members") : "slr,bow";
+  const char *members = a.members;
   printf("[3/6] teacher (ensemble of %s, calibrated on the holdout), then the student distilled on soft + hard\n"
          "      labels weighted by input complexity\n", members);
   finch_teacher_result tr;
-  finch_teacher_opts topt = {.dataset = dataset, .members = members, .seed = (unsigned long long)seed,
+  finch_teacher_opts topt = {.dataset = dataset, .members = members, .seed = seed,
                              .augmented = 1, .ngrams = 1, .device = finch_config_get("device"), .quiet = 1};
   if (finch_teacher_train(db, &topt, &tr, &err)) goto fail;
   for (size_t i = 0; i < tr.n_members; i++)
@@ -155,9 +166,9 @@ int finch_cmd_demo(int argc, char **argv) {
   char teacher_ref[32];
   snprintf(teacher_ref, sizeof teacher_ref, "%lld", tr.model_id);
   finch_distill_result dr;
-  finch_distill_opts dopt = {.dataset = dataset, .seed = (unsigned long long)seed, .alpha = 0.0f,
+  finch_distill_opts dopt = {.dataset = dataset, .seed = seed, .alpha = 0.0f,
                              .temperature = 2.0f, .teacher = teacher_ref,
-                             .student_epochs = (int)se, .device = finch_config_get("device"), .quiet = 1};
+                             .student_epochs = se, .device = finch_config_get("device"), .quiet = 1};
   if (finch_distill_run(db, &dopt, &dr, &err)) goto fail;
   printf("  teacher: %s, %lld parameters, trained in %.1f s\n  student: %lld parameters, trained in %.1f s\n",
          tr.chosen, dr.teacher_params, tr.seconds, dr.student_params, dr.student_seconds);
@@ -213,7 +224,7 @@ int finch_cmd_demo(int argc, char **argv) {
   printf("\nteacher holdout accuracy %.4f, student holdout accuracy %.4f\n", ev_t.accuracy, ev_s.accuracy);
   printf("student model file: %s (see finch models list)\nreport: %s\ndemo wall time: %.1f s\n", out,
          ev_s.report_path, wall);
-  if (cli_get(&cmd, "json")) {
+  if (a.json) {
     json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:s, s:s, s:s, s:f}", "dataset", dataset, "n_train",
                           (json_int_t)dr.n_train, "n_dev", (json_int_t)ev_s.n, "teacher_accuracy", ev_t.accuracy,
                           "student_accuracy", ev_s.accuracy, "majority_accuracy",

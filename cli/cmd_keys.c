@@ -13,32 +13,37 @@ static void cli_actor(char *buf, size_t n) {
   snprintf(buf, n, "cli:%s", u && *u ? u : "unknown");
 }
 
-int finch_cmd_keys(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"role", 0, "ROLE", "create: integration, labeler or admin", NULL},
-      {"name", 0, "NAME", "create: who or what the key is for (labellers are known by it)", NULL},
-      {"json", 0, NULL, "list: print JSON", NULL},
-  };
-  cli_cmd cmd = {"keys", "create --role ROLE --name NAME | list [--json] | revoke ID",
-                 "API keys for finch serve (Authorization: Bearer <key>).\n"
-                 "  create  make a key; it is printed once, only its SHA-256 is stored\n"
-                 "  list    the keys: id, name, role, prefix, created, revoked\n"
-                 "  revoke  a revoked key is refused (401) from the next request on",
-                 "Roles: integration (turns, /v1/intent), labeler (labelling), admin (everything, rollout changes).",
-                 opts, sizeof opts / sizeof opts[0]};
-  const char *pos[2];
-  size_t npos;
-  int rc = cli_parse(&cmd, argc, argv, pos, 2, &npos);
-  if (rc) return rc == 1 ? 0 : 2;
+typedef struct {
+  const char *role, *name;
+  int json;
+} keys_args;
+
+static const finch_opt keys_opts[] = {
+    {"role", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(keys_args, role), .arg = "ROLE",
+     .help = "create: integration, labeler or admin"},
+    {"name", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(keys_args, name), .arg = "NAME",
+     .help = "create: who or what the key is for (labellers are known by it)"},
+    {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(keys_args, json), .help = "list: print JSON"},
+};
+
+static int keys_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_keys = {
+    "keys", "API keys for the server: create, list, revoke", "create --role ROLE --name NAME | list [--json] | revoke ID",
+    "API keys for finch serve (Authorization: Bearer <key>).\n"
+    "  create  make a key; it is printed once, only its SHA-256 is stored\n"
+    "  list    the keys: id, name, role, prefix, created, revoked\n"
+    "  revoke  a revoked key is refused (401) from the next request on",
+    "Roles: integration (turns, /v1/intent), labeler (labelling), admin (everything, rollout changes).",
+    keys_opts, CLI_N(keys_opts), sizeof(keys_args), NULL, 2, keys_run, 0};
+
+static int keys_run(void *opts, const char **pos, size_t npos) {
+  keys_args a = *(keys_args *)opts;
   const char *action = npos ? pos[0] : "";
   int create = strcmp(action, "create") == 0, list = strcmp(action, "list") == 0,
       revoke = strcmp(action, "revoke") == 0;
-  if ((!create && !list && !revoke) || (revoke ? npos != 2 : npos != 1)) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
-  int role = create ? finch_role_parse(cli_get(&cmd, "role")) : 0;
-  if (create && (role < 0 || !cli_get(&cmd, "name") || !*cli_get(&cmd, "name"))) {
+  if ((!create && !list && !revoke) || (revoke ? npos != 2 : npos != 1)) return cli_usage_error(&cli_keys, &a);
+  int role = create ? finch_role_parse(a.role) : 0;
+  if (create && (role < 0 || !a.name || !*a.name)) {
     fprintf(stderr, "finch keys create: --role (integration, labeler or admin) and --name are required\n");
     return 2;
   }
@@ -60,11 +65,11 @@ int finch_cmd_keys(int argc, char **argv) {
   int ret = 0;
   if (create) {
     char key[FINCH_API_KEY_LEN + 1];
-    if (finch_auth_key_create(c, cli_get(&cmd, "name"), (finch_role)role, actor, key, &id, &err)) {
+    if (finch_auth_key_create(c, a.name, (finch_role)role, actor, key, &id, &err)) {
       ret = cli_fail(&err);
     } else {
       fprintf(stderr, "finch: key %lld (%s, role %s) created; it is shown only this once:\n", id,
-              cli_get(&cmd, "name"), finch_role_name((finch_role)role));
+              a.name, finch_role_name((finch_role)role));
       printf("%s\n", key);
     }
   } else if (revoke) {
@@ -78,7 +83,7 @@ int finch_cmd_keys(int argc, char **argv) {
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
       fprintf(stderr, "finch keys list: %s", PQresultErrorMessage(r));
       ret = 1;
-    } else if (cli_get(&cmd, "json")) {
+    } else if (a.json) {
       json_t *arr = json_array();
       for (int i = 0; i < PQntuples(r); i++)
         json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:s, s:s, s:o}", "id",

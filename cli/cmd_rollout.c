@@ -36,68 +36,77 @@ static void print_status(json_t *s) {
            json_is_true(json_object_get(s, "next_needs_gate")) ? json_string_value(json_object_get(g, "reason")) : "");
 }
 
-int finch_cmd_rollout(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"deployment", 'd', "NAME", "the deployment (default \"default\")", NULL},
-      {"intent", 0, "INTENT", "promote/rollback one intent's own stage", NULL},
-      {"to", 0, "STAGE", "target stage (default: the next for promote, the previous for rollback)", NULL},
-      {"reason", 0, "TEXT", "why (required for promote and rollback; written to audit_log)", NULL},
-      {"model", 'm', "FILE|ID", "the model rolled out: the gate counts only its labelled tasks", NULL},
-      {"canary-share", 0, "X", "share of conversations the model answers in canary, 0..1", NULL},
-      {"min-confidence", 0, "X", "the model answers at or above it (canary, primary), 0..1", NULL},
-      {"margin", 0, "X", "gate: model accuracy must beat the rules' by more than X (default 0.02)", NULL},
-      {"confidence", 0, "X", "gate: one-sided confidence of that bound (default 0.95)", NULL},
-      {"min-tasks", 0, "N", "gate: labelled tasks needed (default 30)", NULL},
-      {"window", 0, "N", "gate: the last N labelled tasks are used (default 500)", NULL},
-      {"intent-floor", 0, "X", "gate: no intent's model accuracy under X (default 0.5)...", NULL},
-      {"intent-min-n", 0, "N", "gate: ...among intents with at least N tasks (default 5)", NULL},
-      {"json", 0, NULL, "print JSON", NULL},
-  };
-  cli_cmd cmd = {"rollout", "status | promote --reason TEXT | rollback --reason TEXT [--deployment D] [--intent I]",
-                 "Staged rollout of the model beside the rules: assist, shadow, canary, primary, retired.\n"
-                 "  status    the current stage, turns since the last change, labelled-task figures\n"
-                 "  promote   one stage forward; into canary, primary and retired only when the gate holds\n"
-                 "  rollback  to an earlier stage (default the previous), no gate",
-                 "The gate: on the last --window human-labelled tasks, the one-sided --confidence lower bound\n"
-                 "of (model accuracy - rules accuracy) (Newcombe's paired score interval) must exceed\n"
-                 "--margin, with at least --min-tasks tasks and no intent under --intent-floor. Every\n"
-                 "change and every refusal is written to audit_log with the figures.\n"
-                 "Exit status: 0 changed (or status), 1 refused or failed, 2 usage.",
-                 opts, sizeof opts / sizeof opts[0]};
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cmd, argc, argv, pos, 1, &npos);
-  if (rc) return rc == 1 ? 0 : 2;
+typedef struct {
+  finch_rollout_change ch;
+  const char *model;
+  int json;
+} rollout_args;
+
+#define F(m) FINCH_OPT_FIELD(rollout_args, ch.m)
+static const finch_opt rollout_opts[] = {
+    {"deployment", 'd', FINCH_OPT_STRING, F(deployment), .def = "default", .arg = "NAME", .help = "the deployment"},
+    {"intent", 0, FINCH_OPT_STRING, F(intent), .arg = "INTENT", .help = "promote/rollback one intent's own stage"},
+    {"to", 0, FINCH_OPT_STRING, F(to), .arg = "STAGE",
+     .help = "target stage (default: the next for promote, the previous for rollback)"},
+    {"reason", 0, FINCH_OPT_STRING, F(reason), .arg = "TEXT",
+     .help = "why (required for promote and rollback; written to audit_log)"},
+    {"model", 'm', FINCH_OPT_STRING, FINCH_OPT_FIELD(rollout_args, model), .arg = "FILE|ID",
+     .help = "the model rolled out: the gate counts only its labelled tasks"},
+    {"canary-share", 0, FINCH_OPT_FLOAT, F(canary_share), .min = 0, .max = 1, .flags = FINCH_OPT_HIDE_DEFAULT,
+     .arg = "X", .help = "share of conversations the model answers in canary, 0..1"},
+    {"min-confidence", 0, FINCH_OPT_FLOAT, F(min_confidence), .min = 0, .max = 1, .flags = FINCH_OPT_HIDE_DEFAULT,
+     .arg = "X", .help = "the model answers at or above it (canary, primary), 0..1"},
+    {"margin", 0, FINCH_OPT_FLOAT, F(gate.margin), .arg = "X",
+     .help = "gate: model accuracy must beat the rules' by more than X"},
+    {"confidence", 0, FINCH_OPT_FLOAT, F(gate.confidence), .min = 0.5, .max = 1,
+     .flags = FINCH_OPT_MIN_OPEN | FINCH_OPT_MAX_OPEN, .arg = "X", .help = "gate: one-sided confidence of that bound"},
+    {"min-tasks", 0, FINCH_OPT_INT, F(gate.min_tasks), .min = 0, .max = 1e308, .arg = "N",
+     .help = "gate: labelled tasks needed"},
+    {"window", 0, FINCH_OPT_INT, F(gate.window), .min = 1, .max = 1e308, .arg = "N",
+     .help = "gate: the last N labelled tasks are used"},
+    {"intent-floor", 0, FINCH_OPT_FLOAT, F(gate.intent_floor), .arg = "X",
+     .help = "gate: no intent's model accuracy under X..."},
+    {"intent-min-n", 0, FINCH_OPT_INT, F(gate.intent_min_n), .min = 0, .max = 1e308, .arg = "N",
+     .help = "gate: ...among intents with at least N tasks"},
+    {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(rollout_args, json), .help = "print JSON"},
+};
+
+/* Unset shares keep the deployment's value; the gate starts from the
+ * library's defaults. */
+static void rollout_init(void *p) {
+  rollout_args *a = p;
+  a->ch.canary_share = -1;
+  a->ch.min_confidence = -1;
+  a->ch.gate = finch_gate_opts_default();
+}
+
+static int rollout_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_rollout = {
+    "rollout", "staged rollout beside the rules: status, promote, rollback",
+    "status | promote --reason TEXT | rollback --reason TEXT [--deployment D] [--intent I]",
+    "Staged rollout of the model beside the rules: assist, shadow, canary, primary, retired.\n"
+    "  status    the current stage, turns since the last change, labelled-task figures\n"
+    "  promote   one stage forward; into canary, primary and retired only when the gate holds\n"
+    "  rollback  to an earlier stage (default the previous), no gate",
+    "The gate: on the last --window human-labelled tasks, the one-sided --confidence lower bound\n"
+    "of (model accuracy - rules accuracy) (Newcombe's paired score interval) must exceed\n"
+    "--margin, with at least --min-tasks tasks and no intent under --intent-floor. Every\n"
+    "change and every refusal is written to audit_log with the figures.\n"
+    "Exit status: 0 changed (or status), 1 refused or failed, 2 usage.",
+    rollout_opts, CLI_N(rollout_opts), sizeof(rollout_args), rollout_init, 1, rollout_run, 0};
+
+static int rollout_run(void *opts, const char **pos, size_t npos) {
+  rollout_args a = *(rollout_args *)opts;
   const char *action = npos ? pos[0] : "";
   int status = strcmp(action, "status") == 0, promote = strcmp(action, "promote") == 0,
       rollback = strcmp(action, "rollback") == 0;
-  if (!status && !promote && !rollback) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
-  if (!status && (!cli_get(&cmd, "reason") || !*cli_get(&cmd, "reason"))) {
+  if (!status && !promote && !rollback) return cli_usage_error(&cli_rollout, &a);
+  if (!status && (!a.ch.reason || !*a.ch.reason)) {
     fprintf(stderr, "finch rollout %s: --reason is required\n", action);
     return 2;
   }
-  finch_gate_opts g = finch_gate_opts_default();
-  double share = -1, minc = -1;
-  long long min_tasks = g.min_tasks, window = g.window, intent_min_n = g.intent_min_n;
-  if (cli_get_double(&cmd, "canary-share", &share) || cli_get_double(&cmd, "min-confidence", &minc) ||
-      cli_get_double(&cmd, "margin", &g.margin) || cli_get_double(&cmd, "confidence", &g.confidence) ||
-      cli_get_double(&cmd, "intent-floor", &g.intent_floor) || cli_get_long(&cmd, "min-tasks", &min_tasks) ||
-      cli_get_long(&cmd, "window", &window) || cli_get_long(&cmd, "intent-min-n", &intent_min_n))
-    return 2;
-  if ((cli_get(&cmd, "canary-share") && (share < 0 || share > 1)) ||
-      (cli_get(&cmd, "min-confidence") && (minc < 0 || minc > 1)) || !(g.confidence > 0.5 && g.confidence < 1) ||
-      min_tasks < 0 || window < 1 || intent_min_n < 0) {
-    fprintf(stderr, "finch rollout: --canary-share and --min-confidence are in [0, 1], --confidence in (0.5, 1), "
-                    "counts are non-negative\n");
-    return 2;
-  }
-  g.min_tasks = (long)min_tasks;
-  g.window = (long)window;
-  g.intent_min_n = (long)intent_min_n;
-  const char *deployment = cli_get(&cmd, "deployment") ? cli_get(&cmd, "deployment") : "default";
+  finch_gate_opts g = a.ch.gate;
+  const char *deployment = a.ch.deployment;
 
   finch_db *db = cli_db_open();
   if (!db) return 1;
@@ -105,10 +114,10 @@ int finch_cmd_rollout(int argc, char **argv) {
   finch_err err;
   int ret = 0;
   char sha[FINCH_SHA256_HEX_LEN] = "";
-  if (cli_get(&cmd, "model")) {
+  if (a.model) {
     char path[4096];
     long long mid;
-    if (finch_models_resolve(db, cli_get(&cmd, "model"), path, sizeof path, &mid, NULL, &err) ||
+    if (finch_models_resolve(db, a.model, path, sizeof path, &mid, NULL, &err) ||
         finch_sha256_file(path, sha, &err)) {
       finch_db_close(db);
       return cli_fail(&err);
@@ -117,7 +126,7 @@ int finch_cmd_rollout(int argc, char **argv) {
   json_t *out = NULL;
   if (status) {
     if (finch_rollout_status_json(c, deployment, sha[0] ? sha : NULL, &g, &out, &err)) ret = cli_fail(&err);
-    else if (cli_get(&cmd, "json")) cli_print_json(out);
+    else if (a.json) cli_print_json(out);
     else {
       print_status(out);
       json_decref(out);
@@ -126,22 +135,16 @@ int finch_cmd_rollout(int argc, char **argv) {
     const char *u = getenv("USER");
     char actor[160];
     snprintf(actor, sizeof actor, "cli:%s", u && *u ? u : "unknown");
-    finch_rollout_change ch = {.deployment = deployment,
-                               .intent = cli_get(&cmd, "intent"),
-                               .action = promote ? FINCH_ROLLOUT_PROMOTE : FINCH_ROLLOUT_ROLLBACK,
-                               .to = cli_get(&cmd, "to"),
-                               .actor = actor,
-                               .reason = cli_get(&cmd, "reason"),
-                               .model_sha256 = sha[0] ? sha : NULL,
-                               .canary_share = share,
-                               .min_confidence = minc,
-                               .gate = g};
+    finch_rollout_change ch = a.ch;
+    ch.action = promote ? FINCH_ROLLOUT_PROMOTE : FINCH_ROLLOUT_ROLLBACK;
+    ch.actor = actor;
+    ch.model_sha256 = sha[0] ? sha : NULL;
     int applied = 0;
     if (finch_rollout_apply(c, &ch, &applied, &out, &err)) {
       ret = cli_fail(&err);
     } else {
       json_t *gate = json_object_get(out, "gate");
-      if (cli_get(&cmd, "json")) {
+      if (a.json) {
         cli_print_json(out);
         out = NULL;
       } else if (applied) {

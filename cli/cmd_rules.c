@@ -61,24 +61,34 @@ static int rules_eval(const finch_rules *rules, const finch_eval_rows *p, int js
   return 0;
 }
 
-int finch_cmd_rules(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"rules", 'r', "FILE", "rule file (eval)", NULL},
-      {"format", 'f', "FMT", "eval: format of --input, banking77", NULL},
-      {"input", 'i', "FILE", "eval: labelled file", NULL},
-      {"dataset", 'd', "NAME", "eval: rows of this dataset instead of a file", NULL},
-      {"split", 0, "SPLIT", "eval: with --dataset, the split (default dev)", NULL},
-      {"json", 0, NULL, "eval: print one JSON object", NULL},
-  };
-  cli_cmd cmd = {"rules", "check FILE | eval --rules FILE (--format banking77 --input PATH | --dataset NAME) [--json]",
-                 "The legacy rule engine (format in serve/rules.h; a BANKING77 pack in serve/rules/).\n"
-                 "  check  parse and compile every rule (errors name the line), then report rules that can never fire\n"
-                 "  eval   measure the rules like a model: accuracy, macro-F1, coverage",
-                 NULL, opts, sizeof opts / sizeof opts[0]};
-  const char *pos[2];
-  size_t npos;
-  int rc = cli_parse(&cmd, argc, argv, pos, 2, &npos);
-  if (rc) return rc == 1 ? 0 : 2;
+typedef struct {
+  finch_eval_opts e;
+  const char *rules;
+  int json;
+} rules_args;
+
+#define F(m) FINCH_OPT_FIELD(rules_args, m)
+static const finch_opt rules_opts[] = {
+    {"rules", 'r', FINCH_OPT_STRING, F(rules), .arg = "FILE", .help = "rule file (eval)"},
+    {"format", 'f', FINCH_OPT_STRING, F(e.format), .arg = "FMT", .help = "eval: format of --input, banking77"},
+    {"input", 'i', FINCH_OPT_STRING, F(e.input), .arg = "FILE", .help = "eval: labelled file"},
+    {"dataset", 'd', FINCH_OPT_STRING, F(e.dataset), .arg = "NAME", .help = "eval: rows of this dataset instead of a file"},
+    {"split", 0, FINCH_OPT_STRING, F(e.split), .arg = "SPLIT", .help = "eval: with --dataset, the split (default dev)"},
+    {"json", 0, FINCH_OPT_BOOL, F(json), .help = "eval: print one JSON object"},
+};
+#undef F
+
+static int rules_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_rules = {
+    "rules", "check and measure the legacy PCRE2 rule engine",
+    "check FILE | eval --rules FILE (--format banking77 --input PATH | --dataset NAME) [--json]",
+    "The legacy rule engine (format in serve/rules.h; a BANKING77 pack in serve/rules/).\n"
+    "  check  parse and compile every rule (errors name the line), then report rules that can never fire\n"
+    "  eval   measure the rules like a model: accuracy, macro-F1, coverage",
+    NULL, rules_opts, CLI_N(rules_opts), sizeof(rules_args), NULL, 2, rules_run, 0};
+
+static int rules_run(void *opts, const char **pos, size_t npos) {
+  rules_args a = *(rules_args *)opts;
   finch_err err;
   finch_rules *rules = NULL;
   if (npos == 2 && strcmp(pos[0], "check") == 0) {
@@ -88,14 +98,10 @@ int finch_cmd_rules(int argc, char **argv) {
     finch_rules_free(rules);
     return problems ? 1 : 0;
   }
-  if (npos != 1 || strcmp(pos[0], "eval") != 0 || !cli_get(&cmd, "rules") ||
-      !cli_get(&cmd, "input") == !cli_get(&cmd, "dataset")) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
-  if (finch_rules_load(&rules, cli_get(&cmd, "rules"), &err)) return cli_fail(&err);
-  finch_eval_opts eo = {.format = cli_get(&cmd, "format"), .input = cli_get(&cmd, "input"),
-                        .dataset = cli_get(&cmd, "dataset"), .split = cli_get(&cmd, "split")};
+  finch_eval_opts eo = a.e;
+  if (npos != 1 || strcmp(pos[0], "eval") != 0 || !a.rules || !eo.input == !eo.dataset)
+    return cli_usage_error(&cli_rules, &a);
+  if (finch_rules_load(&rules, a.rules, &err)) return cli_fail(&err);
   finch_eval_rows p = {0};
   finch_db *db = NULL;
   if (eo.dataset && !(db = cli_db_open())) { /* cli_db_open printed why */
@@ -104,7 +110,7 @@ int finch_cmd_rules(int argc, char **argv) {
   }
   finch_status st = finch_eval_rows_load(db, &eo, &p, &err);
   finch_db_close(db);
-  int code = st ? cli_fail(&err) : rules_eval(rules, &p, cli_get(&cmd, "json") != NULL);
+  int code = st ? cli_fail(&err) : rules_eval(rules, &p, a.json);
   finch_eval_rows_free(&p);
   finch_rules_free(rules);
   return code;

@@ -16,13 +16,8 @@
 #include "evaluate/evaluate.h"
 #include "ingest/ingest.h"
 
-#define N(a) (sizeof(a) / sizeof((a)[0]))
-
-/* Parses; returns -1 to go on, else the exit code. */
-static int parse(cli_cmd *cmd, int argc, char **argv, const char **pos, size_t maxpos, size_t *npos) {
-  int rc = cli_parse(cmd, argc, argv, pos, maxpos, npos);
-  return rc == 0 ? -1 : rc == 1 ? 0 : 2;
-}
+#define ANY_INT .min = 0, .max = 0  /* no bounds beyond the field's type */
+#define NON_NEG .min = 0, .max = 1e308
 
 static volatile sig_atomic_t g_stop;
 static void on_sigint(int sig) {
@@ -30,59 +25,58 @@ static void on_sigint(int sig) {
   g_stop = 1;
 }
 
-int finch_cmd_ingest(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"format", 'f', "FMT", "input format: banking77, csv, clinc150, sgd, jsonl", NULL},
-      {"dataset", 'd', "NAME", "dataset to load into (created on first use)", NULL},
-      {"holdout", 0, "F", "when the source has no splits: share marked 'dev', seeded, stratified by label "
-                          "(by dialogue for dialogues); default 0.1", NULL},
-      {"seed", 0, "N", "seed of the holdout (default: setting seed, 42)", NULL},
-      {"text-col", 0, "COL", "csv: the text column, by name or 0-based index", NULL},
-      {"label-col", 0, "COL", "csv: the label column, by name or 0-based index", NULL},
-      {"domains", 0, "PATH", "clinc150: domains.json, to record each intent's domain", NULL},
-      {"labels", 0, "PATH", "fix the label set (JSON array or one label a line): other labels are rejected", NULL},
-      {"pii-rules", 0, "PATH", "extra redaction rules, after the built-in core/pii_rules.conf", NULL},
-      {"max-text", 0, "BYTES", "reject texts longer than this (default 16384)", NULL},
-      {"batch", 0, "ROWS", "rows per COPY batch and transaction (default 5000)", NULL},
-      {"jobs", 0, "N", "connections loading batches in parallel, committed in order (default 2)", NULL},
-      {"resume", 0, "RUN_ID", "continue a run that was stopped or killed (same source)", NULL},
-      {"json", 0, NULL, "print the run summary as JSON", NULL},
-  };
-  cli_cmd cmd = {"ingest", "--format FMT --dataset NAME [options] SOURCE   |   --resume RUN_ID [SOURCE]",
-                 "Load utterances and dialogues into PostgreSQL: normalised (NFKC), personal data redacted,\n"
-                 "deduplicated by content hash, split, bulk-loaded with COPY in batches that commit with the\n"
-                 "run's progress. SOURCE is a path, - (standard input), file:// or http(s):// URL; gzip is\n"
-                 "detected. Rows that cannot be used go to ingest_rejects with line, field and reason.",
-                 "Ctrl-C stops at the next batch boundary; --resume RUN_ID continues. Re-running the same source\n"
-                 "inserts nothing new.",
-                 opts, N(opts)};
-  const char *pos[1];
-  size_t npos;
-  int rc = parse(&cmd, argc, argv, pos, 1, &npos);
-  if (rc >= 0) return rc;
-  double holdout = finch_config_float("holdout");
-  long long seed = finch_config_int("seed"), batch = 0, resume = 0, max_text = 0, jobs = 0;
-  if (cli_get_double(&cmd, "holdout", &holdout) || cli_get_long(&cmd, "seed", &seed) ||
-      cli_get_long(&cmd, "batch", &batch) || cli_get_long(&cmd, "jobs", &jobs) || cli_get_long(&cmd, "resume", &resume) ||
-      cli_get_long(&cmd, "max-text", &max_text))
-    return 2;
-  if (cli_get(&cmd, "jobs") && (jobs < 1 || jobs > 16)) {
-    fprintf(stderr, "finch ingest: --jobs %lld is outside [1, 16]\n", jobs);
-    return 2;
-  }
-  if (!resume && (npos != 1 || !cli_get(&cmd, "format") || !cli_get(&cmd, "dataset"))) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
-  const char *rules[1] = {cli_get(&cmd, "pii-rules")};
-  finch_ingest_opts o = {.source = npos ? pos[0] : NULL, .format = cli_get(&cmd, "format"),
-                         .dataset = cli_get(&cmd, "dataset"), .holdout = holdout, .seed = (unsigned long long)seed,
-                         .batch_rows = batch > 0 ? (size_t)batch : 0, .load_jobs = (int)jobs,
-                         .max_text_bytes = max_text > 0 ? (size_t)max_text : 0,
-                         .text_col = cli_get(&cmd, "text-col"), .label_col = cli_get(&cmd, "label-col"),
-                         .domains_path = cli_get(&cmd, "domains"), .labels_path = cli_get(&cmd, "labels"),
-                         .pii_rules = rules, .n_pii_rules = rules[0] ? 1 : 0, .resume_run_id = resume,
-                         .progress = isatty(2), .stop = &g_stop};
+typedef struct {
+  finch_ingest_opts s;
+  const char *pii_rules;
+  int json;
+} ingest_args;
+
+#define F(m) FINCH_OPT_FIELD(ingest_args, s.m)
+static const finch_opt ingest_opts[] = {
+    {"format", 'f', FINCH_OPT_STRING, F(format), .arg = "FMT", .help = "input format: banking77, csv, clinc150, sgd, jsonl"},
+    {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME", .help = "dataset to load into (created on first use)"},
+    {"holdout", 0, FINCH_OPT_FLOAT, F(holdout), .setting = "holdout", .arg = "F",
+     .help = "when the source has no splits: share marked 'dev', seeded, stratified by label (by dialogue for dialogues)"},
+    {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", ANY_INT, .arg = "N", .help = "seed of the holdout"},
+    {"text-col", 0, FINCH_OPT_STRING, F(text_col), .arg = "COL", .help = "csv: the text column, by name or 0-based index"},
+    {"label-col", 0, FINCH_OPT_STRING, F(label_col), .arg = "COL", .help = "csv: the label column, by name or 0-based index"},
+    {"domains", 0, FINCH_OPT_STRING, F(domains_path), .arg = "PATH", .help = "clinc150: domains.json, to record each intent's domain"},
+    {"labels", 0, FINCH_OPT_STRING, F(labels_path), .arg = "PATH",
+     .help = "fix the label set (JSON array or one label a line): other labels are rejected"},
+    {"pii-rules", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(ingest_args, pii_rules), .arg = "PATH",
+     .help = "extra redaction rules, after the built-in core/pii_rules.conf"},
+    {"max-text", 0, FINCH_OPT_INT, F(max_text_bytes), NON_NEG, .arg = "BYTES", .help = "reject texts longer than this (default 16384)"},
+    {"batch", 0, FINCH_OPT_INT, F(batch_rows), NON_NEG, .arg = "ROWS", .help = "rows per COPY batch and transaction (default 5000)"},
+    {"jobs", 0, FINCH_OPT_INT, F(load_jobs), .min = 1, .max = 16, .arg = "N",
+     .help = "connections loading batches in parallel, committed in order (default 2)"},
+    {"resume", 0, FINCH_OPT_INT, F(resume_run_id), ANY_INT, .arg = "RUN_ID",
+     .help = "continue a run that was stopped or killed (same source)"},
+    {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(ingest_args, json), .help = "print the run summary as JSON"},
+};
+#undef F
+
+static int ingest_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_ingest = {
+    "ingest", "load labelled utterances into PostgreSQL",
+    "--format FMT --dataset NAME [options] SOURCE   |   --resume RUN_ID [SOURCE]",
+    "Load utterances and dialogues into PostgreSQL: normalised (NFKC), personal data redacted,\n"
+    "deduplicated by content hash, split, bulk-loaded with COPY in batches that commit with the\n"
+    "run's progress. SOURCE is a path, - (standard input), file:// or http(s):// URL; gzip is\n"
+    "detected. Rows that cannot be used go to ingest_rejects with line, field and reason.",
+    "Ctrl-C stops at the next batch boundary; --resume RUN_ID continues. Re-running the same source\n"
+    "inserts nothing new.",
+    ingest_opts, CLI_N(ingest_opts), sizeof(ingest_args), NULL, 1, ingest_run, 0};
+
+static int ingest_run(void *opts, const char **pos, size_t npos) {
+  ingest_args a = *(ingest_args *)opts;
+  finch_ingest_opts o = a.s;
+  if (!o.resume_run_id && (npos != 1 || !o.format || !o.dataset)) return cli_usage_error(&cli_ingest, &a);
+  const char *rules[1] = {a.pii_rules};
+  o.source = npos ? pos[0] : NULL;
+  o.pii_rules = rules;
+  o.n_pii_rules = rules[0] ? 1 : 0;
+  o.progress = isatty(2);
+  o.stop = &g_stop;
   finch_db *db = cli_db_open();
   if (!db) return 1;
   struct sigaction sa = {.sa_handler = on_sigint};
@@ -93,7 +87,7 @@ int finch_cmd_ingest(int argc, char **argv) {
   finch_status st = finch_ingest_run(db, &o, &r, &err);
   finch_db_close(db);
   if (st) return cli_fail(&err);
-  if (cli_get(&cmd, "json")) {
+  if (a.json) {
     json_t *red = json_object();
     for (size_t i = 0; i < r.n_pii_types; i++) json_object_set_new(red, r.pii_types[i], json_integer((json_int_t)r.pii_counts[i]));
     json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:f, s:b}", "run_id", (json_int_t)r.run_id, "read",
@@ -112,40 +106,44 @@ int finch_cmd_ingest(int argc, char **argv) {
   return r.stopped ? 130 : 0;
 }
 
-int finch_cmd_augment(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"dataset", 'd', "NAME", "dataset whose training rows are the parents", NULL},
-      {"target", 'n', "N", "augmented rows the dataset should hold, earlier runs included (default 2 per parent)", NULL},
-      {"methods", 'm', "LIST", "comma-separated: eda, synonyms, entities, noise, templates (default all)", NULL},
-      {"proportional", 0, NULL, "share the target by intent size (default: the same for every intent)", NULL},
-      {"teacher", 0, "ID|FILE", "label guard: this teacher (default: the dataset's latest; 'none' for no guard)", NULL},
-      {"guard-threshold", 0, "P", "drop a candidate the teacher gives another intent with probability >= P "
-                                  "(default 0.5)", NULL},
-      {"temperature", 0, "T", "temperature of the teacher probabilities stored for kept rows (default 2)", NULL},
-      {"seed", 0, "N", "seed (default: setting seed, 42)", NULL},
-      {"json", 0, NULL, "print the summary as JSON", NULL},
-  };
-  cli_cmd cmd = {"augment", "--dataset NAME [--target N] [--methods LIST] [options]",
-                 "Add label-preserving variants of the training rows, each linked to its parent, method and\n"
-                 "parameters. Dev and test rows are never parents. Deterministic for a seed.",
-                 NULL, opts, N(opts)};
-  const char *pos[1];
-  size_t npos;
-  int rc = parse(&cmd, argc, argv, pos, 0, &npos);
-  if (rc >= 0) return rc;
-  long long target = 0, seed = finch_config_int("seed");
-  double guard = 0, tau = 0;
-  if (cli_get_long(&cmd, "target", &target) || cli_get_long(&cmd, "seed", &seed) ||
-      cli_get_double(&cmd, "guard-threshold", &guard) || cli_get_double(&cmd, "temperature", &tau))
-    return 2;
-  if (!cli_get(&cmd, "dataset")) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
-  finch_augment_opts o = {.dataset = cli_get(&cmd, "dataset"), .target = target, .seed = (unsigned long long)seed,
-                          .methods = cli_get(&cmd, "methods"), .proportional = cli_get(&cmd, "proportional") != NULL,
-                          .progress = isatty(2), .teacher = cli_get(&cmd, "teacher"), .guard_threshold = guard,
-                          .temperature = tau};
+typedef struct {
+  finch_augment_opts s;
+  int json;
+} augment_args;
+
+#define F(m) FINCH_OPT_FIELD(augment_args, s.m)
+static const finch_opt augment_opts[] = {
+    {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME", .help = "dataset whose training rows are the parents"},
+    {"target", 'n', FINCH_OPT_INT, F(target), ANY_INT, .arg = "N",
+     .help = "augmented rows the dataset should hold, earlier runs included (default 2 per parent)"},
+    {"methods", 'm', FINCH_OPT_LIST, F(methods), .arg = "LIST",
+     .help = "comma-separated: eda, synonyms, entities, noise, templates (default all)"},
+    {"proportional", 0, FINCH_OPT_BOOL, F(proportional),
+     .help = "share the target by intent size (default: the same for every intent)"},
+    {"teacher", 0, FINCH_OPT_STRING, F(teacher), .arg = "ID|FILE",
+     .help = "label guard: this teacher (default: the dataset's latest; 'none' for no guard)"},
+    {"guard-threshold", 0, FINCH_OPT_FLOAT, F(guard_threshold), .arg = "P",
+     .help = "drop a candidate the teacher gives another intent with probability >= P (default 0.5)"},
+    {"temperature", 0, FINCH_OPT_FLOAT, F(temperature), .arg = "T",
+     .help = "temperature of the teacher probabilities stored for kept rows (default 2)"},
+    {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", ANY_INT, .arg = "N", .help = "seed"},
+    {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(augment_args, json), .help = "print the summary as JSON"},
+};
+#undef F
+
+static int augment_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_augment = {
+    "augment", "add label-preserving variants of training rows",
+    "--dataset NAME [--target N] [--methods LIST] [options]",
+    "Add label-preserving variants of the training rows, each linked to its parent, method and\n"
+    "parameters. Dev and test rows are never parents. Deterministic for a seed.",
+    NULL, augment_opts, CLI_N(augment_opts), sizeof(augment_args), NULL, 0, augment_run, 0};
+
+static int augment_run(void *opts, const char **pos, size_t npos) {
+  augment_args a = *(augment_args *)opts;
+  if (!a.s.dataset) return cli_usage_error(&cli_augment, &a);
+  finch_augment_opts o = a.s;
+  o.progress = isatty(2);
   finch_db *db = cli_db_open();
   if (!db) return 1;
   finch_augment_result r;
@@ -181,7 +179,7 @@ int finch_cmd_augment(int argc, char **argv) {
     lo = lo < 0 || total < lo ? total : lo;
     hi = total > hi ? total : hi;
   }
-  if (cli_get(&cmd, "json")) {
+  if (a.json) {
     json_t *by = json_object(), *drop = json_object();
     for (size_t m = 0; m < r.n_methods; m++) {
       json_object_set_new(by, r.method_names[m], json_integer((json_int_t)r.method_inserted[m]));
@@ -212,85 +210,71 @@ int finch_cmd_augment(int argc, char **argv) {
   return 0;
 }
 
-int finch_cmd_distill(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"dataset", 'd', "NAME", "dataset to train on (split train; split dev measures)", NULL},
-      {"alpha", 0, "A", "a fixed weight of the teacher's soft labels (default: per example, 0.4 for simple inputs "
-                        "rising to 0.7 for the most complex)", NULL},
-      {"general", 0, "LIST", "general-domain datasets for the complexity score's domain term (default: "
-                             "clinc150/wiki_sents.txt in the data directory)", NULL},
-      {"temperature", 0, "T", "softmax temperature of the soft labels (default 2)", NULL},
-      {"teacher", 0, "ID|FILE|latest", "distil this trained teacher (e.g. from finch teacher train) instead of "
-                                       "training a bag-of-n-grams teacher here", NULL},
-      {"teacher-epochs", 0, "N", "teacher training epochs (default: model default)", NULL},
-      {"student", 0, "ARCH", "student architecture: bow (bag of n-grams, default) or tfm (a small encoder that "
-                             "can match the teacher encoder's layers)", NULL},
-      {"stage", 0, "STAGE", "tfm student: vertical (finance data, default), general (general-domain text) or both "
-                            "(general, then vertical)", NULL},
-      {"init", 0, "ID|FILE", "tfm student: start from this student (e.g. a general-stage one)", NULL},
-      {"hard", 0, NULL, "no soft labels: train the student on the hard labels only", NULL},
-      {"no-intermediate", 0, NULL, "tfm student: do not match the teacher encoder's hidden states and attention", NULL},
-      {"no-progressive", 0, NULL, "tfm student: match every layer from the start (default: shallow layers first)",
-       NULL},
-      {"inter-weight", 0, "W", "weight of each intermediate-layer loss (default 0.4)", NULL},
-      {"general-max", 0, "N", "general stage: at most N texts (default 50000)", NULL},
-      {"general-epochs", 0, "N", "general stage epochs (default 2)", NULL},
-      {"head-gates", 0, NULL, "tfm student: input-dependent attention-head gates with a sparsity penalty; the share "
-                              "of heads open per complexity bin is reported", NULL},
-      {"resume", 0, NULL, "tfm student: continue from the checkpoints of an interrupted run (same options)", NULL},
-      {"gate-penalty", 0, "L", "weight of the gates' sparsity penalty lambda * mean(gate) (default 0.02)", NULL},
-      {"student-epochs", 0, "N", "student training epochs (default: model default)", NULL},
-      {"seed", 0, "N", "seed for initialisation, dropout and shuffling (default 42)", NULL},
-      {"device", 0, "DEV", "cpu, cuda or auto (default: setting device, auto)", NULL},
-      {"json", 0, NULL, "print the summary as JSON", NULL},
-  };
-  cli_cmd cmd = {"distill", "--dataset NAME [options]",
-                 "Train a teacher, then a smaller student on the teacher's temperature-softened\n"
-                 "probabilities and the hard labels; register both models with their dev accuracy.",
-                 NULL, opts, N(opts)};
-  const char *pos[1];
-  size_t npos;
-  int rc = parse(&cmd, argc, argv, pos, 0, &npos);
-  if (rc >= 0) return rc;
-  double alpha = 0, tau = 2.0, iw = 0, gp = 0;
-  long long te = 0, se = 0, seed = finch_config_int("seed"), gmax = 0, gep = 0;
-  if (cli_get_double(&cmd, "inter-weight", &iw) || cli_get_double(&cmd, "gate-penalty", &gp) ||
-      cli_get_long(&cmd, "general-max", &gmax) ||
-      cli_get_long(&cmd, "general-epochs", &gep))
-    return 2;
-  const char *student = cli_get(&cmd, "student");
-  if (student && strcmp(student, "bow") && strcmp(student, "tfm")) {
-    fprintf(stderr, "finch distill: --student must be bow or tfm\n");
-    return 2;
-  }
-  if (iw < 0 || gp < 0 || gmax < 0 || gep < 0) {
-    fprintf(stderr, "finch distill: --inter-weight, --general-max and --general-epochs must not be negative\n");
-    return 2;
-  }
-  if (cli_get_double(&cmd, "alpha", &alpha) || cli_get_double(&cmd, "temperature", &tau) ||
-      cli_get_long(&cmd, "teacher-epochs", &te) || cli_get_long(&cmd, "student-epochs", &se) ||
-      cli_get_long(&cmd, "seed", &seed))
-    return 2;
-  if (!cli_get(&cmd, "dataset")) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
-  if (alpha < 0 || alpha > 1 || tau <= 0 || (cli_get(&cmd, "alpha") && alpha == 0)) {
-    fprintf(stderr, "finch distill: --alpha must be in (0,1] and --temperature above 0\n");
-    return 2;
-  }
-  finch_distill_opts o = {.dataset = cli_get(&cmd, "dataset"), .seed = (unsigned long long)seed,
-                          .alpha = (float)alpha, .temperature = (float)tau, .teacher_epochs = (int)te,
-                          .student_epochs = (int)se, .general = cli_get(&cmd, "general"),
-                          .teacher = cli_get(&cmd, "teacher"), .student = student,
-                          .stage = cli_get(&cmd, "stage"), .init_student = cli_get(&cmd, "init"),
-                          .hard_only = cli_get(&cmd, "hard") != NULL,
-                          .intermediate = cli_get(&cmd, "no-intermediate") == NULL,
-                          .progressive = cli_get(&cmd, "no-progressive") == NULL, .inter_weight = (float)iw,
-                          .general_max = (int)gmax, .general_epochs = (int)gep,
-                          .head_gates = cli_get(&cmd, "head-gates") != NULL, .gate_penalty = (float)gp,
-                          .resume = cli_get(&cmd, "resume") != NULL,
-                          .device = cli_get(&cmd, "device") ? cli_get(&cmd, "device") : finch_config_get("device")};
+typedef struct {
+  finch_distill_opts s;
+  int json;
+} distill_args;
+
+#define F(m) FINCH_OPT_FIELD(distill_args, s.m)
+static const finch_opt distill_opts[] = {
+    {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME", .help = "dataset to train on (split train; split dev measures)"},
+    {"alpha", 0, FINCH_OPT_FLOAT, F(alpha), .min = 0, .max = 1, .flags = FINCH_OPT_MIN_OPEN, .arg = "A",
+     .help = "a fixed weight of the teacher's soft labels (default: per example, 0.4 for simple inputs rising to 0.7 "
+             "for the most complex)"},
+    {"general", 0, FINCH_OPT_LIST, F(general), .arg = "LIST",
+     .help = "general-domain datasets for the complexity score's domain term (default: clinc150/wiki_sents.txt in the "
+             "data directory)"},
+    {"temperature", 0, FINCH_OPT_FLOAT, F(temperature), .def = "2", .min = 0, .max = 1e308,
+     .flags = FINCH_OPT_MIN_OPEN, .arg = "T", .help = "softmax temperature of the soft labels"},
+    {"teacher", 0, FINCH_OPT_STRING, F(teacher), .arg = "ID|FILE|latest",
+     .help = "distil this trained teacher (e.g. from finch teacher train) instead of training a bag-of-n-grams "
+             "teacher here"},
+    {"teacher-epochs", 0, FINCH_OPT_INT, F(teacher_epochs), ANY_INT, .arg = "N",
+     .help = "teacher training epochs (default: model default)"},
+    {"student", 0, FINCH_OPT_ENUM, F(student), .choices = "bow|tfm", .arg = "ARCH",
+     .help = "student architecture: bow (bag of n-grams, default) or tfm (a small encoder that can match the teacher "
+             "encoder's layers)"},
+    {"stage", 0, FINCH_OPT_STRING, F(stage), .arg = "STAGE",
+     .help = "tfm student: vertical (finance data, default), general (general-domain text) or both (general, then "
+             "vertical)"},
+    {"init", 0, FINCH_OPT_STRING, F(init_student), .arg = "ID|FILE",
+     .help = "tfm student: start from this student (e.g. a general-stage one)"},
+    {"hard", 0, FINCH_OPT_BOOL, F(hard_only), .help = "no soft labels: train the student on the hard labels only"},
+    {"no-intermediate", 0, FINCH_OPT_BOOL, F(intermediate), .def = "false", .flags = FINCH_OPT_INVERT,
+     .help = "tfm student: do not match the teacher encoder's hidden states and attention"},
+    {"no-progressive", 0, FINCH_OPT_BOOL, F(progressive), .def = "false", .flags = FINCH_OPT_INVERT,
+     .help = "tfm student: match every layer from the start (default: shallow layers first)"},
+    {"inter-weight", 0, FINCH_OPT_FLOAT, F(inter_weight), NON_NEG, .arg = "W",
+     .help = "weight of each intermediate-layer loss (default 0.4)"},
+    {"general-max", 0, FINCH_OPT_INT, F(general_max), NON_NEG, .arg = "N", .help = "general stage: at most N texts (default 50000)"},
+    {"general-epochs", 0, FINCH_OPT_INT, F(general_epochs), NON_NEG, .arg = "N", .help = "general stage epochs (default 2)"},
+    {"head-gates", 0, FINCH_OPT_BOOL, F(head_gates),
+     .help = "tfm student: input-dependent attention-head gates with a sparsity penalty; the share of heads open per "
+             "complexity bin is reported"},
+    {"resume", 0, FINCH_OPT_BOOL, F(resume),
+     .help = "tfm student: continue from the checkpoints of an interrupted run (same options)"},
+    {"gate-penalty", 0, FINCH_OPT_FLOAT, F(gate_penalty), NON_NEG, .arg = "L",
+     .help = "weight of the gates' sparsity penalty lambda * mean(gate) (default 0.02)"},
+    {"student-epochs", 0, FINCH_OPT_INT, F(student_epochs), ANY_INT, .arg = "N",
+     .help = "student training epochs (default: model default)"},
+    {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", ANY_INT, .arg = "N",
+     .help = "seed for initialisation, dropout and shuffling"},
+    {"device", 0, FINCH_OPT_STRING, F(device), .setting = "device", .arg = "DEV", .help = "cpu, cuda or auto"},
+    {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(distill_args, json), .help = "print the summary as JSON"},
+};
+#undef F
+
+static int distill_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_distill = {
+    "distill", "distil a teacher into a smaller student (bow or transformer)", "--dataset NAME [options]",
+    "Train a teacher, then a smaller student on the teacher's temperature-softened\n"
+    "probabilities and the hard labels; register both models with their dev accuracy.",
+    NULL, distill_opts, CLI_N(distill_opts), sizeof(distill_args), NULL, 0, distill_run, 0};
+
+static int distill_run(void *opts, const char **pos, size_t npos) {
+  distill_args a = *(distill_args *)opts;
+  if (!a.s.dataset) return cli_usage_error(&cli_distill, &a);
+  finch_distill_opts o = a.s;
   finch_db *db = cli_db_open();
   if (!db) return 1;
   finch_distill_result r;
@@ -298,7 +282,7 @@ int finch_cmd_distill(int argc, char **argv) {
   finch_status st = finch_distill_run(db, &o, &r, &err);
   finch_db_close(db);
   if (st) return cli_fail(&err);
-  if (cli_get(&cmd, "json")) {
+  if (a.json) {
     json_t *j = json_pack("{s:{s:I, s:s, s:I, s:f, s:f}, s:{s:I, s:s, s:I, s:f, s:f}, s:I, s:I}",
                           "teacher", "id", (json_int_t)r.teacher_id, "path", r.teacher_path, "params",
                           (json_int_t)r.teacher_params, "dev_accuracy", r.teacher_dev_acc, "train_seconds",
@@ -330,25 +314,24 @@ int finch_cmd_distill(int argc, char **argv) {
   return 0;
 }
 
-int finch_cmd_compile(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"model", 'm', "ID|FILE", "registered model id or model file", NULL},
-      {"output", 'o', "FILE", "where to write the compiled model file", NULL},
-      {"dtype", 0, "TYPE", "weight storage: q8 (int8, a scale per row; default) or f32", NULL},
-  };
-  cli_cmd cmd = {"compile", "--model ID -o FILE [--dtype q8|f32]",
-                 "Write a model as a single deployable file (format: nn/modelfile.h) with its SHA-256,\n"
-                 "and register it as stage 'compiled'.",
-                 NULL, opts, N(opts)};
-  const char *pos[1];
-  size_t npos;
-  int rc = parse(&cmd, argc, argv, pos, 0, &npos);
-  if (rc >= 0) return rc;
-  if (!cli_get(&cmd, "model") || !cli_get(&cmd, "output")) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
-  finch_compile_opts o = {cli_get(&cmd, "model"), cli_get(&cmd, "output"), cli_get(&cmd, "dtype")};
+#define F(m) FINCH_OPT_FIELD(finch_compile_opts, m)
+static const finch_opt compile_opts[] = {
+    {"model", 'm', FINCH_OPT_STRING, F(model), .arg = "ID|FILE", .help = "registered model id or model file"},
+    {"output", 'o', FINCH_OPT_STRING, F(out), .arg = "FILE", .help = "where to write the compiled model file"},
+    {"dtype", 0, FINCH_OPT_STRING, F(dtype), .arg = "TYPE", .help = "weight storage: q8 (int8, a scale per row; default) or f32"},
+};
+#undef F
+
+static int compile_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_compile = {
+    "compile", "write a model as a deployable (quantised) file", "--model ID -o FILE [--dtype q8|f32]",
+    "Write a model as a single deployable file (format: nn/modelfile.h) with its SHA-256,\n"
+    "and register it as stage 'compiled'.",
+    NULL, compile_opts, CLI_N(compile_opts), sizeof(finch_compile_opts), NULL, 0, compile_run, 0};
+
+static int compile_run(void *opts, const char **pos, size_t npos) {
+  finch_compile_opts o = *(finch_compile_opts *)opts;
+  if (!o.model || !o.out) return cli_usage_error(&cli_compile, &o);
   finch_db *db = cli_db_open();
   if (!db) return 1;
   finch_compile_result r;
@@ -360,30 +343,35 @@ int finch_cmd_compile(int argc, char **argv) {
   return 0;
 }
 
-int finch_cmd_eval(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"model", 'm', "ID|FILE", "registered model id or model file (teacher or student)", NULL},
-      {"format", 'f', "FMT", "format of --input: banking77", NULL},
-      {"input", 'i', "FILE", "labelled file to evaluate on", NULL},
-      {"dataset", 'd', "NAME", "evaluate on rows of this dataset instead of a file", NULL},
-      {"split", 0, "SPLIT", "with --dataset: train, dev or test (default dev)", NULL},
-      {"json", 0, NULL, "print the metrics as one JSON object", NULL},
-  };
-  cli_cmd cmd = {"eval", "--model M (--format banking77 --input FILE | --dataset NAME [--split dev]) [--json]",
-                 "Measure accuracy, macro-F1, calibration and latency; store the run in eval_reports and\n"
-                 "write a Markdown report under $FINCH_HOME/reports.",
-                 NULL, opts, N(opts)};
-  const char *pos[1];
-  size_t npos;
-  int rc = parse(&cmd, argc, argv, pos, 0, &npos);
-  if (rc >= 0) return rc;
-  if (!cli_get(&cmd, "model") || (!cli_get(&cmd, "input") == !cli_get(&cmd, "dataset"))) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
-  finch_eval_opts o = {.model = cli_get(&cmd, "model"), .format = cli_get(&cmd, "format"),
-                       .input = cli_get(&cmd, "input"), .dataset = cli_get(&cmd, "dataset"),
-                       .split = cli_get(&cmd, "split"), .command_line = cli_command_line()};
+typedef struct {
+  finch_eval_opts s;
+  int json;
+} eval_args;
+
+#define F(m) FINCH_OPT_FIELD(eval_args, s.m)
+static const finch_opt eval_opts[] = {
+    {"model", 'm', FINCH_OPT_STRING, F(model), .arg = "ID|FILE", .help = "registered model id or model file (teacher or student)"},
+    {"format", 'f', FINCH_OPT_STRING, F(format), .arg = "FMT", .help = "format of --input: banking77"},
+    {"input", 'i', FINCH_OPT_STRING, F(input), .arg = "FILE", .help = "labelled file to evaluate on"},
+    {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME", .help = "evaluate on rows of this dataset instead of a file"},
+    {"split", 0, FINCH_OPT_STRING, F(split), .arg = "SPLIT", .help = "with --dataset: train, dev or test (default dev)"},
+    {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(eval_args, json), .help = "print the metrics as one JSON object"},
+};
+#undef F
+
+static int eval_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_eval = {
+    "eval", "measure a model on labelled rows; store and write a report",
+    "--model M (--format banking77 --input FILE | --dataset NAME [--split dev]) [--json]",
+    "Measure accuracy, macro-F1, calibration and latency; store the run in eval_reports and\n"
+    "write a Markdown report under $FINCH_HOME/reports.",
+    NULL, eval_opts, CLI_N(eval_opts), sizeof(eval_args), NULL, 0, eval_run, 0};
+
+static int eval_run(void *opts, const char **pos, size_t npos) {
+  eval_args a = *(eval_args *)opts;
+  finch_eval_opts o = a.s;
+  if (!o.model || !o.input == !o.dataset) return cli_usage_error(&cli_eval, &a);
+  o.command_line = cli_command_line();
   finch_db *db = cli_db_open();
   if (!db) return 1;
   finch_eval_result r;
@@ -394,7 +382,7 @@ int finch_cmd_eval(int argc, char **argv) {
     finch_eval_result_free(&r);
     return cli_fail(&err);
   }
-  if (cli_get(&cmd, "json"))
+  if (a.json)
     printf("%s\n", r.json);
   else
     printf("n %lld, accuracy %.4f, macro-F1 %.4f\nreport %lld: %s\n", r.n, r.accuracy, r.macro_f1, r.report_id,
@@ -403,21 +391,25 @@ int finch_cmd_eval(int argc, char **argv) {
   return 0;
 }
 
-int finch_cmd_models(int argc, char **argv) {
-  cli_opt opts[] = {{"json", 0, NULL, "print a JSON array", NULL}};
-  cli_cmd cmd = {"models", "list [--json]", "List every registered model.", NULL, opts, N(opts)};
-  const char *pos[1];
-  size_t npos;
-  int rc = parse(&cmd, argc, argv, pos, 1, &npos);
-  if (rc >= 0) return rc;
-  if (npos != 1 || strcmp(pos[0], "list") != 0) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
+typedef struct {
+  int json;
+} models_args;
+
+static const finch_opt models_opts[] = {
+    {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(models_args, json), .help = "print a JSON array"},
+};
+
+static int models_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_models = {"models", "list registered models", "list [--json]", "List every registered model.", NULL,
+                            models_opts, CLI_N(models_opts), sizeof(models_args), NULL, 1, models_run, 0};
+
+static int models_run(void *opts, const char **pos, size_t npos) {
+  models_args a = *(models_args *)opts;
+  if (npos != 1 || strcmp(pos[0], "list") != 0) return cli_usage_error(&cli_models, &a);
   finch_db *db = cli_db_open();
   if (!db) return 1;
   finch_err err;
-  if (cli_get(&cmd, "json")) {
+  if (a.json) {
     char *json;
     finch_status st = finch_models_list_json(db, &json, &err);
     finch_db_close(db);

@@ -5,72 +5,65 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
-#include "core/config.h"
 #include "distill/teacher.h"
 
-#define N(a) (sizeof(a) / sizeof((a)[0]))
+typedef struct {
+  finch_teacher_opts s;
+  int json;
+} teacher_args;
 
-int finch_cmd_teacher(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"dataset", 'd', "NAME", "dataset to train on (split train; split dev selects and measures)", NULL},
-      {"members", 0, "LIST", "ensemble members, at most 12: slr, bow, tfm (repeat bow or tfm for several seeds), ktfm (an"
-       " encoder taught by the members before it, on augmented rows too); default slr,bow,tfm",
-       NULL},
-      {"reuse-members", 0, NULL, "keep trained members under $FINCH_HOME/member-cache and reuse those trained before on the"
-       " same rows with the same options instead of training them again", NULL},
-      {"pretrain-epochs", 0, "N", "masked-token pre-training epochs of the encoders on the general corpus "
-                                  "(clinc150/wiki_sents.txt and --general datasets; default 0 = none)", NULL},
-      {"general", 0, "LIST", "general-domain datasets added to the pre-training corpus", NULL},
-      {"epochs", 0, "N", "encoder fine-tuning epochs (default 30)", NULL},
-      {"no-ngrams", 0, NULL, "no hashed character n-grams in the encoders' token embeddings", NULL},
-      {"no-augmented", 0, NULL, "train on source rows only (default: slr and bow see augmented rows too)", NULL},
-      {"tfm-augmented", 0, NULL, "let the encoders see augmented rows too", NULL},
-      {"dim", 0, "D", "encoder width (default 128)", NULL},
-      {"layers", 0, "L", "encoder layers (default 2)", NULL},
-      {"heads", 0, "H", "attention heads (default 4)", NULL},
-      {"ff", 0, "F", "feed-forward width (default 512)", NULL},
-      {"seq-len", 0, "T", "tokens per text, [CLS] included (default 48)", NULL},
-      {"vocab", 0, "V", "tokenizer vocabulary size (default 8000)", NULL},
-      {"lr", 0, "LR", "encoder peak learning rate (default 1e-3, 5e-4 after pre-training)", NULL},
-      {"seed", 0, "N", "seed for initialisation, dropout and shuffling (default 42)", NULL},
-      {"resume", 0, NULL, "continue the encoders from their checkpoints after a crash (same options)", NULL},
-      {"device", 0, "DEV", "cpu, cuda or auto (default: setting device, auto)", NULL},
-      {"quiet", 'q', NULL, "no progress output", NULL},
-      {"json", 0, NULL, "print the summary as JSON", NULL},
-  };
-  cli_cmd cmd = {"teacher", "train --dataset NAME [options]",
-                 "Train the ensemble teacher: each member on the training split, calibrated and\n"
-                 "selected on the holdout; register it in models.",
-                 NULL, opts, N(opts)};
-  const char *pos[1];
-  size_t npos;
-  int rc = cli_parse(&cmd, argc, argv, pos, 1, &npos);
-  if (rc != 0) return rc == 1 ? 0 : 2;
-  if (npos != 1 || strcmp(pos[0], "train") != 0 || !cli_get(&cmd, "dataset")) {
-    cli_usage(&cmd, stderr);
+#define F(m) FINCH_OPT_FIELD(teacher_args, s.m)
+#define SIZE(name_, m, arg_, help_) {name_, 0, FINCH_OPT_INT, F(m), .min = 0, .max = 1e308, .arg = arg_, .help = help_}
+static const finch_opt teacher_opts[] = {
+    {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME",
+     .help = "dataset to train on (split train; split dev selects and measures)"},
+    {"members", 0, FINCH_OPT_LIST, F(members), .arg = "LIST",
+     .help = "ensemble members, at most 12: slr, bow, tfm (repeat bow or tfm for several seeds), ktfm (an encoder "
+             "taught by the members before it, on augmented rows too); default slr,bow,tfm"},
+    {"reuse-members", 0, FINCH_OPT_BOOL, F(reuse_members),
+     .help = "keep trained members under $FINCH_HOME/member-cache and reuse those trained before on the same rows "
+             "with the same options instead of training them again"},
+    SIZE("pretrain-epochs", pretrain_epochs, "N",
+         "masked-token pre-training epochs of the encoders on the general corpus (clinc150/wiki_sents.txt and "
+         "--general datasets; default 0 = none)"),
+    {"general", 0, FINCH_OPT_LIST, F(general), .arg = "LIST", .help = "general-domain datasets added to the pre-training corpus"},
+    SIZE("epochs", tfm_epochs, "N", "encoder fine-tuning epochs (default 30)"),
+    {"no-ngrams", 0, FINCH_OPT_BOOL, F(ngrams), .def = "false", .flags = FINCH_OPT_INVERT,
+     .help = "no hashed character n-grams in the encoders' token embeddings"},
+    {"no-augmented", 0, FINCH_OPT_BOOL, F(augmented), .def = "false", .flags = FINCH_OPT_INVERT,
+     .help = "train on source rows only (default: slr and bow see augmented rows too)"},
+    {"tfm-augmented", 0, FINCH_OPT_BOOL, F(tfm_augmented), .help = "let the encoders see augmented rows too"},
+    SIZE("dim", dim, "D", "encoder width (default 128)"),
+    SIZE("layers", layers, "L", "encoder layers (default 2)"),
+    SIZE("heads", heads, "H", "attention heads (default 4)"),
+    SIZE("ff", ff, "F", "feed-forward width (default 512)"),
+    {"seq-len", 0, FINCH_OPT_INT, F(seq_len), .min = 0, .max = 255, .arg = "T",
+     .help = "tokens per text, [CLS] included (default 48)"},
+    SIZE("vocab", vocab, "V", "tokenizer vocabulary size, at least 300 (default 8000)"),
+    {"lr", 0, FINCH_OPT_FLOAT, F(lr), .min = 0, .max = 1e308, .arg = "LR",
+     .help = "encoder peak learning rate (default 1e-3, 5e-4 after pre-training)"},
+    {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", .arg = "N", .help = "seed for initialisation, dropout and shuffling"},
+    {"resume", 0, FINCH_OPT_BOOL, F(resume), .help = "continue the encoders from their checkpoints after a crash (same options)"},
+    {"device", 0, FINCH_OPT_STRING, F(device), .setting = "device", .arg = "DEV", .help = "cpu, cuda or auto"},
+    {"quiet", 'q', FINCH_OPT_BOOL, F(quiet), .help = "no progress output"},
+    {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(teacher_args, json), .help = "print the summary as JSON"},
+};
+
+static int teacher_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_teacher = {
+    "teacher", "train the ensemble teacher and select it on the holdout", "train --dataset NAME [options]",
+    "Train the ensemble teacher: each member on the training split, calibrated and\n"
+    "selected on the holdout; register it in models.",
+    NULL, teacher_opts, CLI_N(teacher_opts), sizeof(teacher_args), NULL, 1, teacher_run, 0};
+
+static int teacher_run(void *opts, const char **pos, size_t npos) {
+  teacher_args a = *(teacher_args *)opts;
+  if (npos != 1 || strcmp(pos[0], "train") != 0 || !a.s.dataset) return cli_usage_error(&cli_teacher, &a);
+  if (a.s.vocab && a.s.vocab < 300) { /* 0 is the default */
+    fprintf(stderr, "finch teacher: --vocab: %u is out of range: 0 (the default) or >= 300\n", a.s.vocab);
     return 2;
   }
-  long long pe = 0, ep = 0, dim = 0, layers = 0, heads = 0, ff = 0, T = 0, V = 0, seed = finch_config_int("seed");
-  double lr = 0;
-  if (cli_get_long(&cmd, "pretrain-epochs", &pe) || cli_get_long(&cmd, "epochs", &ep) ||
-      cli_get_long(&cmd, "dim", &dim) || cli_get_long(&cmd, "layers", &layers) || cli_get_long(&cmd, "heads", &heads) ||
-      cli_get_long(&cmd, "ff", &ff) || cli_get_long(&cmd, "seq-len", &T) || cli_get_long(&cmd, "vocab", &V) ||
-      cli_get_long(&cmd, "seed", &seed) || cli_get_double(&cmd, "lr", &lr))
-    return 2;
-  if (pe < 0 || ep < 0 || dim < 0 || layers < 0 || heads < 0 || ff < 0 || T < 0 || T > 255 || V < 0 || lr < 0 ||
-      (V && V < 300)) {
-    fprintf(stderr, "finch teacher: sizes and epochs must be positive, --seq-len at most 255, --vocab at least 300\n");
-    return 2;
-  }
-  finch_teacher_opts o = {.dataset = cli_get(&cmd, "dataset"), .members = cli_get(&cmd, "members"),
-                          .seed = (unsigned long long)seed, .augmented = !cli_get(&cmd, "no-augmented"),
-                          .tfm_augmented = cli_get(&cmd, "tfm-augmented") != NULL, .general = cli_get(&cmd, "general"),
-                          .pretrain_epochs = (int)pe, .tfm_epochs = (int)ep, .ngrams = !cli_get(&cmd, "no-ngrams"),
-                          .dim = (unsigned)dim, .layers = (unsigned)layers, .heads = (unsigned)heads,
-                          .ff = (unsigned)ff, .seq_len = (unsigned)T, .vocab = (unsigned)V, .lr = (float)lr,
-                          .device = cli_get(&cmd, "device") ? cli_get(&cmd, "device") : finch_config_get("device"),
-                          .quiet = cli_get(&cmd, "quiet") != NULL, .resume = cli_get(&cmd, "resume") != NULL,
-                          .reuse_members = cli_get(&cmd, "reuse-members") != NULL};
+  finch_teacher_opts o = a.s;
   finch_db *db = cli_db_open();
   if (!db) return 1;
   finch_teacher_result r;
@@ -78,7 +71,7 @@ int finch_cmd_teacher(int argc, char **argv) {
   finch_status st = finch_teacher_train(db, &o, &r, &err);
   finch_db_close(db);
   if (st) return cli_fail(&err);
-  if (cli_get(&cmd, "json")) {
+  if (a.json) {
     json_t *ms = json_array();
     for (size_t i = 0; i < r.n_members; i++)
       json_array_append_new(ms, json_pack("{s:s, s:f, s:f, s:f, s:I, s:f, s:b}", "name", r.members[i].name,

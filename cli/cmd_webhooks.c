@@ -61,39 +61,51 @@ static int deliver_forever(const finch_webhook_opts *o) {
   return 0;
 }
 
-int finch_cmd_webhooks(int argc, char **argv) {
-  cli_opt opts[] = {
-      {"secret", 0, "S", "subscribe: the signing secret (- reads it from standard input)", NULL},
-      {"events", 0, "LIST", "subscribe: comma-separated event types, or * for all", NULL},
-      {"status", 0, "S", "outbox: only rows with this status (pending, delivered, dead)", NULL},
-      {"limit", 0, "N", "outbox: at most N rows, newest first (default 50)", NULL},
-      {"once", 0, NULL, "deliver: one pass over the due rows, then exit", NULL},
-      {"max-attempts", 0, "N", "deliver: attempts before a row is dead (default 10)", NULL},
-      {"worker-id", 0, "ID", "deliver: name recorded on claimed rows (default host:pid:n)", NULL},
-  };
-  cli_cmd cmd = {"webhooks",
-                 "subscribe URL --secret S --events a,b | list | unsubscribe ID | outbox [--status dead] | "
-                 "redeliver ID | deliver [--once]",
-                 "Outbound webhooks: subscriptions, the outbox and its delivery.\n"
-                 "  subscribe    add an endpoint for some events (intent.classified, handoff.requested,\n"
-                 "               labeling.task_created, rollout.changed, or *)\n"
-                 "  list         the subscriptions (secrets are never printed)\n"
-                 "  unsubscribe  deactivate a subscription; its pending rows die instead of being sent\n"
-                 "  outbox       outbox rows with status, attempts and last result\n"
-                 "  redeliver    queue a dead or delivered row again, with the same idempotency key\n"
-                 "  deliver      run a delivery worker until SIGINT/SIGTERM (--once: one pass)",
-                 "Deliveries are signed: Finch-Signature: v1=<hex HMAC-SHA256(secret, \"<id>.<timestamp>.<body>\")>\n"
-                 "with the id and timestamp in Finch-Webhook-Id and Finch-Webhook-Timestamp (serve/webhook.h).\n"
-                 "Secrets are stored in clear in webhook_subscriptions: the worker needs them to sign.",
-                 opts, sizeof opts / sizeof opts[0]};
-  const char *pos[2];
-  size_t npos;
-  int rc = cli_parse(&cmd, argc, argv, pos, 2, &npos);
-  if (rc) return rc == 1 ? 0 : 2;
-  if (npos < 1) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
+typedef struct {
+  finch_webhook_opts wo;
+  const char *secret, *events, *status;
+  long long limit;
+  int once;
+} webhooks_args;
+
+#define F(m) FINCH_OPT_FIELD(webhooks_args, m)
+static const finch_opt webhooks_opts[] = {
+    {"secret", 0, FINCH_OPT_STRING, F(secret), .arg = "S",
+     .help = "subscribe: the signing secret (- reads it from standard input)"},
+    {"events", 0, FINCH_OPT_LIST, F(events), .arg = "LIST", .help = "subscribe: comma-separated event types, or * for all"},
+    {"status", 0, FINCH_OPT_ENUM, F(status), .choices = "pending|delivered|dead", .arg = "S",
+     .help = "outbox: only rows with this status"},
+    {"limit", 0, FINCH_OPT_INT, F(limit), .def = "50", .min = 1, .max = 1e308, .arg = "N",
+     .help = "outbox: at most N rows, newest first"},
+    {"once", 0, FINCH_OPT_BOOL, F(once), .help = "deliver: one pass over the due rows, then exit"},
+    {"max-attempts", 0, FINCH_OPT_INT, F(wo.max_attempts), .min = 1, .max = 1000, .arg = "N",
+     .help = "deliver: attempts before a row is dead (default 10)"},
+    {"worker-id", 0, FINCH_OPT_STRING, F(wo.worker_id), .arg = "ID",
+     .help = "deliver: name recorded on claimed rows (default host:pid:n)"},
+};
+#undef F
+
+static int webhooks_run(void *opts, const char **pos, size_t npos);
+const cli_cmd cli_webhooks = {
+    "webhooks", "outbound webhooks: subscribe, list, outbox, redeliver, deliver",
+    "subscribe URL --secret S --events a,b | list | unsubscribe ID | outbox [--status dead] | "
+    "redeliver ID | deliver [--once]",
+    "Outbound webhooks: subscriptions, the outbox and its delivery.\n"
+    "  subscribe    add an endpoint for some events (intent.classified, handoff.requested,\n"
+    "               labeling.task_created, rollout.changed, or *)\n"
+    "  list         the subscriptions (secrets are never printed)\n"
+    "  unsubscribe  deactivate a subscription; its pending rows die instead of being sent\n"
+    "  outbox       outbox rows with status, attempts and last result\n"
+    "  redeliver    queue a dead or delivered row again, with the same idempotency key\n"
+    "  deliver      run a delivery worker until SIGINT/SIGTERM (--once: one pass)",
+    "Deliveries are signed: Finch-Signature: v1=<hex HMAC-SHA256(secret, \"<id>.<timestamp>.<body>\")>\n"
+    "with the id and timestamp in Finch-Webhook-Id and Finch-Webhook-Timestamp (serve/webhook.h).\n"
+    "Secrets are stored in clear in webhook_subscriptions: the worker needs them to sign.",
+    webhooks_opts, CLI_N(webhooks_opts), sizeof(webhooks_args), NULL, 2, webhooks_run, 0};
+
+static int webhooks_run(void *opts, const char **pos, size_t npos) {
+  webhooks_args a = *(webhooks_args *)opts;
+  if (npos < 1) return cli_usage_error(&cli_webhooks, &a);
   const char *action = pos[0];
   int want_arg = strcmp(action, "subscribe") == 0 || strcmp(action, "redeliver") == 0 ||
                  strcmp(action, "unsubscribe") == 0;
@@ -103,10 +115,7 @@ int finch_cmd_webhooks(int argc, char **argv) {
             action);
     return 2;
   }
-  if ((want_arg && npos != 2) || (no_arg && npos != 1)) {
-    cli_usage(&cmd, stderr);
-    return 2;
-  }
+  if ((want_arg && npos != 2) || (no_arg && npos != 1)) return cli_usage_error(&cli_webhooks, &a);
   long long num = 0;
   if (strcmp(action, "redeliver") == 0 || strcmp(action, "unsubscribe") == 0) {
     char *end;
@@ -116,28 +125,15 @@ int finch_cmd_webhooks(int argc, char **argv) {
       return 2;
     }
   }
-  const char *status = cli_get(&cmd, "status");
-  if (status && strcmp(status, "pending") && strcmp(status, "delivered") && strcmp(status, "dead")) {
-    fprintf(stderr, "finch webhooks outbox: --status '%s' is not pending, delivered or dead\n", status);
-    return 2;
-  }
-  long long limit = 50, max_attempts = 0;
-  if (cli_get_long(&cmd, "limit", &limit) || cli_get_long(&cmd, "max-attempts", &max_attempts)) return 2;
-  if (limit <= 0) {
-    fprintf(stderr, "finch webhooks: --limit must be positive\n");
-    return 2;
-  }
-  if (cli_get(&cmd, "max-attempts") && (max_attempts < 1 || max_attempts > 1000)) {
-    fprintf(stderr, "finch webhooks: --max-attempts must be 1..1000\n");
-    return 2;
-  }
-  finch_webhook_opts wo = {.worker_id = cli_get(&cmd, "worker-id"), .max_attempts = (unsigned)max_attempts};
-  if (strcmp(action, "deliver") == 0 && !cli_get(&cmd, "once")) return deliver_forever(&wo);
+  const char *status = a.status;
+  long long limit = a.limit;
+  finch_webhook_opts wo = a.wo;
+  if (strcmp(action, "deliver") == 0 && !a.once) return deliver_forever(&wo);
 
   char secret_buf[1024];
-  const char *secret = cli_get(&cmd, "secret");
+  const char *secret = a.secret;
   if (strcmp(action, "subscribe") == 0) {
-    if (!secret || !cli_get(&cmd, "events")) {
+    if (!secret || !a.events) {
       fprintf(stderr, "finch webhooks subscribe: --secret and --events are required\n");
       return 2;
     }
@@ -157,7 +153,7 @@ int finch_cmd_webhooks(int argc, char **argv) {
   int code = 0;
   if (strcmp(action, "subscribe") == 0) {
     long long id;
-    if (finch_webhook_subscribe(c, pos[1], secret, cli_get(&cmd, "events"), &id, &err))
+    if (finch_webhook_subscribe(c, pos[1], secret, a.events, &id, &err))
       code = cli_fail(&err);
     else
       printf("subscription %lld: %s\n", id, pos[1]);

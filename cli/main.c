@@ -1,9 +1,11 @@
 /* finch: one binary, a subcommand per pipeline stage. */
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/args.h"
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -34,49 +36,48 @@ finch_db *cli_db_open(void) {
   return db;
 }
 
-typedef struct {
-  const char *name;
-  int (*fn)(int, char **);
-  const char *summary;
-} command;
-
-static const command commands[] = {
-    {"db", finch_cmd_db, "the database: url, up, down, migrate, status"},
-    {"ingest", finch_cmd_ingest, "load labelled utterances into PostgreSQL"},
-    {"augment", finch_cmd_augment, "add label-preserving variants of training rows"},
-    {"teacher", finch_cmd_teacher, "train the ensemble teacher and select it on the holdout"},
-    {"distill", finch_cmd_distill, "distil a teacher into a smaller student (bow or transformer)"},
-    {"compile", finch_cmd_compile, "write a model as a deployable (quantised) file"},
-    {"eval", finch_cmd_eval, "measure a model on labelled rows; store and write a report"},
-    {"serve", finch_cmd_serve, "serve intent recognition over HTTP"},
-    {"models", finch_cmd_models, "list registered models"},
-    {"rules", finch_cmd_rules, "check and measure the legacy PCRE2 rule engine"},
-    {"demo", finch_cmd_demo, "run every stage on BANKING77 (or the bundled sample)"},
-    {"rollout", finch_cmd_rollout, "staged rollout beside the rules: status, promote, rollback"},
-    {"keys", finch_cmd_keys, "API keys for the server: create, list, revoke"},
-    {"webhooks", finch_cmd_webhooks, "outbound webhooks: subscribe, list, outbox, redeliver, deliver"},
-    {"soft-labels", finch_cmd_soft_labels, "an external teacher's soft labels: import JSONL or query an endpoint"},
+static const cli_cmd *const commands[] = {
+    &cli_db,    &cli_ingest, &cli_augment, &cli_teacher, &cli_distill, &cli_compile, &cli_eval, &cli_serve,
+    &cli_models, &cli_rules, &cli_demo,    &cli_rollout, &cli_keys,    &cli_webhooks, &cli_soft_labels,
 };
+
+/* The options before COMMAND. */
+typedef struct {
+  const char *home, *config, *database_url, *data_dir, *log_level;
+  int settings, version, help;
+} global_args;
+
+#define G(m) FINCH_OPT_FIELD(global_args, m)
+
+/* Options whose value is a global setting of the same name ('-' for '_'). */
+static const finch_opt global_opts[] = {
+    {"home", 0, FINCH_OPT_STRING, G(home), .arg = "DIR",
+     .help = "finch's directory: embedded database, models, reports (FINCH_HOME, default ./.finch)"},
+    {"config", 0, FINCH_OPT_STRING, G(config), .arg = "FILE",
+     .help = "settings file of 'name = value' lines and [command] sections (default $FINCH_HOME/finch.conf)"},
+    {"database-url", 0, FINCH_OPT_STRING, G(database_url), .arg = "URL",
+     .help = "an external PostgreSQL (FINCH_DATABASE_URL); default: embedded cluster"},
+    {"data-dir", 0, FINCH_OPT_STRING, G(data_dir), .arg = "DIR",
+     .help = "public data sets (FINCH_DATA_DIR, default ../shared/data)"},
+    {"log-level", 0, FINCH_OPT_STRING, G(log_level), .arg = "LEVEL", .help = "error, warn, info or debug (FINCH_LOG)"},
+    {"settings", 0, FINCH_OPT_BOOL, G(settings),
+     .help = "print every setting and command option with its value and source, then exit"},
+    {"version", 0, FINCH_OPT_BOOL, G(version), .help = "print the version"},
+    {"help", 'h', FINCH_OPT_BOOL, G(help), .help = "show this help"},
+};
+
+static const cli_cmd globals = {.name = "", .opts = global_opts, .nopts = CLI_N(global_opts),
+                                .size = sizeof(global_args), .leading = 1};
 
 static void usage(FILE *out) {
   fprintf(out,
           "usage: finch [global options] COMMAND [options]\n\n"
           "finch adapts a small, fast intent model to financial customer-service chat and serves it.\n\n"
           "commands:\n");
-  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-    fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
-  fprintf(out,
-          "\nglobal options (before COMMAND):\n"
-          "  --home DIR           finch's directory: embedded database, models, reports "
-          "(FINCH_HOME, default ./.finch)\n"
-          "  --config FILE        settings file of 'name = value' lines (default $FINCH_HOME/finch.conf)\n"
-          "  --database-url URL   an external PostgreSQL (FINCH_DATABASE_URL); default: embedded cluster\n"
-          "  --data-dir DIR       public data sets (FINCH_DATA_DIR, default ../shared/data)\n"
-          "  --log-level LEVEL    error, warn, info or debug (FINCH_LOG)\n"
-          "  --settings           print every setting with its value and source, then exit\n"
-          "  --version            print the version\n"
-          "  -h, --help           show this help\n\n"
-          "Run 'finch COMMAND --help' for a command's options.\n");
+  for (size_t i = 0; i < CLI_N(commands); i++) fprintf(out, "  %-12s %s\n", commands[i]->name, commands[i]->brief);
+  fprintf(out, "\nglobal options (before COMMAND):\n");
+  cli_print_options(global_opts, CLI_N(global_opts), NULL, out);
+  fprintf(out, "\nRun 'finch COMMAND --help' for a command's options.\n");
 }
 
 int main(int argc, char **argv) {
@@ -87,44 +88,34 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* progress interleaves sensibly with stderr */
   finch_err err;
   if (finch_config_load_env(&err)) return cli_fail(&err);
-  const char *config_file = NULL;
-  int print_settings = 0;
-  int i = 1;
-  static const struct {
-    const char *flag, *setting;
-  } globals[] = {{"--home", "home"}, {"--database-url", "database_url"}, {"--data-dir", "data_dir"},
-                 {"--log-level", "log_level"}};
-  for (; i < argc && argv[i][0] == '-'; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      usage(stdout);
-      return 0;
-    }
-    if (strcmp(a, "--version") == 0) {
-      printf("finch %s\n", FINCH_VERSION);
-      return 0;
-    }
-    if (strcmp(a, "--settings") == 0) {
-      print_settings = 1;
-      continue;
-    }
-    if (strcmp(a, "--config") == 0 && i + 1 < argc) {
-      config_file = argv[++i];
-      continue;
-    }
-    int matched = 0;
-    for (size_t g = 0; g < sizeof globals / sizeof globals[0]; g++)
-      if (strcmp(a, globals[g].flag) == 0 && i + 1 < argc) {
-        if (finch_config_set(globals[g].setting, argv[++i], FINCH_CFG_SRC_FLAG, &err)) return cli_fail(&err);
-        matched = 1;
-      }
-    if (!matched) {
-      fprintf(stderr, "finch: unknown global option '%s' (see finch --help)\n", a);
-      return 2;
-    }
+  for (size_t c = 0; c < CLI_N(commands); c++)
+    if (finch_config_section(commands[c]->name, commands[c]->opts, commands[c]->nopts, &err)) return cli_fail(&err);
+  global_args g;
+  size_t first;
+  int rc = cli_parse(&globals, &g, argc, argv, NULL, &first);
+  if (rc >= 0) return rc;
+  int i = (int)first;
+  if (g.help) {
+    usage(stdout);
+    return 0;
   }
-  if (config_file) {
-    if (finch_config_load_file(config_file, &err)) return cli_fail(&err);
+  if (g.version) {
+    printf("finch %s\n", FINCH_VERSION);
+    return 0;
+  }
+  for (size_t k = 0; k < CLI_N(global_opts); k++) {
+    const finch_opt *go = &global_opts[k];
+    const char *v;
+    memcpy(&v, (const char *)&g + go->offset, sizeof v);
+    if (go->type != FINCH_OPT_STRING || !v || go->offset == offsetof(global_args, config)) continue;
+    char setting[32];
+    snprintf(setting, sizeof setting, "%s", go->name);
+    for (char *p = setting; *p; p++)
+      if (*p == '-') *p = '_';
+    if (finch_config_set(setting, v, FINCH_CFG_SRC_FLAG, &err)) return cli_fail(&err);
+  }
+  if (g.config) {
+    if (finch_config_load_file(g.config, &err)) return cli_fail(&err);
   } else {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/finch.conf", finch_config_get("home"));
@@ -140,16 +131,18 @@ int main(int argc, char **argv) {
     return 2;
   }
   finch_log_set_level((finch_log_level)level);
-  if (print_settings) {
+  if (g.settings) {
     finch_config_print(stdout);
+    for (size_t c = 0; c < CLI_N(commands); c++)
+      if (cli_print_settings(commands[c], stdout)) return 1;
     return 0;
   }
   if (i >= argc) {
     usage(stderr);
     return 2;
   }
-  for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++)
-    if (strcmp(argv[i], commands[c].name) == 0) return commands[c].fn(argc - i, argv + i);
+  for (size_t c = 0; c < CLI_N(commands); c++)
+    if (strcmp(argv[i], commands[c]->name) == 0) return cli_run(commands[c], argc - i, argv + i);
   fprintf(stderr, "finch: unknown command '%s' (see finch --help)\n", argv[i]);
   return 2;
 }
