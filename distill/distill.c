@@ -312,7 +312,8 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   } else {
     nn_train_config tc = nn_train_config_teacher();
     tc.seed = opts->seed;
-    tc.epochs = opts->teacher_epochs > 0 ? (uint32_t)opts->teacher_epochs : scaled_epochs(tc.epochs, n_source, train->n);
+    tc.epochs = opts->teacher_epochs > 0 ? (uint32_t)opts->teacher_epochs
+                                         : scaled_epochs(tc.epochs, n_source, train->n);
     finch_info("training the teacher on %zu rows, %zu intents (%u epochs)", train->n, nl, tc.epochs);
     t0 = now_s();
     st = nn_model_train(&teacher, &ds, labels, nl, &tc, NULL, be,
@@ -436,7 +437,8 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   } else {
     nn_train_config sc = nn_train_config_student();
     sc.seed = opts->seed;
-    sc.epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs : scaled_epochs(sc.epochs, n_source, train->n);
+    sc.epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs
+                                         : scaled_epochs(sc.epochs, n_source, train->n);
     if (!ds.soft)
       finch_info("training the student on hard labels only (%u epochs)", sc.epochs);
     else if (ds.alpha)

@@ -162,8 +162,8 @@ finch_status distill__ext_count_stored(finch_db *db, long long model_id, const c
   char mid[32];
   snprintf(mid, sizeof mid, "%lld", model_id);
   const char *p[] = {mid, temp};
-  PGresult *r = finch_db_query(db, "SELECT utterance_id FROM teacher_outputs WHERE model_id = $1 AND temperature = $2::real",
-                               2, p, err);
+  PGresult *r = finch_db_query(db, "SELECT utterance_id FROM teacher_outputs"
+                                   " WHERE model_id = $1 AND temperature = $2::real", 2, p, err);
   if (!r) return FINCH_EDB;
   *n = 0; /* one output per (model, row, temperature): each row is counted once */
   for (int i = 0; i < PQntuples(r); i++) *n += distill__ext_row_by_id(d, strtoll(PQgetvalue(r, i, 0), NULL, 10)) >= 0;

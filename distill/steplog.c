@@ -46,8 +46,8 @@ void finch_distill__on_step(void *ctx, const nn_tfm_progress *p) {
 
 finch_status finch_distill__flush_steps(finch_db *db, finch_distill__steplog *s, finch_err *err) {
   if (!s->len) return FINCH_OK;
-  finch_status st = finch_db_copy_begin(db, "COPY training_metrics (run_id, run, phase, step, epoch, loss, cls_loss, mlm_loss,"
-                                            " hidden_loss, attn_loss, lr, grad_norm, ex_per_s) FROM STDIN", err);
+  finch_status st = finch_db_copy_begin(db, "COPY training_metrics (run_id, run, phase, step, epoch, loss, cls_loss,"
+                                            " mlm_loss, hidden_loss, attn_loss, lr, grad_norm, ex_per_s) FROM STDIN", err);
   if (st) return st;
   st = finch_db_copy_put(db, s->buf, s->len, err);
   finch_status end = finch_db_copy_end(db, err);
