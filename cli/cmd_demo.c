@@ -12,6 +12,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/dataset.h"
 #include "core/paths.h"
 #include "distill/distill.h"
 #include "evaluate/evaluate.h"
@@ -197,12 +198,12 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   if (finch_eval_run(db, &eo, &ev_s, &err)) goto fail;
   long long majority = 0;
   {
-    const char *p[] = {dataset};
-    PGresult *r = finch_db_query(db,
-        "SELECT count(*) FROM utterances u JOIN datasets d ON d.id = u.dataset_id WHERE d.name = $1"
-        " AND u.split = 'dev' GROUP BY u.label ORDER BY 1 DESC LIMIT 1", 1, p, &err);
+    /* The most frequent holdout label's rows. */
+    finch_dataset_query q = {.dataset = dataset, .split = "dev", .unlabelled = 1};
+    PGresult *r = finch_dataset_counts(db, &q, 0, &err);
     if (!r) goto fail;
-    majority = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0;
+    for (int i = 0; i < PQntuples(r); i++)
+      if (atoll(PQgetvalue(r, i, 1)) > majority) majority = atoll(PQgetvalue(r, i, 1));
     PQclear(r);
   }
   printf("  teacher accuracy %.4f (macro-F1 %.4f) on %lld holdout rows; report %s\n", ev_t.accuracy,

@@ -11,6 +11,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/dataset.h"
 #include "core/models.h"
 #include "distill/distill.h"
 #include "evaluate/evaluate.h"
@@ -152,10 +153,8 @@ static int augment_run(void *opts, const char **pos, size_t npos) {
   /* Rows per intent and method: what the dataset holds after the run. */
   PGresult *by_intent = NULL;
   if (!st) {
-    const char *p[] = {o.dataset};
-    by_intent = finch_db_query(db, "SELECT u.label, u.method, count(*) FROM utterances u JOIN datasets d"
-                                   " ON d.id = u.dataset_id WHERE d.name = $1 AND u.origin = 'augmented'"
-                                   " GROUP BY 1, 2 ORDER BY 1, 2", 1, p, &err);
+    finch_dataset_query q = {.dataset = o.dataset, .origin = FINCH_DATASET_AUGMENTED, .unlabelled = 1};
+    by_intent = finch_dataset_counts(db, &q, 1, &err);
     if (!by_intent) st = FINCH_EDB;
   }
   finch_db_close(db);

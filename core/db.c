@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/paths.h"
+#include "core/text.h"
 #include "core/pgcluster.h"
 
 #ifndef FINCH_SOURCE_DIR
@@ -125,10 +126,6 @@ finch_status finch_db_run_at(finch_db *db, const char *sql, int nparams, const c
   return FINCH_OK;
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 static char *read_file(const char *path, finch_err *err) {
   FILE *fp = fopen(path, "rb");
   if (!fp) {
@@ -163,7 +160,7 @@ finch_status finch_db_migrate(finch_db *db, const char *schema_dir, int *applied
       names[n++] = strdup(e->d_name);
   }
   closedir(d);
-  qsort(names, n, sizeof names[0], cmp_str);
+  qsort(names, n, sizeof names[0], finch_cmp_str);
 
   /* One migrator at a time; the lock is released with the session or below. */
   finch_status st = finch_db_exec(db,

@@ -19,6 +19,8 @@ int finch_utf8_valid(const char *s, size_t len, size_t *bad_offset) {
   return 1;
 }
 
+int finch_cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
 static int is_space_cp(utf8proc_int32_t cp) {
   if (cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r' || cp == 0x0b || cp == 0x0c) return 1;
   utf8proc_category_t c = utf8proc_category(cp);

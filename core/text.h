@@ -23,4 +23,8 @@ finch_status finch_text_normalize(const char *in, size_t len, int flags, char **
 /* 1 when s[0..len) is valid UTF-8, else 0 and *bad_offset (if non-NULL) set. */
 int finch_utf8_valid(const char *s, size_t len, size_t *bad_offset);
 
+/* qsort/bsearch comparator for an array of strings (char * or const char *
+ * elements): strcmp order, the order of every sorted label list. */
+int finch_cmp_str(const void *a, const void *b);
+
 #endif

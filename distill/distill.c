@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/dataset.h"
 #include "core/log.h"
 #include "core/models.h"
 #include "core/paths.h"
@@ -19,26 +20,7 @@
 #include "nn/model.h"
 #include "nn/model_arch.h"
 
-typedef struct {
-  char **texts;
-  int32_t *labels;
-  char **ids; /* utterance ids, into the query result */
-  size_t n;
-} rows;
-
-static void rows_free(rows *r) {
-  for (size_t i = 0; i < r->n; i++) free(r->texts[i]);
-  free(r->texts);
-  free(r->ids);
-  free(r->labels);
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-static int label_find(char **names, size_t n, const char *s) {
-  char **hit = bsearch(&s, names, n, sizeof *names, cmp_str);
-  return hit ? (int)(hit - names) : -1;
-}
+typedef finch_dataset_split rows;
 
 static double now_s(void) {
   struct timespec ts;
@@ -101,68 +83,17 @@ out:
   return st;
 }
 
-/* General-domain texts for the domain term: the named datasets, else the
- * Wikipedia sentences that ship with CLINC150 in the data directory. With a
- * name list the texts point into *keep (free with PQclear); otherwise each
- * is malloc'd. */
-finch_status finch_distill__general_texts(finch_db *db, const char *names, char ***out, size_t *n, PGresult **keep,
-                                  finch_err *err) {
-  *out = NULL;
-  *n = 0;
-  *keep = NULL;
-  if (names && *names) {
-    const char *p[] = {names};
-    PGresult *r = finch_db_query(db, "SELECT u.text FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
-                                     " WHERE d.name = ANY(string_to_array($1, ','))", 1, p, err);
-    if (!r) return FINCH_EDB;
-    *out = malloc(((size_t)PQntuples(r) + 1) * sizeof **out);
-    if (!*out) {
-      PQclear(r);
-      return finch_err_set(err, FINCH_ENOMEM, "out of memory");
-    }
-    for (int i = 0; i < PQntuples(r); i++) (*out)[(*n)++] = PQgetvalue(r, i, 0);
-    *keep = r;
-    if (*n == 0) finch_warn("general datasets '%s' have no rows: the domain term is 0", names);
-    return FINCH_OK;
-  }
-  char dir[PATH_MAX], path[PATH_MAX + 64];
-  finch_data_dir(dir, sizeof dir);
-  snprintf(path, sizeof path, "%s/clinc150/wiki_sents.txt", dir);
-  FILE *fp = fopen(path, "r");
-  if (!fp) {
-    finch_info("no general-domain corpus (%s absent, no --general): the domain term is 0", path);
-    return FINCH_OK;
-  }
-  size_t cap = 0;
-  char *line = NULL;
-  size_t lcap = 0;
-  while (getline(&line, &lcap, fp) > 0) {
-    if (*n == cap) {
-      char **nv = realloc(*out, (cap = cap ? 2 * cap : 4096) * sizeof *nv);
-      if (!nv) break;
-      *out = nv;
-    }
-    (*out)[(*n)++] = strdup(line);
-  }
-  free(line);
-  fclose(fp);
-  return FINCH_OK;
-}
-
 /* Scores every training row, maps c to alpha, fills the histogram. */
 static finch_status complexity_weights(finch_db *db, const finch_distill_opts *opts, const rows *train,
                                        finch_complexity **cx_out, float **alpha_out, finch_distill_result *res,
                                        finch_err *err) {
-  char **gen = NULL;
-  size_t ng = 0;
-  PGresult *keep = NULL;
-  finch_status st = finch_distill__general_texts(db, opts->general, &gen, &ng, &keep, err);
+  /* The named general datasets, else the Wikipedia sentences. */
+  finch_dataset_texts *gen = NULL;
+  finch_status st = finch_dataset_general_texts(db, opts->general, 0, &gen, err);
   finch_complexity_model *cm = NULL;
-  if (!st) st = finch_complexity_fit(&cm, (const char *const *)train->texts, train->n, (const char *const *)gen, ng, err);
-  if (!keep)
-    for (size_t i = 0; i < ng; i++) free(gen[i]);
-  free(gen);
-  PQclear(keep);
+  if (!st) st = finch_complexity_fit(&cm, train->texts, train->n, gen->texts, gen->n, err);
+  size_t ng = gen ? gen->n : 0;
+  finch_dataset_texts_free(gen);
   if (st) return st;
   finch_complexity *cx = malloc((train->n + 1) * sizeof *cx);
   float *alpha = malloc((train->n + 1) * sizeof *alpha);
@@ -204,7 +135,7 @@ static finch_status store_complexity(finch_db *db, long long model_id, const row
   copying = !st;
   char line[256];
   for (size_t i = 0; !st && i < train->n; i++) {
-    int k = snprintf(line, sizeof line, "%lld\t%s\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\n", model_id, train->ids[i],
+    int k = snprintf(line, sizeof line, "%lld\t%lld\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\n", model_id, train->ids[i],
                      cx[i].lexical, cx[i].syntactic, cx[i].domain, cx[i].c, (double)alpha[i]);
     st = finch_db_copy_put(db, line, (size_t)k, err);
   }
@@ -214,6 +145,23 @@ static finch_status store_complexity(finch_db *db, long long model_id, const row
   }
   if (!st) st = finch_db_exec(db, "COMMIT", err);
   if (st) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  return st;
+}
+
+/* An external teacher's soft labels for the training rows (finch_external_soft_labels). */
+static finch_status external_soft_labels(finch_db *db, long long teacher_id, const rows *train, size_t nl, float tau,
+                                         float *soft, unsigned char *have, finch_err *err) {
+  enum { ID_LEN = 24 };
+  char *buf = malloc(train->n * ID_LEN + 1);
+  const char **ids = malloc((train->n + 1) * sizeof *ids);
+  finch_status st = buf && ids ? FINCH_OK : finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  for (size_t i = 0; !st && i < train->n; i++) {
+    ids[i] = buf + i * ID_LEN;
+    snprintf(buf + i * ID_LEN, ID_LEN, "%lld", train->ids[i]);
+  }
+  if (!st) st = finch_external_soft_labels(db, teacher_id, ids, train->n, train->label_names, nl, tau, soft, have, err);
+  free(ids);
+  free(buf);
   return st;
 }
 
@@ -272,29 +220,9 @@ static finch_status load_teacher(finch_db *db, const finch_distill_opts *opts, c
 finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, finch_distill_result *res,
                                finch_err *err) {
   memset(res, 0, sizeof *res);
-  const char *p[] = {opts->dataset};
-  PGresult *r = finch_db_query(db,
-      "SELECT u.text, u.label, u.split, u.origin, u.id FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
-      " WHERE d.name = $1 AND u.label IS NOT NULL AND u.split IN ('train', 'dev') ORDER BY u.id",
-      1, p, err);
-  if (!r) return FINCH_EDB;
-  size_t n = (size_t)PQntuples(r);
-  /* Label set: the sorted distinct labels of the training rows. */
-  char **labels = malloc((n + 1) * sizeof *labels);
-  size_t nl = 0;
-  for (size_t i = 0; labels && i < n; i++)
-    if (strcmp(PQgetvalue(r, (int)i, 2), "train") == 0) labels[nl++] = PQgetvalue(r, (int)i, 1);
-  if (labels) qsort(labels, nl, sizeof *labels, cmp_str);
-  size_t u = 0;
-  for (size_t i = 0; i < nl; i++)
-    if (u == 0 || strcmp(labels[u - 1], labels[i]) != 0) labels[u++] = labels[i];
-  nl = u;
-  rows train = {0}, dev = {0};
-  train.texts = calloc(n + 1, sizeof(char *));
-  train.ids = calloc(n + 1, sizeof(char *));
-  train.labels = calloc(n + 1, sizeof(int32_t));
-  dev.texts = calloc(n + 1, sizeof(char *));
-  dev.labels = calloc(n + 1, sizeof(int32_t));
+  /* The training rows, source and augmented, with their label list (the
+   * models' output order), and the holdout indexed in it. */
+  rows *train = NULL, *dev = NULL;
   nn_backend *be = NULL;
   nn_model *teacher = NULL, *student = NULL;
   finch_complexity *cx = NULL;
@@ -302,27 +230,24 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   float *soft = NULL;
   unsigned char *have = NULL;
   char *owned_ref = NULL; /* the teacher reference chosen here, when opts did not name one */
-  finch_status st = FINCH_OK;
-  if (!labels || !train.texts || !train.ids || !train.labels || !dev.texts || !dev.labels) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-    goto out;
-  }
+  long long run_id = 0;   /* the transformer student's training run */
+  finch_dataset_query q = {.dataset = opts->dataset, .split = "train"};
+  finch_status st = finch_dataset_split_load(db, &q, &train, err);
+  if (st) goto out;
+  const char *const *labels = train->label_names;
+  const size_t nl = train->n_labels;
   if (nl < 2) {
     st = finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has %zu labelled training intents; need at least 2 "
                        "(run finch ingest first)", opts->dataset, nl);
     goto out;
   }
+  q.split = "dev";
+  q.label_set = train; /* a dev label never seen in training is -1: always wrong */
+  if ((st = finch_dataset_split_load(db, &q, &dev, err)) != FINCH_OK) goto out;
   size_t n_source = 0; /* training rows that are not augmented variants */
-  for (size_t i = 0; i < n; i++) {
-    rows *dst = strcmp(PQgetvalue(r, (int)i, 2), "train") == 0 ? &train : &dev;
-    if (dst == &train && strcmp(PQgetvalue(r, (int)i, 3), "source") == 0) n_source++;
-    int li = label_find(labels, nl, PQgetvalue(r, (int)i, 1));
-    if (dst->ids) dst->ids[dst->n] = PQgetvalue(r, (int)i, 4);
-    dst->texts[dst->n] = strdup(PQgetvalue(r, (int)i, 0));
-    dst->labels[dst->n++] = li; /* -1 for a dev label never seen in training: always wrong */
-  }
-  res->n_train = (long long)train.n;
-  res->n_dev = (long long)dev.n;
+  for (size_t i = 0; i < train->n; i++) n_source += !train->augmented[i];
+  res->n_train = (long long)train->n;
+  res->n_dev = (long long)dev->n;
 
   int dev_kind = nn_device_parse(opts->device ? opts->device : "auto");
   if (dev_kind < 0) {
@@ -332,7 +257,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   st = nn_backend_open(&be, (nn_device)dev_kind, err);
   if (st) goto out;
 
-  nn_dataset ds = {.texts = (const char *const *)train.texts, .labels = train.labels, .n = train.n};
+  nn_dataset ds = {.texts = (const char *const *)train->texts, .labels = train->labels, .n = train->n};
   double t0;
   /* A transformer student (named, or implied by --stage) needs a teacher with
    * an encoder: the dataset's latest teacher when it has one, else one is
@@ -343,7 +268,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   if (want_tfm && !(opts->teacher && *opts->teacher)) {
     o2 = *opts;
     o2.teacher = "latest";
-    st = load_teacher(db, &o2, (const char *const *)labels, nl, &teacher, res, err);
+    st = load_teacher(db, &o2, labels, nl, &teacher, res, err);
     if (st == FINCH_OK && teacher && !nn_model_find_tfm(teacher)) {
       nn_model_free(teacher);
       teacher = NULL;
@@ -372,32 +297,33 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     opts = &o2;
   }
   if (opts->teacher && *opts->teacher) {
-    st = load_teacher(db, opts, (const char *const *)labels, nl, &teacher, res, err);
+    st = load_teacher(db, opts, labels, nl, &teacher, res, err);
     if (st) goto out;
     if (!teacher) {
       res->external_teacher = 1;
       finch_info("teacher: external model %lld (%s): soft labels from teacher_outputs", res->teacher_id,
                  res->teacher_path);
     } else {
-      res->teacher_dev_acc = accuracy(teacher, &dev);
+      res->teacher_dev_acc = accuracy(teacher, dev);
       res->teacher_params = (long long)nn_model_n_params(teacher);
       finch_info("teacher: model %lld (%s), %lld parameters, dev accuracy %.4f (%zu rows)", res->teacher_id,
-                 res->teacher_path, res->teacher_params, res->teacher_dev_acc, dev.n);
+                 res->teacher_path, res->teacher_params, res->teacher_dev_acc, dev->n);
     }
   } else {
     nn_train_config tc = nn_train_config_teacher();
     tc.seed = opts->seed;
-    tc.epochs = opts->teacher_epochs > 0 ? (uint32_t)opts->teacher_epochs : scaled_epochs(tc.epochs, n_source, train.n);
-    finch_info("training the teacher on %zu rows, %zu intents (%u epochs)", train.n, nl, tc.epochs);
+    tc.epochs = opts->teacher_epochs > 0 ? (uint32_t)opts->teacher_epochs
+                                         : scaled_epochs(tc.epochs, n_source, train->n);
+    finch_info("training the teacher on %zu rows, %zu intents (%u epochs)", train->n, nl, tc.epochs);
     t0 = now_s();
-    st = nn_model_train(&teacher, &ds, (const char *const *)labels, nl, &tc, NULL, be,
+    st = nn_model_train(&teacher, &ds, labels, nl, &tc, NULL, be,
                         opts->quiet ? NULL : on_epoch, "teacher", err);
     if (st) goto out;
     res->teacher_seconds = now_s() - t0;
-    res->teacher_dev_acc = accuracy(teacher, &dev);
+    res->teacher_dev_acc = accuracy(teacher, dev);
     res->teacher_params = (long long)nn_model_n_params(teacher);
     finch_info("teacher: %lld parameters, dev accuracy %.4f (%zu rows), %.1f s", res->teacher_params,
-               res->teacher_dev_acc, dev.n, res->teacher_seconds);
+               res->teacher_dev_acc, dev->n, res->teacher_seconds);
     st = save_and_register(db, teacher, "teacher", "finance", opts->dataset, 0, res->teacher_dev_acc, res->teacher_seconds,
                            res->n_train, opts->seed, &res->teacher_id, res->teacher_path,
                            sizeof res->teacher_path, err);
@@ -405,43 +331,42 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   }
 
   float tau = opts->temperature > 0 ? opts->temperature : 2.0f;
-  soft = malloc(train.n * nl * sizeof *soft);
+  soft = malloc(train->n * nl * sizeof *soft);
   if (!soft) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu soft labels", train.n);
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu soft labels", train->n);
     goto out;
   }
   if (teacher) {
-    st = nn_model_predict_many(teacher, (const char *const *)train.texts, train.n, soft, NULL, tau, err);
+    st = nn_model_predict_many(teacher, (const char *const *)train->texts, train->n, soft, NULL, tau, err);
   } else {
-    if (!(have = malloc(train.n + 1))) {
+    if (!(have = malloc(train->n + 1))) {
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
       goto out;
     }
-    st = finch_external_soft_labels(db, res->teacher_id, (const char *const *)train.ids, train.n,
-                                    (const char *const *)labels, nl, tau, soft, have, err);
+    st = external_soft_labels(db, res->teacher_id, train, nl, tau, soft, have, err);
     size_t with = 0;
-    for (size_t i = 0; !st && i < train.n; i++) with += have[i];
+    for (size_t i = 0; !st && i < train->n; i++) with += have[i];
     if (!st) finch_info("external teacher: soft labels for %zu of %zu training rows (the rest: hard labels only)",
-                        with, train.n);
+                        with, train->n);
   }
   if (st) goto out;
   ds.soft = soft;
   nn_kd_config kd = {.alpha = opts->alpha > 0 ? opts->alpha : 0.5f, .temperature = tau};
   if (!(opts->alpha > 0) && !opts->hard_only) {
-    st = complexity_weights(db, opts, &train, &cx, &alphas, res, err);
+    st = complexity_weights(db, opts, train, &cx, &alphas, res, err);
     if (st) goto out;
     ds.alpha = alphas;
   }
   if (have && ds.soft) {
     /* Rows the external teacher never scored learn from their label alone. */
     if (!alphas) {
-      if (!(alphas = malloc((train.n + 1) * sizeof *alphas))) {
+      if (!(alphas = malloc((train->n + 1) * sizeof *alphas))) {
         st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
         goto out;
       }
-      for (size_t i = 0; i < train.n; i++) alphas[i] = kd.alpha;
+      for (size_t i = 0; i < train->n; i++) alphas[i] = kd.alpha;
     }
-    for (size_t i = 0; i < train.n; i++)
+    for (size_t i = 0; i < train->n; i++)
       if (!have[i]) alphas[i] = 0;
     ds.alpha = alphas;
   }
@@ -471,11 +396,16 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     double secs = 0;
     float *cxc = NULL;
     if (cx) {
-      cxc = malloc(train.n * sizeof *cxc);
-      for (size_t i = 0; cxc && i < train.n; i++) cxc[i] = (float)cx[i].c;
+      cxc = malloc(train->n * sizeof *cxc);
+      for (size_t i = 0; cxc && i < train->n; i++) cxc[i] = (float)cx[i].c;
     }
     char run[128], ckp[4096];
     snprintf(run, sizeof run, "%s-student-%d-%lld", opts->dataset, (int)getpid(), (long long)time(NULL));
+    if ((st = finch_distill__run_begin(db, "student", opts->dataset, &run_id, err)) != FINCH_OK) {
+      free(cxc);
+      nn_model_free(init);
+      goto out;
+    }
     {
       char dir[PATH_MAX];
       if ((st = finch_home_subdir("checkpoints", dir, sizeof dir, err)) != FINCH_OK) {
@@ -487,15 +417,15 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
                (unsigned long long)opts->seed);
     }
     finch_distill__tfm_args ta = {
-        .db = db, .opts = opts, .be = be, .labels = (const char *const *)labels, .nl = nl,
-        .texts = (const char *const *)train.texts, .y = train.labels, .n = train.n, .soft = ds.soft,
+        .db = db, .opts = opts, .be = be, .labels = labels, .nl = nl,
+        .texts = (const char *const *)train->texts, .y = train->labels, .n = train->n, .soft = ds.soft,
         .alpha = ds.alpha, .fixed_alpha = kd.alpha, .tau = tau, .teacher = teacher, .init = init, .dim = 64,
         .layers = 2, .heads = 2, .ff = 256, .buckets = 16384,
-        .epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs : scaled_epochs(20, n_source, train.n),
+        .epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs : scaled_epochs(20, n_source, train->n),
         .hidden_weight = opts->inter_weight > 0 ? opts->inter_weight : 0.4f,
         .attn_weight = opts->inter_weight > 0 ? opts->inter_weight : 0.4f, .head_gates = opts->head_gates,
         .gate_penalty = opts->gate_penalty > 0 ? opts->gate_penalty : 0.02f, .complexity = cxc, .seconds = &secs,
-        .gate_share = res->gate_share, .gate_n = res->gate_n, .run = run, .checkpoint = ckp,
+        .gate_share = res->gate_share, .gate_n = res->gate_n, .run = run, .run_id = run_id, .checkpoint = ckp,
         .resume = opts->resume};
     snprintf(res->run, sizeof res->run, "%s", run);
     res->gated = opts->head_gates && cxc;
@@ -507,7 +437,8 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   } else {
     nn_train_config sc = nn_train_config_student();
     sc.seed = opts->seed;
-    sc.epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs : scaled_epochs(sc.epochs, n_source, train.n);
+    sc.epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs
+                                         : scaled_epochs(sc.epochs, n_source, train->n);
     if (!ds.soft)
       finch_info("training the student on hard labels only (%u epochs)", sc.epochs);
     else if (ds.alpha)
@@ -516,25 +447,20 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     else
       finch_info("distilling the student (alpha %.2f, temperature %.1f, %u epochs)", kd.alpha, kd.temperature,
                  sc.epochs);
-    st = nn_model_train(&student, &ds, (const char *const *)labels, nl, &sc, ds.soft ? &kd : NULL, be,
+    st = nn_model_train(&student, &ds, labels, nl, &sc, ds.soft ? &kd : NULL, be,
                         opts->quiet ? NULL : on_epoch, "student", err);
     if (st) goto out;
   }
   res->student_seconds = now_s() - t0;
-  res->student_dev_acc = accuracy(student, &dev);
+  res->student_dev_acc = accuracy(student, dev);
   res->student_params = (long long)nn_model_n_params(student);
   finch_info("student: %lld parameters, dev accuracy %.4f, %.1f s", res->student_params, res->student_dev_acc,
              res->student_seconds);
   st = save_and_register(db, student, "student", res->stage, opts->dataset, res->teacher_id, res->student_dev_acc,
                          res->student_seconds, res->n_train, opts->seed, &res->student_id, res->student_path,
                          sizeof res->student_path, err);
-  if (!st && cx) st = store_complexity(db, res->student_id, &train, cx, alphas, err);
-  if (!st && res->run[0]) {
-    char idb[32];
-    snprintf(idb, sizeof idb, "%lld", res->student_id);
-    const char *pp[] = {idb, res->run};
-    st = finch_db_run(db, "UPDATE training_metrics SET model_id = $1 WHERE run = $2", 2, pp, err);
-  }
+  if (!st && cx) st = store_complexity(db, res->student_id, train, cx, alphas, err);
+  if (!st && run_id) st = finch_distill__run_finish(db, run_id, res->student_id, err);
 out:
   free(owned_ref);
   free(cx);
@@ -544,9 +470,7 @@ out:
   nn_model_free(teacher);
   nn_model_free(student);
   nn_backend_free(be);
-  rows_free(&train);
-  rows_free(&dev);
-  free(labels);
-  PQclear(r);
+  finch_dataset_split_free(train);
+  finch_dataset_split_free(dev);
   return st;
 }

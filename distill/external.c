@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/dataset.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/models.h"
@@ -23,8 +24,6 @@
 #define EXT_SUM_TOL 1e-3
 #define EXT_MAX_UNKNOWN 10 /* unknown labels named in the error */
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 static int cmp_ll(const void *a, const void *b) {
   long long x = *(const long long *)a, y = *(const long long *)b;
   return x < y ? -1 : x > y;
@@ -33,10 +32,7 @@ static int cmp_ll(const void *a, const void *b) {
 /* --- the dataset: its label list and labelled training rows -------------- */
 
 void distill__ext_data_free(ext_data *d) {
-  PQclear(d->rows);
-  PQclear(d->lres);
-  free(d->ids);
-  free(d->labels);
+  finch_dataset_split_free(d->rows);
   free(d->labels_json);
   free(d->bucket);
   free(d->next);
@@ -50,7 +46,7 @@ static uint64_t ext_hash(const char *s) { /* FNV-1a */
 }
 
 static int ext_label_find(const ext_data *d, const char *s) {
-  char **hit = bsearch(&s, d->labels, d->C, sizeof *d->labels, cmp_str);
+  const char *const *hit = bsearch(&s, d->labels, d->C, sizeof *d->labels, finch_cmp_str);
   return hit ? (int)(hit - d->labels) : -1;
 }
 
@@ -61,30 +57,17 @@ long distill__ext_row_by_id(const ext_data *d, long long id) {
 
 finch_status distill__ext_data_load(finch_db *db, const char *dataset, int with_hash, ext_data *d, finch_err *err) {
   memset(d, 0, sizeof *d);
-  const char *p[] = {dataset};
-  PGresult *r = finch_db_query(db, "SELECT count(*) FROM datasets WHERE name = $1", 1, p, err);
-  if (!r) return FINCH_EDB;
-  int exists = atoll(PQgetvalue(r, 0, 0)) > 0;
-  PQclear(r);
-  if (!exists) return finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' does not exist (run finch ingest first)", dataset);
-  d->rows = finch_db_query(db, "SELECT u.id, u.text_norm FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
-                               " WHERE d.name = $1 AND u.split = 'train' AND u.label IS NOT NULL ORDER BY u.id",
-                           1, p, err);
-  if (!d->rows) return FINCH_EDB;
-  d->lres = finch_db_query(db, "SELECT DISTINCT u.label FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
-                               " WHERE d.name = $1 AND u.split = 'train' AND u.label IS NOT NULL", 1, p, err);
-  if (!d->lres) return FINCH_EDB;
-  d->n = (size_t)PQntuples(d->rows);
-  d->C = (size_t)PQntuples(d->lres);
+  /* Labelled training rows by text_norm, the form JSONL texts are matched in. */
+  finch_dataset_query q = {.dataset = dataset, .split = "train", .text_norm = 1};
+  finch_status st = finch_dataset_split_load(db, &q, &d->rows, err);
+  if (st) return st;
+  d->n = d->rows->n;
+  d->ids = d->rows->ids;
+  d->labels = d->rows->label_names;
+  d->C = d->rows->n_labels;
   if (d->C < 2)
     return finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has %zu labelled training intents; need at least 2",
                          dataset, d->C);
-  d->ids = malloc((d->n + 1) * sizeof *d->ids);
-  d->labels = malloc(d->C * sizeof *d->labels);
-  if (!d->ids || !d->labels) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
-  for (size_t i = 0; i < d->n; i++) d->ids[i] = strtoll(PQgetvalue(d->rows, (int)i, 0), NULL, 10);
-  for (size_t c = 0; c < d->C; c++) d->labels[c] = PQgetvalue(d->lres, (int)c, 0);
-  qsort(d->labels, d->C, sizeof *d->labels, cmp_str); /* strcmp order, as distill sorts */
   json_t *a = json_array();
   for (size_t c = 0; a && c < d->C; c++) json_array_append_new(a, json_string(d->labels[c]));
   d->labels_json = a ? json_dumps(a, JSON_COMPACT) : NULL;
@@ -97,7 +80,7 @@ finch_status distill__ext_data_load(finch_db *db, const char *dataset, int with_
   d->next = calloc(d->n + 1, sizeof *d->next);
   if (!d->bucket || !d->next) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
   for (size_t i = d->n; i-- > 0;) { /* chains in ascending row order */
-    size_t b = (size_t)(ext_hash(PQgetvalue(d->rows, (int)i, 1)) & (d->nb - 1));
+    size_t b = (size_t)(ext_hash(d->rows->texts[i]) & (d->nb - 1));
     d->next[i] = d->bucket[b];
     d->bucket[b] = i + 1;
   }
@@ -109,7 +92,7 @@ finch_status distill__ext_data_load(finch_db *db, const char *dataset, int with_
 static size_t ext_text_next(const ext_data *d, const char *norm, size_t after) {
   size_t k = after ? d->next[after - 1] : d->bucket[ext_hash(norm) & (d->nb - 1)];
   for (; k; k = d->next[k - 1])
-    if (strcmp(PQgetvalue(d->rows, (int)(k - 1), 1), norm) == 0) return k;
+    if (strcmp(d->rows->texts[k - 1], norm) == 0) return k;
   return 0;
 }
 
@@ -174,17 +157,16 @@ finch_status distill__ext_store(finch_db *db, long long model_id, const char *te
 
 void distill__ext_rollback(finch_db *db) { PQclear(PQexec(finch_db_conn(db), "ROLLBACK")); }
 
-finch_status distill__ext_count_stored(finch_db *db, long long model_id, const char *temp, const char *dataset,
-                                     long long *n, finch_err *err) {
+finch_status distill__ext_count_stored(finch_db *db, long long model_id, const char *temp, const ext_data *d,
+                                       long long *n, finch_err *err) {
   char mid[32];
   snprintf(mid, sizeof mid, "%lld", model_id);
-  const char *p[] = {mid, temp, dataset};
-  PGresult *r = finch_db_query(db, "SELECT count(*) FROM teacher_outputs t JOIN utterances u ON u.id = t.utterance_id"
-                                   " JOIN datasets d ON d.id = u.dataset_id WHERE t.model_id = $1"
-                                   " AND t.temperature = $2::real AND d.name = $3 AND u.split = 'train'"
-                                   " AND u.label IS NOT NULL", 3, p, err);
+  const char *p[] = {mid, temp};
+  PGresult *r = finch_db_query(db, "SELECT utterance_id FROM teacher_outputs"
+                                   " WHERE model_id = $1 AND temperature = $2::real", 2, p, err);
   if (!r) return FINCH_EDB;
-  *n = atoll(PQgetvalue(r, 0, 0));
+  *n = 0; /* one output per (model, row, temperature): each row is counted once */
+  for (int i = 0; i < PQntuples(r); i++) *n += distill__ext_row_by_id(d, strtoll(PQgetvalue(r, i, 0), NULL, 10)) >= 0;
   PQclear(r);
   return FINCH_OK;
 }
@@ -555,7 +537,7 @@ finch_status finch_external_import(finch_db *db, const finch_external_import_opt
   if (!st) st = distill__ext_store(db, res->model_id, temp, ids, out, m, d.C, err);
   if (!st) st = finch_db_exec(db, "COMMIT", err);
   if (!st) in_tx = 0;
-  if (!st) st = distill__ext_count_stored(db, res->model_id, temp, o->dataset, &res->n_labelled, err);
+  if (!st) st = distill__ext_count_stored(db, res->model_id, temp, &d, &res->n_labelled, err);
   res->n_unlabelled = res->n_train - res->n_labelled;
   if (!st)
     finch_info("%s: soft labels for %zu training row%s stored as teacher %lld (%s); %lld of %lld rows have none",

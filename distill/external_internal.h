@@ -7,16 +7,16 @@
 
 #include <stddef.h>
 
+#include "core/dataset.h"
 #include "core/db.h"
 #include "core/status.h"
 
 /* The dataset: its label list and labelled training rows. */
 typedef struct {
-  PGresult *rows;   /* id, text_norm */
-  PGresult *lres;   /* distinct labels */
+  finch_dataset_split *rows; /* split train, texts as text_norm */
   size_t n;         /* training rows */
-  long long *ids;   /* (n) ascending */
-  char **labels;    /* (C) sorted by strcmp; point into lres */
+  const long long *ids;      /* (n) ascending; rows->ids */
+  const char *const *labels; /* (C) sorted by strcmp; rows->label_names */
   size_t C;
   char *labels_json; /* the label list as a JSON array (malloc'd) */
   size_t nb;        /* text_norm hash buckets (a power of 2) */
@@ -41,8 +41,8 @@ finch_status distill__ext_teacher(finch_db *db, const char *dataset, const ext_d
 finch_status distill__ext_store(finch_db *db, long long model_id, const char *temp, const long long *ids,
                                 const float *probs, size_t m, size_t C, finch_err *err);
 void distill__ext_rollback(finch_db *db);
-/* Training rows with a stored output of model_id at temp. */
-finch_status distill__ext_count_stored(finch_db *db, long long model_id, const char *temp, const char *dataset,
+/* Training rows of d with a stored output of model_id at temp. */
+finch_status distill__ext_count_stored(finch_db *db, long long model_id, const char *temp, const ext_data *d,
                                        long long *n, finch_err *err);
 /* A temperature as stored (shortest exact text). */
 void distill__ext_temp_str(float t, char *buf, size_t n);

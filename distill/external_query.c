@@ -453,7 +453,7 @@ finch_status finch_external_query(finch_db *db, const finch_external_query_opts 
                cl.n_requests == 1 ? "" : "s");
   }
   PQclear(texts);
-  if (!st) st = distill__ext_count_stored(db, res->model_id, temp, o->dataset, &res->n_labelled, err);
+  if (!st) st = distill__ext_count_stored(db, res->model_id, temp, &d, &res->n_labelled, err);
   res->n_unlabelled = res->n_train - res->n_labelled;
 out:
   res->n_requests = cl.n_requests;

@@ -12,13 +12,6 @@
 #include "nn/model.h"
 #include "nn/tfm_train.h"
 
-/* General-domain texts: the named datasets (comma-separated), else the
- * Wikipedia sentences that ship with CLINC150 in the data directory (none,
- * with a notice, when absent). With names the texts point into *keep (free
- * with PQclear); otherwise each text is malloc'd and *keep is NULL. */
-finch_status finch_distill__general_texts(finch_db *db, const char *names, char ***out, size_t *n, PGresult **keep,
-                                          finch_err *err);
-
 /* Per-step progress of an encoder's training: a line on the terminal (a
  * bar on a TTY, a log line every 15 s otherwise) and one training_metrics row
  * a step, buffered until finch_distill__flush_steps. */
@@ -29,13 +22,29 @@ typedef struct {
   double last_print;
   char *buf; /* COPY text rows */
   size_t len, cap;
-  char run[128]; /* training_metrics.run */
+  char run[128]; /* training_metrics.run: the member's name and the run's dataset, pid and time */
+  long long run_id; /* training_metrics.run_id: the training_runs row (finch_distill__run_begin) */
 } finch_distill__steplog;
 
 /* nn_tfm_step_cb for a finch_distill__steplog. */
 void finch_distill__on_step(void *ctx, const nn_tfm_progress *p);
 /* COPYs the buffered rows into training_metrics and empties the buffer. */
 finch_status finch_distill__flush_steps(finch_db *db, finch_distill__steplog *s, finch_err *err);
+
+/* A training run: one finch teacher train or one transformer student's
+ * training, a row of training_runs whose id every training_metrics row of
+ * the run carries. kind is "teacher" or "student". */
+finch_status finch_distill__run_begin(finch_db *db, const char *kind, const char *dataset, long long *run_id,
+                                      finch_err *err);
+/* Ties run run_id and its training_metrics rows to the registered model. */
+finch_status finch_distill__run_finish(finch_db *db, long long run_id, long long model_id, finch_err *err);
+
+/* A copy of tokenizer t (each model owns its own). */
+finch_status finch_distill__tokenizer_copy(const nn_tokenizer *t, nn_tokenizer **out, finch_err *err);
+/* Copies every tensor of src into the tensor of dst with the same name and
+ * shape; the classifier head (cls_w, cls_b) too only when with_head. Returns
+ * the number of tensors copied. */
+size_t finch_distill__copy_tensors(nn_tfm *dst, const nn_tfm *src, int with_head);
 
 /* Everything the transformer student needs from finch_distill_run. */
 typedef struct {
@@ -61,6 +70,7 @@ typedef struct {
   double *gate_share;       /* (10) out: mean share of heads open per complexity bin of 0.1 */
   long long *gate_n;        /* (10) out: rows per bin */
   const char *run;          /* training_metrics.run of this training */
+  long long run_id;         /* its training_runs id */
   const char *checkpoint;   /* checkpoint path of each stage's training ("-general" / "-vertical" appended) */
   int resume;
 } finch_distill__tfm_args;

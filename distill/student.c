@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/dataset.h"
 #include "core/log.h"
 #include "distill/internal.h"
 #include "nn/model_arch.h"
@@ -18,16 +19,6 @@ static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* A copy of a tokenizer (models own theirs). */
-static finch_status tok_copy(const nn_tokenizer *t, nn_tokenizer **out, finch_err *err) {
-  unsigned char *b = NULL;
-  size_t n = 0;
-  finch_status st = nn_tokenizer_save(t, &b, &n, err);
-  if (!st) st = nn_tokenizer_load(out, b, n, err);
-  free(b);
-  return st;
 }
 
 /* Encodes texts for the student and, when matching layers, for the teacher. */
@@ -71,13 +62,8 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
     map[l] = (int32_t)(((uint64_t)(l + 1) * tc->layers + sc.layers / 2) / sc.layers) - 1;
   nn_tfm *s = NULL;
   nn_tfm_corpus xs = {0}, xt = {0};
-  char **gen = NULL;
-  size_t ng = 0;
-  PGresult *gkeep = NULL;
-  char **wiki = NULL;
-  size_t nw = 0;
-  PGresult *wkeep = NULL;
-  finch_distill__steplog pg = {.member = "student", .tty = isatty(2), .quiet = o->quiet};
+  finch_dataset_texts *gen = NULL;
+  finch_distill__steplog pg = {.member = "student", .tty = isatty(2), .quiet = o->quiet, .run_id = a->run_id};
   snprintf(pg.run, sizeof pg.run, "%s", a->run ? a->run : "student");
   char ck[4200];
   finch_status st = nn_tfm_create(&s, &sc, o->seed, err);
@@ -85,14 +71,7 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
   if (o->init_student && *o->init_student && a->init) {
     /* Start from a general-stage student: every tensor of the same name and shape. */
     const nn_tfm *src = nn_model_tfm(a->init);
-    size_t copied = 0;
-    for (size_t i = 0; src && i < nn_tfm_n_tensors(s); i++) {
-      const nn_tfm_tensor *t = nn_tfm_tensor_at(s, i), *u = nn_tfm_tensor_find(src, t->name);
-      if (u && u->rows == t->rows && u->cols == t->cols && strcmp(t->name, "cls_w") && strcmp(t->name, "cls_b")) {
-        memcpy(nn_tfm_params(s) + t->off, nn_tfm_params_const(src) + u->off, (size_t)t->rows * t->cols * 4);
-        copied++;
-      }
-    }
+    size_t copied = src ? finch_distill__copy_tensors(s, src, 0) : 0;
     if (!src || !copied) {
       st = finch_err_set(err, FINCH_EINVAL, "--init %s: not a transformer student of this shape", o->init_student);
       goto out;
@@ -103,21 +82,17 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
   if (do_general) {
     /* General stage: the teacher encoder's hidden states and attention on
      * general-domain text (no labels there for the finance head). */
-    if ((st = finch_distill__general_texts(a->db, o->general, &gen, &ng, &gkeep, err)) != FINCH_OK) goto out;
-    if (o->general && *o->general &&
-        (st = finch_distill__general_texts(a->db, NULL, &wiki, &nw, &wkeep, err)) != FINCH_OK)
-      goto out;
+    /* The named general datasets, then the Wikipedia sentences. */
+    if ((st = finch_dataset_general_texts(a->db, o->general, 1, &gen, err)) != FINCH_OK) goto out;
     size_t cap = o->general_max > 0 ? (size_t)o->general_max : 50000;
-    size_t n = ng + nw;
-    const char **texts = malloc((n + 1) * sizeof *texts);
+    const char **texts = malloc((gen->n + 1) * sizeof *texts);
     if (!texts) {
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
       goto out;
     }
     /* An even spread over both sources, deterministic. */
     size_t k = 0;
-    for (size_t i = 0; i < ng; i++) texts[k++] = gen[i];
-    for (size_t i = 0; i < nw; i++) texts[k++] = wiki[i];
+    for (size_t i = 0; i < gen->n; i++) texts[k++] = gen->texts[i];
     if (k > cap) {
       for (size_t i = 0; i < cap; i++) texts[i] = texts[(size_t)((double)i * (double)k / (double)cap)];
       k = cap;
@@ -210,7 +185,7 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
                a->gate_share[5], a->gate_share[6], a->gate_share[7], a->gate_share[8], a->gate_share[9]);
   }
   nn_tokenizer *tk = NULL;
-  if ((st = tok_copy(nn_model_tokenizer(tt), &tk, err)) != FINCH_OK) goto out;
+  if ((st = finch_distill__tokenizer_copy(nn_model_tokenizer(tt), &tk, err)) != FINCH_OK) goto out;
   st = nn_model_from_tfm(out, s, tk, T, 3, 5, a->labels, a->nl, err);
   s = NULL;
 out:
@@ -218,13 +193,6 @@ out:
   nn_tfm_free(s);
   nn_tfm_corpus_free(&xs);
   nn_tfm_corpus_free(&xt);
-  if (!gkeep)
-    for (size_t i = 0; i < ng; i++) free(gen[i]);
-  free(gen);
-  PQclear(gkeep);
-  if (!wkeep)
-    for (size_t i = 0; i < nw; i++) free(wiki[i]);
-  free(wiki);
-  PQclear(wkeep);
+  finch_dataset_texts_free(gen);
   return st;
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/dataset.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/models.h"
@@ -24,8 +25,7 @@ static double now_s(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
+/* Rows of a split as the members take them: texts point into the loaded split. */
 typedef struct {
   const char **texts;
   int32_t *labels;
@@ -87,11 +87,14 @@ typedef struct {
   const finch_teacher_opts *o;
   finch_db *db;
   nn_backend *be;
-  char **labels;
+  finch_dataset_split *train_set, *dev_set; /* as loaded; train and dev point into them */
+  const char *const *labels; /* the training label list, train_set's */
   size_t C;
   split_rows train, dev;
-  char **general;
+  finch_dataset_texts *general_set;
+  const char *const *general;
   size_t n_general;
+  long long run_id; /* the training_runs row of the encoders' steps, 0 = none yet */
   nn_tokenizer *tok; /* shared by the encoders; trained once */
   nn_tfm *pretrained; /* MLM-pretrained encoder (no head), NULL when none */
   int n_tfm;
@@ -177,7 +180,8 @@ static finch_status pretrain(ctx *c, finch_err *err) {
   }
   trc.checkpoint = ck;
   trc.resume = c->o->resume;
-  finch_distill__steplog sl = {.member = "encoder", .phase = "pretrain", .tty = isatty(2), .quiet = c->o->quiet};
+  finch_distill__steplog sl = {.member = "encoder", .phase = "pretrain", .tty = isatty(2), .quiet = c->o->quiet,
+                               .run_id = c->run_id};
   run_name(sl.run, sizeof sl.run, c, "pretrain");
   finch_info("pre-training an encoder (MLM) on %zu texts (%zu general), %u epochs", n, c->n_general, trc.epochs);
   st = nn_tfm_train(m, c->be, &d, &trc, finch_distill__on_step, &sl, err);
@@ -233,7 +237,8 @@ static finch_status train_tfm(ctx *c, member *m, int index, const float *soft_al
   finch_status st = FINCH_OK;
   nn_tfm_corpus x = {0};
   nn_tfm *enc = NULL;
-  finch_distill__steplog sl = {.member = m->name, .phase = "finetune", .tty = isatty(2), .quiet = o->quiet};
+  finch_distill__steplog sl = {.member = m->name, .phase = "finetune", .tty = isatty(2), .quiet = o->quiet,
+                               .run_id = c->run_id};
   if (!texts || !y || (soft_all && !soft)) {
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     goto out;
@@ -250,16 +255,8 @@ static finch_status train_tfm(ctx *c, member *m, int index, const float *soft_al
   if ((st = nn_tfm_corpus_encode(&x, c->tok, texts, n, (int)tc.max_len, tc.buckets, 3, 5, err)) != FINCH_OK) goto out;
   uint64_t seed = o->seed + 1000u * (uint64_t)index;
   if ((st = nn_tfm_create(&enc, &tc, seed, err)) != FINCH_OK) goto out;
-  if (c->pretrained) {
-    /* Copy every pre-trained tensor; the classifier head keeps its fresh init. */
-    for (size_t i = 0; i < nn_tfm_n_tensors(enc); i++) {
-      const nn_tfm_tensor *t = nn_tfm_tensor_at(enc, i);
-      const nn_tfm_tensor *s = nn_tfm_tensor_find(c->pretrained, t->name);
-      if (s && s->rows == t->rows && s->cols == t->cols)
-        memcpy(nn_tfm_params(enc) + t->off, nn_tfm_params_const(c->pretrained) + s->off,
-               (size_t)t->rows * t->cols * sizeof(float));
-    }
-  }
+  /* Every pre-trained tensor; the classifier head, which pre-training lacks, keeps its fresh init. */
+  if (c->pretrained) finch_distill__copy_tensors(enc, c->pretrained, 1);
   nn_tfm_train_config trc = nn_tfm_train_defaults();
   trc.epochs = o->tfm_epochs > 0 ? (uint32_t)o->tfm_epochs : 30;
   if (soft_all && n_source < n) {
@@ -286,13 +283,8 @@ static finch_status train_tfm(ctx *c, member *m, int index, const float *soft_al
   if ((st = nn_tfm_train(enc, c->be, &d, &trc, finch_distill__on_step, &sl, err)) != FINCH_OK) goto out;
   unlink(ck);
   if ((st = finch_distill__flush_steps(c->db, &sl, err)) != FINCH_OK) goto out;
-  /* The model takes a copy of the tokenizer (each model owns its own). */
-  unsigned char *blob = NULL;
-  size_t blen = 0;
   nn_tokenizer *tk = NULL;
-  if ((st = nn_tokenizer_save(c->tok, &blob, &blen, err)) == FINCH_OK) st = nn_tokenizer_load(&tk, blob, blen, err);
-  free(blob);
-  if (st) goto out;
+  if ((st = finch_distill__tokenizer_copy(c->tok, &tk, err)) != FINCH_OK) goto out;
   st = nn_model_from_tfm(&m->model, enc, tk, (int)tc.max_len, 3, 5, (const char *const *)c->labels, c->C, err);
   enc = NULL;
 out:
@@ -307,45 +299,38 @@ out:
 
 /* ---- the run ------------------------------------------------------------------ */
 
-static finch_status load_rows(ctx *c, PGresult **keep, finch_err *err) {
-  const char *p[] = {c->o->dataset};
-  PGresult *r = finch_db_query(c->db,
-      "SELECT u.text, u.label, u.split, u.origin FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
-      " WHERE d.name = $1 AND u.label IS NOT NULL AND u.split IN ('train', 'dev') ORDER BY u.id", 1, p, err);
-  if (!r) return FINCH_EDB;
-  *keep = r;
-  size_t n = (size_t)PQntuples(r);
-  c->labels = malloc((n + 1) * sizeof *c->labels);
-  if (!c->labels) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
-  size_t nl = 0;
-  for (size_t i = 0; i < n; i++)
-    if (!strcmp(PQgetvalue(r, (int)i, 2), "train")) c->labels[nl++] = PQgetvalue(r, (int)i, 1);
-  qsort(c->labels, nl, sizeof *c->labels, cmp_str);
-  size_t u = 0;
-  for (size_t i = 0; i < nl; i++)
-    if (!u || strcmp(c->labels[u - 1], c->labels[i])) c->labels[u++] = c->labels[i];
-  c->C = u;
-  if (u < 2)
+/* The rows of a loaded split, augmented variants only when with_augmented. */
+static finch_status take_rows(split_rows *d, const finch_dataset_split *s, int with_augmented, finch_err *err) {
+  d->texts = malloc((s->n + 1) * sizeof *d->texts);
+  d->labels = malloc((s->n + 1) * sizeof *d->labels);
+  d->source = malloc((s->n + 1) * sizeof *d->source);
+  if (!d->texts || !d->labels || !d->source) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  for (size_t i = 0; i < s->n; i++) {
+    if (s->augmented[i] && !with_augmented) continue;
+    d->texts[d->n] = s->texts[i];
+    d->labels[d->n] = s->labels[i];
+    d->source[d->n++] = !s->augmented[i];
+  }
+  return FINCH_OK;
+}
+
+/* The training rows (augmented variants when opts->augmented) and the
+ * holdout, indexed in the training label list: the labels of every training
+ * row, augmented ones included, whether or not the members train on them. */
+static finch_status load_rows(ctx *c, finch_err *err) {
+  finch_dataset_query q = {.dataset = c->o->dataset, .split = "train"};
+  finch_status st = finch_dataset_split_load(c->db, &q, &c->train_set, err);
+  if (st) return st;
+  c->labels = c->train_set->label_names;
+  c->C = c->train_set->n_labels;
+  if (c->C < 2)
     return finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has %zu labelled training intents; need at least 2 "
-                         "(run finch ingest first)", c->o->dataset, u);
-  split_rows *s[2] = {&c->train, &c->dev};
-  for (int k = 0; k < 2; k++) {
-    s[k]->texts = malloc((n + 1) * sizeof *s[k]->texts);
-    s[k]->labels = malloc((n + 1) * sizeof *s[k]->labels);
-    s[k]->source = malloc((n + 1) * sizeof *s[k]->source);
-    if (!s[k]->texts || !s[k]->labels || !s[k]->source) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
-  }
-  for (size_t i = 0; i < n; i++) {
-    int is_train = !strcmp(PQgetvalue(r, (int)i, 2), "train");
-    int is_source = !strcmp(PQgetvalue(r, (int)i, 3), "source");
-    if (is_train && !is_source && !c->o->augmented) continue;
-    split_rows *d = is_train ? &c->train : &c->dev;
-    const char *lab = PQgetvalue(r, (int)i, 1);
-    char **hit = bsearch(&lab, c->labels, c->C, sizeof *c->labels, cmp_str);
-    d->texts[d->n] = PQgetvalue(r, (int)i, 0);
-    d->labels[d->n] = hit ? (int32_t)(hit - c->labels) : -1;
-    d->source[d->n++] = is_source;
-  }
+                         "(run finch ingest first)", c->o->dataset, c->C);
+  q.split = "dev";
+  q.label_set = c->train_set;
+  if ((st = finch_dataset_split_load(c->db, &q, &c->dev_set, err)) != FINCH_OK) return st;
+  if ((st = take_rows(&c->train, c->train_set, c->o->augmented, err)) != FINCH_OK) return st;
+  if ((st = take_rows(&c->dev, c->dev_set, 1, err)) != FINCH_OK) return st;
   if (!c->dev.n)
     return finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has no holdout (dev) rows to select the teacher on; "
                          "ingest it with --holdout", c->o->dataset);
@@ -459,16 +444,13 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
                                  finch_err *err) {
   memset(res, 0, sizeof *res);
   ctx c = {.o = opts, .db = db};
-  PGresult *rows = NULL, *gen_keep = NULL, *gen_keep2 = NULL;
-  char **gen_named = NULL, **gen_wiki = NULL;
-  size_t n_named = 0, n_wiki = 0;
   member ms[16];
   size_t k = 0;
   memset(ms, 0, sizeof ms);
   nn_model *ens = NULL;
   char *meta_s = NULL, *metrics_s = NULL;
   const double t_start = now_s();
-  finch_status st = load_rows(&c, &rows, err);
+  finch_status st = load_rows(&c, err);
   if (st) goto out;
   res->n_train = (long long)c.train.n;
   res->n_dev = (long long)c.dev.n;
@@ -510,18 +492,10 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   if (want_tfm) {
     /* General corpus for the tokenizer and pre-training. */
     if (opts->pretrain_epochs > 0) {
-      if (opts->general && *opts->general &&
-          (st = finch_distill__general_texts(db, opts->general, &gen_named, &n_named, &gen_keep, err)) != FINCH_OK)
-        goto out;
-      if ((st = finch_distill__general_texts(db, NULL, &gen_wiki, &n_wiki, &gen_keep2, err)) != FINCH_OK) goto out;
-      c.n_general = n_named + n_wiki;
-      c.general = malloc((c.n_general + 1) * sizeof *c.general);
-      if (!c.general) {
-        st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-        goto out;
-      }
-      for (size_t i = 0; i < n_named; i++) c.general[i] = gen_named[i];
-      for (size_t i = 0; i < n_wiki; i++) c.general[n_named + i] = gen_wiki[i];
+      /* The named general datasets, then the Wikipedia sentences. */
+      if ((st = finch_dataset_general_texts(db, opts->general, 1, &c.general_set, err)) != FINCH_OK) goto out;
+      c.general = c.general_set->texts;
+      c.n_general = c.general_set->n;
       res->n_general = (long long)c.n_general;
     }
     size_t nt = c.train.n + c.n_general;
@@ -538,6 +512,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     if (st) goto out;
     finch_info("tokenizer: %u pieces from %zu texts in %.1f s", nn_tokenizer_size(c.tok), nt, now_s() - t0);
   }
+  if (want_tfm && (st = finch_distill__run_begin(db, "teacher", opts->dataset, &c.run_id, err)) != FINCH_OK) goto out;
   char base[FINCH_SHA256_HEX_LEN] = "";
   if (opts->reuse_members) cache_base(&c, base);
 
@@ -652,11 +627,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
                          .dataset = opts->dataset, .path = res->path, .sha256 = sha, .params = res->params,
                          .bytes = (long long)sb.st_size, .config_json = meta_s, .metrics_json = metrics_s};
   if ((st = finch_models_register(db, &rec, &res->model_id, err)) != FINCH_OK) goto out;
-  char idbuf[32], runpat[160];
-  snprintf(idbuf, sizeof idbuf, "%lld", res->model_id);
-  snprintf(runpat, sizeof runpat, "%s-%%-%d-%%", opts->dataset, (int)getpid());
-  const char *pp[] = {idbuf, runpat};
-  st = finch_db_run(db, "UPDATE training_metrics SET model_id = $1 WHERE model_id IS NULL AND run LIKE $2", 2, pp, err);
+  if (c.run_id) st = finch_distill__run_finish(db, c.run_id, res->model_id, err);
 out:
   for (size_t i = 0; i < k; i++) {
     nn_model_free(ms[i].model);
@@ -666,18 +637,12 @@ out:
   nn_tfm_free(c.pretrained);
   nn_tokenizer_free(c.tok);
   nn_backend_free(c.be);
-  if (!gen_keep2)
-    for (size_t i = 0; i < n_wiki; i++) free(gen_wiki[i]);
-  free(gen_wiki);
-  free(gen_named);
-  PQclear(gen_keep);
-  PQclear(gen_keep2);
-  free(c.general);
-  free(c.labels);
+  finch_dataset_texts_free(c.general_set);
   free(c.train.texts), free(c.train.labels), free(c.train.source);
   free(c.dev.texts), free(c.dev.labels), free(c.dev.source);
+  finch_dataset_split_free(c.train_set);
+  finch_dataset_split_free(c.dev_set);
   free(meta_s);
   free(metrics_s);
-  PQclear(rows);
   return st;
 }

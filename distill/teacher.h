@@ -20,8 +20,9 @@
  * is scored on the holdout and the most accurate one (ties: fewer members,
  * then lower NLL) becomes the teacher, written under $FINCH_HOME/models and
  * registered in `models` (arch "ensemble", config listing its members with
- * their holdout figures). The encoder's per-step metrics go to
- * training_metrics.
+ * their holdout figures). The encoders' per-step metrics go to
+ * training_metrics under the run's id (a row of training_runs, tied to the
+ * teacher once it is registered).
  *
  * Member cache (reuse_members = 1): each trained member is kept under
  * $FINCH_HOME/member-cache/<key>.fnm, the key a SHA-256 over the training

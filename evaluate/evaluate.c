@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/csv.h"
+#include "core/dataset.h"
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/models.h"
@@ -83,22 +84,22 @@ out:
   return st;
 }
 
+/* The split's labelled rows, with the split's own label set: every row's
+ * label is a name in it. */
 static finch_status read_db(finch_db *db, const char *dataset, const char *split, examples *e, finch_err *err) {
-  const char *p[] = {dataset, split};
-  PGresult *r = finch_db_query(db,
-      "SELECT u.text, u.label FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
-      " WHERE d.name = $1 AND u.split = $2 AND u.label IS NOT NULL ORDER BY u.id", 2, p, err);
-  if (!r) return FINCH_EDB;
-  finch_status st = FINCH_OK;
-  for (int i = 0; i < PQntuples(r) && !st; i++) {
-    char *t = strdup(PQgetvalue(r, i, 0)), *l = strdup(PQgetvalue(r, i, 1));
+  finch_dataset_split *s = NULL;
+  finch_dataset_query q = {.dataset = dataset, .split = split};
+  finch_status st = finch_dataset_split_load(db, &q, &s, err);
+  if (st) return st;
+  for (size_t i = 0; i < s->n && !st; i++) {
+    char *t = strdup(s->texts[i]), *l = strdup(s->label_names[s->labels[i]]);
     if (!t || !l || examples_add(e, t, l)) {
       free(t);
       free(l);
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     }
   }
-  PQclear(r);
+  finch_dataset_split_free(s);
   if (!st && e->n == 0)
     st = finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' has no labelled rows in split '%s'", dataset, split);
   return st;

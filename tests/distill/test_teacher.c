@@ -69,6 +69,11 @@ int main(void) {
   CHECK_INT_EQ(test_scalar(db, "SELECT jsonb_array_length(config->'members') FROM models"), 3);
   CHECK(test_scalar(db, "SELECT count(*) FROM training_metrics WHERE phase = 'finetune'") > 0);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM training_metrics WHERE model_id IS NULL"), 0);
+  /* One run, by id, tied to the teacher with every step of its encoder. */
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM training_runs"), 1);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM training_metrics m JOIN training_runs r ON r.id = m.run_id"
+                               " WHERE r.kind = 'teacher' AND r.model_id = m.model_id"),
+               test_scalar(db, "SELECT count(*) FROM training_metrics"));
   nn_model *t = NULL;
   CHECK_INT_EQ(nn_model_load(&t, r.path, &err), FINCH_OK);
   if (t) {
@@ -109,6 +114,9 @@ int main(void) {
   CHECK_INT_EQ(binned, dr.n_train);
   CHECK(test_scalar(db, "SELECT count(*) FROM training_metrics t JOIN models m ON m.id = t.model_id"
                         " WHERE t.phase = 'vertical' AND m.kind = 'student'") > 0);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM training_metrics t JOIN training_runs r ON r.id = t.run_id"
+                               " WHERE r.kind = 'student' AND r.model_id = t.model_id AND t.phase = 'vertical'"),
+               test_scalar(db, "SELECT count(*) FROM training_metrics WHERE phase = 'vertical'"));
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM models WHERE kind = 'student' AND arch = 'tfm'"
                                " AND parent_model_id IS NOT NULL"), 1);
   nn_model *s = NULL;

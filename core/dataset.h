@@ -1,0 +1,89 @@
+/* Reading a dataset's utterances: the one place that selects rows of
+ * `utterances` by dataset name (core/dataset.c holds the statement).
+ *
+ * finch_dataset_split_load() returns the rows of one split (or of every
+ * split) in utterance id order: text, label index, utterance id and whether
+ * the row is an augmented variant, with the label set the indices refer to.
+ * Everything lives in one allocation owned by the returned struct and is
+ * released by one finch_dataset_split_free().
+ *
+ * The label set. Unless the query names another load's label set, it is the
+ * distinct labels of the rows loaded, of every origin, sorted by strcmp
+ * (finch_cmp_str). Loading split "train" thus gives the dataset's training
+ * label list, the order a model's outputs follow (teacher, student, external
+ * teachers); loading the holdout with .label_set = that training load gives
+ * the holdout rows indexed in the training label list, a label never seen in
+ * training as -1 (always wrong). Evaluation loads its split with its own
+ * label set, so every row's label is label_names[labels[i]].
+ *
+ * A missing dataset is FINCH_ENOTFOUND naming it; an existing dataset with
+ * no matching rows is a split of n = 0 (the caller decides whether that is
+ * an error). */
+#ifndef FINCH_CORE_DATASET_H
+#define FINCH_CORE_DATASET_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/db.h"
+#include "core/status.h"
+
+typedef enum {
+  FINCH_DATASET_ANY_ORIGIN = 0, /* source rows and augmented variants */
+  FINCH_DATASET_SOURCE,         /* origin 'source' only */
+  FINCH_DATASET_AUGMENTED,      /* origin 'augmented' only */
+} finch_dataset_origin;
+
+typedef struct finch_dataset_split finch_dataset_split;
+
+typedef struct {
+  const char *dataset;               /* the dataset's name */
+  const char *split;                 /* "train", "dev" or "test"; NULL = every split */
+  finch_dataset_origin origin;
+  int unlabelled;                    /* 1 = rows without a label too (label index -1); 0 = labelled rows only */
+  int text_norm;                     /* 1 = texts are the case-folded text_norm (what imports match on); 0 = text */
+  const finch_dataset_split *label_set; /* NULL = the label set of these rows; else a copy of that load's */
+} finch_dataset_query;
+
+struct finch_dataset_split {
+  size_t n;
+  const char **texts;         /* (n) */
+  int32_t *labels;            /* (n) index into label_names; -1 = no label, or one outside the label set */
+  long long *ids;             /* (n) utterance ids, ascending */
+  unsigned char *augmented;   /* (n) 1 = an augmented variant, 0 = a source row */
+  size_t n_labels;
+  const char **label_names;   /* (n_labels) sorted by strcmp */
+};
+
+/* Loads the rows q selects into *out (the caller frees it with
+ * finch_dataset_split_free; *out is NULL on error). */
+finch_status finch_dataset_split_load(finch_db *db, const finch_dataset_query *q, finch_dataset_split **out,
+                                      finch_err *err);
+void finch_dataset_split_free(finch_dataset_split *s);
+
+/* Rows q selects, counted per label and, when by_method, per label and
+ * augmentation method: a result of (label, [method,] count) ordered by label
+ * (then method) in the database's collation. Rows without a label are one
+ * group with a NULL label when q->unlabelled (q->text_norm and q->label_set
+ * do not apply). The caller PQclears it; NULL with err set on error. */
+PGresult *finch_dataset_counts(finch_db *db, const finch_dataset_query *q, int by_method, finch_err *err);
+
+/* General-domain texts, for the complexity score's domain term, the
+ * encoders' tokenizer and their pre-training. names: dataset names, comma-
+ * separated (every row of them, any split, labelled or not, in the order the
+ * database returns them), or NULL/"" for none. The Wikipedia sentences that
+ * ship with CLINC150 ($FINCH_DATA_DIR/clinc150/wiki_sents.txt, one a line,
+ * each line kept with its newline) follow them when with_wiki, or stand in
+ * for them when no names are given; an absent file gives none, with a
+ * notice. One allocation, freed by finch_dataset_texts_free. */
+typedef struct {
+  size_t n;
+  const char **texts; /* (n) */
+} finch_dataset_texts;
+
+finch_status finch_dataset_general_texts(finch_db *db, const char *names, int with_wiki, finch_dataset_texts **out,
+                                         finch_err *err);
+void finch_dataset_texts_free(finch_dataset_texts *t);
+
+#endif
