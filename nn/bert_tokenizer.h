@@ -73,9 +73,8 @@ nn_bert_tok_info nn_bert_tok_get_info(const nn_bert_tok_t *t);
 /* Encodes text[0..len) (UTF-8; NUL bytes are characters like others) as
  * [CLS] tokens [SEP] into ids, at most max_len (>= 2) of them, and sets *n to
  * their count. Text past the last id that fits is checked for valid UTF-8
- * but not tokenised. Fails with
- * FINCH_EFORMAT on invalid UTF-8 (naming the byte offset), FINCH_EINVAL on
- * max_len < 2, FINCH_ENOMEM. */
+ * but not tokenised. Fails with FINCH_EFORMAT on invalid UTF-8 (naming the
+ * byte offset), FINCH_EINVAL on max_len < 2, FINCH_ENOMEM. */
 finch_status nn_bert_tok_encode(const nn_bert_tok_t *t, const char *text, size_t len, int max_len, int32_t *ids,
                                 int *n, finch_err *err);
 

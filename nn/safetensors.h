@@ -87,8 +87,7 @@ typedef struct nn_st_file nn_st_file_t;
 /* Maps path and validates it (see above). On success *out is a handle the
  * caller releases with nn_st_close; on failure *out is NULL and err names the
  * file and what is wrong (FINCH_ENOTFOUND when it does not exist, FINCH_EIO
- * when it cannot be read, FINCH_EFORMAT when
- * it is malformed, FINCH_ENOMEM). */
+ * when it cannot be read, FINCH_EFORMAT when it is malformed, FINCH_ENOMEM). */
 finch_status nn_st_open(const char *path, nn_st_file_t **out, finch_err *err);
 void nn_st_close(nn_st_file_t *f); /* NULL is harmless */
 
