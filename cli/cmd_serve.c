@@ -135,14 +135,14 @@ int finch_cmd_serve(int argc, char **argv) {
   }
   char rules[PATH_MAX];
   snprintf(rules, sizeof rules, "%s", cli_get(&cmd, "rules") ? cli_get(&cmd, "rules") : FINCH_SOURCE_DIR "/serve/rules/banking77.rules");
-  /* Block the signals before the server's threads start, so that only
+  /* Routed to this thread before the server's threads start, so that only
    * sigwait() below receives them. */
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  finch_serve_signals_to_caller(&set);
   signal(SIGPIPE, SIG_IGN);
   finch_serve_opts o = {.model_path = path, .host = cli_get(&cmd, "host") ? cli_get(&cmd, "host") : "127.0.0.1",
                         .port = (unsigned)port, .max_body = (size_t)max_body, .threads = (unsigned)threads,

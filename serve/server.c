@@ -66,6 +66,7 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -938,11 +939,15 @@ finch_status finch_server_start(finch_server **out, const finch_serve_opts *opts
   }
 
   /* A pool of `threads` polling threads (default 2, the cores of the target
-   * machine), each with its own connections. MHD_USE_AUTO is epoll on Linux:
-   * select, poll and epoll measured alike at 8 and 64 connections
-   * (bench/bench_serve.sh; within the noise), and epoll has no FD_SETSIZE
-   * cap on open connections, which matters under overload. */
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+   * machine), each with its own connections. poll(2): select, poll and epoll
+   * measured alike at 8 and 64 connections (bench/bench_serve.sh; within the
+   * noise), and poll has no FD_SETSIZE cap on open connections, which
+   * matters under overload. Not epoll: with a thread pool, libmicrohttpd
+   * (0.9.75 to 0.9.77 at least) removes the listen socket from a worker's
+   * epoll set in MHD_quiesce_daemon() while that worker may be removing it
+   * too, and aborts the process when it loses that race (an ENOENT it does
+   * not expect); with poll, quiescing only signals the workers. */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
   if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
   if (s->batcher) flags |= MHD_ALLOW_SUSPEND_RESUME;
   s->starting = 1;
@@ -1012,4 +1017,27 @@ void finch_server_stop(finch_server *s) {
   MHD_stop_daemon(s->daemon);
   if (lfd != MHD_INVALID_SOCKET) close(lfd);
   serve_free(s);
+}
+
+/* --- signals of the daemon's main thread ---------------------------------- */
+
+static pthread_t serve_signal_target;
+
+/* Runs on a thread that has the signal unblocked (never the target): the
+ * signal becomes pending on the target, where sigwait() takes it.
+ * pthread_kill() is async-signal-safe. */
+static void serve_signal_forward(int sig) { pthread_kill(serve_signal_target, sig); }
+
+int finch_serve_signals_to_caller(const sigset_t *set) {
+  serve_signal_target = pthread_self();
+  int rc = pthread_sigmask(SIG_BLOCK, set, NULL);
+  if (rc != 0) {
+    errno = rc;
+    return -1;
+  }
+  struct sigaction sa = {.sa_handler = serve_signal_forward};
+  sigfillset(&sa.sa_mask);
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sigismember(set, sig) == 1 && sigaction(sig, &sa, NULL) != 0) return -1;
+  return 0;
 }
