@@ -65,7 +65,7 @@ void serve__log_request(finch_server *srv, const serve_request *req, uint64_t ns
   int w = snprintf(line, cap, "{\"ts\":\"%s\",\"request_id\":\"%s\",\"method\":\"", ts, req->rid);
   size_t n = w > 0 ? (size_t)w : 0;
   serve_json_esc(line, &n, cap, req->method);
-  w = snprintf(line + n, cap - n, "\",\"path\":\"%s\",\"status\":%u,\"latency_ms\":%.3f", serve__path_name(req->mpath),
+  w = snprintf(line + n, cap - n, "\",\"path\":\"%s\",\"status\":%u,\"latency_ms\":%.3f", serve__metrics_path(&srv->metrics, req->metric),
                req->status, (double)ns / 1e6);
   n += w > 0 ? (size_t)w : 0;
   if (req->engine && n < cap) {

@@ -1,6 +1,7 @@
-/* The database-mode handlers of the intent server (serve/server_internal.h):
- * conversation turns, the labelling queue and the rollout, each committing
- * in one transaction with the webhook rows that report it. */
+/* The intent server's endpoints other than POST /v1/intent
+ * (serve/server_internal.h): health, conversation turns, the labelling
+ * queue, the rollout, /metrics and reloads. They parse and answer; the
+ * transactions are in serve/turns.c, serve/labeling.c and serve/rollout.c. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "serve/labeling.h"
+#include "serve/turns.h"
 #include "serve/server_internal.h"
 
 /* 1 when s is 1..max bytes of [A-Za-z0-9._:-]. */
@@ -22,13 +24,6 @@ int serve__id_ok(const char *s, size_t max) {
       return 0;
   }
   return n >= 1 && n <= max;
-}
-
-/* The ?deployment= of the request, else the server's; NULL when malformed. */
-const char *serve__deployment(finch_server *srv, struct MHD_Connection *conn) {
-  const char *d = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "deployment");
-  if (!d) return srv->deployment;
-  return serve__id_ok(d, 100) ? d : NULL;
 }
 
 /* ?name= as a number: 0 absent (*v unchanged), 1 parsed, -1 malformed. */
@@ -64,152 +59,65 @@ static json_t *serve_body_object(const serve_request *req, char *msg, size_t n) 
   return root;
 }
 
-/* Queues one webhook event in c's open transaction; payload is consumed. */
-static finch_status serve_emit(PGconn *c, const char *type, json_t *payload, finch_err *err) {
-  char *text = payload ? json_dumps(payload, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
-  json_decref(payload);
-  if (!text) return finch_err_set(err, FINCH_ENOMEM, "serve: out of memory");
-  int queued = 0;
-  finch_status st = finch_webhook_emit(c, type, text, &queued, err);
-  free(text);
-  return st;
+/* --- health, /metrics, reloads --------------------------------------------- */
+
+enum MHD_Result serve__health(const serve_call *c) {
+  return serve__reply_json(c->conn, MHD_HTTP_OK,
+                           json_pack("{s:s, s:s, s:b}", "status", "ok", "model",
+                                     serve__req_model(c->srv, c->req)->sha256, "database", c->srv->has_db),
+                           NULL);
 }
 
-static double serve_param(const json_t *params, const char *name, double dflt) {
-  json_t *v = json_object_get(params, name);
-  return json_is_number(v) ? json_number_value(v) : dflt;
+/* In database mode with the webhook backlog, which is queried at most once
+ * a second however often Prometheus asks. */
+enum MHD_Result serve__metrics_get(const serve_call *c) {
+  finch_server *srv = c->srv;
+  struct MHD_Connection *conn = c->conn;
+  serve_slot *sl = c->sl;
+  long long backlog = -1;
+  if (sl) {
+    pthread_mutex_lock(&srv->backlog_lock);
+    double now = (double)serve__now_ns() / 1e9;
+    if (now - srv->backlog_at >= 1.0) {
+      srv->backlog = (long long)finch_webhook_backlog(sl->conn);
+      srv->backlog_at = now;
+    }
+    backlog = srv->backlog;
+    pthread_mutex_unlock(&srv->backlog_lock);
+  }
+  serve_metrics_gauges g = {.queue_depth = atomic_load(&srv->queue_depth),
+                            .webhook_backlog = backlog,
+                            .model_sha256 = serve__req_model(srv, c->req)->sha256};
+  char *text = serve__metrics_render(&srv->metrics, &g);
+  if (!text) return serve__reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
+  struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+  if (!resp) {
+    free(text);
+    return MHD_NO;
+  }
+  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+  return serve__queue(conn, MHD_HTTP_OK, resp);
+}
+
+/* The file being served, read again. */
+enum MHD_Result serve__reload_post(const serve_call *c) {
+  struct MHD_Connection *conn = c->conn;
+  char prev[FINCH_SHA256_HEX_LEN], now[FINCH_SHA256_HEX_LEN];
+  finch_err err = {0};
+  if (serve__reload(c->srv, NULL, prev, now, &err) != FINCH_OK)
+    return serve__reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "reload failed, still serving %s: %s", prev,
+                             err.msg);
+  finch_info("serve: reload requested over HTTP");
+  return serve__reply_json(conn, MHD_HTTP_OK, json_pack("{s:s, s:s}", "model", now, "previous", prev), NULL);
 }
 
 /* --- POST /v1/conversations/{id}/turns ------------------------------------- */
 
-typedef struct {
-  const char *deployment, *conversation, *speaker, *text; /* text: normalised and redacted */
-  const char *model_intent;
-  double model_conf;
-  const char *rule_intent;
-  const char *model_sha; /* the model's SHA-256 (hex) */
-  long long key_id;
-} serve_turn_in;
-
-typedef struct {
-  finch_rollout_decision d;
-  finch_stage stage;
-  long long turn_id, task_id;
-  int turn_index, handoff;
-} serve_turn_out;
-
-/* The turn's transaction: stage, decision, the turn row, a labelling task,
- * and the events, all committed together. */
-static finch_status serve_turn_tx(finch_server *srv, PGconn *c, const serve_turn_in *in, serve_turn_out *o,
-                                  finch_err *err) {
-  memset(o, 0, sizeof *o);
-  int user = strcmp(in->speaker, "user") == 0;
-  finch_rollout_state state = {0};
-  finch_status st = serve__pq_run(c, "BEGIN", 0, NULL, err);
-  if (st) return st;
-  const char *lp[2] = {in->deployment, in->conversation};
-  if ((st = serve__pq_run(c, "SELECT pg_advisory_xact_lock(hashtextextended('finch.turn:' || $1 || '/' || $2, 0))",
-                          2, lp, err)))
-    goto fail;
-  if (user) {
-    if ((st = finch_rollout_get(c, in->deployment, in->model_intent, &state, err))) goto fail;
-    finch_rollout_policy pol = {
-        .stage = state.stage,
-        .canary_share = serve_param(state.params, "canary_share", srv->canary_share),
-        .min_confidence = serve_param(state.params, "min_confidence", srv->min_confidence),
-        .oos_label = srv->oos_label,
-    };
-    finch_rollout_inputs fin = {.rule_intent = in->rule_intent, .model_intent = in->model_intent,
-                                .model_confidence = in->model_conf,
-                                .bucket = finch_rollout_bucket(in->deployment, in->conversation)};
-    o->d = finch_rollout_decide(&pol, &fin);
-    o->stage = state.stage;
-    o->handoff = o->d.confidence < srv->handoff_below;
-  }
-  char conf[32], mconf[32], key[32];
-  snprintf(conf, sizeof conf, "%.6f", o->d.confidence);
-  snprintf(mconf, sizeof mconf, "%.6f", in->model_conf);
-  snprintf(key, sizeof key, "%lld", in->key_id);
-  const char *tp[15] = {in->deployment,
-                        in->conversation,
-                        in->speaker,
-                        in->text,
-                        user ? finch_stage_name(o->stage) : NULL,
-                        user ? finch_engine_name(o->d.engine) : NULL,
-                        user ? o->d.intent : NULL,
-                        user ? conf : NULL,
-                        user ? in->rule_intent : NULL,
-                        user ? in->model_intent : NULL,
-                        user ? mconf : NULL,
-                        user ? in->model_sha : NULL,
-                        user && o->stage == FINCH_STAGE_CANARY ? (o->d.in_canary ? "true" : "false") : NULL,
-                        o->handoff ? "true" : "false",
-                        in->key_id ? key : NULL};
-  PGresult *r = serve__pq(c,
-                          "INSERT INTO conversation_turns (deployment, conversation_id, turn_index, speaker, text, stage,"
-                          " engine, intent, confidence, rule_intent, model_intent, model_confidence, model_sha256,"
-                          " in_canary, handoff, api_key_id)"
-                          " SELECT $1, $2, coalesce(max(turn_index) + 1, 0), $3, $4, $5, $6, $7, $8::real, $9, $10,"
-                          " $11::real, $12, $13::boolean, $14::boolean, $15::bigint"
-                          " FROM conversation_turns WHERE deployment = $1 AND conversation_id = $2"
-                          " RETURNING id, turn_index",
-                          15, tp, err);
-  if (!r) {
-    st = FINCH_EDB;
-    goto fail;
-  }
-  o->turn_id = atoll(PQgetvalue(r, 0, 0));
-  o->turn_index = atoi(PQgetvalue(r, 0, 1));
-  PQclear(r);
-  if (!user) goto commit;
-
-  if (o->d.task != FINCH_TASK_NONE) {
-    finch_labeling_new t = {.deployment = in->deployment, .conversation_id = in->conversation, .turn_id = o->turn_id,
-                            .text = in->text, .suggested_label = in->model_intent,
-                            .suggested_confidence = in->model_conf, .model_sha256 = in->model_sha,
-                            .rule_label = in->rule_intent, .stage = finch_stage_name(o->stage),
-                            .reason = finch_task_reason_name(o->d.task)};
-    if ((st = finch_labeling_task_create(c, &t, &o->task_id, err))) goto fail;
-    if ((st = serve_emit(c, "labeling.task_created",
-                         json_pack("{s:I, s:s, s:s, s:i, s:s, s:s, s:{s:s, s:f, s:s}, s:o}", "task_id",
-                                   (json_int_t)o->task_id, "deployment", in->deployment, "conversation_id",
-                                   in->conversation, "turn", o->turn_index, "reason",
-                                   finch_task_reason_name(o->d.task), "stage", finch_stage_name(o->stage),
-                                   "suggestion", "intent", in->model_intent, "confidence", in->model_conf, "model",
-                                   in->model_sha, "rule_intent",
-                                   in->rule_intent ? json_string(in->rule_intent) : json_null()),
-                         err)))
-      goto fail;
-  }
-  if ((st = serve_emit(c, "intent.classified",
-                       json_pack("{s:s, s:s, s:i, s:o, s:s, s:f, s:s, s:s}", "deployment", in->deployment,
-                                 "conversation_id", in->conversation, "turn", o->turn_index, "intent",
-                                 o->d.intent ? json_string(o->d.intent) : json_null(), "engine",
-                                 finch_engine_name(o->d.engine), "confidence", o->d.confidence, "stage",
-                                 finch_stage_name(o->stage), "model", in->model_sha),
-                       err)))
-    goto fail;
-  if (o->handoff &&
-      (st = serve_emit(c, "handoff.requested",
-                       json_pack("{s:s, s:s, s:i, s:o, s:s, s:f, s:f, s:s}", "deployment", in->deployment,
-                                 "conversation_id", in->conversation, "turn", o->turn_index, "intent",
-                                 o->d.intent ? json_string(o->d.intent) : json_null(), "engine",
-                                 finch_engine_name(o->d.engine), "confidence", o->d.confidence, "threshold",
-                                 srv->handoff_below, "stage", finch_stage_name(o->stage)),
-                       err)))
-    goto fail;
-commit:
-  if ((st = serve__pq_run(c, "COMMIT", 0, NULL, err))) goto fail;
-  finch_rollout_state_clear(&state);
-  return FINCH_OK;
-fail:
-  serve__pq_rollback(c);
-  finch_rollout_state_clear(&state);
-  return st;
-}
-
-enum MHD_Result serve__turn(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                  serve_slot *sl, const finch_principal *who, const char *deployment) {
+enum MHD_Result serve__turn(const serve_call *c) {
+  finch_server *srv = c->srv;
+  struct MHD_Connection *conn = c->conn;
+  serve_request *req = c->req;
+  const char *deployment = c->deployment;
   if (!serve__id_ok(req->arg, SERVE_ID_MAX))
     return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
                              "conversation id must be 1 to %d characters of A-Z a-z 0-9 . _ : -", SERVE_ID_MAX);
@@ -244,7 +152,7 @@ enum MHD_Result serve__turn(finch_server *srv, struct MHD_Connection *conn, serv
     goto out;
   }
   /* Fails closed: without a redacted text nothing is stored or classified. */
-  if (finch_redact(sl->redactor, norm, strlen(norm), &red, NULL, &err) != FINCH_OK) {
+  if (finch_redact(c->sl->redactor, norm, strlen(norm), &red, NULL, &err) != FINCH_OK) {
     finch_error("serve: redaction failed (%s)", finch_status_str(err.code));
     ret = serve__reply_error(conn, err.code == FINCH_EFORMAT ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR,
                             NULL, "the text could not be redacted, so it was not stored");
@@ -252,8 +160,8 @@ enum MHD_Result serve__turn(finch_server *srv, struct MHD_Connection *conn, serv
   }
   if (srv->log_text) req->log_text = strdup(red);
   const serve_model *m = serve__req_model(srv, req);
-  serve_turn_in in = {.deployment = deployment, .conversation = req->arg, .speaker = speaker, .text = red,
-                      .model_sha = m->sha256, .key_id = who->id};
+  finch_turn_in in = {.deployment = deployment, .conversation = req->arg, .speaker = speaker, .text = red,
+                      .model_sha = m->sha256, .key_id = c->who->id};
   int user = strcmp(speaker, "user") == 0;
   if (user) {
     probs = malloc(m->n_labels * sizeof *probs);
@@ -269,8 +177,10 @@ enum MHD_Result serve__turn(finch_server *srv, struct MHD_Connection *conn, serv
     in.model_conf = probs[k];
     in.rule_intent = srv->rules ? finch_rules_match(srv->rules, red, strlen(red), NULL, NULL) : NULL;
   }
-  serve_turn_out o;
-  if (serve_turn_tx(srv, sl->conn, &in, &o, &err) != FINCH_OK) {
+  finch_turn_policy pol = {.canary_share = srv->canary_share, .min_confidence = srv->min_confidence,
+                           .handoff_below = srv->handoff_below, .oos_label = srv->oos_label};
+  finch_turn_out o;
+  if (finch_turn_record(c->sl->conn, &pol, &in, &o, &err) != FINCH_OK) {
     ret = serve__db_failed(conn, "turn", &err);
     goto out;
   }
@@ -306,9 +216,9 @@ out:
 
 /* --- labelling ------------------------------------------------------------ */
 
-enum MHD_Result serve__tasks(finch_server *srv, struct MHD_Connection *conn, serve_slot *sl,
-                                   const char *deployment) {
-  (void)srv;
+enum MHD_Result serve__tasks(const serve_call *c) {
+  struct MHD_Connection *conn = c->conn;
+  const char *deployment = c->deployment;
   finch_labeling_filter f = {.deployment = deployment, .min_confidence = -1, .max_confidence = -1};
   f.status = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "status");
   f.intent = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "intent");
@@ -323,15 +233,15 @@ enum MHD_Result serve__tasks(finch_server *srv, struct MHD_Connection *conn, ser
   f.after_id = (long long)after;
   json_t *o;
   finch_err err = {0};
-  finch_status st = finch_labeling_list(sl->conn, &f, &o, &err);
+  finch_status st = finch_labeling_list(c->sl->conn, &f, &o, &err);
   if (st == FINCH_EINVAL) return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "%s", err.msg);
   if (st) return serve__db_failed(conn, "listing tasks", &err);
   return serve__reply_json(conn, MHD_HTTP_OK, o, NULL);
 }
 
-enum MHD_Result serve__task_label(finch_server *srv, struct MHD_Connection *conn, const serve_request *req,
-                                        serve_slot *sl, const finch_principal *who, const char *deployment) {
-  (void)srv;
+enum MHD_Result serve__task_label(const serve_call *c) {
+  struct MHD_Connection *conn = c->conn;
+  const serve_request *req = c->req;
   char *end;
   errno = 0;
   long long id = strtoll(req->arg, &end, 10);
@@ -345,7 +255,7 @@ enum MHD_Result serve__task_label(finch_server *srv, struct MHD_Connection *conn
   finch_labeling_outcome oc;
   json_t *o = NULL;
   finch_err err = {0};
-  finch_status st = finch_labeling_submit(sl->conn, deployment, id, who->name, decision, label, &oc, &o, &err);
+  finch_status st = finch_labeling_submit(c->sl->conn, c->deployment, id, c->who->name, decision, label, &oc, &o, &err);
   enum MHD_Result ret;
   if (st == FINCH_OK)
     ret = serve__reply_json(conn, MHD_HTTP_OK, o, NULL);
@@ -361,30 +271,32 @@ enum MHD_Result serve__task_label(finch_server *srv, struct MHD_Connection *conn
   return ret;
 }
 
-enum MHD_Result serve__stats(struct MHD_Connection *conn, serve_slot *sl, const char *deployment) {
+enum MHD_Result serve__stats(const serve_call *c) {
   json_t *o;
   finch_err err = {0};
-  if (finch_labeling_stats(sl->conn, deployment, &o, &err)) return serve__db_failed(conn, "labelling stats", &err);
-  return serve__reply_json(conn, MHD_HTTP_OK, o, NULL);
+  if (finch_labeling_stats(c->sl->conn, c->deployment, &o, &err))
+    return serve__db_failed(c->conn, "labelling stats", &err);
+  return serve__reply_json(c->conn, MHD_HTTP_OK, o, NULL);
 }
 
 /* --- rollout -------------------------------------------------------------- */
 
-enum MHD_Result serve__rollout_get(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                         serve_slot *sl, const char *deployment) {
+enum MHD_Result serve__rollout_get(const serve_call *c) {
   json_t *o;
   finch_err err = {0};
-  const char *sha = serve__req_model(srv, req)->sha256;
-  if (finch_rollout_status_json(sl->conn, deployment, sha, &srv->gate, &o, &err))
-    return serve__db_failed(conn, "rollout status", &err);
+  const char *sha = serve__req_model(c->srv, c->req)->sha256;
+  if (finch_rollout_status_json(c->sl->conn, c->deployment, sha, &c->srv->gate, &o, &err))
+    return serve__db_failed(c->conn, "rollout status", &err);
   json_object_set_new(o, "model", json_string(sha));
-  return serve__reply_json(conn, MHD_HTTP_OK, o, NULL);
+  return serve__reply_json(c->conn, MHD_HTTP_OK, o, NULL);
 }
 
-enum MHD_Result serve__rollout_post(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                          serve_slot *sl, const finch_principal *who, const char *deployment) {
+enum MHD_Result serve__rollout_post(const serve_call *c) {
+  finch_server *srv = c->srv;
+  struct MHD_Connection *conn = c->conn;
+  const char *deployment = c->deployment;
   char msg[512];
-  json_t *root = serve_body_object(req, msg, sizeof msg);
+  json_t *root = serve_body_object(c->req, msg, sizeof msg);
   if (!root) return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "%s", msg);
   const char *action = json_string_value(json_object_get(root, "action"));
   json_t *jcs = json_object_get(root, "canary_share"), *jmc = json_object_get(root, "min_confidence");
@@ -399,21 +311,21 @@ enum MHD_Result serve__rollout_post(finch_server *srv, struct MHD_Connection *co
     ret = serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "\"intent\" and \"to\" must be strings");
   } else {
     char actor[160];
-    snprintf(actor, sizeof actor, "key:%s#%lld", who->name, who->id);
+    snprintf(actor, sizeof actor, "key:%s#%lld", c->who->name, c->who->id);
     finch_rollout_change ch = {.deployment = deployment,
                                .intent = json_string_value(jint),
                                .action = strcmp(action, "promote") == 0 ? FINCH_ROLLOUT_PROMOTE : FINCH_ROLLOUT_ROLLBACK,
                                .to = json_string_value(jto),
                                .actor = actor,
                                .reason = json_string_value(json_object_get(root, "reason")),
-                               .model_sha256 = serve__req_model(srv, req)->sha256,
+                               .model_sha256 = serve__req_model(srv, c->req)->sha256,
                                .canary_share = jcs ? json_number_value(jcs) : -1,
                                .min_confidence = jmc ? json_number_value(jmc) : -1,
                                .gate = srv->gate};
     int applied = 0;
     json_t *res = NULL;
     finch_err err = {0};
-    finch_status st = finch_rollout_apply(sl->conn, &ch, &applied, &res, &err);
+    finch_status st = finch_rollout_apply(c->sl->conn, &ch, &applied, &res, &err);
     if (st == FINCH_EINVAL)
       ret = serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "%s", err.msg);
     else if (st)

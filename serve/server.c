@@ -87,7 +87,7 @@
 #include "serve/batcher.h"
 #include "serve/labeling.h"
 #include "serve/metrics.h"
-#include "serve/pq.h"
+#include "core/db.h"
 #include "serve/rollout.h"
 #include "serve/rules.h"
 #include "serve/webhook.h"
@@ -97,7 +97,7 @@
  * connection, can stamp the request id and record the status. */
 static _Thread_local serve_request *serve_cur;
 
-static uint64_t serve_now_ns(void) {
+uint64_t serve__now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
@@ -106,8 +106,9 @@ static uint64_t serve_now_ns(void) {
 /* --- responses ------------------------------------------------------------ */
 
 /* Stamps the current request's id (and Connection: close while draining) on
- * resp and records status for the access log, then queues resp. */
-static enum MHD_Result serve_queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp) {
+ * resp and records status for the access log, then queues resp. The
+ * request comes from serve_cur. */
+enum MHD_Result serve__queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp) {
   serve_request *req = serve_cur;
   if (req) {
     MHD_add_response_header(resp, "X-Request-Id", req->rid);
@@ -143,7 +144,7 @@ static enum MHD_Result serve_reply_json_h(struct MHD_Connection *conn, unsigned 
   if (!resp) return MHD_NO; /* out of memory: dropping the connection is all that is left */
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
   if (hname && hval) MHD_add_response_header(resp, hname, hval);
-  return serve_queue(conn, status, resp);
+  return serve__queue(conn, status, resp);
 }
 
 enum MHD_Result serve__reply_json(struct MHD_Connection *conn, unsigned status, json_t *obj,
@@ -172,12 +173,8 @@ enum MHD_Result serve__reply_error(struct MHD_Connection *conn, unsigned status,
   return serve__reply_json(conn, status, o, allow);
 }
 
-static enum MHD_Result serve_reply_error_h(struct MHD_Connection *conn, unsigned status, const char *hname,
-                                           const char *hval, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static enum MHD_Result serve_reply_error_h(struct MHD_Connection *conn, unsigned status, const char *hname,
-                                           const char *hval, const char *fmt, ...) {
+enum MHD_Result serve__reply_error_h(struct MHD_Connection *conn, unsigned status, const char *hname,
+                                     const char *hval, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   json_t *o = serve_error_obj(fmt, ap);
@@ -199,130 +196,9 @@ enum MHD_Result serve__db_failed(struct MHD_Connection *conn, const char *what, 
 
 /* --- endpoints ------------------------------------------------------------ */
 
-/* 1 when text holds nothing the model could read: empty, or only white
- * space and invisible characters once normalised (core/text.h). -1 when it
- * cannot be normalised (not UTF-8, or out of memory). */
-static int serve_is_blank(const char *text, size_t len) {
-  char *norm = NULL;
-  if (finch_text_normalize(text, len, 0, &norm, NULL) != FINCH_OK) return -1;
-  int blank = norm[0] == '\0';
-  free(norm);
-  return blank;
-}
-
-/* The text for the access log with log_text on: normalised and redacted
- * (NULL when either fails: nothing unredacted is ever logged). */
-static char *serve_log_text_of(finch_server *srv, const char *text, size_t len) {
-  char *norm = NULL, *red = NULL;
-  finch_err err = {0};
-  if (finch_text_normalize(text, len, 0, &norm, &err) != FINCH_OK) return NULL;
-  pthread_mutex_lock(&srv->log_redact_lock);
-  if (finch_redact(srv->log_redactor, norm, strlen(norm), &red, NULL, &err) != FINCH_OK) red = NULL;
-  pthread_mutex_unlock(&srv->log_redact_lock);
-  free(norm);
-  return red;
-}
-
-/* Answers a classified POST /v1/intent (req->pred, req->probs). */
-static enum MHD_Result serve_intent_answer(finch_server *srv, struct MHD_Connection *conn, serve_request *req) {
-  const serve_model *m = req->model;
-  int k = req->pred;
-  if (k < 0 || (size_t)k >= m->n_labels || !isfinite(req->probs[k])) {
-    finch_error("serve: prediction failed (label index %d of %zu)", k, m->n_labels);
-    return serve__reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "the model produced no prediction");
-  }
-  req->engine = "model";
-  req->intent = nn_model_label(m->nn, (size_t)k);
-  req->confidence = req->probs[k];
-  serve__metrics_decision(&srv->metrics, SERVE_DECISION_MODEL);
-  json_t *obj = json_pack("{s:s, s:f, s:s, s:s}", "intent", req->intent, "confidence", req->confidence, "source",
-                          "model", "model", m->sha256);
-  return serve__reply_json(conn, MHD_HTTP_OK, obj, NULL);
-}
-
-/* The batcher's callback: the answer is in; wake the connection. The
- * request may be freed as soon as MHD_resume_connection() returns. */
-static void serve_batch_done(serve_batch_item *it) {
-  serve_request *req = it->ctx;
-  atomic_fetch_sub(&req->srv->queue_depth, 1);
-  req->pred = it->pred;
-  req->batch = it->batch;
-  req->phase = SERVE_PHASE_DONE; /* published to the MHD thread by resume's mutex */
-  MHD_resume_connection(req->conn);
-}
-
-static enum MHD_Result serve_intent(finch_server *srv, struct MHD_Connection *conn, serve_request *req) {
-  if (req->phase == SERVE_PHASE_DONE) return serve_intent_answer(srv, conn, req);
-  size_t bad;
-  if (!finch_utf8_valid(req->body ? req->body : "", req->len, &bad))
-    return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
-                             "request body is not valid UTF-8 (byte %zu)", bad);
-  json_error_t jerr;
-  json_t *root = json_loadb(req->body ? req->body : "", req->len, 0, &jerr);
-  if (!root)
-    return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
-                             "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
-                             jerr.text);
-  json_t *jtext = json_is_object(root) ? json_object_get(root, "text") : NULL;
-  const char *text = json_string_value(jtext);
-  size_t len = json_string_length(jtext);
-  /* jansson already refuses invalid UTF-8 and \u0000 in strings; checked
-   * again because the tokenizer relies on it. */
-  const char *why = !json_is_object(root) ? "request body must be a JSON object with a \"text\" field"
-                    : !jtext                ? "missing field \"text\""
-                    : !text                 ? "field \"text\" must be a string"
-                    : !finch_utf8_valid(text, len, &bad) || strlen(text) != len ? "field \"text\" is not valid UTF-8 text"
-                                                                                : NULL;
-  int blank = why ? 0 : serve_is_blank(text, len);
-  if (why || blank) {
-    json_decref(root);
-    return serve__reply_error(conn, blank < 0 ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST, NULL, "%s",
-                             why ? why : blank > 0 ? "field \"text\" is empty" : "out of memory");
-  }
-  req->root = root; /* freed by serve_completed(), with the text in it */
-  serve_model *m = serve__req_model(srv, req);
-  req->probs = malloc(m->n_labels * sizeof *req->probs);
-  if (!req->probs) return serve__reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
-  if (srv->log_text) req->log_text = serve_log_text_of(srv, text, len);
-
-  /* Admission: the bound is on classifications in flight, checked before
-   * anything is queued, so an overloaded server sheds at once. */
-  if (atomic_fetch_add(&srv->queue_depth, 1) >= srv->max_queue) {
-    atomic_fetch_sub(&srv->queue_depth, 1);
-    return serve_reply_error_h(conn, MHD_HTTP_SERVICE_UNAVAILABLE, MHD_HTTP_HEADER_RETRY_AFTER, "1",
-                               "the server is at capacity (%lld classifications in flight); retry after 1 s",
-                               srv->max_queue);
-  }
-  if (!srv->batcher) {
-    if (srv->classify_delay_us) /* tests: a slow model */
-      nanosleep(&(struct timespec){.tv_sec = srv->classify_delay_us / 1000000,
-                                   .tv_nsec = (long)(srv->classify_delay_us % 1000000) * 1000},
-                NULL);
-    req->pred = nn_model_predict(m->nn, text, req->probs, 1.0f);
-    atomic_fetch_sub(&srv->queue_depth, 1);
-    req->batch = 1;
-    serve__metrics_batch(&srv->metrics, 1);
-    return serve_intent_answer(srv, conn, req);
-  }
-  req->item = (serve_batch_item){.model = m->nn, .text = text, .probs = req->probs, .done = serve_batch_done,
-                                 .ctx = req};
-  req->phase = SERVE_PHASE_QUEUED;
-  /* Suspended before it is queued, so that the resume cannot come first. */
-  MHD_suspend_connection(conn);
-  serve__batcher_submit(srv->batcher, &req->item);
-  return MHD_YES;
-}
-
-static enum MHD_Result serve_health(finch_server *srv, struct MHD_Connection *conn, serve_request *req) {
-  return serve__reply_json(conn, MHD_HTTP_OK,
-                          json_pack("{s:s, s:s, s:b}", "status", "ok", "model", serve__req_model(srv, req)->sha256,
-                                    "database", srv->has_db),
-                          NULL);
-}
-
 /* --- database-mode helpers ------------------------------------------------ */
 
-static serve_slot *serve_slot_get(finch_server *srv) {
+serve_slot *serve__slot_get(finch_server *srv) {
   pthread_mutex_lock(&srv->pool_lock);
   while (srv->n_free == 0) pthread_cond_wait(&srv->pool_cond, &srv->pool_lock);
   serve_slot *sl = &srv->slots[srv->slot_free[--srv->n_free]];
@@ -334,64 +210,12 @@ static serve_slot *serve_slot_get(finch_server *srv) {
   return sl;
 }
 
-static void serve_slot_put(finch_server *srv, serve_slot *sl) {
-  serve__pq_rollback(sl->conn); /* a handler never leaves a transaction open; this is a safety net */
+void serve__slot_put(finch_server *srv, serve_slot *sl) {
+  finch_db_rollback_on(sl->conn); /* a handler never leaves a transaction open; this is a safety net */
   pthread_mutex_lock(&srv->pool_lock);
   srv->slot_free[srv->n_free++] = (int)(sl - srv->slots);
   pthread_cond_signal(&srv->pool_cond);
   pthread_mutex_unlock(&srv->pool_lock);
-}
-
-/* --- operations: /metrics and reloads -------------------------------------- */
-
-static double serve_now_s(void) { return (double)serve_now_ns() / 1e9; }
-
-/* GET /metrics. sl: a database slot (database mode) for the webhook backlog,
- * which is queried at most once a second however often Prometheus asks. */
-static enum MHD_Result serve_metrics_get(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                         serve_slot *sl) {
-  long long backlog = -1;
-  if (sl) {
-    pthread_mutex_lock(&srv->backlog_lock);
-    double now = serve_now_s();
-    if (now - srv->backlog_at >= 1.0) {
-      srv->backlog = (long long)finch_webhook_backlog(sl->conn);
-      srv->backlog_at = now;
-    }
-    backlog = srv->backlog;
-    pthread_mutex_unlock(&srv->backlog_lock);
-  }
-  serve_metrics_gauges g = {.queue_depth = atomic_load(&srv->queue_depth),
-                            .webhook_backlog = backlog,
-                            .model_sha256 = serve__req_model(srv, req)->sha256};
-  char *text = serve__metrics_render(&srv->metrics, &g);
-  if (!text) return serve__reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
-  struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-  if (!resp) {
-    free(text);
-    return MHD_NO;
-  }
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
-  return serve_queue(conn, MHD_HTTP_OK, resp);
-}
-
-/* POST /v1/admin/reload: the file being served, read again. */
-static enum MHD_Result serve_reload_post(finch_server *srv, struct MHD_Connection *conn) {
-  char prev[FINCH_SHA256_HEX_LEN], now[FINCH_SHA256_HEX_LEN];
-  finch_err err = {0};
-  if (serve__reload(srv, NULL, prev, now, &err) != FINCH_OK)
-    return serve__reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "reload failed, still serving %s: %s", prev,
-                             err.msg);
-  finch_info("serve: reload requested over HTTP");
-  return serve__reply_json(conn, MHD_HTTP_OK, json_pack("{s:s, s:s}", "model", now, "previous", prev), NULL);
-}
-
-/* The URL goes back to the client only when it is short, valid UTF-8. */
-static enum MHD_Result serve_not_found(struct MHD_Connection *conn, const char *url) {
-  size_t n = strlen(url);
-  if (n <= 200 && finch_utf8_valid(url, n, NULL))
-    return serve__reply_error(conn, MHD_HTTP_NOT_FOUND, NULL, "no such endpoint: %s", url);
-  return serve__reply_error(conn, MHD_HTTP_NOT_FOUND, NULL, "no such endpoint");
 }
 
 /* Parses a Content-Length value; 0 when absent or unparsable (MHD itself
@@ -405,187 +229,6 @@ static unsigned long long serve_content_length(struct MHD_Connection *conn) {
   unsigned long long n = strtoull(v, &end, 10);
   if (errno || end == v) return 0;
   return n;
-}
-
-/* Database mode, after routing: key, role, rate, size, then the handler. */
-static enum MHD_Result serve_dispatch_db(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                         const char *method) {
-  const char *deployment = serve__deployment(srv, conn);
-  if (!deployment)
-    return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
-                             "deployment must be 1 to 100 characters of A-Z a-z 0-9 . _ : -");
-  serve_slot *sl = serve_slot_get(srv);
-  enum MHD_Result ret;
-  finch_principal who;
-  finch_err err = {0};
-  size_t klen = 0;
-  const char *key =
-      finch_auth_bearer(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), &klen);
-  finch_status st = key ? finch_auth_lookup(sl->conn, key, klen, &who, &err) : FINCH_ENOTFOUND;
-  double retry = 0;
-  if (!key) {
-    ret = serve_reply_error_h(conn, MHD_HTTP_UNAUTHORIZED, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer",
-                              "missing API key: send \"Authorization: Bearer <key>\"");
-  } else if (st == FINCH_ENOTFOUND) {
-    ret = serve_reply_error_h(conn, MHD_HTTP_UNAUTHORIZED, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer",
-                              "unknown or revoked API key");
-  } else if (st) {
-    ret = serve__db_failed(conn, "key lookup", &err);
-  } else if (!finch_role_allows(who.role, req->roles)) {
-    ret = serve__reply_error(conn, MHD_HTTP_FORBIDDEN, NULL, "a key of role %s may not use %s %s",
-                            finch_role_name(who.role), method, req->path);
-  } else if (srv->rl && !finch_ratelimit_take(srv->rl, who.id, serve_now_s(), &retry)) {
-    char after[32];
-    snprintf(after, sizeof after, "%.0f", ceil(retry));
-    ret = serve_reply_error_h(conn, MHD_HTTP_TOO_MANY_REQUESTS, MHD_HTTP_HEADER_RETRY_AFTER, after,
-                              "rate limit exceeded for this key; retry after %s s", after);
-  } else if (req->too_big) {
-    ret = serve__reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL, "request body exceeds the limit of %zu bytes",
-                            srv->max_body);
-  } else {
-    switch (req->route) {
-    case SERVE_ROUTE_INTENT:
-      ret = serve_intent(srv, conn, req);
-      break;
-    case SERVE_ROUTE_TURNS:
-      ret = serve__turn(srv, conn, req, sl, &who, deployment);
-      break;
-    case SERVE_ROUTE_TASKS:
-      ret = serve__tasks(srv, conn, sl, deployment);
-      break;
-    case SERVE_ROUTE_TASK:
-      ret = serve__task_label(srv, conn, req, sl, &who, deployment);
-      break;
-    case SERVE_ROUTE_STATS:
-      ret = serve__stats(conn, sl, deployment);
-      break;
-    case SERVE_ROUTE_ROLLOUT:
-      if (strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
-        if (!finch_role_allows(who.role, ROLE_A))
-          ret = serve__reply_error(conn, MHD_HTTP_FORBIDDEN, NULL, "a key of role %s may not use POST /v1/rollout",
-                                  finch_role_name(who.role));
-        else
-          ret = serve__rollout_post(srv, conn, req, sl, &who, deployment);
-      } else {
-        ret = serve__rollout_get(srv, conn, req, sl, deployment);
-      }
-      break;
-    case SERVE_ROUTE_METRICS:
-      ret = serve_metrics_get(srv, conn, req, sl);
-      break;
-    case SERVE_ROUTE_RELOAD:
-      ret = serve_reload_post(srv, conn);
-      break;
-    default:
-      ret = serve__reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "internal error: unrouted request");
-      break;
-    }
-  }
-  serve_slot_put(srv, sl);
-  return ret;
-}
-
-/* Answers a request whose route was decided on its first call. */
-static enum MHD_Result serve_finish(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                    const char *url, const char *method) {
-  if (req->phase == SERVE_PHASE_DONE) /* back from the batcher: checks and keys were passed before */
-    return serve_intent_answer(srv, conn, req);
-  switch (req->route) {
-  case SERVE_ROUTE_NOT_FOUND:
-    return serve_not_found(conn, url);
-  case SERVE_ROUTE_METHOD:
-    return serve__reply_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, req->allow, "method %s not allowed on %s; use %s",
-                             method, req->path, req->allow);
-  case SERVE_ROUTE_HEALTH:
-    return serve_health(srv, conn, req);
-  case SERVE_ROUTE_METRICS:
-    if (!srv->has_db) return serve_metrics_get(srv, conn, req, NULL); /* no keys without a database */
-    break;
-  default:
-    break;
-  }
-  if (!srv->has_db) {
-    if (req->needs_db)
-      return serve__reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
-                               "%s needs finch's database, and this server runs without one (start finch serve "
-                               "with --database-url or an embedded cluster under FINCH_HOME)",
-                               req->path);
-    if (req->too_big)
-      return serve__reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
-                               "request body exceeds the limit of %zu bytes", srv->max_body);
-    return serve_intent(srv, conn, req);
-  }
-  return serve_dispatch_db(srv, conn, req, method);
-}
-
-/* The metrics path of a route template ("/v1/rollout"). */
-static serve_path serve_path_of_template(const char *path) {
-  for (int i = 0; path && i < SERVE_PATH_COUNT; i++)
-    if (strcmp(serve__path_name((serve_path)i), path) == 0) return (serve_path)i;
-  return SERVE_PATH_OTHER;
-}
-
-/* Decides the route from the path and the method. */
-static serve_request serve_route_of(const char *url, const char *method) {
-  serve_request r = {.route = SERVE_ROUTE_NOT_FOUND};
-  int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0, post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
-  int head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-  static const char conv[] = "/v1/conversations/", tasks[] = "/v1/labeling/tasks";
-  if (strcmp(url, "/v1/intent") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_INTENT, .path = "/v1/intent", .allow = "POST", .roles = ROLE_I,
-                        .post = 1};
-    if (!post) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/healthz") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_HEALTH, .path = "/healthz", .allow = "GET, HEAD"};
-    if (!get && !head) r.route = SERVE_ROUTE_METHOD;
-  } else if (strncmp(url, conv, sizeof conv - 1) == 0) {
-    const char *id = url + sizeof conv - 1, *slash = strchr(id, '/');
-    if (!slash || slash == id || strcmp(slash, "/turns") != 0) return r;
-    r = (serve_request){.route = SERVE_ROUTE_TURNS, .path = "/v1/conversations/{id}/turns", .allow = "POST",
-                        .roles = ROLE_I, .needs_db = 1, .post = 1};
-    size_t n = (size_t)(slash - id);
-    if (n > SERVE_ID_MAX) n = 0; /* refused as malformed by the handler */
-    memcpy(r.arg, id, n);
-    r.arg[n] = '\0';
-    if (!post) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, tasks) == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_TASKS, .path = tasks, .allow = "GET", .roles = ROLE_L, .needs_db = 1};
-    if (!get) r.route = SERVE_ROUTE_METHOD;
-  } else if (strncmp(url, tasks, sizeof tasks - 1) == 0 && url[sizeof tasks - 1] == '/') {
-    const char *id = url + sizeof tasks;
-    size_t n = strlen(id);
-    if (n == 0 || n > 20 || strspn(id, "0123456789") != n) return r;
-    r = (serve_request){.route = SERVE_ROUTE_TASK, .path = "/v1/labeling/tasks/{id}", .allow = "POST",
-                        .roles = ROLE_L, .needs_db = 1, .post = 1};
-    memcpy(r.arg, id, n + 1);
-    if (!post) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/v1/labeling/stats") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_STATS, .path = "/v1/labeling/stats", .allow = "GET", .roles = ROLE_L,
-                        .needs_db = 1};
-    if (!get) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/v1/rollout") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_ROLLOUT, .path = "/v1/rollout", .allow = "GET, POST",
-                        .roles = ROLE_I | ROLE_L | ROLE_A, .needs_db = 1, .post = post};
-    if (!get && !post) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/metrics") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_METRICS, .path = "/metrics", .allow = "GET", .roles = ROLE_A};
-    if (!get) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/v1/admin/reload") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_RELOAD, .path = "/v1/admin/reload", .allow = "POST", .roles = ROLE_A,
-                        .needs_db = 1, .post = 1};
-    if (!post) r.route = SERVE_ROUTE_METHOD;
-  }
-  if (r.route == SERVE_ROUTE_METHOD) r.post = 0;
-  static const serve_path paths[] = {
-      [SERVE_ROUTE_INTENT] = SERVE_PATH_INTENT,   [SERVE_ROUTE_HEALTH] = SERVE_PATH_HEALTH,
-      [SERVE_ROUTE_TURNS] = SERVE_PATH_TURNS,     [SERVE_ROUTE_TASKS] = SERVE_PATH_TASKS,
-      [SERVE_ROUTE_TASK] = SERVE_PATH_TASK,       [SERVE_ROUTE_STATS] = SERVE_PATH_STATS,
-      [SERVE_ROUTE_ROLLOUT] = SERVE_PATH_ROLLOUT, [SERVE_ROUTE_METRICS] = SERVE_PATH_METRICS,
-      [SERVE_ROUTE_RELOAD] = SERVE_PATH_RELOAD,   [SERVE_ROUTE_NOT_FOUND] = SERVE_PATH_OTHER,
-  };
-  /* A wrong method on a known path is counted under that path. */
-  r.mpath = r.route == SERVE_ROUTE_METHOD ? serve_path_of_template(r.path) : paths[r.route];
-  return r;
 }
 
 /* 1 when s is 1..SERVE_RID_MAX characters of [A-Za-z0-9._-]. */
@@ -633,10 +276,11 @@ static enum MHD_Result serve_access(void *cls, struct MHD_Connection *conn, cons
     serve_cur = NULL;
     req = malloc(sizeof *req);
     if (!req) return serve__reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
-    *req = serve_route_of(url, method);
+    memset(req, 0, sizeof *req);
+    serve__route(req, url, method);
     req->srv = srv;
     req->conn = conn;
-    req->t0_ns = serve_now_ns();
+    req->t0_ns = serve__now_ns();
     req->confidence = -1;
     snprintf(req->method, sizeof req->method, "%s", method);
     serve_rid(srv, conn, req->rid);
@@ -647,11 +291,11 @@ static enum MHD_Result serve_access(void *cls, struct MHD_Connection *conn, cons
     ret = MHD_YES;
     if (atomic_load(&srv->draining)) {
       req->close = 1;
-      ret = serve_reply_error_h(conn, MHD_HTTP_SERVICE_UNAVAILABLE, MHD_HTTP_HEADER_RETRY_AFTER, "1",
+      ret = serve__reply_error_h(conn, MHD_HTTP_SERVICE_UNAVAILABLE, MHD_HTTP_HEADER_RETRY_AFTER, "1",
                                 "the server is shutting down");
     } else if (announced > srv->max_body) {
       if (!req->post)
-        ret = serve_finish(srv, conn, req, url, method);
+        ret = serve__dispatch(srv, conn, req, url, method);
       else
         ret = serve__reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
                                 "request body of %llu bytes exceeds the limit of %zu bytes", announced,
@@ -687,7 +331,7 @@ static enum MHD_Result serve_access(void *cls, struct MHD_Connection *conn, cons
   }
 
   serve_cur = req; /* the request is complete (or back from the batcher) */
-  ret = serve_finish(srv, conn, req, url, method);
+  ret = serve__dispatch(srv, conn, req, url, method);
   serve_cur = NULL;
   return ret;
 }
@@ -701,8 +345,8 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
   finch_server *srv = cls;
   serve_request *req = *con_cls;
   if (!req) return;
-  uint64_t ns = serve_now_ns() - req->t0_ns;
-  if (req->status) serve__metrics_request(&srv->metrics, req->mpath, req->status, ns);
+  uint64_t ns = serve__now_ns() - req->t0_ns;
+  if (req->status) serve__metrics_request(&srv->metrics, req->metric, req->status, ns);
   if (srv->log_fd >= 0) serve__log_request(srv, req, ns);
   serve__model_put(req->model);
   json_decref(req->root);
@@ -766,7 +410,7 @@ static void serve_observe_batch(void *ctx, size_t n) { serve__metrics_batch(ctx,
 static finch_status serve_open_quality(finch_server *s, const finch_serve_opts *opts, finch_err *err) {
   uint64_t seed = 0;
   if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
-    seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15u ^ (uint64_t)getpid() ^ serve_now_ns();
+    seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15u ^ (uint64_t)getpid() ^ serve__now_ns();
   s->rid_seed = seed;
   const char *log = opts->access_log;
   if (!log || !*log || strcmp(log, "-") == 0) {
@@ -853,7 +497,7 @@ static finch_status serve_open_db(finch_server *s, const finch_serve_opts *opts,
   }
   /* The schema must be there: a server against an unmigrated database would
    * fail every request instead of failing now. */
-  PGresult *r = serve__pq(s->slots[0].conn, "SELECT count(*) FROM api_keys", 0, NULL, err);
+  PGresult *r = finch_db_query_on(s->slots[0].conn, "SELECT count(*) FROM api_keys", 0, NULL, err);
   if (!r) {
     finch_err_prefix(err, "serve: the database lacks finch's tables (run finch db migrate)");
     return FINCH_EDB;
@@ -893,7 +537,8 @@ finch_status finch_server_start(finch_server **out, const finch_serve_opts *opts
   pthread_mutex_init(&s->backlog_lock, NULL);
   s->backlog_at = -1e9;
   s->log_fd = -1;
-  serve__metrics_init(&s->metrics);
+  const char *labels[SERVE_N_PATHS_MAX];
+  serve__metrics_init(&s->metrics, labels, serve__route_labels(labels, SERVE_N_PATHS_MAX));
   atomic_init(&s->model, NULL);
   atomic_init(&s->acquiring, 0);
   atomic_init(&s->queue_depth, 0);
@@ -1007,8 +652,8 @@ void finch_server_stop(finch_server *s) {
    * after quiescing and must stay open until the daemon's threads are gone. */
   atomic_store(&s->draining, 1);
   MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
-  uint64_t deadline = serve_now_ns() + (uint64_t)s->drain_ms * 1000000u;
-  while (atomic_load(&s->active) > 0 && serve_now_ns() < deadline)
+  uint64_t deadline = serve__now_ns() + (uint64_t)s->drain_ms * 1000000u;
+  while (atomic_load(&s->active) > 0 && serve__now_ns() < deadline)
     nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 2 * 1000 * 1000}, NULL);
   if (atomic_load(&s->active) > 0)
     finch_warn("serve: %lld request(s) still in flight after %u ms; closing them", atomic_load(&s->active),

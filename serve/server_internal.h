@@ -1,10 +1,11 @@
-/* Internal to the intent server: its state, the per-request record and the
- * helpers its files share. serve/server.c holds the model, the replies,
- * routing, dispatch and the daemon's life; serve/server_model.c the model
- * handle and its reload; serve/handlers.c the database-mode
- * handlers (conversation turns, labelling, rollout); serve/access_log.c the
- * access log. The threading and request model is described at the top of
- * serve/server.c. */
+/* Internal to the intent server: its state, the per-request record, the
+ * route table and the helpers its files share. serve/server.c holds the
+ * request lifecycle (MHD's callbacks, replies, the database pool, start and
+ * stop) and describes the threading and request model at its top;
+ * serve/routes.c the route table, routing and the checks before a handler;
+ * serve/intent.c POST /v1/intent; serve/handlers.c the other endpoints;
+ * serve/server_model.c the model reference and its reload;
+ * serve/access_log.c the access log. */
 #ifndef FINCH_SERVE_SERVER_INTERNAL_H
 #define FINCH_SERVE_SERVER_INTERNAL_H
 
@@ -20,7 +21,7 @@
 #include "serve/auth.h"
 #include "serve/batcher.h"
 #include "serve/metrics.h"
-#include "serve/pq.h"
+#include "core/db.h"
 #include "serve/rollout.h"
 #include "serve/rules.h"
 #include "serve/serve.h"
@@ -106,35 +107,20 @@ struct finch_server {
   char start_error[512];
 };
 
-typedef enum {
-  SERVE_ROUTE_INTENT,     /* POST /v1/intent */
-  SERVE_ROUTE_HEALTH,     /* GET or HEAD /healthz */
-  SERVE_ROUTE_TURNS,      /* POST /v1/conversations/{id}/turns */
-  SERVE_ROUTE_TASKS,      /* GET /v1/labeling/tasks */
-  SERVE_ROUTE_TASK,       /* POST /v1/labeling/tasks/{id} */
-  SERVE_ROUTE_STATS,      /* GET /v1/labeling/stats */
-  SERVE_ROUTE_ROLLOUT,    /* GET or POST /v1/rollout */
-  SERVE_ROUTE_METRICS,    /* GET /metrics */
-  SERVE_ROUTE_RELOAD,     /* POST /v1/admin/reload */
-  SERVE_ROUTE_METHOD,     /* a known path with another method: 405 */
-  SERVE_ROUTE_NOT_FOUND,  /* 404 */
-} serve_route;
-
-enum { ROLE_I = FINCH_ROLE_INTEGRATION, ROLE_L = FINCH_ROLE_LABELER, ROLE_A = FINCH_ROLE_ADMIN };
-
 /* Where a POST /v1/intent stands: not classified yet, waiting for the
  * batcher (connection suspended), answer ready. */
 typedef enum { SERVE_PHASE_NEW = 0, SERVE_PHASE_QUEUED, SERVE_PHASE_DONE } serve_phase;
 
+typedef struct serve_route serve_route;
+
 /* Per-request state, allocated on the handler's first call and freed by
  * serve_completed(). Only POST requests to a known route keep their body. */
 typedef struct {
-  serve_route route;
-  serve_path mpath;     /* the route as metrics and logs name it */
-  const char *path;     /* the route's name in messages ("/v1/intent") */
-  const char *allow;    /* methods the path takes (405's Allow) */
-  unsigned roles;       /* roles admitted; 0 = no key needed */
-  int needs_db, post;
+  const serve_route *route; /* the route that answers; NULL: 405 when allow, else 404 */
+  const char *path;         /* the route's template, for messages ("/v1/intent"); NULL: unknown path */
+  unsigned allow;           /* SERVE_M_* the path takes */
+  size_t metric;            /* the route's label in metrics and the access log (serve__metrics_path) */
+  int post;                 /* POST to a route: the body is kept */
   char arg[SERVE_ID_MAX + 1]; /* {id} of the path */
   char *body; /* body bytes so far (not NUL-terminated) */
   size_t len, cap;
@@ -191,31 +177,81 @@ enum MHD_Result serve__db_failed(struct MHD_Connection *conn, const char *what, 
 /* 1 when s is 1..max bytes of [A-Za-z0-9._:-]. */
 int serve__id_ok(const char *s, size_t max);
 
-/* The deployment a request addresses: its ?deployment= argument, else the server's. */
-const char *serve__deployment(finch_server *srv, struct MHD_Connection *conn);
+/* --- routes (serve/routes.c) ------------------------------------------------ */
 
-/* POST /v1/conversations/{id}/turns. */
-enum MHD_Result serve__turn(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                  serve_slot *sl, const finch_principal *who, const char *deployment);
+/* Methods, as bits. */
+enum { SERVE_M_GET = 1, SERVE_M_HEAD = 2, SERVE_M_POST = 4 };
 
-/* GET /v1/labeling/tasks. */
-enum MHD_Result serve__tasks(finch_server *srv, struct MHD_Connection *conn, serve_slot *sl,
-                                   const char *deployment);
+/* What a handler gets. In database mode the request holds a database slot
+ * for its whole life, and who and deployment are set; without a database all
+ * three are NULL. */
+typedef struct {
+  finch_server *srv;
+  struct MHD_Connection *conn;
+  serve_request *req;
+  serve_slot *sl;
+  const finch_principal *who;
+  const char *deployment; /* ?deployment=, else the server's */
+} serve_call;
 
-/* POST /v1/labeling/tasks/{id}. */
-enum MHD_Result serve__task_label(finch_server *srv, struct MHD_Connection *conn, const serve_request *req,
-                                        serve_slot *sl, const finch_principal *who, const char *deployment);
+typedef enum MHD_Result (*serve_handler)(const serve_call *c);
 
-/* GET /v1/labeling/stats. */
-enum MHD_Result serve__stats(struct MHD_Connection *conn, serve_slot *sl, const char *deployment);
+/* One route of the table in serve/routes.c: everything that is known about
+ * an endpoint before its handler runs. */
+struct serve_route {
+  unsigned methods;   /* SERVE_M_* this row answers */
+  const char *path;   /* template; "{id}" stands for one non-empty path segment */
+  int id_digits;      /* 1: {id} is 1 to 20 digits, else the path is unknown */
+  unsigned roles;     /* FINCH_ROLE_* bits admitted in database mode; 0: no key, database or not */
+  int needs_db;       /* without a database: 503 */
+  const char *metric; /* the label in /metrics and the access log; NULL: the template */
+  serve_handler handler;
+};
 
-/* GET /v1/rollout. */
-enum MHD_Result serve__rollout_get(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                         serve_slot *sl, const char *deployment);
+/* Fills req's route fields (route, path, allow, metric, post, arg) from the
+ * URL and method. */
+void serve__route(serve_request *req, const char *url, const char *method);
 
-/* POST /v1/rollout. */
-enum MHD_Result serve__rollout_post(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                          serve_slot *sl, const finch_principal *who, const char *deployment);
+/* Answers a request whose route was decided on its first call: 404 or 405,
+ * then, in this order, database (503), key (401), role (403), rate (429) and
+ * size (413), then the route's handler. A request resumed after it was
+ * suspended goes straight back to its handler. */
+enum MHD_Result serve__dispatch(finch_server *srv, struct MHD_Connection *conn, serve_request *req, const char *url,
+                                const char *method);
+
+/* The route labels of /metrics, in table order, "other" last (static
+ * strings); returns their count, at most max. */
+size_t serve__route_labels(const char **names, size_t max);
+
+/* --- the handlers (serve/intent.c, serve/handlers.c) --------------------------- */
+
+enum MHD_Result serve__intent(const serve_call *c);      /* POST /v1/intent */
+enum MHD_Result serve__health(const serve_call *c);      /* GET|HEAD /healthz */
+enum MHD_Result serve__turn(const serve_call *c);        /* POST /v1/conversations/{id}/turns */
+enum MHD_Result serve__tasks(const serve_call *c);       /* GET /v1/labeling/tasks */
+enum MHD_Result serve__task_label(const serve_call *c);  /* POST /v1/labeling/tasks/{id} */
+enum MHD_Result serve__stats(const serve_call *c);       /* GET /v1/labeling/stats */
+enum MHD_Result serve__rollout_get(const serve_call *c); /* GET /v1/rollout */
+enum MHD_Result serve__rollout_post(const serve_call *c); /* POST /v1/rollout */
+enum MHD_Result serve__metrics_get(const serve_call *c); /* GET /metrics */
+enum MHD_Result serve__reload_post(const serve_call *c); /* POST /v1/admin/reload */
+
+/* --- the lifecycle (serve/server.c) --------------------------------------------- */
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t serve__now_ns(void);
+
+/* Queues resp (consumed) with the request id (and Connection: close while
+ * draining) and records status for the access log. */
+enum MHD_Result serve__queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp);
+
+/* As serve__reply_error, with the extra header hname: hval. */
+enum MHD_Result serve__reply_error_h(struct MHD_Connection *conn, unsigned status, const char *hname,
+                                     const char *hval, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* A database slot, waiting for one to be free; and its return. */
+serve_slot *serve__slot_get(finch_server *srv);
+void serve__slot_put(finch_server *srv, serve_slot *sl);
 
 /* Writes req's access log line (ns: its duration), when the log is on. */
 void serve__log_request(finch_server *srv, const serve_request *req, uint64_t ns);
