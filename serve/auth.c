@@ -65,7 +65,7 @@ finch_status finch_auth_key_create(PGconn *c, const char *name, finch_role role,
   if (st) return st;
   const char *p[4] = {name, finch_role_name(role), hash, prefix};
   PGresult *r = finch_db_query_on(c, "INSERT INTO api_keys (name, role, key_sha256, prefix) VALUES ($1, $2, $3, $4) RETURNING id",
-                          4, p, err);
+                                  4, p, err);
   if (!r) {
     finch_db_rollback_on(c);
     return FINCH_EDB;
@@ -95,7 +95,7 @@ finch_status finch_auth_key_revoke(PGconn *c, long long id, const char *actor, f
   if (st) return st;
   const char *p[1] = {ids};
   PGresult *r = finch_db_query_on(c, "UPDATE api_keys SET revoked_at = now() WHERE id = $1::bigint AND revoked_at IS NULL", 1,
-                          p, err);
+                                  p, err);
   if (!r) {
     finch_db_rollback_on(c);
     return FINCH_EDB;
@@ -122,7 +122,7 @@ finch_status finch_auth_lookup(PGconn *c, const char *key, size_t len, finch_pri
   finch_sha256_hex(key, len, hash);
   const char *p[1] = {hash};
   PGresult *r = finch_db_query_on(c, "SELECT id, name, role FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL", 1, p,
-                          err);
+                                  err);
   if (!r) return FINCH_EDB;
   if (PQntuples(r) != 1) {
     PQclear(r);

@@ -17,10 +17,10 @@ finch_status finch_labeling_task_create(PGconn *c, const finch_labeling_new *t, 
   const char *p[10] = {t->deployment, t->conversation_id, t->turn_id ? turn : NULL, t->text, t->suggested_label,
                        conf, t->model_sha256, t->rule_label, t->stage, t->reason};
   PGresult *r = finch_db_query_on(c,
-                          "INSERT INTO labeling_tasks (deployment, conversation_id, turn_id, text, suggested_label,"
-                          " suggested_confidence, model_sha256, rule_label, stage, reason)"
-                          " VALUES ($1, $2, $3::bigint, $4, $5, $6::real, $7, $8, $9, $10) RETURNING id",
-                          10, p, err);
+                                  "INSERT INTO labeling_tasks (deployment, conversation_id, turn_id, text, suggested_label,"
+                                  " suggested_confidence, model_sha256, rule_label, stage, reason)"
+                                  " VALUES ($1, $2, $3::bigint, $4, $5, $6::real, $7, $8, $9, $10) RETURNING id",
+                                  10, p, err);
   if (!r) return FINCH_EDB;
   if (id) *id = atoll(PQgetvalue(r, 0, 0));
   PQclear(r);
@@ -66,17 +66,17 @@ finch_status finch_labeling_list(PGconn *c, const finch_labeling_filter *f, json
   const char *p[8] = {f->deployment, status, f->intent, f->stage, f->min_confidence >= 0 ? minc : NULL,
                       f->max_confidence >= 0 ? maxc : NULL, after, lim};
   PGresult *r = finch_db_query_on(c,
-                          "SELECT " TASK_COLS " FROM labeling_tasks WHERE deployment = $1"
-                          " AND CASE $2 WHEN 'open' THEN status = 'open'"
-                          "             WHEN 'resolved' THEN status IN ('accepted', 'corrected')"
-                          "             WHEN 'needs_second' THEN status IN ('accepted', 'corrected') AND second_label IS NULL"
-                          "             ELSE true END"
-                          " AND ($3::text IS NULL OR suggested_label = $3 OR rule_label = $3 OR final_label = $3)"
-                          " AND ($4::text IS NULL OR stage = $4)"
-                          " AND ($5::real IS NULL OR suggested_confidence >= $5::real)"
-                          " AND ($6::real IS NULL OR suggested_confidence <= $6::real)"
-                          " AND id > $7::bigint ORDER BY id LIMIT $8::bigint",
-                          8, p, err);
+                                  "SELECT " TASK_COLS " FROM labeling_tasks WHERE deployment = $1"
+                                  " AND CASE $2 WHEN 'open' THEN status = 'open'"
+                                  "             WHEN 'resolved' THEN status IN ('accepted', 'corrected')"
+                                  "             WHEN 'needs_second' THEN status IN ('accepted', 'corrected') AND second_label IS NULL"
+                                  "             ELSE true END"
+                                  " AND ($3::text IS NULL OR suggested_label = $3 OR rule_label = $3 OR final_label = $3)"
+                                  " AND ($4::text IS NULL OR stage = $4)"
+                                  " AND ($5::real IS NULL OR suggested_confidence >= $5::real)"
+                                  " AND ($6::real IS NULL OR suggested_confidence <= $6::real)"
+                                  " AND id > $7::bigint ORDER BY id LIMIT $8::bigint",
+                                  8, p, err);
   if (!r) return FINCH_EDB;
   json_t *tasks = json_array();
   long long last = 0;
@@ -152,9 +152,9 @@ finch_status finch_labeling_submit(PGconn *c, const char *deployment, long long 
   if (st) return st;
   const char *p[2] = {ids, deployment};
   PGresult *r = finch_db_query_on(c,
-                          "SELECT status, suggested_label, labeler, second_label, text, conversation_id"
-                          " FROM labeling_tasks WHERE id = $1::bigint AND deployment = $2 FOR UPDATE",
-                          2, p, err);
+                                  "SELECT status, suggested_label, labeler, second_label, text, conversation_id"
+                                  " FROM labeling_tasks WHERE id = $1::bigint AND deployment = $2 FOR UPDATE",
+                                  2, p, err);
   if (!r) goto dbfail;
   if (PQntuples(r) != 1) {
     PQclear(r);
@@ -198,9 +198,9 @@ finch_status finch_labeling_submit(PGconn *c, const char *deployment, long long 
     const char *new_status = has_sugg && strcmp(given, suggested) == 0 ? "accepted" : "corrected";
     const char *up[4] = {ids, new_status, given, labeler};
     if ((st = finch_db_run_on(c,
-                            "UPDATE labeling_tasks SET status = $2, final_label = $3, labeler = $4, resolved_at = now()"
-                            " WHERE id = $1::bigint",
-                            4, up, err)))
+                              "UPDATE labeling_tasks SET status = $2, final_label = $3, labeler = $4, resolved_at = now()"
+                              " WHERE id = $1::bigint",
+                              4, up, err)))
       goto fail_free;
     long long utt = 0;
     if ((st = labeling_to_utterances(c, deployment, ids, text, given, conv, labeler, new_status, &utt, err)))
@@ -208,9 +208,9 @@ finch_status finch_labeling_submit(PGconn *c, const char *deployment, long long 
   } else {
     const char *up[3] = {ids, given, labeler};
     if ((st = finch_db_run_on(c,
-                            "UPDATE labeling_tasks SET second_label = $2, second_labeler = $3, second_at = now()"
-                            " WHERE id = $1::bigint",
-                            3, up, err)))
+                              "UPDATE labeling_tasks SET second_label = $2, second_labeler = $3, second_at = now()"
+                              " WHERE id = $1::bigint",
+                              3, up, err)))
       goto fail_free;
   }
   free(text);
@@ -241,10 +241,10 @@ finch_status finch_labeling_stats(PGconn *c, const char *deployment, json_t **ou
   *out = NULL;
   const char *p[1] = {deployment};
   PGresult *r = finch_db_query_on(c,
-                          "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'accepted'),"
-                          " count(*) FILTER (WHERE status = 'corrected'), count(*) FILTER (WHERE status = 'skipped')"
-                          " FROM labeling_tasks WHERE deployment = $1",
-                          1, p, err);
+                                  "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'accepted'),"
+                                  " count(*) FILTER (WHERE status = 'corrected'), count(*) FILTER (WHERE status = 'skipped')"
+                                  " FROM labeling_tasks WHERE deployment = $1",
+                                  1, p, err);
   if (!r) return FINCH_EDB;
   long long open = atoll(PQgetvalue(r, 0, 0)), acc = atoll(PQgetvalue(r, 0, 1)), cor = atoll(PQgetvalue(r, 0, 2)),
             skip = atoll(PQgetvalue(r, 0, 3));
@@ -256,12 +256,12 @@ finch_status finch_labeling_stats(PGconn *c, const char *deployment, json_t **ou
   if (!o) return finch_err_set(err, FINCH_ENOMEM, "labeling: out of memory");
 
   r = finch_db_query_on(c,
-                "SELECT l, sum(n)::bigint FROM ("
-                " SELECT labeler AS l, count(*) AS n FROM labeling_tasks WHERE deployment = $1 AND labeler IS NOT NULL"
-                "  GROUP BY labeler UNION ALL"
-                " SELECT second_labeler, count(*) FROM labeling_tasks WHERE deployment = $1"
-                "  AND second_labeler IS NOT NULL GROUP BY second_labeler) x GROUP BY l ORDER BY l",
-                1, p, err);
+                        "SELECT l, sum(n)::bigint FROM ("
+                        " SELECT labeler AS l, count(*) AS n FROM labeling_tasks WHERE deployment = $1 AND labeler IS NOT NULL"
+                        "  GROUP BY labeler UNION ALL"
+                        " SELECT second_labeler, count(*) FROM labeling_tasks WHERE deployment = $1"
+                        "  AND second_labeler IS NOT NULL GROUP BY second_labeler) x GROUP BY l ORDER BY l",
+                        1, p, err);
   if (!r) goto dbfail;
   json_t *labelers = json_array();
   for (int i = 0; i < PQntuples(r); i++)
@@ -271,9 +271,9 @@ finch_status finch_labeling_stats(PGconn *c, const char *deployment, json_t **ou
   json_object_set_new(o, "labelers", labelers);
 
   r = finch_db_query_on(c,
-                "SELECT final_label, second_label FROM labeling_tasks WHERE deployment = $1"
-                " AND final_label IS NOT NULL AND second_label IS NOT NULL",
-                1, p, err);
+                        "SELECT final_label, second_label FROM labeling_tasks WHERE deployment = $1"
+                        " AND final_label IS NOT NULL AND second_label IS NOT NULL",
+                        1, p, err);
   if (!r) goto dbfail;
   size_t n = (size_t)PQntuples(r);
   const char **a = calloc(n ? n : 1, sizeof *a), **b = calloc(n ? n : 1, sizeof *b);

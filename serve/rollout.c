@@ -326,13 +326,13 @@ finch_status finch_rollout_get(PGconn *c, const char *deployment, const char *in
   for (int pass = intent ? 0 : 1; pass < 2; pass++) {
     const char *p[2] = {deployment, intent};
     PGresult *r = pass == 0 ? finch_db_query_on(c,
-                                        "SELECT " ROLLOUT_ROW_COLS " FROM rollout_state"
-                                        " WHERE deployment = $1 AND intent = $2 ORDER BY id DESC LIMIT 1",
-                                        2, p, err)
+                                                "SELECT " ROLLOUT_ROW_COLS " FROM rollout_state"
+                                                " WHERE deployment = $1 AND intent = $2 ORDER BY id DESC LIMIT 1",
+                                                2, p, err)
                             : finch_db_query_on(c,
-                                        "SELECT " ROLLOUT_ROW_COLS " FROM rollout_state"
-                                        " WHERE deployment = $1 AND intent IS NULL ORDER BY id DESC LIMIT 1",
-                                        1, p, err);
+                                                "SELECT " ROLLOUT_ROW_COLS " FROM rollout_state"
+                                                " WHERE deployment = $1 AND intent IS NULL ORDER BY id DESC LIMIT 1",
+                                                1, p, err);
     if (!r) return FINCH_EDB;
     if (PQntuples(r) == 1) {
       rollout_read_row(r, st);
@@ -354,12 +354,12 @@ finch_status finch_rollout_gate_db(PGconn *c, const char *deployment, const char
   snprintf(window, sizeof window, "%ld", opts->window > 0 ? opts->window : 500);
   const char *p[4] = {deployment, intent, model_sha256, window};
   PGresult *r = finch_db_query_on(c,
-                          "SELECT final_label, suggested_label, rule_label FROM labeling_tasks"
-                          " WHERE deployment = $1 AND status IN ('accepted', 'corrected') AND final_label IS NOT NULL"
-                          "   AND ($2::text IS NULL OR final_label = $2 OR suggested_label = $2)"
-                          "   AND ($3::text IS NULL OR model_sha256 = $3)"
-                          " ORDER BY resolved_at DESC, id DESC LIMIT $4::bigint",
-                          4, p, err);
+                                  "SELECT final_label, suggested_label, rule_label FROM labeling_tasks"
+                                  " WHERE deployment = $1 AND status IN ('accepted', 'corrected') AND final_label IS NOT NULL"
+                                  "   AND ($2::text IS NULL OR final_label = $2 OR suggested_label = $2)"
+                                  "   AND ($3::text IS NULL OR model_sha256 = $3)"
+                                  " ORDER BY resolved_at DESC, id DESC LIMIT $4::bigint",
+                                  4, p, err);
   if (!r) return FINCH_EDB;
   size_t n = (size_t)PQntuples(r);
   finch_labeled_pair *pairs = calloc(n ? n : 1, sizeof *pairs);
@@ -386,7 +386,7 @@ static finch_status rollout_audit(PGconn *c, const char *actor, const char *acti
   if (!text) return finch_err_set(err, FINCH_ENOMEM, "rollout: out of memory");
   const char *p[4] = {actor, action, subject, text};
   finch_status st = finch_db_run_on(c, "INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, $2, $3, $4::jsonb)",
-                                  4, p, err);
+                                    4, p, err);
   free(text);
   return st;
 }
@@ -419,7 +419,7 @@ finch_status finch_rollout_apply(PGconn *c, const finch_rollout_change *ch, int 
   if ((st = finch_db_begin_on(c, err))) return st;
   const char *lp[1] = {subject};
   if ((st = finch_db_run_on(c, "SELECT pg_advisory_xact_lock(hashtextextended('finch.rollout:' || $1, 0))", 1, lp,
-                          err)))
+                            err)))
     goto fail;
   /* An intent's change starts from its own row, else from the deployment's. */
   if ((st = finch_rollout_get(c, ch->deployment, ch->intent, &cur, err))) goto fail;
@@ -477,10 +477,10 @@ finch_status finch_rollout_apply(PGconn *c, const finch_rollout_change *ch, int 
   if (!ptext) goto oom;
   const char *ip[6] = {ch->deployment, ch->intent, finch_stage_name((finch_stage)to), ptext, ch->actor, ch->reason};
   PGresult *r = finch_db_query_on(c,
-                          "INSERT INTO rollout_state (deployment, intent, stage, params, changed_by, reason)"
-                          " VALUES ($1, $2, $3, $4::jsonb, $5, $6) RETURNING id,"
-                          " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-                          6, ip, err);
+                                  "INSERT INTO rollout_state (deployment, intent, stage, params, changed_by, reason)"
+                                  " VALUES ($1, $2, $3, $4::jsonb, $5, $6) RETURNING id,"
+                                  " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                                  6, ip, err);
   free(ptext);
   if (!r) {
     st = FINCH_EDB;
@@ -551,10 +551,10 @@ finch_status finch_rollout_status_json(PGconn *c, const char *deployment, const 
 
   const char *p[2] = {deployment, cur.created_at[0] ? cur.created_at : NULL};
   PGresult *r = finch_db_query_on(c,
-                          "SELECT DISTINCT ON (intent) intent, stage, params::text, changed_by,"
-                          " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-                          " FROM rollout_state WHERE deployment = $1 AND intent IS NOT NULL ORDER BY intent, id DESC",
-                          1, p, err);
+                                  "SELECT DISTINCT ON (intent) intent, stage, params::text, changed_by,"
+                                  " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                                  " FROM rollout_state WHERE deployment = $1 AND intent IS NOT NULL ORDER BY intent, id DESC",
+                                  1, p, err);
   if (!r) goto dbfail;
   json_t *intents = json_array();
   for (int i = 0; i < PQntuples(r); i++) {
@@ -567,11 +567,11 @@ finch_status finch_rollout_status_json(PGconn *c, const char *deployment, const 
   json_object_set_new(o, "intents", intents);
 
   r = finch_db_query_on(c,
-                "SELECT count(*), count(*) FILTER (WHERE model_intent IS NOT DISTINCT FROM rule_intent),"
-                " count(*) FILTER (WHERE engine = 'model'), count(*) FILTER (WHERE handoff)"
-                " FROM conversation_turns WHERE deployment = $1 AND speaker = 'user'"
-                "   AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz)",
-                2, p, err);
+                        "SELECT count(*), count(*) FILTER (WHERE model_intent IS NOT DISTINCT FROM rule_intent),"
+                        " count(*) FILTER (WHERE engine = 'model'), count(*) FILTER (WHERE handoff)"
+                        " FROM conversation_turns WHERE deployment = $1 AND speaker = 'user'"
+                        "   AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz)",
+                        2, p, err);
   if (!r) goto dbfail;
   long long n = atoll(PQgetvalue(r, 0, 0)), agree = atoll(PQgetvalue(r, 0, 1));
   json_object_set_new(o, "turns_since_change",
@@ -583,10 +583,10 @@ finch_status finch_rollout_status_json(PGconn *c, const char *deployment, const 
   PQclear(r);
 
   r = finch_db_query_on(c,
-                "SELECT id, intent, stage, changed_by, coalesce(reason, ''),"
-                " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-                " FROM rollout_state WHERE deployment = $1 ORDER BY id DESC LIMIT 20",
-                1, p, err);
+                        "SELECT id, intent, stage, changed_by, coalesce(reason, ''),"
+                        " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                        " FROM rollout_state WHERE deployment = $1 ORDER BY id DESC LIMIT 20",
+                        1, p, err);
   if (!r) goto dbfail;
   json_t *hist = json_array();
   for (int i = 0; i < PQntuples(r); i++)

@@ -1,7 +1,8 @@
-/* The intent server (serve/serve.h) on libmicrohttpd: the replies, the
- * intent and health endpoints, routing, dispatch and the daemon's life. The
- * model handle, the database-mode handlers and the access log are in files
- * of their own (serve/server_internal.h).
+/* The intent server (serve/serve.h) on libmicrohttpd: the request
+ * lifecycle (MHD's callbacks, request ids, bodies, the replies), the
+ * database pool and the daemon's life. The route table and the checks
+ * before a handler, the handlers, the model reference and the access log
+ * are in files of their own (serve/server_internal.h).
  *
  * Threads. MHD runs a pool of opts->threads polling threads; each calls
  * serve_access() for the connections it owns, so handlers run concurrently.
@@ -61,11 +62,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -78,17 +77,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/hash.h"
+#include "core/db.h"
 #include "core/log.h"
 #include "core/redact.h"
 #include "core/text.h"
 #include "nn/model.h"
 #include "serve/auth.h"
 #include "serve/batcher.h"
-#include "serve/labeling.h"
 #include "serve/metrics.h"
-#include "core/db.h"
-#include "serve/rollout.h"
 #include "serve/rules.h"
 #include "serve/webhook.h"
 
@@ -194,9 +190,7 @@ enum MHD_Result serve__db_failed(struct MHD_Connection *conn, const char *what, 
                            what);
 }
 
-/* --- endpoints ------------------------------------------------------------ */
-
-/* --- database-mode helpers ------------------------------------------------ */
+/* --- the database pool ----------------------------------------------------- */
 
 serve_slot *serve__slot_get(finch_server *srv) {
   pthread_mutex_lock(&srv->pool_lock);

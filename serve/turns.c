@@ -36,7 +36,7 @@ finch_status finch_turn_record(PGconn *c, const finch_turn_policy *p, const finc
   if (st) return st;
   const char *lp[2] = {in->deployment, in->conversation};
   if ((st = finch_db_run_on(c, "SELECT pg_advisory_xact_lock(hashtextextended('finch.turn:' || $1 || '/' || $2, 0))",
-                          2, lp, err)))
+                            2, lp, err)))
     goto fail;
   if (user) {
     if ((st = finch_rollout_get(c, in->deployment, in->model_intent, &state, err))) goto fail;
@@ -73,14 +73,14 @@ finch_status finch_turn_record(PGconn *c, const finch_turn_policy *p, const finc
                         o->handoff ? "true" : "false",
                         in->key_id ? key : NULL};
   PGresult *r = finch_db_query_on(c,
-                          "INSERT INTO conversation_turns (deployment, conversation_id, turn_index, speaker, text, stage,"
-                          " engine, intent, confidence, rule_intent, model_intent, model_confidence, model_sha256,"
-                          " in_canary, handoff, api_key_id)"
-                          " SELECT $1, $2, coalesce(max(turn_index) + 1, 0), $3, $4, $5, $6, $7, $8::real, $9, $10,"
-                          " $11::real, $12, $13::boolean, $14::boolean, $15::bigint"
-                          " FROM conversation_turns WHERE deployment = $1 AND conversation_id = $2"
-                          " RETURNING id, turn_index",
-                          15, tp, err);
+                                  "INSERT INTO conversation_turns (deployment, conversation_id, turn_index, speaker, text, stage,"
+                                  " engine, intent, confidence, rule_intent, model_intent, model_confidence, model_sha256,"
+                                  " in_canary, handoff, api_key_id)"
+                                  " SELECT $1, $2, coalesce(max(turn_index) + 1, 0), $3, $4, $5, $6, $7, $8::real, $9, $10,"
+                                  " $11::real, $12, $13::boolean, $14::boolean, $15::bigint"
+                                  " FROM conversation_turns WHERE deployment = $1 AND conversation_id = $2"
+                                  " RETURNING id, turn_index",
+                                  15, tp, err);
   if (!r) {
     st = FINCH_EDB;
     goto fail;

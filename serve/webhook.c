@@ -269,9 +269,9 @@ finch_status finch_webhook_subscribe(PGconn *c, const char *url, const char *sec
   }
   const char *p[] = {url, secret, norm};
   PGresult *r = finch_db_query_on(c,
-                         "INSERT INTO webhook_subscriptions (url, secret, event_types) "
-                         "VALUES ($1, $2, string_to_array($3, ',')) RETURNING id",
-                         3, p, err);
+                                  "INSERT INTO webhook_subscriptions (url, secret, event_types) "
+                                  "VALUES ($1, $2, string_to_array($3, ',')) RETURNING id",
+                                  3, p, err);
   free(norm);
   if (!r) return FINCH_EDB;
   if (id) *id = atoll(PQgetvalue(r, 0, 0));
