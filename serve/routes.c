@@ -13,10 +13,12 @@
 
 enum { ROLE_I = FINCH_ROLE_INTEGRATION, ROLE_L = FINCH_ROLE_LABELER, ROLE_A = FINCH_ROLE_ADMIN };
 
-/* Every endpoint, once. A path may have several rows, one per set of
- * methods; the first row whose path and method match answers. /metrics
- * needs the admin role only in database mode: without a database no
- * request carries a key. */
+/* Every endpoint, once: methods, path template, {id} as digits only,
+ * roles, needs-database, metrics label (NULL: the template), handler. A path
+ * may have several rows, one per set of methods; the first row whose path
+ * and method match answers. /metrics needs the admin role only in database
+ * mode: without a database no request carries a key. The first row's label
+ * is always listed in /metrics, even before its first request. */
 static const serve_route serve_routes[] = {
     {SERVE_M_POST, "/v1/intent", 0, ROLE_I, 0, NULL, serve__intent},
     {SERVE_M_GET | SERVE_M_HEAD, "/healthz", 0, 0, 0, NULL, serve__health},
