@@ -131,14 +131,14 @@ static int serve_run(void *opts, const char **pos, size_t npos) {
     if (use_db && finch_db_resolve_url(url, sizeof url, 1, &err)) return cli_fail(&err);
   }
   o.conninfo = use_db ? url : NULL;
-  /* Block the signals before the server's threads start, so that only
+  /* Routed to this thread before the server's threads start, so that only
    * sigwait() below receives them. */
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  finch_serve_signals_to_caller(&set);
   signal(SIGPIPE, SIG_IGN);
   finch_server *srv;
   if (finch_server_start(&srv, &o, &err)) return cli_fail(&err);

@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "serve/serve.h"
 #include "serve/webhook.h"
 
 /* Prints every row of r as tab-separated columns under a header line. */
@@ -41,13 +42,13 @@ static int read_secret_stdin(char *buf, size_t n) {
 }
 
 static int deliver_forever(const finch_webhook_opts *o) {
-  /* Block the signals before the worker's thread starts, so that only
+  /* Routed to this thread before the worker's thread starts, so that only
    * sigwait() below receives them. */
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  finch_serve_signals_to_caller(&set);
   signal(SIGPIPE, SIG_IGN);
   finch_err err;
   finch_webhook_worker *w;

@@ -95,36 +95,59 @@ const char *finch_db_schema_dir(void) {
   return d && *d ? d : FINCH_SOURCE_DIR "/schemas";
 }
 
+/* Sets err for a failed call: the first line of r's message, else of the
+ * connection's, and the call site. */
+static finch_status db_failed(PGconn *c, const PGresult *r, finch_err *err, const char *file, int line) {
+  const char *msg = r ? PQresultErrorMessage(r) : "";
+  if (!msg || !*msg) msg = PQerrorMessage(c);
+  if (!msg || !*msg) msg = "no result";
+  return finch_err_set(err, FINCH_EDB, "%.*s (%s:%d)", (int)strcspn(msg, "\n"), msg, file, line);
+}
+
+static int db_ok(const PGresult *r) {
+  ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
 finch_status finch_db_exec_at(finch_db *db, const char *sql, finch_err *err, const char *file, int line) {
   PGresult *r = PQexec(db->conn, sql);
-  ExecStatusType s = PQresultStatus(r);
-  finch_status st = FINCH_OK;
-  if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK)
-    st = finch_err_set(err, FINCH_EDB, "%s (%s:%d)", PQresultErrorMessage(r), file, line);
+  finch_status st = db_ok(r) ? FINCH_OK : db_failed(db->conn, r, err, file, line);
   PQclear(r);
   return st;
 }
 
-PGresult *finch_db_query_at(finch_db *db, const char *sql, int nparams, const char *const *params,
-                            finch_err *err, const char *file, int line) {
-  PGresult *r = PQexecParams(db->conn, sql, nparams, NULL, params, NULL, NULL, 0);
-  ExecStatusType s = PQresultStatus(r);
-  if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-    const char *msg = PQresultErrorMessage(r);
-    finch_err_set(err, FINCH_EDB, "%.*s (%s:%d)", (int)strcspn(msg, "\n"), msg, file, line);
-    PQclear(r);
-    return NULL;
-  }
-  return r;
+PGresult *finch_db_query_on_at(PGconn *c, const char *sql, int nparams, const char *const *params, finch_err *err,
+                               const char *file, int line) {
+  PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+  if (db_ok(r)) return r;
+  db_failed(c, r, err, file, line);
+  PQclear(r);
+  return NULL;
 }
 
-finch_status finch_db_run_at(finch_db *db, const char *sql, int nparams, const char *const *params,
-                             finch_err *err, const char *file, int line) {
-  PGresult *r = finch_db_query_at(db, sql, nparams, params, err, file, line);
+finch_status finch_db_run_on_at(PGconn *c, const char *sql, int nparams, const char *const *params, finch_err *err,
+                                const char *file, int line) {
+  PGresult *r = finch_db_query_on_at(c, sql, nparams, params, err, file, line);
   if (!r) return FINCH_EDB;
   PQclear(r);
   return FINCH_OK;
 }
+
+PGresult *finch_db_query_at(finch_db *db, const char *sql, int nparams, const char *const *params,
+                            finch_err *err, const char *file, int line) {
+  return finch_db_query_on_at(db->conn, sql, nparams, params, err, file, line);
+}
+
+finch_status finch_db_run_at(finch_db *db, const char *sql, int nparams, const char *const *params,
+                             finch_err *err, const char *file, int line) {
+  return finch_db_run_on_at(db->conn, sql, nparams, params, err, file, line);
+}
+
+void finch_db_rollback_on(PGconn *c) {
+  if (PQtransactionStatus(c) != PQTRANS_IDLE) PQclear(PQexec(c, "ROLLBACK"));
+}
+
+void finch_db_rollback(finch_db *db) { finch_db_rollback_on(db->conn); }
 
 static char *read_file(const char *path, finch_err *err) {
   FILE *fp = fopen(path, "rb");
@@ -198,7 +221,7 @@ finch_status finch_db_migrate(finch_db *db, const char *schema_dir, int *applied
     }
     if (!st) st = finch_db_exec(db, "COMMIT", err);
     if (st) {
-      PQclear(PQexec(db->conn, "ROLLBACK"));
+      finch_db_rollback(db);
     } else {
       finch_info("applied migration %s", names[i]);
       if (applied) (*applied)++;

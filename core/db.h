@@ -32,6 +32,13 @@ finch_status finch_db_migrate(finch_db *db, const char *schema_dir, int *applied
 /* The schema directory: $FINCH_SCHEMA_DIR, else the source tree's schemas/. */
 const char *finch_db_schema_dir(void);
 
+/* The checked calls. Each carries its call site (file:line) and, on
+ * failure, the first line of the server's message (or the connection's,
+ * when there is no result) in err; detail lines, which may quote values, are
+ * left out. Every statement with data is parameterised: no SQL is built from
+ * values. The *_on forms run on a bare connection, for code that keeps its
+ * own (the intent server's pool); the others on a finch_db. */
+
 /* Runs one or more statements without parameters. */
 finch_status finch_db_exec_at(finch_db *db, const char *sql, finch_err *err, const char *file, int line);
 #define finch_db_exec(db, sql, err) finch_db_exec_at((db), (sql), (err), __FILE__, __LINE__)
@@ -48,6 +55,24 @@ PGresult *finch_db_query_at(finch_db *db, const char *sql, int nparams, const ch
 #define finch_db_run(db, sql, n, params, err) finch_db_run_at((db), (sql), (n), (params), (err), __FILE__, __LINE__)
 finch_status finch_db_run_at(finch_db *db, const char *sql, int nparams, const char *const *params,
                              finch_err *err, const char *file, int line);
+
+/* The same calls on a bare connection. */
+PGresult *finch_db_query_on_at(PGconn *c, const char *sql, int nparams, const char *const *params, finch_err *err,
+                               const char *file, int line);
+#define finch_db_query_on(c, sql, n, params, err)                                                                   \
+  finch_db_query_on_at((c), (sql), (n), (params), (err), __FILE__, __LINE__)
+finch_status finch_db_run_on_at(PGconn *c, const char *sql, int nparams, const char *const *params, finch_err *err,
+                                const char *file, int line);
+#define finch_db_run_on(c, sql, n, params, err)                                                                     \
+  finch_db_run_on_at((c), (sql), (n), (params), (err), __FILE__, __LINE__)
+
+/* Transactions: BEGIN and COMMIT as checked calls; a rollback after a
+ * failure, when a transaction is open, with its own errors ignored (the
+ * failure that led to it is the one to report). */
+#define finch_db_begin_on(c, err) finch_db_run_on_at((c), "BEGIN", 0, NULL, (err), __FILE__, __LINE__)
+#define finch_db_commit_on(c, err) finch_db_run_on_at((c), "COMMIT", 0, NULL, (err), __FILE__, __LINE__)
+void finch_db_rollback_on(PGconn *c);
+void finch_db_rollback(finch_db *db);
 
 /* COPY helpers: start `COPY ... FROM STDIN`, send text-format rows, finish. */
 finch_status finch_db_copy_begin(finch_db *db, const char *copy_sql, finch_err *err);

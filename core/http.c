@@ -1,6 +1,18 @@
 #include "core/http.h"
 
+#include <pthread.h>
 #include <strings.h>
+
+static pthread_once_t http_once = PTHREAD_ONCE_INIT;
+static CURLcode http_init_rc = CURLE_OK;
+
+static void http_init(void) { http_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+finch_status finch_http_global_init(finch_err *err) {
+  pthread_once(&http_once, http_init);
+  if (http_init_rc == CURLE_OK) return FINCH_OK;
+  return finch_err_set(err, FINCH_EIO, "cannot initialise libcurl: %s", curl_easy_strerror(http_init_rc));
+}
 
 int finch_http_retryable_curl(CURLcode rc) {
   switch (rc) {

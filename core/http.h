@@ -1,11 +1,20 @@
-/* Retry decisions shared by finch's HTTP clients (core/source_http.c for
- * downloads, distill/external.c for teacher endpoints): which failures are
- * transient, and how long a server asks us to wait. */
+/* What finch's HTTP clients (core/source_http.c for downloads,
+ * distill/external_query.c for teacher endpoints, serve/webhook.c for
+ * webhook deliveries) share: libcurl's one global initialisation, which
+ * failures are transient, and how long a server asks us to wait. */
 #ifndef FINCH_CORE_HTTP_H
 #define FINCH_CORE_HTTP_H
 
 #include <curl/curl.h>
 #include <stddef.h>
+
+#include "core/status.h"
+
+/* libcurl's global initialisation, done once per process whichever thread
+ * asks first; every later call returns the first call's outcome. Call it
+ * before any other libcurl function. On failure err says "cannot initialise
+ * libcurl: <libcurl's text>" (FINCH_EIO). */
+finch_status finch_http_global_init(finch_err *err);
 
 /* 1 for libcurl failures that a later attempt may not meet: resets, timeouts,
  * refused or broken connections, empty replies. */

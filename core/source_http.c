@@ -12,11 +12,6 @@
 #include "core/http.h"
 #include "core/source_internal.h"
 
-static pthread_once_t source_curl_once = PTHREAD_ONCE_INIT;
-static CURLcode source_curl_init_rc = CURLE_OK;
-
-static void source_curl_init(void) { source_curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 /* --- HTTP --------------------------------------------------------------- */
 
 static int http_fail(finch_source *s, finch_status code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -333,10 +328,11 @@ char *source__http_display_url(const char *url) {
 }
 
 finch_status source__http_open(finch_source *s, const char *url, const finch_source_opts *o, finch_err *err) {
-  pthread_once(&source_curl_once, source_curl_init);
-  if (source_curl_init_rc != CURLE_OK)
-    return finch_err_set(err, FINCH_EIO, "%s: cannot initialise libcurl: %s", s->lineage,
-                         curl_easy_strerror(source_curl_init_rc));
+  finch_status st = finch_http_global_init(err);
+  if (st != FINCH_OK) {
+    finch_err_prefix(err, "%s", s->lineage);
+    return st;
+  }
   source_http *h = calloc(1, sizeof *h);
   if (!h) return finch_err_set(err, FINCH_ENOMEM, "%s: out of memory", s->lineage);
   s->http = h;

@@ -27,10 +27,6 @@
 
 /* --- the endpoint ---------------------------------------------------------- */
 
-static pthread_once_t ext_curl_once = PTHREAD_ONCE_INIT;
-static CURLcode ext_curl_rc = CURLE_OK;
-static void ext_curl_init(void) { ext_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 typedef struct {
   char *buf;
   size_t len, cap;
@@ -148,9 +144,8 @@ static void ext_display_url(const char *url, char *out, size_t n) {
 
 static finch_status ext_client_open(ext_client *cl, const finch_external_query_opts *o, finch_err *err) {
   memset(cl, 0, sizeof *cl);
-  pthread_once(&ext_curl_once, ext_curl_init);
-  if (ext_curl_rc != CURLE_OK)
-    return finch_err_set(err, FINCH_EIO, "cannot initialise libcurl: %s", curl_easy_strerror(ext_curl_rc));
+  finch_status st = finch_http_global_init(err);
+  if (st != FINCH_OK) return st;
   size_t ul = strlen(o->url);
   while (ul > 0 && o->url[ul - 1] == '/') ul--;
   const char *suffix = "/v1/completions";

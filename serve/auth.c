@@ -11,7 +11,7 @@
 #include <strings.h>
 
 #include "core/hash.h"
-#include "serve/pq.h"
+#include "core/db.h"
 
 static const struct {
   finch_role role;
@@ -38,7 +38,7 @@ static finch_status auth_audit(PGconn *c, const char *actor, const char *action,
   json_decref(details);
   if (!text) return finch_err_set(err, FINCH_ENOMEM, "keys: out of memory");
   const char *p[4] = {actor, action, subject, text};
-  finch_status st = serve__pq_run(
+  finch_status st = finch_db_run_on(
       c, "INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, $2, $3, $4::jsonb)", 4, p, err);
   free(text);
   return st;
@@ -61,13 +61,13 @@ finch_status finch_auth_key_create(PGconn *c, const char *name, finch_role role,
   finch_sha256_hex(k, FINCH_API_KEY_LEN, hash);
   memcpy(prefix, k, FINCH_API_KEY_PREFIX_LEN);
   prefix[FINCH_API_KEY_PREFIX_LEN] = '\0';
-  finch_status st = serve__pq_run(c, "BEGIN", 0, NULL, err);
+  finch_status st = finch_db_begin_on(c, err);
   if (st) return st;
   const char *p[4] = {name, finch_role_name(role), hash, prefix};
-  PGresult *r = serve__pq(c, "INSERT INTO api_keys (name, role, key_sha256, prefix) VALUES ($1, $2, $3, $4) RETURNING id",
-                          4, p, err);
+  PGresult *r = finch_db_query_on(c, "INSERT INTO api_keys (name, role, key_sha256, prefix) VALUES ($1, $2, $3, $4) RETURNING id",
+                                  4, p, err);
   if (!r) {
-    serve__pq_rollback(c);
+    finch_db_rollback_on(c);
     return FINCH_EDB;
   }
   long long kid = atoll(PQgetvalue(r, 0, 0));
@@ -78,8 +78,8 @@ finch_status finch_auth_key_create(PGconn *c, const char *name, finch_role role,
                        json_pack("{s:I, s:s, s:s, s:s}", "id", (json_int_t)kid, "name", name, "role",
                                  finch_role_name(role), "prefix", prefix),
                        err)) ||
-      (st = serve__pq_run(c, "COMMIT", 0, NULL, err))) {
-    serve__pq_rollback(c);
+      (st = finch_db_commit_on(c, err))) {
+    finch_db_rollback_on(c);
     return st;
   }
   memcpy(key, k, sizeof k);
@@ -91,25 +91,25 @@ finch_status finch_auth_key_revoke(PGconn *c, long long id, const char *actor, f
   char ids[32], subject[48];
   snprintf(ids, sizeof ids, "%lld", id);
   snprintf(subject, sizeof subject, "api_key/%lld", id);
-  finch_status st = serve__pq_run(c, "BEGIN", 0, NULL, err);
+  finch_status st = finch_db_begin_on(c, err);
   if (st) return st;
   const char *p[1] = {ids};
-  PGresult *r = serve__pq(c, "UPDATE api_keys SET revoked_at = now() WHERE id = $1::bigint AND revoked_at IS NULL", 1,
-                          p, err);
+  PGresult *r = finch_db_query_on(c, "UPDATE api_keys SET revoked_at = now() WHERE id = $1::bigint AND revoked_at IS NULL", 1,
+                                  p, err);
   if (!r) {
-    serve__pq_rollback(c);
+    finch_db_rollback_on(c);
     return FINCH_EDB;
   }
   int n = atoi(PQcmdTuples(r));
   PQclear(r);
   if (n == 0) {
-    serve__pq_rollback(c);
+    finch_db_rollback_on(c);
     return finch_err_set(err, FINCH_ENOTFOUND, "keys: no active key with id %lld", id);
   }
   if ((st = auth_audit(c, actor && *actor ? actor : "unknown", "key.revoke", subject, json_pack("{s:I}", "id", (json_int_t)id),
                        err)) ||
-      (st = serve__pq_run(c, "COMMIT", 0, NULL, err))) {
-    serve__pq_rollback(c);
+      (st = finch_db_commit_on(c, err))) {
+    finch_db_rollback_on(c);
     return st;
   }
   return FINCH_OK;
@@ -121,8 +121,8 @@ finch_status finch_auth_lookup(PGconn *c, const char *key, size_t len, finch_pri
   char hash[FINCH_SHA256_HEX_LEN];
   finch_sha256_hex(key, len, hash);
   const char *p[1] = {hash};
-  PGresult *r = serve__pq(c, "SELECT id, name, role FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL", 1, p,
-                          err);
+  PGresult *r = finch_db_query_on(c, "SELECT id, name, role FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL", 1, p,
+                                  err);
   if (!r) return FINCH_EDB;
   if (PQntuples(r) != 1) {
     PQclear(r);

@@ -8,7 +8,7 @@
 
 #include "core/hash.h"
 #include "core/text.h"
-#include "serve/pq.h"
+#include "core/db.h"
 
 finch_status finch_labeling_task_create(PGconn *c, const finch_labeling_new *t, long long *id, finch_err *err) {
   char conf[32], turn[32];
@@ -16,11 +16,11 @@ finch_status finch_labeling_task_create(PGconn *c, const finch_labeling_new *t, 
   snprintf(turn, sizeof turn, "%lld", t->turn_id);
   const char *p[10] = {t->deployment, t->conversation_id, t->turn_id ? turn : NULL, t->text, t->suggested_label,
                        conf, t->model_sha256, t->rule_label, t->stage, t->reason};
-  PGresult *r = serve__pq(c,
-                          "INSERT INTO labeling_tasks (deployment, conversation_id, turn_id, text, suggested_label,"
-                          " suggested_confidence, model_sha256, rule_label, stage, reason)"
-                          " VALUES ($1, $2, $3::bigint, $4, $5, $6::real, $7, $8, $9, $10) RETURNING id",
-                          10, p, err);
+  PGresult *r = finch_db_query_on(c,
+                                  "INSERT INTO labeling_tasks (deployment, conversation_id, turn_id, text, suggested_label,"
+                                  " suggested_confidence, model_sha256, rule_label, stage, reason)"
+                                  " VALUES ($1, $2, $3::bigint, $4, $5, $6::real, $7, $8, $9, $10) RETURNING id",
+                                  10, p, err);
   if (!r) return FINCH_EDB;
   if (id) *id = atoll(PQgetvalue(r, 0, 0));
   PQclear(r);
@@ -65,18 +65,18 @@ finch_status finch_labeling_list(PGconn *c, const finch_labeling_filter *f, json
   snprintf(maxc, sizeof maxc, "%.9g", f->max_confidence);
   const char *p[8] = {f->deployment, status, f->intent, f->stage, f->min_confidence >= 0 ? minc : NULL,
                       f->max_confidence >= 0 ? maxc : NULL, after, lim};
-  PGresult *r = serve__pq(c,
-                          "SELECT " TASK_COLS " FROM labeling_tasks WHERE deployment = $1"
-                          " AND CASE $2 WHEN 'open' THEN status = 'open'"
-                          "             WHEN 'resolved' THEN status IN ('accepted', 'corrected')"
-                          "             WHEN 'needs_second' THEN status IN ('accepted', 'corrected') AND second_label IS NULL"
-                          "             ELSE true END"
-                          " AND ($3::text IS NULL OR suggested_label = $3 OR rule_label = $3 OR final_label = $3)"
-                          " AND ($4::text IS NULL OR stage = $4)"
-                          " AND ($5::real IS NULL OR suggested_confidence >= $5::real)"
-                          " AND ($6::real IS NULL OR suggested_confidence <= $6::real)"
-                          " AND id > $7::bigint ORDER BY id LIMIT $8::bigint",
-                          8, p, err);
+  PGresult *r = finch_db_query_on(c,
+                                  "SELECT " TASK_COLS " FROM labeling_tasks WHERE deployment = $1"
+                                  " AND CASE $2 WHEN 'open' THEN status = 'open'"
+                                  "             WHEN 'resolved' THEN status IN ('accepted', 'corrected')"
+                                  "             WHEN 'needs_second' THEN status IN ('accepted', 'corrected') AND second_label IS NULL"
+                                  "             ELSE true END"
+                                  " AND ($3::text IS NULL OR suggested_label = $3 OR rule_label = $3 OR final_label = $3)"
+                                  " AND ($4::text IS NULL OR stage = $4)"
+                                  " AND ($5::real IS NULL OR suggested_confidence >= $5::real)"
+                                  " AND ($6::real IS NULL OR suggested_confidence <= $6::real)"
+                                  " AND id > $7::bigint ORDER BY id LIMIT $8::bigint",
+                                  8, p, err);
   if (!r) return FINCH_EDB;
   json_t *tasks = json_array();
   long long last = 0;
@@ -99,7 +99,7 @@ static finch_status labeling_to_utterances(PGconn *c, const char *deployment, co
   char dataset[256];
   snprintf(dataset, sizeof dataset, "%s_labels", deployment);
   const char *dp[1] = {dataset};
-  finch_status st = serve__pq_run(
+  finch_status st = finch_db_run_on(
       c, "INSERT INTO datasets (name, format) VALUES ($1, 'labeling') ON CONFLICT (name) DO NOTHING", 1, dp, err);
   if (st) return st;
   char *norm = NULL;
@@ -115,7 +115,7 @@ static finch_status labeling_to_utterances(PGconn *c, const char *deployment, co
     return finch_err_set(err, FINCH_ENOMEM, "labeling: out of memory");
   }
   const char *p[7] = {dataset, text, norm, label, conversation_id, hash, mtext};
-  PGresult *r = serve__pq(c,
+  PGresult *r = finch_db_query_on(c,
                                   "WITH d AS (SELECT id FROM datasets WHERE name = $1),"
                                   " ins AS (INSERT INTO utterances (dataset_id, text, text_norm, label, split,"
                                   "   dialogue_id, speaker, origin, content_hash, meta)"
@@ -133,7 +133,7 @@ static finch_status labeling_to_utterances(PGconn *c, const char *deployment, co
   char uid[32];
   snprintf(uid, sizeof uid, "%lld", *utt_id);
   const char *up[2] = {uid, task_id};
-  return serve__pq_run(c, "UPDATE labeling_tasks SET utterance_id = $1::bigint WHERE id = $2::bigint", 2, up, err);
+  return finch_db_run_on(c, "UPDATE labeling_tasks SET utterance_id = $1::bigint WHERE id = $2::bigint", 2, up, err);
 }
 
 finch_status finch_labeling_submit(PGconn *c, const char *deployment, long long id, const char *labeler,
@@ -148,17 +148,17 @@ finch_status finch_labeling_submit(PGconn *c, const char *deployment, long long 
   if (!labeler || !*labeler) return finch_err_set(err, FINCH_EINVAL, "no labeller");
   char ids[32];
   snprintf(ids, sizeof ids, "%lld", id);
-  finch_status st = serve__pq_run(c, "BEGIN", 0, NULL, err);
+  finch_status st = finch_db_begin_on(c, err);
   if (st) return st;
   const char *p[2] = {ids, deployment};
-  PGresult *r = serve__pq(c,
-                          "SELECT status, suggested_label, labeler, second_label, text, conversation_id"
-                          " FROM labeling_tasks WHERE id = $1::bigint AND deployment = $2 FOR UPDATE",
-                          2, p, err);
+  PGresult *r = finch_db_query_on(c,
+                                  "SELECT status, suggested_label, labeler, second_label, text, conversation_id"
+                                  " FROM labeling_tasks WHERE id = $1::bigint AND deployment = $2 FOR UPDATE",
+                                  2, p, err);
   if (!r) goto dbfail;
   if (PQntuples(r) != 1) {
     PQclear(r);
-    serve__pq_rollback(c);
+    finch_db_rollback_on(c);
     *outcome = FINCH_LABELING_NOT_FOUND;
     return finch_err_set(err, FINCH_EINVAL, "no labelling task %lld", id);
   }
@@ -173,13 +173,13 @@ finch_status finch_labeling_submit(PGconn *c, const char *deployment, long long 
   PQclear(r);
   if (!text) {
     free(conv);
-    serve__pq_rollback(c);
+    finch_db_rollback_on(c);
     return finch_err_set(err, FINCH_ENOMEM, "labeling: out of memory");
   }
   if (accept && !has_sugg) {
     free(text);
     free(conv);
-    serve__pq_rollback(c);
+    finch_db_rollback_on(c);
     return finch_err_set(err, FINCH_EINVAL, "task %lld has no suggestion to accept; use \"correct\"", id);
   }
   const char *given = accept ? suggested : label;
@@ -187,7 +187,7 @@ finch_status finch_labeling_submit(PGconn *c, const char *deployment, long long 
   if (!open && (strcmp(first, labeler) == 0 || has_second || strcmp(status, "skipped") == 0)) {
     free(text);
     free(conv);
-    serve__pq_rollback(c);
+    finch_db_rollback_on(c);
     *outcome = FINCH_LABELING_CONFLICT;
     return finch_err_set(err, FINCH_EINVAL, strcmp(first, labeler) == 0
                                                  ? "task %lld is already labelled by %s"
@@ -197,29 +197,29 @@ finch_status finch_labeling_submit(PGconn *c, const char *deployment, long long 
   if (open) {
     const char *new_status = has_sugg && strcmp(given, suggested) == 0 ? "accepted" : "corrected";
     const char *up[4] = {ids, new_status, given, labeler};
-    if ((st = serve__pq_run(c,
-                            "UPDATE labeling_tasks SET status = $2, final_label = $3, labeler = $4, resolved_at = now()"
-                            " WHERE id = $1::bigint",
-                            4, up, err)))
+    if ((st = finch_db_run_on(c,
+                              "UPDATE labeling_tasks SET status = $2, final_label = $3, labeler = $4, resolved_at = now()"
+                              " WHERE id = $1::bigint",
+                              4, up, err)))
       goto fail_free;
     long long utt = 0;
     if ((st = labeling_to_utterances(c, deployment, ids, text, given, conv, labeler, new_status, &utt, err)))
       goto fail_free;
   } else {
     const char *up[3] = {ids, given, labeler};
-    if ((st = serve__pq_run(c,
-                            "UPDATE labeling_tasks SET second_label = $2, second_labeler = $3, second_at = now()"
-                            " WHERE id = $1::bigint",
-                            3, up, err)))
+    if ((st = finch_db_run_on(c,
+                              "UPDATE labeling_tasks SET second_label = $2, second_labeler = $3, second_at = now()"
+                              " WHERE id = $1::bigint",
+                              3, up, err)))
       goto fail_free;
   }
   free(text);
   free(conv);
-  r = serve__pq(c, "SELECT " TASK_COLS " FROM labeling_tasks WHERE id = $1::bigint", 1, p, err);
+  r = finch_db_query_on(c, "SELECT " TASK_COLS " FROM labeling_tasks WHERE id = $1::bigint", 1, p, err);
   if (!r) goto dbfail;
   json_t *task = task_json(r, 0);
   PQclear(r);
-  if ((st = serve__pq_run(c, "COMMIT", 0, NULL, err))) {
+  if ((st = finch_db_commit_on(c, err))) {
     json_decref(task);
     goto fail;
   }
@@ -233,18 +233,18 @@ fail_free:
 dbfail:
   st = FINCH_EDB;
 fail:
-  serve__pq_rollback(c);
+  finch_db_rollback_on(c);
   return st;
 }
 
 finch_status finch_labeling_stats(PGconn *c, const char *deployment, json_t **out, finch_err *err) {
   *out = NULL;
   const char *p[1] = {deployment};
-  PGresult *r = serve__pq(c,
-                          "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'accepted'),"
-                          " count(*) FILTER (WHERE status = 'corrected'), count(*) FILTER (WHERE status = 'skipped')"
-                          " FROM labeling_tasks WHERE deployment = $1",
-                          1, p, err);
+  PGresult *r = finch_db_query_on(c,
+                                  "SELECT count(*) FILTER (WHERE status = 'open'), count(*) FILTER (WHERE status = 'accepted'),"
+                                  " count(*) FILTER (WHERE status = 'corrected'), count(*) FILTER (WHERE status = 'skipped')"
+                                  " FROM labeling_tasks WHERE deployment = $1",
+                                  1, p, err);
   if (!r) return FINCH_EDB;
   long long open = atoll(PQgetvalue(r, 0, 0)), acc = atoll(PQgetvalue(r, 0, 1)), cor = atoll(PQgetvalue(r, 0, 2)),
             skip = atoll(PQgetvalue(r, 0, 3));
@@ -255,13 +255,13 @@ finch_status finch_labeling_stats(PGconn *c, const char *deployment, json_t **ou
                         acc + cor ? json_real((double)acc / (double)(acc + cor)) : json_null());
   if (!o) return finch_err_set(err, FINCH_ENOMEM, "labeling: out of memory");
 
-  r = serve__pq(c,
-                "SELECT l, sum(n)::bigint FROM ("
-                " SELECT labeler AS l, count(*) AS n FROM labeling_tasks WHERE deployment = $1 AND labeler IS NOT NULL"
-                "  GROUP BY labeler UNION ALL"
-                " SELECT second_labeler, count(*) FROM labeling_tasks WHERE deployment = $1"
-                "  AND second_labeler IS NOT NULL GROUP BY second_labeler) x GROUP BY l ORDER BY l",
-                1, p, err);
+  r = finch_db_query_on(c,
+                        "SELECT l, sum(n)::bigint FROM ("
+                        " SELECT labeler AS l, count(*) AS n FROM labeling_tasks WHERE deployment = $1 AND labeler IS NOT NULL"
+                        "  GROUP BY labeler UNION ALL"
+                        " SELECT second_labeler, count(*) FROM labeling_tasks WHERE deployment = $1"
+                        "  AND second_labeler IS NOT NULL GROUP BY second_labeler) x GROUP BY l ORDER BY l",
+                        1, p, err);
   if (!r) goto dbfail;
   json_t *labelers = json_array();
   for (int i = 0; i < PQntuples(r); i++)
@@ -270,10 +270,10 @@ finch_status finch_labeling_stats(PGconn *c, const char *deployment, json_t **ou
   PQclear(r);
   json_object_set_new(o, "labelers", labelers);
 
-  r = serve__pq(c,
-                "SELECT final_label, second_label FROM labeling_tasks WHERE deployment = $1"
-                " AND final_label IS NOT NULL AND second_label IS NOT NULL",
-                1, p, err);
+  r = finch_db_query_on(c,
+                        "SELECT final_label, second_label FROM labeling_tasks WHERE deployment = $1"
+                        " AND final_label IS NOT NULL AND second_label IS NOT NULL",
+                        1, p, err);
   if (!r) goto dbfail;
   size_t n = (size_t)PQntuples(r);
   const char **a = calloc(n ? n : 1, sizeof *a), **b = calloc(n ? n : 1, sizeof *b);

@@ -13,25 +13,24 @@ static const double metrics_dur_le[SERVE_N_DUR_BUCKETS - 1] = {0.00025, 0.0005, 
                                                                0.025,   0.05,   0.1,   0.25,   0.5,   1.0};
 static const unsigned metrics_batch_le[SERVE_N_BATCH_BUCKETS - 1] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 
-static const char *const metrics_path_names[SERVE_PATH_COUNT] = {
-    "/v1/intent",         "/healthz",    "/v1/conversations/{id}/turns", "/v1/labeling/tasks",
-    "/v1/labeling/tasks/{id}", "/v1/labeling/stats", "/v1/rollout", "/metrics", "/v1/admin/reload", "other"};
-
 static const char *const metrics_decision_names[SERVE_DECISION_COUNT] = {"model", "rules", "fallback"};
 
-const char *serve__path_name(serve_path p) {
-  return (unsigned)p < SERVE_PATH_COUNT ? metrics_path_names[p] : "other";
+void serve__metrics_init(serve_metrics *m, const char *const *paths, size_t n) {
+  /* Every counter is an atomic integer, for which all-bits-zero is 0. */
+  memset(m, 0, sizeof *m);
+  if (n > SERVE_N_PATHS_MAX) n = SERVE_N_PATHS_MAX;
+  memcpy(m->paths, paths, n * sizeof *paths);
+  m->n_paths = n;
 }
 
-void serve__metrics_init(serve_metrics *m) {
-  /* Every member is an atomic integer, for which all-bits-zero is 0. */
-  memset(m, 0, sizeof *m);
+const char *serve__metrics_path(const serve_metrics *m, size_t p) {
+  return p < m->n_paths ? m->paths[p] : m->n_paths ? m->paths[m->n_paths - 1] : "other";
 }
 
 static void metrics_inc(atomic_ullong *c, unsigned long long by) { atomic_fetch_add_explicit(c, by, memory_order_relaxed); }
 
-void serve__metrics_request(serve_metrics *m, serve_path path, unsigned status, unsigned long long ns) {
-  if ((unsigned)path >= SERVE_PATH_COUNT) path = SERVE_PATH_OTHER;
+void serve__metrics_request(serve_metrics *m, size_t path, unsigned status, unsigned long long ns) {
+  if (path >= m->n_paths) path = m->n_paths - 1;
   size_t si = SERVE_N_STATUS - 1;
   for (size_t i = 0; i < SERVE_N_STATUS - 1; i++)
     if (metrics_status_codes[i] == status) {
@@ -123,25 +122,25 @@ char *serve__metrics_render(const serve_metrics *m, const serve_metrics_gauges *
 
   out_printf(&o, "# HELP finch_requests_total HTTP requests answered, by route and status.\n"
                  "# TYPE finch_requests_total counter\n");
-  for (size_t p = 0; p < SERVE_PATH_COUNT; p++)
+  for (size_t p = 0; p < m->n_paths; p++)
     for (size_t s = 0; s < SERVE_N_STATUS; s++) {
       unsigned long long v = get(&m->requests[p][s]);
-      if (!v && !(p == SERVE_PATH_INTENT && s == 0)) continue; /* intent 200 is always listed */
+      if (!v && !(p == 0 && s == 0)) continue; /* the first path's 200 is always listed */
       if (s < SERVE_N_STATUS - 1)
-        out_printf(&o, "finch_requests_total{path=\"%s\",status=\"%u\"} %llu\n", metrics_path_names[p],
+        out_printf(&o, "finch_requests_total{path=\"%s\",status=\"%u\"} %llu\n", m->paths[p],
                    metrics_status_codes[s], v);
       else
-        out_printf(&o, "finch_requests_total{path=\"%s\",status=\"other\"} %llu\n", metrics_path_names[p], v);
+        out_printf(&o, "finch_requests_total{path=\"%s\",status=\"other\"} %llu\n", m->paths[p], v);
     }
 
   out_printf(&o, "# HELP finch_request_duration_seconds Time from a request's headers to its response sent.\n"
                  "# TYPE finch_request_duration_seconds histogram\n");
-  for (size_t p = 0; p < SERVE_PATH_COUNT; p++) {
+  for (size_t p = 0; p < m->n_paths; p++) {
     unsigned long long n = 0;
     for (size_t b = 0; b < SERVE_N_DUR_BUCKETS; b++) n += get(&m->dur[p][b]);
-    if (!n && p != SERVE_PATH_INTENT) continue;
+    if (!n && p != 0) continue;
     char labels[96];
-    snprintf(labels, sizeof labels, "path=\"%s\",", metrics_path_names[p]);
+    snprintf(labels, sizeof labels, "path=\"%s\",", m->paths[p]);
     out_histogram(&o, "finch_request_duration_seconds", labels, m->dur[p], SERVE_N_DUR_BUCKETS, metrics_dur_le,
                   NULL, (double)get(&m->dur_sum_ns[p]) / 1e9);
   }

@@ -3,7 +3,8 @@
  *
  * Series
  *   finch_requests_total{path,status}            counter; path is the route's
- *                                                template ("/v1/conversations/{id}/turns"),
+ *                                                label, its template
+ *                                                ("/v1/conversations/{id}/turns"),
  *                                                "other" for unknown paths
  *   finch_request_duration_seconds{path}         histogram, from the request's
  *                                                headers to its response sent;
@@ -29,45 +30,37 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-typedef enum {
-  SERVE_PATH_INTENT = 0,
-  SERVE_PATH_HEALTH,
-  SERVE_PATH_TURNS,
-  SERVE_PATH_TASKS,
-  SERVE_PATH_TASK,
-  SERVE_PATH_STATS,
-  SERVE_PATH_ROLLOUT,
-  SERVE_PATH_METRICS,
-  SERVE_PATH_RELOAD,
-  SERVE_PATH_OTHER,
-  SERVE_PATH_COUNT
-} serve_path;
-
 typedef enum { SERVE_DECISION_MODEL = 0, SERVE_DECISION_RULES, SERVE_DECISION_FALLBACK, SERVE_DECISION_COUNT } serve_decision;
 
 enum {
+  SERVE_N_PATHS_MAX = 16,   /* path labels, "other" included */
   SERVE_N_STATUS = 12,      /* 200 400 401 403 404 405 409 413 429 500 503, other */
   SERVE_N_DUR_BUCKETS = 13, /* 12 bounds and +Inf */
   SERVE_N_BATCH_BUCKETS = 10,
 };
 
+/* The path labels are the caller's (the route table's, serve/routes.c):
+ * paths[0] is always listed, paths[n_paths - 1] stands for every other
+ * path. */
 typedef struct {
-  atomic_ullong requests[SERVE_PATH_COUNT][SERVE_N_STATUS];
-  atomic_ullong dur[SERVE_PATH_COUNT][SERVE_N_DUR_BUCKETS];
-  atomic_ullong dur_sum_ns[SERVE_PATH_COUNT];
+  const char *paths[SERVE_N_PATHS_MAX];
+  size_t n_paths;
+  atomic_ullong requests[SERVE_N_PATHS_MAX][SERVE_N_STATUS];
+  atomic_ullong dur[SERVE_N_PATHS_MAX][SERVE_N_DUR_BUCKETS];
+  atomic_ullong dur_sum_ns[SERVE_N_PATHS_MAX];
   atomic_ullong batch[SERVE_N_BATCH_BUCKETS];
   atomic_ullong batch_sum;
   atomic_ullong decisions[SERVE_DECISION_COUNT];
   atomic_ullong reloads_ok, reloads_failed;
 } serve_metrics;
 
-/* The path label of p ("/v1/intent", ..., "other"). */
-const char *serve__path_name(serve_path p);
-
-/* Zeroes every counter. */
-void serve__metrics_init(serve_metrics *m);
-/* One answered request: its path, HTTP status and duration in nanoseconds. */
-void serve__metrics_request(serve_metrics *m, serve_path path, unsigned status, unsigned long long ns);
+/* Zeroes every counter and takes the path labels (n of them, 2 to
+ * SERVE_N_PATHS_MAX, the last one for other paths; static strings). */
+void serve__metrics_init(serve_metrics *m, const char *const *paths, size_t n);
+/* The label of path index p; the last one ("other") when out of range. */
+const char *serve__metrics_path(const serve_metrics *m, size_t p);
+/* One answered request: its path index, HTTP status and duration in nanoseconds. */
+void serve__metrics_request(serve_metrics *m, size_t path, unsigned status, unsigned long long ns);
 /* One classifier batch of n texts. */
 void serve__metrics_batch(serve_metrics *m, size_t n);
 void serve__metrics_decision(serve_metrics *m, serve_decision d);

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "core/hash.h"
-#include "serve/pq.h"
+#include "core/db.h"
 #include "serve/webhook.h"
 
 static const char *const stage_names[FINCH_STAGE_COUNT] = {"assist", "shadow", "canary", "primary", "retired"};
@@ -325,14 +325,14 @@ finch_status finch_rollout_get(PGconn *c, const char *deployment, const char *in
   memset(st, 0, sizeof *st);
   for (int pass = intent ? 0 : 1; pass < 2; pass++) {
     const char *p[2] = {deployment, intent};
-    PGresult *r = pass == 0 ? serve__pq(c,
-                                        "SELECT " ROLLOUT_ROW_COLS " FROM rollout_state"
-                                        " WHERE deployment = $1 AND intent = $2 ORDER BY id DESC LIMIT 1",
-                                        2, p, err)
-                            : serve__pq(c,
-                                        "SELECT " ROLLOUT_ROW_COLS " FROM rollout_state"
-                                        " WHERE deployment = $1 AND intent IS NULL ORDER BY id DESC LIMIT 1",
-                                        1, p, err);
+    PGresult *r = pass == 0 ? finch_db_query_on(c,
+                                                "SELECT " ROLLOUT_ROW_COLS " FROM rollout_state"
+                                                " WHERE deployment = $1 AND intent = $2 ORDER BY id DESC LIMIT 1",
+                                                2, p, err)
+                            : finch_db_query_on(c,
+                                                "SELECT " ROLLOUT_ROW_COLS " FROM rollout_state"
+                                                " WHERE deployment = $1 AND intent IS NULL ORDER BY id DESC LIMIT 1",
+                                                1, p, err);
     if (!r) return FINCH_EDB;
     if (PQntuples(r) == 1) {
       rollout_read_row(r, st);
@@ -353,13 +353,13 @@ finch_status finch_rollout_gate_db(PGconn *c, const char *deployment, const char
   char window[32];
   snprintf(window, sizeof window, "%ld", opts->window > 0 ? opts->window : 500);
   const char *p[4] = {deployment, intent, model_sha256, window};
-  PGresult *r = serve__pq(c,
-                          "SELECT final_label, suggested_label, rule_label FROM labeling_tasks"
-                          " WHERE deployment = $1 AND status IN ('accepted', 'corrected') AND final_label IS NOT NULL"
-                          "   AND ($2::text IS NULL OR final_label = $2 OR suggested_label = $2)"
-                          "   AND ($3::text IS NULL OR model_sha256 = $3)"
-                          " ORDER BY resolved_at DESC, id DESC LIMIT $4::bigint",
-                          4, p, err);
+  PGresult *r = finch_db_query_on(c,
+                                  "SELECT final_label, suggested_label, rule_label FROM labeling_tasks"
+                                  " WHERE deployment = $1 AND status IN ('accepted', 'corrected') AND final_label IS NOT NULL"
+                                  "   AND ($2::text IS NULL OR final_label = $2 OR suggested_label = $2)"
+                                  "   AND ($3::text IS NULL OR model_sha256 = $3)"
+                                  " ORDER BY resolved_at DESC, id DESC LIMIT $4::bigint",
+                                  4, p, err);
   if (!r) return FINCH_EDB;
   size_t n = (size_t)PQntuples(r);
   finch_labeled_pair *pairs = calloc(n ? n : 1, sizeof *pairs);
@@ -385,8 +385,8 @@ static finch_status rollout_audit(PGconn *c, const char *actor, const char *acti
   json_decref(details);
   if (!text) return finch_err_set(err, FINCH_ENOMEM, "rollout: out of memory");
   const char *p[4] = {actor, action, subject, text};
-  finch_status st = serve__pq_run(c, "INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, $2, $3, $4::jsonb)",
-                                  4, p, err);
+  finch_status st = finch_db_run_on(c, "INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, $2, $3, $4::jsonb)",
+                                    4, p, err);
   free(text);
   return st;
 }
@@ -416,10 +416,10 @@ finch_status finch_rollout_apply(PGconn *c, const finch_rollout_change *ch, int 
   char subject[512];
   snprintf(subject, sizeof subject, "%s%s%s", ch->deployment, ch->intent ? "/" : "", ch->intent ? ch->intent : "");
 
-  if ((st = serve__pq_run(c, "BEGIN", 0, NULL, err))) return st;
+  if ((st = finch_db_begin_on(c, err))) return st;
   const char *lp[1] = {subject};
-  if ((st = serve__pq_run(c, "SELECT pg_advisory_xact_lock(hashtextextended('finch.rollout:' || $1, 0))", 1, lp,
-                          err)))
+  if ((st = finch_db_run_on(c, "SELECT pg_advisory_xact_lock(hashtextextended('finch.rollout:' || $1, 0))", 1, lp,
+                            err)))
     goto fail;
   /* An intent's change starts from its own row, else from the deployment's. */
   if ((st = finch_rollout_get(c, ch->deployment, ch->intent, &cur, err))) goto fail;
@@ -469,18 +469,18 @@ finch_status finch_rollout_apply(PGconn *c, const finch_rollout_change *ch, int 
   if (gated && !gate.pass) {
     json_object_set_new(out, "refused", json_string(gate.reason));
     if ((st = rollout_audit(c, ch->actor, "rollout.refused", subject, json_deep_copy(out), err))) goto fail;
-    if ((st = serve__pq_run(c, "COMMIT", 0, NULL, err))) goto fail;
+    if ((st = finch_db_commit_on(c, err))) goto fail;
     goto done;
   }
 
   char *ptext = json_dumps(params, JSON_COMPACT | JSON_REAL_PRECISION(6));
   if (!ptext) goto oom;
   const char *ip[6] = {ch->deployment, ch->intent, finch_stage_name((finch_stage)to), ptext, ch->actor, ch->reason};
-  PGresult *r = serve__pq(c,
-                          "INSERT INTO rollout_state (deployment, intent, stage, params, changed_by, reason)"
-                          " VALUES ($1, $2, $3, $4::jsonb, $5, $6) RETURNING id,"
-                          " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-                          6, ip, err);
+  PGresult *r = finch_db_query_on(c,
+                                  "INSERT INTO rollout_state (deployment, intent, stage, params, changed_by, reason)"
+                                  " VALUES ($1, $2, $3, $4::jsonb, $5, $6) RETURNING id,"
+                                  " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                                  6, ip, err);
   free(ptext);
   if (!r) {
     st = FINCH_EDB;
@@ -504,7 +504,7 @@ finch_status finch_rollout_apply(PGconn *c, const finch_rollout_change *ch, int 
   st = finch_webhook_emit(c, "rollout.changed", ptxt, &queued, err);
   free(ptxt);
   if (st) goto fail;
-  if ((st = serve__pq_run(c, "COMMIT", 0, NULL, err))) goto fail;
+  if ((st = finch_db_commit_on(c, err))) goto fail;
   *applied = 1;
 
 done:
@@ -518,7 +518,7 @@ done:
 oom:
   st = finch_err_set(err, FINCH_ENOMEM, "rollout: out of memory");
 fail:
-  serve__pq_rollback(c);
+  finch_db_rollback_on(c);
   json_decref(out);
   json_decref(params);
   json_decref(payload);
@@ -550,11 +550,11 @@ finch_status finch_rollout_status_json(PGconn *c, const char *deployment, const 
   json_decref(sj);
 
   const char *p[2] = {deployment, cur.created_at[0] ? cur.created_at : NULL};
-  PGresult *r = serve__pq(c,
-                          "SELECT DISTINCT ON (intent) intent, stage, params::text, changed_by,"
-                          " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-                          " FROM rollout_state WHERE deployment = $1 AND intent IS NOT NULL ORDER BY intent, id DESC",
-                          1, p, err);
+  PGresult *r = finch_db_query_on(c,
+                                  "SELECT DISTINCT ON (intent) intent, stage, params::text, changed_by,"
+                                  " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                                  " FROM rollout_state WHERE deployment = $1 AND intent IS NOT NULL ORDER BY intent, id DESC",
+                                  1, p, err);
   if (!r) goto dbfail;
   json_t *intents = json_array();
   for (int i = 0; i < PQntuples(r); i++) {
@@ -566,12 +566,12 @@ finch_status finch_rollout_status_json(PGconn *c, const char *deployment, const 
   PQclear(r);
   json_object_set_new(o, "intents", intents);
 
-  r = serve__pq(c,
-                "SELECT count(*), count(*) FILTER (WHERE model_intent IS NOT DISTINCT FROM rule_intent),"
-                " count(*) FILTER (WHERE engine = 'model'), count(*) FILTER (WHERE handoff)"
-                " FROM conversation_turns WHERE deployment = $1 AND speaker = 'user'"
-                "   AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz)",
-                2, p, err);
+  r = finch_db_query_on(c,
+                        "SELECT count(*), count(*) FILTER (WHERE model_intent IS NOT DISTINCT FROM rule_intent),"
+                        " count(*) FILTER (WHERE engine = 'model'), count(*) FILTER (WHERE handoff)"
+                        " FROM conversation_turns WHERE deployment = $1 AND speaker = 'user'"
+                        "   AND ($2::timestamptz IS NULL OR created_at >= $2::timestamptz)",
+                        2, p, err);
   if (!r) goto dbfail;
   long long n = atoll(PQgetvalue(r, 0, 0)), agree = atoll(PQgetvalue(r, 0, 1));
   json_object_set_new(o, "turns_since_change",
@@ -582,11 +582,11 @@ finch_status finch_rollout_status_json(PGconn *c, const char *deployment, const 
                                 (json_int_t)atoll(PQgetvalue(r, 0, 3))));
   PQclear(r);
 
-  r = serve__pq(c,
-                "SELECT id, intent, stage, changed_by, coalesce(reason, ''),"
-                " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-                " FROM rollout_state WHERE deployment = $1 ORDER BY id DESC LIMIT 20",
-                1, p, err);
+  r = finch_db_query_on(c,
+                        "SELECT id, intent, stage, changed_by, coalesce(reason, ''),"
+                        " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                        " FROM rollout_state WHERE deployment = $1 ORDER BY id DESC LIMIT 20",
+                        1, p, err);
   if (!r) goto dbfail;
   json_t *hist = json_array();
   for (int i = 0; i < PQntuples(r); i++)

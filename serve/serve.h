@@ -56,6 +56,7 @@
 #ifndef FINCH_SERVE_SERVE_H
 #define FINCH_SERVE_SERVE_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "core/status.h"
@@ -116,5 +117,14 @@ finch_status finch_server_reload(finch_server *s, const char *path, finch_err *e
 /* Stops accepting, answers 503 to new requests on open connections, waits
  * up to drain_ms for the requests in flight, frees everything. */
 void finch_server_stop(finch_server *s);
+
+/* For a daemon's main thread that waits with sigwait(set): blocks set in
+ * the calling thread (and so in every thread it starts afterwards) and
+ * hands each of these signals that reaches another thread on to it. Threads
+ * started before the call, which sigwait() cannot cover (OpenBLAS starts its
+ * pool when the library loads), would otherwise take the signal with its
+ * default action and end the process. Call it once, before starting
+ * threads; on failure errno is set and -1 returned. */
+int finch_serve_signals_to_caller(const sigset_t *set);
 
 #endif

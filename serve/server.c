@@ -1,4 +1,8 @@
-/* The intent server (serve/serve.h) on libmicrohttpd.
+/* The intent server (serve/serve.h) on libmicrohttpd: the request
+ * lifecycle (MHD's callbacks, request ids, bodies, the replies), the
+ * database pool and the daemon's life. The route table and the checks
+ * before a handler, the handlers, the model reference and the access log
+ * are in files of their own (serve/server_internal.h).
  *
  * Threads. MHD runs a pool of opts->threads polling threads; each calls
  * serve_access() for the connections it owns, so handlers run concurrently.
@@ -53,15 +57,15 @@
  * open connections with 503 (Connection: close), waits up to drain_ms for
  * the requests in flight, runs what the batcher still holds, and closes. */
 #include "serve/serve.h"
+#include "serve/server_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
-#include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -73,241 +77,34 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/hash.h"
+#include "core/db.h"
 #include "core/log.h"
 #include "core/redact.h"
 #include "core/text.h"
 #include "nn/model.h"
 #include "serve/auth.h"
 #include "serve/batcher.h"
-#include "serve/labeling.h"
 #include "serve/metrics.h"
-#include "serve/pq.h"
-#include "serve/rollout.h"
 #include "serve/rules.h"
 #include "serve/webhook.h"
-
-enum {
-  SERVE_DEFAULT_MAX_BODY = 64 * 1024,
-  SERVE_DEFAULT_THREADS = 2,
-  SERVE_DEFAULT_MAX_QUEUE = 1024,
-  SERVE_DEFAULT_MAX_BATCH = 32,
-  SERVE_DEFAULT_DRAIN_MS = 5000,
-  SERVE_CONNECTION_TIMEOUT_S = 30, /* idle or stalled clients are dropped */
-  SERVE_ID_MAX = 128,              /* conversation ids */
-  SERVE_RID_MAX = 64,              /* request ids */
-};
-
-/* One thread's database connection and redactor (database mode). */
-typedef struct {
-  PGconn *conn;
-  finch_redactor *redactor;
-} serve_slot;
-
-/* A loaded model, shared by reference count (see the top of the file). */
-typedef struct {
-  nn_model *nn;
-  size_t n_labels;
-  char sha256[FINCH_SHA256_HEX_LEN];
-  atomic_uint refs;
-} serve_model;
-
-struct finch_server {
-  struct MHD_Daemon *daemon;
-  _Atomic(serve_model *) model;
-  atomic_uint acquiring; /* requests between reading `model` and taking their reference */
-  pthread_mutex_t reload_lock; /* one reload at a time; guards model_path */
-  char *model_path;
-  size_t max_body;
-  unsigned port;
-
-  /* Classification: batcher NULL classifies inline. */
-  serve_batcher *batcher;
-  long long max_queue;
-  unsigned classify_delay_us; /* opts->classify_delay_us (tests) */
-  atomic_llong queue_depth; /* classifications admitted and not finished */
-
-  /* Requests and shutdown. */
-  atomic_llong active; /* requests whose headers are in and that have not completed */
-  atomic_int draining;
-  unsigned drain_ms;
-  uint64_t rid_seed;
-  atomic_ullong rid_next;
-  serve_metrics metrics;
-
-  /* Access log: fd -1 = off. With log_text, texts are redacted by
-   * log_redactor, one thread at a time. */
-  int log_fd, log_fd_owned, log_text;
-  finch_redactor *log_redactor;
-  pthread_mutex_t log_redact_lock;
-
-  /* Database mode (conninfo set); all NULL/0 otherwise. */
-  int has_db;
-  finch_rules *rules;
-  char *deployment, *oos_label;
-  double min_confidence, canary_share, handoff_below;
-  finch_gate_opts gate;
-  finch_ratelimit *rl;
-  finch_webhook_worker *webhooks;
-  serve_slot *slots;
-  size_t n_slots;
-  int *slot_free; /* stack of free slot indices */
-  size_t n_free;
-  pthread_mutex_t pool_lock;
-  pthread_cond_t pool_cond;
-  pthread_mutex_t backlog_lock; /* the webhook backlog, queried at most once a second */
-  long long backlog;
-  double backlog_at;
-
-  /* While the daemon starts, MHD's own error messages are kept here, so that
-   * the start error can say why (bind failures and the like); afterwards they
-   * go to the log. */
-  pthread_mutex_t log_lock;
-  int starting;
-  char start_error[512];
-};
-
-typedef enum {
-  SERVE_ROUTE_INTENT,     /* POST /v1/intent */
-  SERVE_ROUTE_HEALTH,     /* GET or HEAD /healthz */
-  SERVE_ROUTE_TURNS,      /* POST /v1/conversations/{id}/turns */
-  SERVE_ROUTE_TASKS,      /* GET /v1/labeling/tasks */
-  SERVE_ROUTE_TASK,       /* POST /v1/labeling/tasks/{id} */
-  SERVE_ROUTE_STATS,      /* GET /v1/labeling/stats */
-  SERVE_ROUTE_ROLLOUT,    /* GET or POST /v1/rollout */
-  SERVE_ROUTE_METRICS,    /* GET /metrics */
-  SERVE_ROUTE_RELOAD,     /* POST /v1/admin/reload */
-  SERVE_ROUTE_METHOD,     /* a known path with another method: 405 */
-  SERVE_ROUTE_NOT_FOUND,  /* 404 */
-} serve_route;
-
-enum { ROLE_I = FINCH_ROLE_INTEGRATION, ROLE_L = FINCH_ROLE_LABELER, ROLE_A = FINCH_ROLE_ADMIN };
-
-/* Where a POST /v1/intent stands: not classified yet, waiting for the
- * batcher (connection suspended), answer ready. */
-typedef enum { SERVE_PHASE_NEW = 0, SERVE_PHASE_QUEUED, SERVE_PHASE_DONE } serve_phase;
-
-/* Per-request state, allocated on the handler's first call and freed by
- * serve_completed(). Only POST requests to a known route keep their body. */
-typedef struct {
-  serve_route route;
-  serve_path mpath;     /* the route as metrics and logs name it */
-  const char *path;     /* the route's name in messages ("/v1/intent") */
-  const char *allow;    /* methods the path takes (405's Allow) */
-  unsigned roles;       /* roles admitted; 0 = no key needed */
-  int needs_db, post;
-  char arg[SERVE_ID_MAX + 1]; /* {id} of the path */
-  char *body; /* body bytes so far (not NUL-terminated) */
-  size_t len, cap;
-  int too_big; /* the body passed max_body; the rest is discarded */
-
-  /* Set on the first call. */
-  finch_server *srv;
-  struct MHD_Connection *conn;
-  uint64_t t0_ns; /* headers in (CLOCK_MONOTONIC) */
-  char rid[SERVE_RID_MAX + 1];
-  char method[16];
-  int close; /* answer with Connection: close (draining) */
-
-  /* The answer, for metrics and the access log. */
-  unsigned status;    /* 0 until a response is queued */
-  const char *engine; /* "model", "rules" or NULL */
-  const char *intent; /* points into `model` (or the rules); NULL: none */
-  double confidence;  /* < 0: none */
-  unsigned batch;     /* texts in the classifier run; 0: none */
-  char *log_text;     /* the text, redacted, with log_text on; malloc'd */
-
-  /* Classification state of POST /v1/intent. */
-  serve_phase phase;
-  serve_model *model; /* a reference, released by serve_completed() */
-  json_t *root;       /* the parsed body; its "text" is the item's text */
-  float *probs;       /* model->n_labels */
-  int pred;
-  serve_batch_item item;
-} serve_request;
 
 /* The request the calling MHD thread is answering: serve_access() sets it
  * around each handler call, so that the reply helpers, which see only the
  * connection, can stamp the request id and record the status. */
 static _Thread_local serve_request *serve_cur;
 
-static uint64_t serve_now_ns(void) {
+uint64_t serve__now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* --- the model handle ----------------------------------------------------- */
-
-static void serve_model_put(serve_model *m) {
-  if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
-    nn_model_free(m->nn);
-    free(m);
-  }
-}
-
-/* Loads and verifies path: hashed before and after loading, so that a file
- * replaced while it was read is refused rather than served under the wrong
- * hash. The handle starts with one reference. */
-static finch_status serve_model_load(serve_model **out, const char *path, finch_err *err) {
-  *out = NULL;
-  serve_model *m = calloc(1, sizeof *m);
-  if (!m) return finch_err_set(err, FINCH_ENOMEM, "serve: out of memory");
-  char before[FINCH_SHA256_HEX_LEN];
-  finch_status st = finch_sha256_file(path, before, err);
-  if (st != FINCH_OK) {
-    finch_err_prefix(err, "serve: cannot hash model");
-    free(m);
-    return st;
-  }
-  st = nn_model_load(&m->nn, path, err);
-  if (st != FINCH_OK) {
-    if (err && !strstr(err->msg, path))
-      finch_err_prefix(err, "serve: cannot load model %s", path);
-    else
-      finch_err_prefix(err, "serve: cannot load model");
-    free(m);
-    return st;
-  }
-  m->n_labels = nn_model_n_labels(m->nn);
-  if (m->n_labels == 0)
-    st = finch_err_set(err, FINCH_EFORMAT, "serve: model %s has no labels", path);
-  else if ((st = finch_sha256_file(path, m->sha256, err)) != FINCH_OK)
-    finch_err_prefix(err, "serve: cannot hash model");
-  else if (strcmp(before, m->sha256) != 0)
-    st = finch_err_set(err, FINCH_EIO, "serve: model %s changed while it was being loaded; try again", path);
-  if (st != FINCH_OK) {
-    nn_model_free(m->nn);
-    free(m);
-    return st;
-  }
-  atomic_init(&m->refs, 1);
-  *out = m;
-  return FINCH_OK;
-}
-
-/* A reference to the current model. Lock-free: `acquiring` tells a reload
- * that some thread may hold the old pointer without its reference yet, and
- * the reload waits for it before dropping its own (seq_cst throughout). */
-static serve_model *serve_model_get(finch_server *s) {
-  atomic_fetch_add(&s->acquiring, 1);
-  serve_model *m = atomic_load(&s->model);
-  atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
-  atomic_fetch_sub(&s->acquiring, 1);
-  return m;
-}
-
-/* The request's model, taken on first use. */
-static serve_model *serve_req_model(finch_server *s, serve_request *req) {
-  if (!req->model) req->model = serve_model_get(s);
-  return req->model;
-}
-
 /* --- responses ------------------------------------------------------------ */
 
 /* Stamps the current request's id (and Connection: close while draining) on
- * resp and records status for the access log, then queues resp. */
-static enum MHD_Result serve_queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp) {
+ * resp and records status for the access log, then queues resp. The
+ * request comes from serve_cur. */
+enum MHD_Result serve__queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp) {
   serve_request *req = serve_cur;
   if (req) {
     MHD_add_response_header(resp, "X-Request-Id", req->rid);
@@ -343,10 +140,10 @@ static enum MHD_Result serve_reply_json_h(struct MHD_Connection *conn, unsigned 
   if (!resp) return MHD_NO; /* out of memory: dropping the connection is all that is left */
   MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
   if (hname && hval) MHD_add_response_header(resp, hname, hval);
-  return serve_queue(conn, status, resp);
+  return serve__queue(conn, status, resp);
 }
 
-static enum MHD_Result serve_reply_json(struct MHD_Connection *conn, unsigned status, json_t *obj,
+enum MHD_Result serve__reply_json(struct MHD_Connection *conn, unsigned status, json_t *obj,
                                         const char *allow) {
   return serve_reply_json_h(conn, status, obj, allow ? MHD_HTTP_HEADER_ALLOW : NULL, allow);
 }
@@ -360,28 +157,20 @@ static json_t *serve_error_obj(const char *fmt, va_list ap) {
   return s ? json_pack("{s:o}", "error", s) : NULL;
 }
 
-static enum MHD_Result serve_reply_error(struct MHD_Connection *conn, unsigned status,
-                                         const char *allow, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 /* {"error": message}. Messages may quote the client (a method, a URL, the
  * JSON parser's view of the body): a string JSON cannot carry is cut at its
  * first bad byte (a character truncated by the buffer, in practice). */
-static enum MHD_Result serve_reply_error(struct MHD_Connection *conn, unsigned status,
+enum MHD_Result serve__reply_error(struct MHD_Connection *conn, unsigned status,
                                          const char *allow, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   json_t *o = serve_error_obj(fmt, ap);
   va_end(ap);
-  return serve_reply_json(conn, status, o, allow);
+  return serve__reply_json(conn, status, o, allow);
 }
 
-static enum MHD_Result serve_reply_error_h(struct MHD_Connection *conn, unsigned status, const char *hname,
-                                           const char *hval, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static enum MHD_Result serve_reply_error_h(struct MHD_Connection *conn, unsigned status, const char *hname,
-                                           const char *hval, const char *fmt, ...) {
+enum MHD_Result serve__reply_error_h(struct MHD_Connection *conn, unsigned status, const char *hname,
+                                     const char *hval, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   json_t *o = serve_error_obj(fmt, ap);
@@ -391,142 +180,19 @@ static enum MHD_Result serve_reply_error_h(struct MHD_Connection *conn, unsigned
 
 /* A database failure: the primary message goes to the log (never the detail
  * lines, which may quote values), the client gets 503. */
-static enum MHD_Result serve_db_failed(struct MHD_Connection *conn, const char *what, const finch_err *err) {
+enum MHD_Result serve__db_failed(struct MHD_Connection *conn, const char *what, const finch_err *err) {
   char msg[300];
   snprintf(msg, sizeof msg, "%s", err->msg);
   char *nl = strchr(msg, '\n');
   if (nl) *nl = '\0';
   finch_error("serve: %s: %s", what, msg);
-  return serve_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "%s failed: the database is unavailable",
+  return serve__reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "%s failed: the database is unavailable",
                            what);
 }
 
-/* --- endpoints ------------------------------------------------------------ */
+/* --- the database pool ----------------------------------------------------- */
 
-/* 1 when text holds nothing the model could read: empty, or only white
- * space and invisible characters once normalised (core/text.h). -1 when it
- * cannot be normalised (not UTF-8, or out of memory). */
-static int serve_is_blank(const char *text, size_t len) {
-  char *norm = NULL;
-  if (finch_text_normalize(text, len, 0, &norm, NULL) != FINCH_OK) return -1;
-  int blank = norm[0] == '\0';
-  free(norm);
-  return blank;
-}
-
-/* The text for the access log with log_text on: normalised and redacted
- * (NULL when either fails: nothing unredacted is ever logged). */
-static char *serve_log_text_of(finch_server *srv, const char *text, size_t len) {
-  char *norm = NULL, *red = NULL;
-  finch_err err = {0};
-  if (finch_text_normalize(text, len, 0, &norm, &err) != FINCH_OK) return NULL;
-  pthread_mutex_lock(&srv->log_redact_lock);
-  if (finch_redact(srv->log_redactor, norm, strlen(norm), &red, NULL, &err) != FINCH_OK) red = NULL;
-  pthread_mutex_unlock(&srv->log_redact_lock);
-  free(norm);
-  return red;
-}
-
-/* Answers a classified POST /v1/intent (req->pred, req->probs). */
-static enum MHD_Result serve_intent_answer(finch_server *srv, struct MHD_Connection *conn, serve_request *req) {
-  const serve_model *m = req->model;
-  int k = req->pred;
-  if (k < 0 || (size_t)k >= m->n_labels || !isfinite(req->probs[k])) {
-    finch_error("serve: prediction failed (label index %d of %zu)", k, m->n_labels);
-    return serve_reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "the model produced no prediction");
-  }
-  req->engine = "model";
-  req->intent = nn_model_label(m->nn, (size_t)k);
-  req->confidence = req->probs[k];
-  serve__metrics_decision(&srv->metrics, SERVE_DECISION_MODEL);
-  json_t *obj = json_pack("{s:s, s:f, s:s, s:s}", "intent", req->intent, "confidence", req->confidence, "source",
-                          "model", "model", m->sha256);
-  return serve_reply_json(conn, MHD_HTTP_OK, obj, NULL);
-}
-
-/* The batcher's callback: the answer is in; wake the connection. The
- * request may be freed as soon as MHD_resume_connection() returns. */
-static void serve_batch_done(serve_batch_item *it) {
-  serve_request *req = it->ctx;
-  atomic_fetch_sub(&req->srv->queue_depth, 1);
-  req->pred = it->pred;
-  req->batch = it->batch;
-  req->phase = SERVE_PHASE_DONE; /* published to the MHD thread by resume's mutex */
-  MHD_resume_connection(req->conn);
-}
-
-static enum MHD_Result serve_intent(finch_server *srv, struct MHD_Connection *conn, serve_request *req) {
-  if (req->phase == SERVE_PHASE_DONE) return serve_intent_answer(srv, conn, req);
-  size_t bad;
-  if (!finch_utf8_valid(req->body ? req->body : "", req->len, &bad))
-    return serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
-                             "request body is not valid UTF-8 (byte %zu)", bad);
-  json_error_t jerr;
-  json_t *root = json_loadb(req->body ? req->body : "", req->len, 0, &jerr);
-  if (!root)
-    return serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
-                             "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
-                             jerr.text);
-  json_t *jtext = json_is_object(root) ? json_object_get(root, "text") : NULL;
-  const char *text = json_string_value(jtext);
-  size_t len = json_string_length(jtext);
-  /* jansson already refuses invalid UTF-8 and \u0000 in strings; checked
-   * again because the tokenizer relies on it. */
-  const char *why = !json_is_object(root) ? "request body must be a JSON object with a \"text\" field"
-                    : !jtext                ? "missing field \"text\""
-                    : !text                 ? "field \"text\" must be a string"
-                    : !finch_utf8_valid(text, len, &bad) || strlen(text) != len ? "field \"text\" is not valid UTF-8 text"
-                                                                                : NULL;
-  int blank = why ? 0 : serve_is_blank(text, len);
-  if (why || blank) {
-    json_decref(root);
-    return serve_reply_error(conn, blank < 0 ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_REQUEST, NULL, "%s",
-                             why ? why : blank > 0 ? "field \"text\" is empty" : "out of memory");
-  }
-  req->root = root; /* freed by serve_completed(), with the text in it */
-  serve_model *m = serve_req_model(srv, req);
-  req->probs = malloc(m->n_labels * sizeof *req->probs);
-  if (!req->probs) return serve_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
-  if (srv->log_text) req->log_text = serve_log_text_of(srv, text, len);
-
-  /* Admission: the bound is on classifications in flight, checked before
-   * anything is queued, so an overloaded server sheds at once. */
-  if (atomic_fetch_add(&srv->queue_depth, 1) >= srv->max_queue) {
-    atomic_fetch_sub(&srv->queue_depth, 1);
-    return serve_reply_error_h(conn, MHD_HTTP_SERVICE_UNAVAILABLE, MHD_HTTP_HEADER_RETRY_AFTER, "1",
-                               "the server is at capacity (%lld classifications in flight); retry after 1 s",
-                               srv->max_queue);
-  }
-  if (!srv->batcher) {
-    if (srv->classify_delay_us) /* tests: a slow model */
-      nanosleep(&(struct timespec){.tv_sec = srv->classify_delay_us / 1000000,
-                                   .tv_nsec = (long)(srv->classify_delay_us % 1000000) * 1000},
-                NULL);
-    req->pred = nn_model_predict(m->nn, text, req->probs, 1.0f);
-    atomic_fetch_sub(&srv->queue_depth, 1);
-    req->batch = 1;
-    serve__metrics_batch(&srv->metrics, 1);
-    return serve_intent_answer(srv, conn, req);
-  }
-  req->item = (serve_batch_item){.model = m->nn, .text = text, .probs = req->probs, .done = serve_batch_done,
-                                 .ctx = req};
-  req->phase = SERVE_PHASE_QUEUED;
-  /* Suspended before it is queued, so that the resume cannot come first. */
-  MHD_suspend_connection(conn);
-  serve__batcher_submit(srv->batcher, &req->item);
-  return MHD_YES;
-}
-
-static enum MHD_Result serve_health(finch_server *srv, struct MHD_Connection *conn, serve_request *req) {
-  return serve_reply_json(conn, MHD_HTTP_OK,
-                          json_pack("{s:s, s:s, s:b}", "status", "ok", "model", serve_req_model(srv, req)->sha256,
-                                    "database", srv->has_db),
-                          NULL);
-}
-
-/* --- database-mode helpers ------------------------------------------------ */
-
-static serve_slot *serve_slot_get(finch_server *srv) {
+serve_slot *serve__slot_get(finch_server *srv) {
   pthread_mutex_lock(&srv->pool_lock);
   while (srv->n_free == 0) pthread_cond_wait(&srv->pool_cond, &srv->pool_lock);
   serve_slot *sl = &srv->slots[srv->slot_free[--srv->n_free]];
@@ -538,519 +204,12 @@ static serve_slot *serve_slot_get(finch_server *srv) {
   return sl;
 }
 
-static void serve_slot_put(finch_server *srv, serve_slot *sl) {
-  serve__pq_rollback(sl->conn); /* a handler never leaves a transaction open; this is a safety net */
+void serve__slot_put(finch_server *srv, serve_slot *sl) {
+  finch_db_rollback_on(sl->conn); /* a handler never leaves a transaction open; this is a safety net */
   pthread_mutex_lock(&srv->pool_lock);
   srv->slot_free[srv->n_free++] = (int)(sl - srv->slots);
   pthread_cond_signal(&srv->pool_cond);
   pthread_mutex_unlock(&srv->pool_lock);
-}
-
-/* 1 when s is 1..max bytes of [A-Za-z0-9._:-]. */
-static int serve_id_ok(const char *s, size_t max) {
-  size_t n = 0;
-  for (; s[n]; n++) {
-    char ch = s[n];
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
-          ch == '_' || ch == ':' || ch == '-'))
-      return 0;
-  }
-  return n >= 1 && n <= max;
-}
-
-/* The ?deployment= of the request, else the server's; NULL when malformed. */
-static const char *serve_deployment(finch_server *srv, struct MHD_Connection *conn) {
-  const char *d = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "deployment");
-  if (!d) return srv->deployment;
-  return serve_id_ok(d, 100) ? d : NULL;
-}
-
-/* ?name= as a number: 0 absent (*v unchanged), 1 parsed, -1 malformed. */
-static int serve_arg_double(struct MHD_Connection *conn, const char *name, double *v) {
-  const char *s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
-  if (!s) return 0;
-  char *end;
-  errno = 0;
-  double x = strtod(s, &end);
-  if (errno || end == s || *end || !isfinite(x)) return -1;
-  *v = x;
-  return 1;
-}
-
-/* Parses the body as a JSON object; NULL with msg set otherwise. */
-static json_t *serve_body_object(const serve_request *req, char *msg, size_t n) {
-  size_t bad;
-  if (!finch_utf8_valid(req->body ? req->body : "", req->len, &bad)) {
-    snprintf(msg, n, "request body is not valid UTF-8 (byte %zu)", bad);
-    return NULL;
-  }
-  json_error_t jerr;
-  json_t *root = json_loadb(req->body ? req->body : "", req->len, 0, &jerr);
-  if (!root) {
-    snprintf(msg, n, "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
-    return NULL;
-  }
-  if (!json_is_object(root)) {
-    json_decref(root);
-    snprintf(msg, n, "request body must be a JSON object");
-    return NULL;
-  }
-  return root;
-}
-
-/* Queues one webhook event in c's open transaction; payload is consumed. */
-static finch_status serve_emit(PGconn *c, const char *type, json_t *payload, finch_err *err) {
-  char *text = payload ? json_dumps(payload, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
-  json_decref(payload);
-  if (!text) return finch_err_set(err, FINCH_ENOMEM, "serve: out of memory");
-  int queued = 0;
-  finch_status st = finch_webhook_emit(c, type, text, &queued, err);
-  free(text);
-  return st;
-}
-
-static double serve_param(const json_t *params, const char *name, double dflt) {
-  json_t *v = json_object_get(params, name);
-  return json_is_number(v) ? json_number_value(v) : dflt;
-}
-
-/* --- POST /v1/conversations/{id}/turns ------------------------------------- */
-
-typedef struct {
-  const char *deployment, *conversation, *speaker, *text; /* text: normalised and redacted */
-  const char *model_intent;
-  double model_conf;
-  const char *rule_intent;
-  const char *model_sha; /* the model's SHA-256 (hex) */
-  long long key_id;
-} serve_turn_in;
-
-typedef struct {
-  finch_rollout_decision d;
-  finch_stage stage;
-  long long turn_id, task_id;
-  int turn_index, handoff;
-} serve_turn_out;
-
-/* The turn's transaction: stage, decision, the turn row, a labelling task,
- * and the events, all committed together. */
-static finch_status serve_turn_tx(finch_server *srv, PGconn *c, const serve_turn_in *in, serve_turn_out *o,
-                                  finch_err *err) {
-  memset(o, 0, sizeof *o);
-  int user = strcmp(in->speaker, "user") == 0;
-  finch_rollout_state state = {0};
-  finch_status st = serve__pq_run(c, "BEGIN", 0, NULL, err);
-  if (st) return st;
-  const char *lp[2] = {in->deployment, in->conversation};
-  if ((st = serve__pq_run(c, "SELECT pg_advisory_xact_lock(hashtextextended('finch.turn:' || $1 || '/' || $2, 0))",
-                          2, lp, err)))
-    goto fail;
-  if (user) {
-    if ((st = finch_rollout_get(c, in->deployment, in->model_intent, &state, err))) goto fail;
-    finch_rollout_policy pol = {
-        .stage = state.stage,
-        .canary_share = serve_param(state.params, "canary_share", srv->canary_share),
-        .min_confidence = serve_param(state.params, "min_confidence", srv->min_confidence),
-        .oos_label = srv->oos_label,
-    };
-    finch_rollout_inputs fin = {.rule_intent = in->rule_intent, .model_intent = in->model_intent,
-                                .model_confidence = in->model_conf,
-                                .bucket = finch_rollout_bucket(in->deployment, in->conversation)};
-    o->d = finch_rollout_decide(&pol, &fin);
-    o->stage = state.stage;
-    o->handoff = o->d.confidence < srv->handoff_below;
-  }
-  char conf[32], mconf[32], key[32];
-  snprintf(conf, sizeof conf, "%.6f", o->d.confidence);
-  snprintf(mconf, sizeof mconf, "%.6f", in->model_conf);
-  snprintf(key, sizeof key, "%lld", in->key_id);
-  const char *tp[15] = {in->deployment,
-                        in->conversation,
-                        in->speaker,
-                        in->text,
-                        user ? finch_stage_name(o->stage) : NULL,
-                        user ? finch_engine_name(o->d.engine) : NULL,
-                        user ? o->d.intent : NULL,
-                        user ? conf : NULL,
-                        user ? in->rule_intent : NULL,
-                        user ? in->model_intent : NULL,
-                        user ? mconf : NULL,
-                        user ? in->model_sha : NULL,
-                        user && o->stage == FINCH_STAGE_CANARY ? (o->d.in_canary ? "true" : "false") : NULL,
-                        o->handoff ? "true" : "false",
-                        in->key_id ? key : NULL};
-  PGresult *r = serve__pq(c,
-                          "INSERT INTO conversation_turns (deployment, conversation_id, turn_index, speaker, text, stage,"
-                          " engine, intent, confidence, rule_intent, model_intent, model_confidence, model_sha256,"
-                          " in_canary, handoff, api_key_id)"
-                          " SELECT $1, $2, coalesce(max(turn_index) + 1, 0), $3, $4, $5, $6, $7, $8::real, $9, $10,"
-                          " $11::real, $12, $13::boolean, $14::boolean, $15::bigint"
-                          " FROM conversation_turns WHERE deployment = $1 AND conversation_id = $2"
-                          " RETURNING id, turn_index",
-                          15, tp, err);
-  if (!r) {
-    st = FINCH_EDB;
-    goto fail;
-  }
-  o->turn_id = atoll(PQgetvalue(r, 0, 0));
-  o->turn_index = atoi(PQgetvalue(r, 0, 1));
-  PQclear(r);
-  if (!user) goto commit;
-
-  if (o->d.task != FINCH_TASK_NONE) {
-    finch_labeling_new t = {.deployment = in->deployment, .conversation_id = in->conversation, .turn_id = o->turn_id,
-                            .text = in->text, .suggested_label = in->model_intent,
-                            .suggested_confidence = in->model_conf, .model_sha256 = in->model_sha,
-                            .rule_label = in->rule_intent, .stage = finch_stage_name(o->stage),
-                            .reason = finch_task_reason_name(o->d.task)};
-    if ((st = finch_labeling_task_create(c, &t, &o->task_id, err))) goto fail;
-    if ((st = serve_emit(c, "labeling.task_created",
-                         json_pack("{s:I, s:s, s:s, s:i, s:s, s:s, s:{s:s, s:f, s:s}, s:o}", "task_id",
-                                   (json_int_t)o->task_id, "deployment", in->deployment, "conversation_id",
-                                   in->conversation, "turn", o->turn_index, "reason",
-                                   finch_task_reason_name(o->d.task), "stage", finch_stage_name(o->stage),
-                                   "suggestion", "intent", in->model_intent, "confidence", in->model_conf, "model",
-                                   in->model_sha, "rule_intent",
-                                   in->rule_intent ? json_string(in->rule_intent) : json_null()),
-                         err)))
-      goto fail;
-  }
-  if ((st = serve_emit(c, "intent.classified",
-                       json_pack("{s:s, s:s, s:i, s:o, s:s, s:f, s:s, s:s}", "deployment", in->deployment,
-                                 "conversation_id", in->conversation, "turn", o->turn_index, "intent",
-                                 o->d.intent ? json_string(o->d.intent) : json_null(), "engine",
-                                 finch_engine_name(o->d.engine), "confidence", o->d.confidence, "stage",
-                                 finch_stage_name(o->stage), "model", in->model_sha),
-                       err)))
-    goto fail;
-  if (o->handoff &&
-      (st = serve_emit(c, "handoff.requested",
-                       json_pack("{s:s, s:s, s:i, s:o, s:s, s:f, s:f, s:s}", "deployment", in->deployment,
-                                 "conversation_id", in->conversation, "turn", o->turn_index, "intent",
-                                 o->d.intent ? json_string(o->d.intent) : json_null(), "engine",
-                                 finch_engine_name(o->d.engine), "confidence", o->d.confidence, "threshold",
-                                 srv->handoff_below, "stage", finch_stage_name(o->stage)),
-                       err)))
-    goto fail;
-commit:
-  if ((st = serve__pq_run(c, "COMMIT", 0, NULL, err))) goto fail;
-  finch_rollout_state_clear(&state);
-  return FINCH_OK;
-fail:
-  serve__pq_rollback(c);
-  finch_rollout_state_clear(&state);
-  return st;
-}
-
-static enum MHD_Result serve_turn(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                  serve_slot *sl, const finch_principal *who, const char *deployment) {
-  if (!serve_id_ok(req->arg, SERVE_ID_MAX))
-    return serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
-                             "conversation id must be 1 to %d characters of A-Z a-z 0-9 . _ : -", SERVE_ID_MAX);
-  char msg[512];
-  json_t *root = serve_body_object(req, msg, sizeof msg);
-  if (!root) return serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "%s", msg);
-  json_t *jtext = json_object_get(root, "text"), *jspeaker = json_object_get(root, "speaker");
-  const char *text = json_string_value(jtext);
-  const char *speaker = jspeaker ? json_string_value(jspeaker) : "user";
-  enum MHD_Result ret;
-  char *norm = NULL, *red = NULL;
-  float *probs = NULL;
-  finch_err err = {0};
-  if (!jtext) {
-    ret = serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "missing field \"text\"");
-    goto out;
-  }
-  if (!text || strlen(text) != json_string_length(jtext)) {
-    ret = serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "field \"text\" must be a string of UTF-8 text");
-    goto out;
-  }
-  if (!speaker || (strcmp(speaker, "user") != 0 && strcmp(speaker, "agent") != 0)) {
-    ret = serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "field \"speaker\" must be \"user\" or \"agent\"");
-    goto out;
-  }
-  if (finch_text_normalize(text, strlen(text), 0, &norm, &err) != FINCH_OK) {
-    ret = serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "field \"text\" cannot be normalised");
-    goto out;
-  }
-  if (!norm[0]) {
-    ret = serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "field \"text\" is empty");
-    goto out;
-  }
-  /* Fails closed: without a redacted text nothing is stored or classified. */
-  if (finch_redact(sl->redactor, norm, strlen(norm), &red, NULL, &err) != FINCH_OK) {
-    finch_error("serve: redaction failed (%s)", finch_status_str(err.code));
-    ret = serve_reply_error(conn, err.code == FINCH_EFORMAT ? MHD_HTTP_BAD_REQUEST : MHD_HTTP_INTERNAL_SERVER_ERROR,
-                            NULL, "the text could not be redacted, so it was not stored");
-    goto out;
-  }
-  if (srv->log_text) req->log_text = strdup(red);
-  const serve_model *m = serve_req_model(srv, req);
-  serve_turn_in in = {.deployment = deployment, .conversation = req->arg, .speaker = speaker, .text = red,
-                      .model_sha = m->sha256, .key_id = who->id};
-  int user = strcmp(speaker, "user") == 0;
-  if (user) {
-    probs = malloc(m->n_labels * sizeof *probs);
-    int k = probs ? nn_model_predict(m->nn, red, probs, 1.0f) : -1;
-    serve__metrics_batch(&srv->metrics, 1);
-    req->batch = 1;
-    if (k < 0 || (size_t)k >= m->n_labels || !isfinite(probs[k])) {
-      finch_error("serve: prediction failed (label index %d of %zu)", k, m->n_labels);
-      ret = serve_reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "the model produced no prediction");
-      goto out;
-    }
-    in.model_intent = nn_model_label(m->nn, (size_t)k);
-    in.model_conf = probs[k];
-    in.rule_intent = srv->rules ? finch_rules_match(srv->rules, red, strlen(red), NULL, NULL) : NULL;
-  }
-  serve_turn_out o;
-  if (serve_turn_tx(srv, sl->conn, &in, &o, &err) != FINCH_OK) {
-    ret = serve_db_failed(conn, "turn", &err);
-    goto out;
-  }
-  json_t *res = json_pack("{s:s, s:s, s:i, s:s}", "conversation_id", req->arg, "deployment", deployment, "turn",
-                          o.turn_index, "speaker", speaker);
-  if (res && user) {
-    json_object_set_new(res, "intent", o.d.intent ? json_string(o.d.intent) : json_null());
-    json_object_set_new(res, "engine", json_string(finch_engine_name(o.d.engine)));
-    json_object_set_new(res, "confidence", json_real(o.d.confidence));
-    json_object_set_new(res, "stage", json_string(finch_stage_name(o.stage)));
-    json_object_set_new(res, "handoff", json_boolean(o.handoff));
-    json_object_set_new(res, "model", json_string(m->sha256));
-    req->engine = finch_engine_name(o.d.engine);
-    req->intent = o.d.intent; /* a model label or a rule's intent: both outlive the request */
-    req->confidence = o.d.confidence;
-    serve__metrics_decision(&srv->metrics, o.d.fallback                      ? SERVE_DECISION_FALLBACK
-                                           : o.d.engine == FINCH_ENGINE_MODEL ? SERVE_DECISION_MODEL
-                                                                              : SERVE_DECISION_RULES);
-    if (o.d.fallback) json_object_set_new(res, "fallback", json_true());
-    if (o.d.suggest)
-      json_object_set_new(res, "suggestion",
-                          json_pack("{s:s, s:f}", "intent", in.model_intent, "confidence", in.model_conf));
-    if (o.task_id) json_object_set_new(res, "labeling_task", json_integer(o.task_id));
-  }
-  ret = serve_reply_json(conn, MHD_HTTP_OK, res, NULL);
-out:
-  free(probs);
-  free(norm);
-  free(red);
-  json_decref(root);
-  return ret;
-}
-
-/* --- labelling ------------------------------------------------------------ */
-
-static enum MHD_Result serve_tasks(finch_server *srv, struct MHD_Connection *conn, serve_slot *sl,
-                                   const char *deployment) {
-  (void)srv;
-  finch_labeling_filter f = {.deployment = deployment, .min_confidence = -1, .max_confidence = -1};
-  f.status = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "status");
-  f.intent = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "intent");
-  f.stage = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "stage");
-  double limit = 0, after = 0;
-  if (serve_arg_double(conn, "min_confidence", &f.min_confidence) < 0 ||
-      serve_arg_double(conn, "max_confidence", &f.max_confidence) < 0 || serve_arg_double(conn, "limit", &limit) < 0 ||
-      serve_arg_double(conn, "after", &after) < 0 || after < 0 || after > 9e15 || limit < 0 || limit > 1e6)
-    return serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
-                             "min_confidence, max_confidence, limit and after must be numbers");
-  f.limit = (long)limit;
-  f.after_id = (long long)after;
-  json_t *o;
-  finch_err err = {0};
-  finch_status st = finch_labeling_list(sl->conn, &f, &o, &err);
-  if (st == FINCH_EINVAL) return serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "%s", err.msg);
-  if (st) return serve_db_failed(conn, "listing tasks", &err);
-  return serve_reply_json(conn, MHD_HTTP_OK, o, NULL);
-}
-
-static enum MHD_Result serve_task_label(finch_server *srv, struct MHD_Connection *conn, const serve_request *req,
-                                        serve_slot *sl, const finch_principal *who, const char *deployment) {
-  (void)srv;
-  char *end;
-  errno = 0;
-  long long id = strtoll(req->arg, &end, 10);
-  if (errno || end == req->arg || *end || id <= 0)
-    return serve_reply_error(conn, MHD_HTTP_NOT_FOUND, NULL, "no labelling task %s", req->arg);
-  char msg[512];
-  json_t *root = serve_body_object(req, msg, sizeof msg);
-  if (!root) return serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "%s", msg);
-  const char *decision = json_string_value(json_object_get(root, "decision"));
-  const char *label = json_string_value(json_object_get(root, "label"));
-  finch_labeling_outcome oc;
-  json_t *o = NULL;
-  finch_err err = {0};
-  finch_status st = finch_labeling_submit(sl->conn, deployment, id, who->name, decision, label, &oc, &o, &err);
-  enum MHD_Result ret;
-  if (st == FINCH_OK)
-    ret = serve_reply_json(conn, MHD_HTTP_OK, o, NULL);
-  else if (st == FINCH_EINVAL)
-    ret = serve_reply_error(conn,
-                            oc == FINCH_LABELING_NOT_FOUND  ? MHD_HTTP_NOT_FOUND
-                            : oc == FINCH_LABELING_CONFLICT ? MHD_HTTP_CONFLICT
-                                                            : MHD_HTTP_BAD_REQUEST,
-                            NULL, "%s", err.msg);
-  else
-    ret = serve_db_failed(conn, "labelling", &err);
-  json_decref(root);
-  return ret;
-}
-
-static enum MHD_Result serve_stats(struct MHD_Connection *conn, serve_slot *sl, const char *deployment) {
-  json_t *o;
-  finch_err err = {0};
-  if (finch_labeling_stats(sl->conn, deployment, &o, &err)) return serve_db_failed(conn, "labelling stats", &err);
-  return serve_reply_json(conn, MHD_HTTP_OK, o, NULL);
-}
-
-/* --- rollout -------------------------------------------------------------- */
-
-static enum MHD_Result serve_rollout_get(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                         serve_slot *sl, const char *deployment) {
-  json_t *o;
-  finch_err err = {0};
-  const char *sha = serve_req_model(srv, req)->sha256;
-  if (finch_rollout_status_json(sl->conn, deployment, sha, &srv->gate, &o, &err))
-    return serve_db_failed(conn, "rollout status", &err);
-  json_object_set_new(o, "model", json_string(sha));
-  return serve_reply_json(conn, MHD_HTTP_OK, o, NULL);
-}
-
-static enum MHD_Result serve_rollout_post(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                          serve_slot *sl, const finch_principal *who, const char *deployment) {
-  char msg[512];
-  json_t *root = serve_body_object(req, msg, sizeof msg);
-  if (!root) return serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "%s", msg);
-  const char *action = json_string_value(json_object_get(root, "action"));
-  json_t *jcs = json_object_get(root, "canary_share"), *jmc = json_object_get(root, "min_confidence");
-  json_t *jint = json_object_get(root, "intent"), *jto = json_object_get(root, "to");
-  enum MHD_Result ret;
-  if (!action || (strcmp(action, "promote") != 0 && strcmp(action, "rollback") != 0)) {
-    ret = serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "\"action\" must be \"promote\" or \"rollback\"");
-  } else if ((jcs && (!json_is_number(jcs) || json_number_value(jcs) < 0 || json_number_value(jcs) > 1)) ||
-             (jmc && (!json_is_number(jmc) || json_number_value(jmc) < 0 || json_number_value(jmc) > 1))) {
-    ret = serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "canary_share and min_confidence must be numbers in [0, 1]");
-  } else if ((jint && !json_is_null(jint) && !json_is_string(jint)) || (jto && !json_is_null(jto) && !json_is_string(jto))) {
-    ret = serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "\"intent\" and \"to\" must be strings");
-  } else {
-    char actor[160];
-    snprintf(actor, sizeof actor, "key:%s#%lld", who->name, who->id);
-    finch_rollout_change ch = {.deployment = deployment,
-                               .intent = json_string_value(jint),
-                               .action = strcmp(action, "promote") == 0 ? FINCH_ROLLOUT_PROMOTE : FINCH_ROLLOUT_ROLLBACK,
-                               .to = json_string_value(jto),
-                               .actor = actor,
-                               .reason = json_string_value(json_object_get(root, "reason")),
-                               .model_sha256 = serve_req_model(srv, req)->sha256,
-                               .canary_share = jcs ? json_number_value(jcs) : -1,
-                               .min_confidence = jmc ? json_number_value(jmc) : -1,
-                               .gate = srv->gate};
-    int applied = 0;
-    json_t *res = NULL;
-    finch_err err = {0};
-    finch_status st = finch_rollout_apply(sl->conn, &ch, &applied, &res, &err);
-    if (st == FINCH_EINVAL)
-      ret = serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "%s", err.msg);
-    else if (st)
-      ret = serve_db_failed(conn, "rollout change", &err);
-    else if (!applied) {
-      json_object_set_new(res, "error", json_string("promotion refused by the gate"));
-      ret = serve_reply_json(conn, MHD_HTTP_CONFLICT, res, NULL);
-    } else {
-      finch_info("serve: rollout %s %s: %s -> %s by %s", action, deployment,
-                 json_string_value(json_object_get(res, "from")), json_string_value(json_object_get(res, "to")),
-                 actor);
-      ret = serve_reply_json(conn, MHD_HTTP_OK, res, NULL);
-    }
-  }
-  json_decref(root);
-  return ret;
-}
-
-/* --- operations: /metrics and reloads -------------------------------------- */
-
-static double serve_now_s(void) { return (double)serve_now_ns() / 1e9; }
-
-/* GET /metrics. sl: a database slot (database mode) for the webhook backlog,
- * which is queried at most once a second however often Prometheus asks. */
-static enum MHD_Result serve_metrics_get(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                         serve_slot *sl) {
-  long long backlog = -1;
-  if (sl) {
-    pthread_mutex_lock(&srv->backlog_lock);
-    double now = serve_now_s();
-    if (now - srv->backlog_at >= 1.0) {
-      srv->backlog = (long long)finch_webhook_backlog(sl->conn);
-      srv->backlog_at = now;
-    }
-    backlog = srv->backlog;
-    pthread_mutex_unlock(&srv->backlog_lock);
-  }
-  serve_metrics_gauges g = {.queue_depth = atomic_load(&srv->queue_depth),
-                            .webhook_backlog = backlog,
-                            .model_sha256 = serve_req_model(srv, req)->sha256};
-  char *text = serve__metrics_render(&srv->metrics, &g);
-  if (!text) return serve_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
-  struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-  if (!resp) {
-    free(text);
-    return MHD_NO;
-  }
-  MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
-  return serve_queue(conn, MHD_HTTP_OK, resp);
-}
-
-/* Loads path (NULL: model_path), swaps it in; prev and now (may be NULL)
- * receive the hashes before and after. */
-static finch_status serve_reload(finch_server *s, const char *path, char *prev, char *now, finch_err *err) {
-  pthread_mutex_lock(&s->reload_lock);
-  const char *p = path ? path : s->model_path;
-  serve_model *m = NULL, *cur = atomic_load(&s->model);
-  if (prev) memcpy(prev, cur->sha256, FINCH_SHA256_HEX_LEN);
-  finch_status st = serve_model_load(&m, p, err);
-  char *keep = NULL;
-  if (st == FINCH_OK && path && !(keep = strdup(path))) {
-    st = finch_err_set(err, FINCH_ENOMEM, "serve: out of memory");
-    serve_model_put(m);
-  }
-  if (st != FINCH_OK) {
-    atomic_fetch_add_explicit(&s->metrics.reloads_failed, 1, memory_order_relaxed);
-    finch_error("serve: model reload failed, still serving %s: %s", cur->sha256, err ? err->msg : "");
-    pthread_mutex_unlock(&s->reload_lock);
-    return st;
-  }
-  if (keep) {
-    free(s->model_path);
-    s->model_path = keep;
-  }
-  serve_model *old = atomic_exchange(&s->model, m);
-  /* A request may have read `old` and not yet taken its reference: wait
-   * for it (a few instructions) before dropping the server's. */
-  while (atomic_load(&s->acquiring) != 0) sched_yield();
-  finch_info("serve: model reloaded from %s: sha256 %s (was %s)", s->model_path, m->sha256, old->sha256);
-  if (now) memcpy(now, m->sha256, FINCH_SHA256_HEX_LEN);
-  serve_model_put(old);
-  atomic_fetch_add_explicit(&s->metrics.reloads_ok, 1, memory_order_relaxed);
-  pthread_mutex_unlock(&s->reload_lock);
-  return FINCH_OK;
-}
-
-/* POST /v1/admin/reload: the file being served, read again. */
-static enum MHD_Result serve_reload_post(finch_server *srv, struct MHD_Connection *conn) {
-  char prev[FINCH_SHA256_HEX_LEN], now[FINCH_SHA256_HEX_LEN];
-  finch_err err = {0};
-  if (serve_reload(srv, NULL, prev, now, &err) != FINCH_OK)
-    return serve_reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "reload failed, still serving %s: %s", prev,
-                             err.msg);
-  finch_info("serve: reload requested over HTTP");
-  return serve_reply_json(conn, MHD_HTTP_OK, json_pack("{s:s, s:s}", "model", now, "previous", prev), NULL);
-}
-
-/* The URL goes back to the client only when it is short, valid UTF-8. */
-static enum MHD_Result serve_not_found(struct MHD_Connection *conn, const char *url) {
-  size_t n = strlen(url);
-  if (n <= 200 && finch_utf8_valid(url, n, NULL))
-    return serve_reply_error(conn, MHD_HTTP_NOT_FOUND, NULL, "no such endpoint: %s", url);
-  return serve_reply_error(conn, MHD_HTTP_NOT_FOUND, NULL, "no such endpoint");
 }
 
 /* Parses a Content-Length value; 0 when absent or unparsable (MHD itself
@@ -1064,187 +223,6 @@ static unsigned long long serve_content_length(struct MHD_Connection *conn) {
   unsigned long long n = strtoull(v, &end, 10);
   if (errno || end == v) return 0;
   return n;
-}
-
-/* Database mode, after routing: key, role, rate, size, then the handler. */
-static enum MHD_Result serve_dispatch_db(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                         const char *method) {
-  const char *deployment = serve_deployment(srv, conn);
-  if (!deployment)
-    return serve_reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
-                             "deployment must be 1 to 100 characters of A-Z a-z 0-9 . _ : -");
-  serve_slot *sl = serve_slot_get(srv);
-  enum MHD_Result ret;
-  finch_principal who;
-  finch_err err = {0};
-  size_t klen = 0;
-  const char *key =
-      finch_auth_bearer(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), &klen);
-  finch_status st = key ? finch_auth_lookup(sl->conn, key, klen, &who, &err) : FINCH_ENOTFOUND;
-  double retry = 0;
-  if (!key) {
-    ret = serve_reply_error_h(conn, MHD_HTTP_UNAUTHORIZED, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer",
-                              "missing API key: send \"Authorization: Bearer <key>\"");
-  } else if (st == FINCH_ENOTFOUND) {
-    ret = serve_reply_error_h(conn, MHD_HTTP_UNAUTHORIZED, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer",
-                              "unknown or revoked API key");
-  } else if (st) {
-    ret = serve_db_failed(conn, "key lookup", &err);
-  } else if (!finch_role_allows(who.role, req->roles)) {
-    ret = serve_reply_error(conn, MHD_HTTP_FORBIDDEN, NULL, "a key of role %s may not use %s %s",
-                            finch_role_name(who.role), method, req->path);
-  } else if (srv->rl && !finch_ratelimit_take(srv->rl, who.id, serve_now_s(), &retry)) {
-    char after[32];
-    snprintf(after, sizeof after, "%.0f", ceil(retry));
-    ret = serve_reply_error_h(conn, MHD_HTTP_TOO_MANY_REQUESTS, MHD_HTTP_HEADER_RETRY_AFTER, after,
-                              "rate limit exceeded for this key; retry after %s s", after);
-  } else if (req->too_big) {
-    ret = serve_reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL, "request body exceeds the limit of %zu bytes",
-                            srv->max_body);
-  } else {
-    switch (req->route) {
-    case SERVE_ROUTE_INTENT:
-      ret = serve_intent(srv, conn, req);
-      break;
-    case SERVE_ROUTE_TURNS:
-      ret = serve_turn(srv, conn, req, sl, &who, deployment);
-      break;
-    case SERVE_ROUTE_TASKS:
-      ret = serve_tasks(srv, conn, sl, deployment);
-      break;
-    case SERVE_ROUTE_TASK:
-      ret = serve_task_label(srv, conn, req, sl, &who, deployment);
-      break;
-    case SERVE_ROUTE_STATS:
-      ret = serve_stats(conn, sl, deployment);
-      break;
-    case SERVE_ROUTE_ROLLOUT:
-      if (strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
-        if (!finch_role_allows(who.role, ROLE_A))
-          ret = serve_reply_error(conn, MHD_HTTP_FORBIDDEN, NULL, "a key of role %s may not use POST /v1/rollout",
-                                  finch_role_name(who.role));
-        else
-          ret = serve_rollout_post(srv, conn, req, sl, &who, deployment);
-      } else {
-        ret = serve_rollout_get(srv, conn, req, sl, deployment);
-      }
-      break;
-    case SERVE_ROUTE_METRICS:
-      ret = serve_metrics_get(srv, conn, req, sl);
-      break;
-    case SERVE_ROUTE_RELOAD:
-      ret = serve_reload_post(srv, conn);
-      break;
-    default:
-      ret = serve_reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "internal error: unrouted request");
-      break;
-    }
-  }
-  serve_slot_put(srv, sl);
-  return ret;
-}
-
-/* Answers a request whose route was decided on its first call. */
-static enum MHD_Result serve_finish(finch_server *srv, struct MHD_Connection *conn, serve_request *req,
-                                    const char *url, const char *method) {
-  if (req->phase == SERVE_PHASE_DONE) /* back from the batcher: checks and keys were passed before */
-    return serve_intent_answer(srv, conn, req);
-  switch (req->route) {
-  case SERVE_ROUTE_NOT_FOUND:
-    return serve_not_found(conn, url);
-  case SERVE_ROUTE_METHOD:
-    return serve_reply_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, req->allow, "method %s not allowed on %s; use %s",
-                             method, req->path, req->allow);
-  case SERVE_ROUTE_HEALTH:
-    return serve_health(srv, conn, req);
-  case SERVE_ROUTE_METRICS:
-    if (!srv->has_db) return serve_metrics_get(srv, conn, req, NULL); /* no keys without a database */
-    break;
-  default:
-    break;
-  }
-  if (!srv->has_db) {
-    if (req->needs_db)
-      return serve_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
-                               "%s needs finch's database, and this server runs without one (start finch serve "
-                               "with --database-url or an embedded cluster under FINCH_HOME)",
-                               req->path);
-    if (req->too_big)
-      return serve_reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
-                               "request body exceeds the limit of %zu bytes", srv->max_body);
-    return serve_intent(srv, conn, req);
-  }
-  return serve_dispatch_db(srv, conn, req, method);
-}
-
-/* The metrics path of a route template ("/v1/rollout"). */
-static serve_path serve_path_of_template(const char *path) {
-  for (int i = 0; path && i < SERVE_PATH_COUNT; i++)
-    if (strcmp(serve__path_name((serve_path)i), path) == 0) return (serve_path)i;
-  return SERVE_PATH_OTHER;
-}
-
-/* Decides the route from the path and the method. */
-static serve_request serve_route_of(const char *url, const char *method) {
-  serve_request r = {.route = SERVE_ROUTE_NOT_FOUND};
-  int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0, post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
-  int head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-  static const char conv[] = "/v1/conversations/", tasks[] = "/v1/labeling/tasks";
-  if (strcmp(url, "/v1/intent") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_INTENT, .path = "/v1/intent", .allow = "POST", .roles = ROLE_I,
-                        .post = 1};
-    if (!post) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/healthz") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_HEALTH, .path = "/healthz", .allow = "GET, HEAD"};
-    if (!get && !head) r.route = SERVE_ROUTE_METHOD;
-  } else if (strncmp(url, conv, sizeof conv - 1) == 0) {
-    const char *id = url + sizeof conv - 1, *slash = strchr(id, '/');
-    if (!slash || slash == id || strcmp(slash, "/turns") != 0) return r;
-    r = (serve_request){.route = SERVE_ROUTE_TURNS, .path = "/v1/conversations/{id}/turns", .allow = "POST",
-                        .roles = ROLE_I, .needs_db = 1, .post = 1};
-    size_t n = (size_t)(slash - id);
-    if (n > SERVE_ID_MAX) n = 0; /* refused as malformed by the handler */
-    memcpy(r.arg, id, n);
-    r.arg[n] = '\0';
-    if (!post) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, tasks) == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_TASKS, .path = tasks, .allow = "GET", .roles = ROLE_L, .needs_db = 1};
-    if (!get) r.route = SERVE_ROUTE_METHOD;
-  } else if (strncmp(url, tasks, sizeof tasks - 1) == 0 && url[sizeof tasks - 1] == '/') {
-    const char *id = url + sizeof tasks;
-    size_t n = strlen(id);
-    if (n == 0 || n > 20 || strspn(id, "0123456789") != n) return r;
-    r = (serve_request){.route = SERVE_ROUTE_TASK, .path = "/v1/labeling/tasks/{id}", .allow = "POST",
-                        .roles = ROLE_L, .needs_db = 1, .post = 1};
-    memcpy(r.arg, id, n + 1);
-    if (!post) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/v1/labeling/stats") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_STATS, .path = "/v1/labeling/stats", .allow = "GET", .roles = ROLE_L,
-                        .needs_db = 1};
-    if (!get) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/v1/rollout") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_ROLLOUT, .path = "/v1/rollout", .allow = "GET, POST",
-                        .roles = ROLE_I | ROLE_L | ROLE_A, .needs_db = 1, .post = post};
-    if (!get && !post) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/metrics") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_METRICS, .path = "/metrics", .allow = "GET", .roles = ROLE_A};
-    if (!get) r.route = SERVE_ROUTE_METHOD;
-  } else if (strcmp(url, "/v1/admin/reload") == 0) {
-    r = (serve_request){.route = SERVE_ROUTE_RELOAD, .path = "/v1/admin/reload", .allow = "POST", .roles = ROLE_A,
-                        .needs_db = 1, .post = 1};
-    if (!post) r.route = SERVE_ROUTE_METHOD;
-  }
-  if (r.route == SERVE_ROUTE_METHOD) r.post = 0;
-  static const serve_path paths[] = {
-      [SERVE_ROUTE_INTENT] = SERVE_PATH_INTENT,   [SERVE_ROUTE_HEALTH] = SERVE_PATH_HEALTH,
-      [SERVE_ROUTE_TURNS] = SERVE_PATH_TURNS,     [SERVE_ROUTE_TASKS] = SERVE_PATH_TASKS,
-      [SERVE_ROUTE_TASK] = SERVE_PATH_TASK,       [SERVE_ROUTE_STATS] = SERVE_PATH_STATS,
-      [SERVE_ROUTE_ROLLOUT] = SERVE_PATH_ROLLOUT, [SERVE_ROUTE_METRICS] = SERVE_PATH_METRICS,
-      [SERVE_ROUTE_RELOAD] = SERVE_PATH_RELOAD,   [SERVE_ROUTE_NOT_FOUND] = SERVE_PATH_OTHER,
-  };
-  /* A wrong method on a known path is counted under that path. */
-  r.mpath = r.route == SERVE_ROUTE_METHOD ? serve_path_of_template(r.path) : paths[r.route];
-  return r;
 }
 
 /* 1 when s is 1..SERVE_RID_MAX characters of [A-Za-z0-9._-]. */
@@ -1291,11 +269,12 @@ static enum MHD_Result serve_access(void *cls, struct MHD_Connection *conn, cons
   if (!req) { /* first call: headers only */
     serve_cur = NULL;
     req = malloc(sizeof *req);
-    if (!req) return serve_reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
-    *req = serve_route_of(url, method);
+    if (!req) return serve__reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
+    memset(req, 0, sizeof *req);
+    serve__route(req, url, method);
     req->srv = srv;
     req->conn = conn;
-    req->t0_ns = serve_now_ns();
+    req->t0_ns = serve__now_ns();
     req->confidence = -1;
     snprintf(req->method, sizeof req->method, "%s", method);
     serve_rid(srv, conn, req->rid);
@@ -1306,13 +285,13 @@ static enum MHD_Result serve_access(void *cls, struct MHD_Connection *conn, cons
     ret = MHD_YES;
     if (atomic_load(&srv->draining)) {
       req->close = 1;
-      ret = serve_reply_error_h(conn, MHD_HTTP_SERVICE_UNAVAILABLE, MHD_HTTP_HEADER_RETRY_AFTER, "1",
+      ret = serve__reply_error_h(conn, MHD_HTTP_SERVICE_UNAVAILABLE, MHD_HTTP_HEADER_RETRY_AFTER, "1",
                                 "the server is shutting down");
     } else if (announced > srv->max_body) {
       if (!req->post)
-        ret = serve_finish(srv, conn, req, url, method);
+        ret = serve__dispatch(srv, conn, req, url, method);
       else
-        ret = serve_reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
+        ret = serve__reply_error(conn, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
                                 "request body of %llu bytes exceeds the limit of %zu bytes", announced,
                                 srv->max_body);
     }
@@ -1346,112 +325,9 @@ static enum MHD_Result serve_access(void *cls, struct MHD_Connection *conn, cons
   }
 
   serve_cur = req; /* the request is complete (or back from the batcher) */
-  ret = serve_finish(srv, conn, req, url, method);
+  ret = serve__dispatch(srv, conn, req, url, method);
   serve_cur = NULL;
   return ret;
-}
-
-/* --- access log ------------------------------------------------------------ */
-
-/* Appends src to dst[*n..cap) as the inside of a JSON string; stops early,
- * at a character boundary, when room runs out (6 bytes are kept for the
- * caller's closing). */
-static void serve_json_esc(char *dst, size_t *n, size_t cap, const char *src) {
-  static const char hex[] = "0123456789abcdef";
-  size_t k = *n;
-  for (const unsigned char *p = (const unsigned char *)src; *p; p++) {
-    size_t need = *p == '"' || *p == '\\' ? 2 : *p < 0x20 ? 6 : 1;
-    if (*p >= 0x80 && (*p & 0xc0) == 0xc0) { /* a lead byte: the whole character must fit */
-      size_t len = (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3 : 4;
-      need = len;
-    }
-    if (k + need + 6 > cap) break;
-    if (*p == '"' || *p == '\\') {
-      dst[k++] = '\\';
-      dst[k++] = (char)*p;
-    } else if (*p < 0x20) {
-      memcpy(dst + k, "\\u00", 4);
-      dst[k + 4] = hex[*p >> 4];
-      dst[k + 5] = hex[*p & 15];
-      k += 6;
-    } else if (need > 1) {
-      size_t i = 0;
-      for (; i < need && p[i]; i++) dst[k++] = (char)p[i];
-      p += i - 1; /* a sequence cut short by the end stops at the NUL */
-    } else {
-      dst[k++] = (char)*p;
-    }
-  }
-  *n = k;
-}
-
-/* One access log line, in one write(2): lines from several threads never
- * interleave (O_APPEND files; pipes up to PIPE_BUF). */
-static void serve_log_request(finch_server *srv, const serve_request *req, uint64_t ns) {
-  char small[1024];
-  size_t cap = sizeof small;
-  char *line = small;
-  if (req->log_text) {
-    cap = 1024 + 6 * strlen(req->log_text);
-    line = malloc(cap);
-    if (!line) {
-      line = small;
-      cap = sizeof small;
-    }
-  }
-  struct timespec wall;
-  clock_gettime(CLOCK_REALTIME, &wall);
-  struct tm tm;
-  gmtime_r(&wall.tv_sec, &tm);
-  char ts[32];
-  size_t tn = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(ts + tn, sizeof ts - tn, ".%03ldZ", wall.tv_nsec / 1000000);
-  int w = snprintf(line, cap, "{\"ts\":\"%s\",\"request_id\":\"%s\",\"method\":\"", ts, req->rid);
-  size_t n = w > 0 ? (size_t)w : 0;
-  serve_json_esc(line, &n, cap, req->method);
-  w = snprintf(line + n, cap - n, "\",\"path\":\"%s\",\"status\":%u,\"latency_ms\":%.3f", serve__path_name(req->mpath),
-               req->status, (double)ns / 1e6);
-  n += w > 0 ? (size_t)w : 0;
-  if (req->engine && n < cap) {
-    w = snprintf(line + n, cap - n, ",\"engine\":\"%s\"", req->engine);
-    n += w > 0 ? (size_t)w : 0;
-  }
-  if (req->engine && n < cap) { /* null: the engine gave no answer (no rule fired) */
-    w = snprintf(line + n, cap - n, ",\"intent\":");
-    n += w > 0 ? (size_t)w : 0;
-    if (req->intent && n + 8 < cap) {
-      line[n++] = '"';
-      serve_json_esc(line, &n, cap, req->intent);
-      line[n++] = '"';
-    } else if (n + 8 < cap) {
-      memcpy(line + n, "null", 4);
-      n += 4;
-    }
-  }
-  if (req->confidence >= 0 && n < cap) {
-    w = snprintf(line + n, cap - n, ",\"confidence\":%.4f", req->confidence);
-    n += w > 0 ? (size_t)w : 0;
-  }
-  if (req->batch && n < cap) {
-    w = snprintf(line + n, cap - n, ",\"batch\":%u", req->batch);
-    n += w > 0 ? (size_t)w : 0;
-  }
-  if (req->log_text && n + 16 < cap) {
-    memcpy(line + n, ",\"text\":\"", 9);
-    n += 9;
-    serve_json_esc(line, &n, cap, req->log_text);
-    line[n++] = '"';
-  }
-  if (n + 2 >= cap) n = cap - 3; /* cannot happen with the margins above; keeps the line a line */
-  line[n++] = '}';
-  line[n++] = '\n';
-  for (size_t off = 0; off < n;) {
-    ssize_t k = write(srv->log_fd, line + off, n - off);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) break; /* a full disk or closed pipe must not stop serving */
-    off += (size_t)k;
-  }
-  if (line != small) free(line);
 }
 
 /* The response has gone out (or the connection has gone): count, log,
@@ -1463,10 +339,10 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
   finch_server *srv = cls;
   serve_request *req = *con_cls;
   if (!req) return;
-  uint64_t ns = serve_now_ns() - req->t0_ns;
-  if (req->status) serve__metrics_request(&srv->metrics, req->mpath, req->status, ns);
-  if (srv->log_fd >= 0) serve_log_request(srv, req, ns);
-  serve_model_put(req->model);
+  uint64_t ns = serve__now_ns() - req->t0_ns;
+  if (req->status) serve__metrics_request(&srv->metrics, req->metric, req->status, ns);
+  if (srv->log_fd >= 0) serve__log_request(srv, req, ns);
+  serve__model_put(req->model);
   json_decref(req->root);
   free(req->probs);
   free(req->log_text);
@@ -1510,7 +386,7 @@ static void serve_free(finch_server *s) {
   free(s->deployment);
   free(s->oos_label);
   serve__batcher_free(s->batcher);
-  serve_model_put(atomic_load(&s->model));
+  serve__model_put(atomic_load(&s->model));
   free(s->model_path);
   finch_redactor_free(s->log_redactor);
   if (s->log_fd_owned) close(s->log_fd);
@@ -1528,7 +404,7 @@ static void serve_observe_batch(void *ctx, size_t n) { serve__metrics_batch(ctx,
 static finch_status serve_open_quality(finch_server *s, const finch_serve_opts *opts, finch_err *err) {
   uint64_t seed = 0;
   if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
-    seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15u ^ (uint64_t)getpid() ^ serve_now_ns();
+    seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15u ^ (uint64_t)getpid() ^ serve__now_ns();
   s->rid_seed = seed;
   const char *log = opts->access_log;
   if (!log || !*log || strcmp(log, "-") == 0) {
@@ -1572,7 +448,7 @@ static finch_status serve_open_db(finch_server *s, const finch_serve_opts *opts,
   pthread_mutex_init(&s->pool_lock, NULL);
   pthread_cond_init(&s->pool_cond, NULL);
   const char *dep = opts->deployment && *opts->deployment ? opts->deployment : "default";
-  if (!serve_id_ok(dep, 100))
+  if (!serve__id_ok(dep, 100))
     return finch_err_set(err, FINCH_EINVAL, "serve: deployment \"%s\" is not 1 to 100 characters of A-Z a-z 0-9 . _ : -",
                          dep);
   s->deployment = strdup(dep);
@@ -1615,7 +491,7 @@ static finch_status serve_open_db(finch_server *s, const finch_serve_opts *opts,
   }
   /* The schema must be there: a server against an unmigrated database would
    * fail every request instead of failing now. */
-  PGresult *r = serve__pq(s->slots[0].conn, "SELECT count(*) FROM api_keys", 0, NULL, err);
+  PGresult *r = finch_db_query_on(s->slots[0].conn, "SELECT count(*) FROM api_keys", 0, NULL, err);
   if (!r) {
     finch_err_prefix(err, "serve: the database lacks finch's tables (run finch db migrate)");
     return FINCH_EDB;
@@ -1655,7 +531,8 @@ finch_status finch_server_start(finch_server **out, const finch_serve_opts *opts
   pthread_mutex_init(&s->backlog_lock, NULL);
   s->backlog_at = -1e9;
   s->log_fd = -1;
-  serve__metrics_init(&s->metrics);
+  const char *labels[SERVE_N_PATHS_MAX];
+  serve__metrics_init(&s->metrics, labels, serve__route_labels(labels, SERVE_N_PATHS_MAX));
   atomic_init(&s->model, NULL);
   atomic_init(&s->acquiring, 0);
   atomic_init(&s->queue_depth, 0);
@@ -1665,7 +542,7 @@ finch_status finch_server_start(finch_server **out, const finch_serve_opts *opts
   s->max_body = opts->max_body ? opts->max_body : SERVE_DEFAULT_MAX_BODY;
 
   serve_model *m = NULL;
-  finch_status st = serve_model_load(&m, opts->model_path, err);
+  finch_status st = serve__model_load(&m, opts->model_path, err);
   if (st != FINCH_OK) {
     serve_free(s);
     return st;
@@ -1701,11 +578,15 @@ finch_status finch_server_start(finch_server **out, const finch_serve_opts *opts
   }
 
   /* A pool of `threads` polling threads (default 2, the cores of the target
-   * machine), each with its own connections. MHD_USE_AUTO is epoll on Linux:
-   * select, poll and epoll measured alike at 8 and 64 connections
-   * (bench/bench_serve.sh; within the noise), and epoll has no FD_SETSIZE
-   * cap on open connections, which matters under overload. */
-  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+   * machine), each with its own connections. poll(2): select, poll and epoll
+   * measured alike at 8 and 64 connections (bench/bench_serve.sh; within the
+   * noise), and poll has no FD_SETSIZE cap on open connections, which
+   * matters under overload. Not epoll: with a thread pool, libmicrohttpd
+   * (0.9.75 to 0.9.77 at least) removes the listen socket from a worker's
+   * epoll set in MHD_quiesce_daemon() while that worker may be removing it
+   * too, and aborts the process when it loses that race (an ENOENT it does
+   * not expect); with poll, quiescing only signals the workers. */
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
   if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
   if (s->batcher) flags |= MHD_ALLOW_SUSPEND_RESUME;
   s->starting = 1;
@@ -1751,7 +632,7 @@ const char *finch_server_model_sha256(const finch_server *s) {
 
 finch_status finch_server_reload(finch_server *s, const char *path, finch_err *err) {
   if (!s) return finch_err_set(err, FINCH_EINVAL, "serve: no server");
-  return serve_reload(s, path, NULL, NULL, err);
+  return serve__reload(s, path, NULL, NULL, err);
 }
 
 void finch_server_stop(finch_server *s) {
@@ -1765,8 +646,8 @@ void finch_server_stop(finch_server *s) {
    * after quiescing and must stay open until the daemon's threads are gone. */
   atomic_store(&s->draining, 1);
   MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
-  uint64_t deadline = serve_now_ns() + (uint64_t)s->drain_ms * 1000000u;
-  while (atomic_load(&s->active) > 0 && serve_now_ns() < deadline)
+  uint64_t deadline = serve__now_ns() + (uint64_t)s->drain_ms * 1000000u;
+  while (atomic_load(&s->active) > 0 && serve__now_ns() < deadline)
     nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 2 * 1000 * 1000}, NULL);
   if (atomic_load(&s->active) > 0)
     finch_warn("serve: %lld request(s) still in flight after %u ms; closing them", atomic_load(&s->active),
@@ -1775,4 +656,27 @@ void finch_server_stop(finch_server *s) {
   MHD_stop_daemon(s->daemon);
   if (lfd != MHD_INVALID_SOCKET) close(lfd);
   serve_free(s);
+}
+
+/* --- signals of the daemon's main thread ---------------------------------- */
+
+static pthread_t serve_signal_target;
+
+/* Runs on a thread that has the signal unblocked (never the target): the
+ * signal becomes pending on the target, where sigwait() takes it.
+ * pthread_kill() is async-signal-safe. */
+static void serve_signal_forward(int sig) { pthread_kill(serve_signal_target, sig); }
+
+int finch_serve_signals_to_caller(const sigset_t *set) {
+  serve_signal_target = pthread_self();
+  int rc = pthread_sigmask(SIG_BLOCK, set, NULL);
+  if (rc != 0) {
+    errno = rc;
+    return -1;
+  }
+  struct sigaction sa = {.sa_handler = serve_signal_forward};
+  sigfillset(&sa.sa_mask);
+  for (int sig = 1; sig < NSIG; sig++)
+    if (sigismember(set, sig) == 1 && sigaction(sig, &sa, NULL) != 0) return -1;
+  return 0;
 }

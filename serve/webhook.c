@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "core/db.h"
+#include "core/http.h"
 #include "core/log.h"
 #include "core/rng.h"
 
@@ -61,24 +62,6 @@ int finch_webhook_event_known(const char *type) {
     if (strcmp(type, wh_events[i]) == 0) return 1;
   return 0;
 }
-
-/* --- libpq ------------------------------------------------------------------ */
-
-/* Runs a statement with text parameters; on failure returns NULL with err
- * holding the server's first message line and the call site. */
-static PGresult *wh_query_at(PGconn *c, const char *sql, int n, const char *const *params, finch_err *err,
-                             const char *file, int line) {
-  PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-  ExecStatusType s = PQresultStatus(r);
-  if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-    const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
-    finch_err_set(err, FINCH_EDB, "%.*s (%s:%d)", (int)strcspn(msg, "\n"), msg, file, line);
-    PQclear(r);
-    return NULL;
-  }
-  return r;
-}
-#define wh_query(c, sql, n, params, err) wh_query_at((c), (sql), (n), (params), (err), __FILE__, __LINE__)
 
 /* --- settings and jitter ----------------------------------------------------- */
 
@@ -207,7 +190,7 @@ finch_status finch_webhook_emit(PGconn *c, const char *event_type, const char *p
       "  FROM ev, webhook_subscriptions s"
       " WHERE s.active AND ($1::text = ANY (s.event_types) OR '*' = ANY (s.event_types))";
   const char *p[] = {event_type, payload_json};
-  PGresult *r = wh_query(c, sql, 2, p, err);
+  PGresult *r = finch_db_query_on(c, sql, 2, p, err);
   if (!r) {
     finch_err_prefix(err, "webhook %s", event_type);
     return FINCH_EDB;
@@ -216,7 +199,7 @@ finch_status finch_webhook_emit(PGconn *c, const char *event_type, const char *p
   PQclear(r);
   if (n > 0) {
     /* Delivered at commit, dropped on rollback: wakes idle workers. */
-    r = wh_query(c, "NOTIFY " WH_CHANNEL, 0, NULL, err);
+    r = finch_db_query_on(c, "NOTIFY " WH_CHANNEL, 0, NULL, err);
     if (!r) return FINCH_EDB;
     PQclear(r);
   }
@@ -285,10 +268,10 @@ finch_status finch_webhook_subscribe(PGconn *c, const char *url, const char *sec
     return st;
   }
   const char *p[] = {url, secret, norm};
-  PGresult *r = wh_query(c,
-                         "INSERT INTO webhook_subscriptions (url, secret, event_types) "
-                         "VALUES ($1, $2, string_to_array($3, ',')) RETURNING id",
-                         3, p, err);
+  PGresult *r = finch_db_query_on(c,
+                                  "INSERT INTO webhook_subscriptions (url, secret, event_types) "
+                                  "VALUES ($1, $2, string_to_array($3, ',')) RETURNING id",
+                                  3, p, err);
   free(norm);
   if (!r) return FINCH_EDB;
   if (id) *id = atoll(PQgetvalue(r, 0, 0));
@@ -309,10 +292,6 @@ static size_t wh_discard(char *data, size_t size, size_t n, void *ctx) {
   (void)data, (void)ctx;
   return size * n;
 }
-
-static pthread_once_t wh_curl_once = PTHREAD_ONCE_INIT;
-static CURLcode wh_curl_rc = CURLE_OK;
-static void wh_curl_init(void) { wh_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 /* One POST of body to url with the signed headers. */
 static void wh_post(const wh_cfg *cfg, const char *url, const char *key, const char *event_type,
@@ -392,7 +371,7 @@ static PGresult *wh_claim(PGconn *c, const wh_cfg *cfg, int *got, finch_err *err
   char lease[16];
   snprintf(lease, sizeof lease, "%u", cfg->lease_s);
   const char *p[] = {cfg->worker_id, lease};
-  PGresult *r = wh_query(c, sql, 2, p, err);
+  PGresult *r = finch_db_query_on(c, sql, 2, p, err);
   *got = r && PQntuples(r) == 1;
   return r;
 }
@@ -412,7 +391,7 @@ static finch_status wh_record(PGconn *c, const wh_cfg *cfg, const char *id, cons
   snprintf(hs, sizeof hs, "%ld", http);
   snprintf(ds, sizeof ds, "%.3f", delay_ms / 1000.0);
   const char *p[] = {id, cfg->worker_id, attempts, status, http > 0 ? hs : NULL, error, ds};
-  PGresult *r = wh_query(c, sql, 7, p, err);
+  PGresult *r = finch_db_query_on(c, sql, 7, p, err);
   if (!r) return FINCH_EDB;
   if (strcmp(PQcmdTuples(r), "1") != 0)
     finch_warn("webhook: outbox row %s: the claim by %s expired before its result was recorded; "
@@ -494,9 +473,11 @@ finch_status finch_webhook_deliver_due(PGconn *c, const finch_webhook_opts *opts
   if (PQtransactionStatus(c) != PQTRANS_IDLE)
     return finch_err_set(err, FINCH_EINVAL, "webhook delivery: the connection is inside a transaction; "
                                             "claims and results must commit on their own");
-  pthread_once(&wh_curl_once, wh_curl_init);
-  if (wh_curl_rc != CURLE_OK)
-    return finch_err_set(err, FINCH_EIO, "webhook delivery: curl_global_init: %s", curl_easy_strerror(wh_curl_rc));
+  finch_status cst = finch_http_global_init(err);
+  if (cst != FINCH_OK) {
+    finch_err_prefix(err, "webhook delivery");
+    return cst;
+  }
   wh_cfg cfg;
   wh_cfg_resolve(opts, &cfg);
   finch_rng rng = {wh_seed(cfg.worker_id)};
@@ -580,9 +561,11 @@ static void *wh_worker_main(void *arg) {
 finch_status finch_webhook_worker_start(finch_webhook_worker **out, const finch_webhook_opts *opts,
                                         finch_err *err) {
   *out = NULL;
-  pthread_once(&wh_curl_once, wh_curl_init);
-  if (wh_curl_rc != CURLE_OK)
-    return finch_err_set(err, FINCH_EIO, "webhook worker: curl_global_init: %s", curl_easy_strerror(wh_curl_rc));
+  finch_status cst = finch_http_global_init(err);
+  if (cst != FINCH_OK) {
+    finch_err_prefix(err, "webhook worker");
+    return cst;
+  }
   finch_webhook_worker *w = calloc(1, sizeof *w);
   if (!w) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
   w->wake[0] = w->wake[1] = -1;
@@ -661,7 +644,7 @@ finch_status finch_webhook_redeliver(PGconn *c, long long outbox_id, finch_err *
   char ids[32];
   snprintf(ids, sizeof ids, "%lld", outbox_id);
   const char *p[] = {ids};
-  PGresult *r = wh_query(c, sql, 1, p, err);
+  PGresult *r = finch_db_query_on(c, sql, 1, p, err);
   if (!r) {
     finch_err_prefix(err, "webhook redeliver %lld", outbox_id);
     return FINCH_EDB;
@@ -674,7 +657,7 @@ finch_status finch_webhook_redeliver(PGconn *c, long long outbox_id, finch_err *
                        outbox_id, PQgetvalue(r, 0, 0));
   PQclear(r);
   if (st) return st;
-  r = wh_query(c, "NOTIFY " WH_CHANNEL, 0, NULL, err);
+  r = finch_db_query_on(c, "NOTIFY " WH_CHANNEL, 0, NULL, err);
   if (!r) return FINCH_EDB;
   PQclear(r);
   finch_info("webhook: outbox row %lld queued for redelivery", outbox_id);
