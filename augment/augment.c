@@ -391,7 +391,7 @@ finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, fin
     st = finch_db_run(db, "UPDATE augment_runs SET status = 'done', finished_at = now(), rows_generated = $2,"
                           " rows_inserted = $3, dropped = $4::jsonb WHERE id = $1", 4, p3, err);
   if (!st) return finch_db_exec(db, "COMMIT", err);
-  PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  finch_db_rollback(db);
   finch_err ignore;
   finch_db_run(db, "UPDATE augment_runs SET status = 'failed', finished_at = now() WHERE id = $1", 1, p3, &ignore);
   return st;

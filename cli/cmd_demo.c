@@ -11,6 +11,7 @@
 #include "augment/augment.h"
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/dataset.h"
 #include "core/paths.h"
@@ -73,12 +74,6 @@ static int ask(unsigned port, const char *text, char *intent, size_t n) {
   return status == 200 ? 0 : -1;
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef struct {
   const char *input, *dataset, *members;
   int sample, json, student_epochs;
@@ -115,7 +110,7 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   unsigned long long seed = a.seed;
   int se = a.student_epochs;
 
-  double t_start = now_s();
+  double t_start = finch_clock_s();
   char input[PATH_MAX], data[PATH_MAX];
   const char *dataset = "banking77";
   finch_data_dir(data, sizeof data);
@@ -221,7 +216,7 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
     fprintf(stderr, "finch demo: the server did not answer\n");
     goto done;
   }
-  double wall = now_s() - t_start;
+  double wall = finch_clock_s() - t_start;
   printf("\nteacher holdout accuracy %.4f, student holdout accuracy %.4f\n", ev_t.accuracy, ev_s.accuracy);
   printf("student model file: %s (see finch models list)\nreport: %s\ndemo wall time: %.1f s\n", out,
          ev_s.report_path, wall);

@@ -7,14 +7,13 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "core/text.h"
 #include "evaluate/evaluate.h"
 #include "evaluate/metrics.h"
 #include "serve/rules.h"
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 static int label_index(char **names, size_t n, const char *s) {
-  char **hit = bsearch(&s, names, n, sizeof *names, cmp_str);
+  char **hit = bsearch(&s, names, n, sizeof *names, finch_cmp_str);
   return hit ? (int)(hit - names) : -1;
 }
 
@@ -34,7 +33,7 @@ static int rules_eval(const finch_rules *rules, const finch_eval_rows *p, int js
     if (got[i]) names[nl++] = (char *)got[i];
   }
   double us = p->n ? 1e6 * ((double)clock() - t0) / CLOCKS_PER_SEC / (double)p->n : 0;
-  qsort(names, nl, sizeof *names, cmp_str);
+  qsort(names, nl, sizeof *names, finch_cmp_str);
   size_t u = 0;
   for (size_t i = 0; i < nl; i++)
     if (!u || strcmp(names[u - 1], names[i])) names[u++] = names[i];

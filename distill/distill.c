@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/dataset.h"
 #include "core/log.h"
 #include "core/models.h"
@@ -21,12 +22,6 @@
 #include "nn/model_arch.h"
 
 typedef finch_dataset_split rows;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The default epoch counts are passes over the source rows. An augmented
  * variant is a perturbed copy of its parent, so a pass over source plus
@@ -144,7 +139,7 @@ static finch_status store_complexity(finch_db *db, long long model_id, const row
     if (!st) st = end;
   }
   if (!st) st = finch_db_exec(db, "COMMIT", err);
-  if (st) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  if (st) finch_db_rollback(db);
   return st;
 }
 
@@ -315,11 +310,11 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     tc.epochs = opts->teacher_epochs > 0 ? (uint32_t)opts->teacher_epochs
                                          : scaled_epochs(tc.epochs, n_source, train->n);
     finch_info("training the teacher on %zu rows, %zu intents (%u epochs)", train->n, nl, tc.epochs);
-    t0 = now_s();
+    t0 = finch_clock_s();
     st = nn_model_train(&teacher, &ds, labels, nl, &tc, NULL, be,
                         opts->quiet ? NULL : on_epoch, "teacher", err);
     if (st) goto out;
-    res->teacher_seconds = now_s() - t0;
+    res->teacher_seconds = finch_clock_s() - t0;
     res->teacher_dev_acc = accuracy(teacher, dev);
     res->teacher_params = (long long)nn_model_n_params(teacher);
     finch_info("teacher: %lld parameters, dev accuracy %.4f (%zu rows), %.1f s", res->teacher_params,
@@ -378,7 +373,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   snprintf(res->student_arch, sizeof res->student_arch, "%s", tfm_student ? "tfm" : "bow");
   snprintf(res->stage, sizeof res->stage, "%s", tfm_student ? (opts->stage && *opts->stage ? opts->stage : "vertical")
                                                             : "finance");
-  t0 = now_s();
+  t0 = finch_clock_s();
   if (tfm_student && !teacher) {
     st = finch_err_set(err, FINCH_EINVAL, "a transformer student needs a teacher with an encoder member; an external "
                        "teacher gives soft labels only (use --student bow)");
@@ -451,7 +446,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
                         opts->quiet ? NULL : on_epoch, "student", err);
     if (st) goto out;
   }
-  res->student_seconds = now_s() - t0;
+  res->student_seconds = finch_clock_s() - t0;
   res->student_dev_acc = accuracy(student, dev);
   res->student_params = (long long)nn_model_n_params(student);
   finch_info("student: %lld parameters, dev accuracy %.4f, %.1f s", res->student_params, res->student_dev_acc,

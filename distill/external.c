@@ -155,8 +155,6 @@ finch_status distill__ext_store(finch_db *db, long long model_id, const char *te
                           " DO UPDATE SET probs = EXCLUDED.probs, created_at = now()", 2, p, err);
 }
 
-void distill__ext_rollback(finch_db *db) { PQclear(PQexec(finch_db_conn(db), "ROLLBACK")); }
-
 finch_status distill__ext_count_stored(finch_db *db, long long model_id, const char *temp, const ext_data *d,
                                        long long *n, finch_err *err) {
   char mid[32];
@@ -544,7 +542,7 @@ finch_status finch_external_import(finch_db *db, const finch_external_import_opt
                o->path, m, m == 1 ? "" : "s", res->model_id, res->reused ? "registered earlier" : "registered now", res->n_unlabelled,
                res->n_train);
 done:
-  if (in_tx) distill__ext_rollback(db);
+  if (in_tx) finch_db_rollback(db);
   fclose(fp);
   for (size_t i = 0; i < j.n_unknown && i < EXT_MAX_UNKNOWN; i++) free(j.unknown[i]);
   finch_redactor_free(j.red);

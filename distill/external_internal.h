@@ -40,7 +40,6 @@ finch_status distill__ext_teacher(finch_db *db, const char *dataset, const ext_d
  * inside the caller's transaction. */
 finch_status distill__ext_store(finch_db *db, long long model_id, const char *temp, const long long *ids,
                                 const float *probs, size_t m, size_t C, finch_err *err);
-void distill__ext_rollback(finch_db *db);
 /* Training rows of d with a stored output of model_id at temp. */
 finch_status distill__ext_count_stored(finch_db *db, long long model_id, const char *temp, const ext_data *d,
                                        long long *n, finch_err *err);

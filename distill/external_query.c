@@ -440,7 +440,7 @@ finch_status finch_external_query(finch_db *db, const finch_external_query_opts 
     st = distill__ext_store(db, res->model_id, temp, ids, probs, nb, d.C, err);
     if (!st) st = finch_db_exec(db, "COMMIT", err);
     if (st) {
-      distill__ext_rollback(db);
+      finch_db_rollback(db);
       break;
     }
     res->n_scored += (long long)nb;

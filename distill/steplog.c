@@ -5,14 +5,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "distill/internal.h"
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void finch_distill__on_step(void *ctx, const nn_tfm_progress *p) {
   finch_distill__steplog *s = ctx;
@@ -29,7 +24,7 @@ void finch_distill__on_step(void *ctx, const nn_tfm_progress *p) {
   }
   if (k > 0 && s->len + (size_t)k + 1 <= s->cap) memcpy(s->buf + s->len, line, (size_t)k), s->len += (size_t)k;
   if (s->quiet) return;
-  double t = now_s();
+  double t = finch_clock_s();
   if (p->step != p->total && t - s->last_print < (s->tty ? 0.2 : 15.0)) return;
   s->last_print = t;
   int eta = (int)p->eta_s;

@@ -9,17 +9,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/dataset.h"
 #include "core/log.h"
 #include "distill/internal.h"
 #include "nn/model_arch.h"
 #include "nn/tfm_train.h"
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Encodes texts for the student and, when matching layers, for the teacher. */
 static finch_status encode_pair(const finch_distill__tfm_args *a, const nn_tokenizer *tok, const char *const *texts,
@@ -78,7 +73,7 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
     }
     finch_info("student initialised from %s (%zu tensors)", o->init_student, copied);
   }
-  double t0 = now_s();
+  double t0 = finch_clock_s();
   if (do_general) {
     /* General stage: the teacher encoder's hidden states and attention on
      * general-domain text (no labels there for the finance head). */
@@ -158,7 +153,7 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
     if (a->checkpoint) unlink(ck);
     if ((st = finch_distill__flush_steps(a->db, &pg, err)) != FINCH_OK) goto out;
   }
-  *a->seconds = now_s() - t0;
+  *a->seconds = finch_clock_s() - t0;
   if (sc.head_gates && do_vertical && a->complexity && a->gate_share) {
     /* Heads open per complexity bin, over the training rows. */
     float *share = malloc((a->n ? a->n : 1) * sizeof *share);

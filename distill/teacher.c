@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/dataset.h"
 #include "core/hash.h"
 #include "core/log.h"
@@ -18,12 +19,6 @@
 #include "distill/internal.h"
 #include "nn/model_arch.h"
 #include "nn/tfm_train.h"
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* Rows of a split as the members take them: texts point into the loaded split. */
 typedef struct {
@@ -449,7 +444,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   memset(ms, 0, sizeof ms);
   nn_model *ens = NULL;
   char *meta_s = NULL, *metrics_s = NULL;
-  const double t_start = now_s();
+  const double t_start = finch_clock_s();
   finch_status st = load_rows(&c, err);
   if (st) goto out;
   res->n_train = (long long)c.train.n;
@@ -506,11 +501,11 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     }
     for (size_t i = 0; i < c.train.n; i++) tt[i] = c.train.texts[i];
     for (size_t i = 0; i < c.n_general; i++) tt[c.train.n + i] = c.general[i];
-    double t0 = now_s();
+    double t0 = finch_clock_s();
     st = nn_tokenizer_train(&c.tok, tt, nt, opts->vocab ? opts->vocab : 8000, 2, err);
     free(tt);
     if (st) goto out;
-    finch_info("tokenizer: %u pieces from %zu texts in %.1f s", nn_tokenizer_size(c.tok), nt, now_s() - t0);
+    finch_info("tokenizer: %u pieces from %zu texts in %.1f s", nn_tokenizer_size(c.tok), nt, finch_clock_s() - t0);
   }
   if (want_tfm && (st = finch_distill__run_begin(db, "teacher", opts->dataset, &c.run_id, err)) != FINCH_OK) goto out;
   char base[FINCH_SHA256_HEX_LEN] = "";
@@ -519,7 +514,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   int n_bow = 0;
   for (size_t i = 0; i < k; i++) {
     member *m = &ms[i];
-    double t0 = now_s();
+    double t0 = finch_clock_s();
     int is_tfm = !strncmp(m->name, "tfm", 3) || !strncmp(m->name, "ktfm", 4);
     int is_bow = !strncmp(m->name, "bow", 3);
     int ordinal = is_tfm ? ++c.n_tfm : is_bow ? ++n_bow : 1;
@@ -545,7 +540,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
       finch_err_prefix(err, "teacher member %s", m->name);
       goto out;
     }
-    m->seconds = now_s() - t0;
+    m->seconds = finch_clock_s() - t0;
     m->dev_probs = malloc(c.dev.n * c.C * sizeof *m->dev_probs);
     if (!m->dev_probs) {
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
@@ -619,7 +614,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   if ((st = nn_model_save(ens, res->path, NN_DTYPE_F32, sha, err)) != FINCH_OK) goto out;
   struct stat sb;
   stat(res->path, &sb);
-  res->seconds = now_s() - t_start;
+  res->seconds = finch_clock_s() - t_start;
   json_t *metrics = json_pack("{s:f, s:f, s:f}", "dev_accuracy", acc, "dev_nll", nll, "train_seconds", res->seconds);
   metrics_s = json_dumps(metrics, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(metrics);

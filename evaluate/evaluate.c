@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/csv.h"
 #include "core/dataset.h"
 #include "core/hash.h"
@@ -114,12 +115,6 @@ finch_status finch_eval_rows_load(finch_db *db, const finch_eval_opts *opts, fin
   return read_db(db, opts->dataset, opts->split ? opts->split : "dev", rows, err);
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
-}
-
 finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err) {
   memset(res, 0, sizeof *res);
   const char *split = opts->split ? opts->split : "dev";
@@ -166,9 +161,9 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
       g = (int)(C + k);
     }
     gold[i] = g;
-    double t0 = now_ms();
+    double t0 = 1e3 * finch_clock_s();
     pred[i] = nn_model_predict(m, ex.texts[i], probs, 1.0f);
-    lat[i] = now_ms() - t0;
+    lat[i] = 1e3 * finch_clock_s() - t0;
     if (pred[i] < 0) {
       st = finch_err_set(err, FINCH_ENOMEM, "prediction failed on row %zu", i + 1);
       break;

@@ -57,8 +57,6 @@ typedef struct {
   size_t n;
 } label_set;
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
 static void label_set_free(label_set *ls) {
   for (size_t i = 0; i < ls->n; i++) free(ls->names[i]);
   free(ls->names);
@@ -110,7 +108,7 @@ static finch_status label_set_load(label_set *ls, const char *path, finch_err *e
   }
   fclose(fp);
   if (!st && ls->n == 0) st = finch_err_set(err, FINCH_EFORMAT, "%s: no labels", path);
-  if (!st) qsort(ls->names, ls->n, sizeof *ls->names, cmp_str);
+  if (!st) qsort(ls->names, ls->n, sizeof *ls->names, finch_cmp_str);
   return st;
 }
 
@@ -203,7 +201,7 @@ static int take_record(reader *rd, const finch_record *rec) {
     goto out;
   }
   if (row.label && !*row.label) row.label = NULL;
-  if (row.label && rd->labels.n && !bsearch(&row.label, rd->labels.names, rd->labels.n, sizeof(char *), cmp_str)) {
+  if (row.label && rd->labels.n && !bsearch(&row.label, rd->labels.names, rd->labels.n, sizeof(char *), finch_cmp_str)) {
     rc = reject(rd, line, "label", "unknown label '%s' (not in --labels)", row.label);
     goto out;
   }

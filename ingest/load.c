@@ -136,7 +136,7 @@ static finch_status stage_batch_upsert(finch_db *db, const ingest_table *t, size
     *dev = atoll(PQgetvalue(r, 0, 1));
     PQclear(r);
   }
-  if (st) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  if (st) finch_db_rollback(db);
   return st;
 }
 
@@ -183,13 +183,13 @@ finch_status ingest_run_finish(finch_db *db, const ingest_table *t, const ingest
     }
   }
   if (!st) st = finch_db_exec(db, "COMMIT", err);
-  if (st) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  if (st) finch_db_rollback(db);
   free(reds);
   return st;
 }
 
 void ingest_run_fail(finch_db *db, long long run_id, const char *msg) {
-  if (PQtransactionStatus(finch_db_conn(db)) != PQTRANS_IDLE) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  finch_db_rollback(db);
   char run[32];
   snprintf(run, sizeof run, "%lld", run_id);
   const char *p[] = {run, msg};
@@ -275,7 +275,7 @@ finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from
     *dev = d;
     return FINCH_OK;
   }
-  PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  finch_db_rollback(db);
   if (strstr(err->msg, "duplicate key")) {
     finch_debug("batch at row %zu raced a concurrent load; loading it with ON CONFLICT", from);
     return stage_batch_upsert(db, t, from, to, run, inserted, dev, err);
@@ -292,7 +292,7 @@ finch_status ingest_commit_batch(finch_db *db, const ingest_run *run, size_t to,
   finch_status st = finch_db_run(db, "UPDATE ingest_runs SET rows_loaded = $2, rows_inserted = rows_inserted + $3"
                                      " WHERE id = $1", 3, p, err);
   if (!st) st = finch_db_exec(db, "COMMIT", err);
-  if (st) PQclear(PQexec(finch_db_conn(db), "ROLLBACK"));
+  if (st) finch_db_rollback(db);
   return st;
 }
 

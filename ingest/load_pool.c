@@ -81,7 +81,7 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&p->mu);
     if (failed) {
       /* An earlier batch failed: this one must not land above the gap. */
-      PQclear(PQexec(finch_db_conn(w->db), "ROLLBACK"));
+      finch_db_rollback(w->db);
       break;
     }
     st = ingest_commit_batch(w->db, p->run, to, ins, &err);

@@ -3,6 +3,7 @@
  * the work area's backend (nn/ops.h): the CPU table calls the layers of
  * nn/tfm_ops.c on host memory; a device table runs the same passes on device
  * memory. Head gates and the MLM head are host code, so they need the CPU. */
+#include "core/clock.h"
 #include "nn/tfm.h"
 
 #include <math.h>
@@ -468,16 +469,10 @@ static void dropout(nn_tfm_work *w, float *x, float *mask, size_t n, float p, nn
 
 /* ---- profiling --------------------------------------------------------- */
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Charges the time since *t to op and restarts *t. */
 static inline void lap(nn_tfm_work *w, double *acc, int op, double *t) {
   if (!w->prof) return;
-  double t1 = now_s();
+  double t1 = finch_clock_s();
   acc[op] += t1 - *t;
   *t = t1;
 }
@@ -527,7 +522,7 @@ void nn_tfm_forward(const nn_tfm *m, nn_tfm_work *w, const nn_tfm_batch *b, int 
   const size_t ND = (size_t)N * D, A = (size_t)B * Hh * T * T;
   const float p = c->dropout;
   const float *P = w->dparams ? w->dparams : m->params;
-  double *acc = w->prof_fwd, t = w->prof ? now_s() : 0.0;
+  double *acc = w->prof_fwd, t = w->prof ? finch_clock_s() : 0.0;
   w->B = B;
   w->T = T;
   w->P = 0;
@@ -662,7 +657,7 @@ const float *nn_tfm_mlm_forward(const nn_tfm *m, nn_tfm_work *w, const int32_t *
   nn_backend *be = w->be; /* the CPU: the head runs on host work areas only */
   if (!w->on_host || P < 1 || P > w->Bmax * w->Tmax || mlm_reserve(w, P) != 0) return NULL;
   const int D = (int)m->cfg.dim, V = (int)m->cfg.vocab;
-  double t = w->prof ? now_s() : 0.0;
+  double t = w->prof ? finch_clock_s() : 0.0;
   for (int i = 0; i < P; i++)
     memcpy(w->mlm_h + (size_t)i * D, w->hf + (size_t)pos[i] * D, (size_t)D * sizeof(float)); /* (P,D) */
   memcpy(w->mlm_pos, pos, (size_t)P * sizeof *pos);
@@ -689,7 +684,7 @@ void nn_tfm_backward(const nn_tfm *m, nn_tfm_work *w, const nn_tfm_batch *b, flo
   const size_t ND = (size_t)N * D;
   const float *P = w->dparams ? w->dparams : m->params;
   const staged_batch sb = stage(w, b, 0); /* staged by the forward */
-  double *acc = w->prof_bwd, t = w->prof ? now_s() : 0.0;
+  double *acc = w->prof_bwd, t = w->prof ? finch_clock_s() : 0.0;
 
   /* head: dlogits -> dpooled -> dhf */
   op->zero(be, w->dhf, ND * sizeof(float));

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "nn/loss.h"
 #include "nn/ops.h"
@@ -22,12 +23,6 @@
 #include "nn/tfm_ops.h"
 
 enum { RNG_SHUFFLE = 11, RNG_DROPOUT = 12, RNG_MASK = NN__TFM_RNG_MASK };
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---- checkpoints ---------------------------------------------------------- */
 
@@ -336,7 +331,7 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
   const nn_adamw_config ac = nn_adamw_defaults();
   const size_t nt = nn_tfm_n_tensors(m);
   const nn_tfm_tensor *ng = nn_tfm_tensor_find(m, "ng_emb");
-  const double t0 = now_s();
+  const double t0 = finch_clock_s();
   const uint64_t step0 = h.step;
   while (h.step < total) {
     if (h.batch_in_epoch >= per_epoch) {
@@ -506,7 +501,7 @@ finch_status nn_tfm_train(nn_tfm *m, nn_backend *be, const nn_tfm_data *d, const
     h.step++;
     h.batch_in_epoch++;
     if (cb) {
-      double el = now_s() - t0;
+      double el = finch_clock_s() - t0;
       double eps = el > 0 ? (double)(h.step - step0) * c->batch / el : 0;
       nn_tfm_progress pr = {.step = h.step, .total = total, .epoch = h.epoch + 1, .epochs = c->epochs,
                             .loss = (float)(cls_loss + c->mlm_weight * mlm_loss + d->hidden_weight * hid_loss +

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "nn/model_arch.h"
 
@@ -28,12 +29,6 @@ struct serve_batcher {
   const char **texts;
   int32_t *preds;
 };
-
-static uint64_t batcher_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Runs items (a list of n) grouped into runs of the same model, in queue
  * order; texts and preds are max_batch long. */
@@ -156,7 +151,7 @@ void serve__batcher_submit(serve_batcher *b, serve_batch_item *it) {
   it->next = NULL;
   it->pred = -1;
   it->batch = 0;
-  it->queued_ns = batcher_now_ns();
+  it->queued_ns = finch_clock_ns();
   pthread_mutex_lock(&b->lock);
   if (b->stopping) { /* no thread will take it: run it here, a batch of one */
     pthread_mutex_unlock(&b->lock);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "serve/labeling.h"
@@ -77,7 +78,7 @@ enum MHD_Result serve__metrics_get(const serve_call *c) {
   long long backlog = -1;
   if (sl) {
     pthread_mutex_lock(&srv->backlog_lock);
-    double now = (double)serve__now_ns() / 1e9;
+    double now = (double)finch_clock_ns() / 1e9;
     if (now - srv->backlog_at >= 1.0) {
       srv->backlog = (long long)finch_webhook_backlog(sl->conn);
       srv->backlog_at = now;

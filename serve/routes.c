@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "serve/server_internal.h"
@@ -178,7 +179,7 @@ static enum MHD_Result route_dispatch_db(serve_call *c, const char *method) {
   } else if (!finch_role_allows(who.role, req->route->roles)) {
     ret = serve__reply_error(conn, MHD_HTTP_FORBIDDEN, NULL, "a key of role %s may not use %s %s",
                              finch_role_name(who.role), method, req->path);
-  } else if (srv->rl && !finch_ratelimit_take(srv->rl, who.id, (double)serve__now_ns() / 1e9, &retry)) {
+  } else if (srv->rl && !finch_ratelimit_take(srv->rl, who.id, (double)finch_clock_ns() / 1e9, &retry)) {
     char after[32];
     snprintf(after, sizeof after, "%.0f", ceil(retry));
     ret = serve__reply_error_h(conn, MHD_HTTP_TOO_MANY_REQUESTS, MHD_HTTP_HEADER_RETRY_AFTER, after,

@@ -77,6 +77,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/db.h"
 #include "core/log.h"
 #include "core/redact.h"
@@ -92,12 +93,6 @@
  * around each handler call, so that the reply helpers, which see only the
  * connection, can stamp the request id and record the status. */
 static _Thread_local serve_request *serve_cur;
-
-uint64_t serve__now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* --- responses ------------------------------------------------------------ */
 
@@ -274,7 +269,7 @@ static enum MHD_Result serve_access(void *cls, struct MHD_Connection *conn, cons
     serve__route(req, url, method);
     req->srv = srv;
     req->conn = conn;
-    req->t0_ns = serve__now_ns();
+    req->t0_ns = finch_clock_ns();
     req->confidence = -1;
     snprintf(req->method, sizeof req->method, "%s", method);
     serve_rid(srv, conn, req->rid);
@@ -339,7 +334,7 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
   finch_server *srv = cls;
   serve_request *req = *con_cls;
   if (!req) return;
-  uint64_t ns = serve__now_ns() - req->t0_ns;
+  uint64_t ns = finch_clock_ns() - req->t0_ns;
   if (req->status) serve__metrics_request(&srv->metrics, req->metric, req->status, ns);
   if (srv->log_fd >= 0) serve__log_request(srv, req, ns);
   serve__model_put(req->model);
@@ -404,7 +399,7 @@ static void serve_observe_batch(void *ctx, size_t n) { serve__metrics_batch(ctx,
 static finch_status serve_open_quality(finch_server *s, const finch_serve_opts *opts, finch_err *err) {
   uint64_t seed = 0;
   if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
-    seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15u ^ (uint64_t)getpid() ^ serve__now_ns();
+    seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15u ^ (uint64_t)getpid() ^ finch_clock_ns();
   s->rid_seed = seed;
   const char *log = opts->access_log;
   if (!log || !*log || strcmp(log, "-") == 0) {
@@ -646,8 +641,8 @@ void finch_server_stop(finch_server *s) {
    * after quiescing and must stay open until the daemon's threads are gone. */
   atomic_store(&s->draining, 1);
   MHD_socket lfd = MHD_quiesce_daemon(s->daemon);
-  uint64_t deadline = serve__now_ns() + (uint64_t)s->drain_ms * 1000000u;
-  while (atomic_load(&s->active) > 0 && serve__now_ns() < deadline)
+  uint64_t deadline = finch_clock_ns() + (uint64_t)s->drain_ms * 1000000u;
+  while (atomic_load(&s->active) > 0 && finch_clock_ns() < deadline)
     nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 2 * 1000 * 1000}, NULL);
   if (atomic_load(&s->active) > 0)
     finch_warn("serve: %lld request(s) still in flight after %u ms; closing them", atomic_load(&s->active),

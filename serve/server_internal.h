@@ -238,8 +238,6 @@ enum MHD_Result serve__reload_post(const serve_call *c); /* POST /v1/admin/reloa
 
 /* --- the lifecycle (serve/server.c) --------------------------------------------- */
 
-/* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t serve__now_ns(void);
 
 /* Queues resp (consumed) with the request id (and Connection: close while
  * draining) and records status for the access log. */
