@@ -13,6 +13,7 @@
 #define FINCH_SOURCE_DIR "."
 #endif
 #include "serve/serve.h"
+#include "serve/webhook.h"
 
 /* The options struct of `finch serve`: the server's own, and the CLI's. */
 typedef struct {
@@ -23,43 +24,44 @@ typedef struct {
 #define F(m) FINCH_OPT_FIELD(serve_args, s.m)
 #define MS_DAY 86400000
 
-/* Defaults that the server also applies to a zero field (serve/server.c's
- * SERVE_DEFAULT_*, serve/webhook.c's WH_DEFAULT_*) are the same numbers;
- * the gate's come from finch_gate_opts_default() (init below). */
+/* Defaults that the server also applies to a zero field are its constants
+ * (FINCH_SERVE_DEFAULT_* in serve/serve.h, FINCH_WEBHOOK_DEFAULT_* in
+ * serve/webhook.h); the gate's come from finch_gate_opts_default() (init
+ * below). */
 static const finch_opt serve_opts[] = {
     {"model", 'm', FINCH_OPT_STRING, F(model_path), .arg = "FILE|ID", .help = "model file (or registered model id) to serve"},
-    {"host", 0, FINCH_OPT_STRING, F(host), .def = "127.0.0.1", .arg = "ADDR", .help = "address to bind"},
+    {"host", 0, FINCH_OPT_STRING, F(host), .def = FINCH_SERVE_DEFAULT_HOST, .arg = "ADDR", .help = "address to bind"},
     {"port", 'p', FINCH_OPT_INT, F(port), .def = "8080", .min = 0, .max = 65535, .arg = "N",
      .help = "TCP port; 0 picks a free one"},
     {"max-body", 0, FINCH_OPT_INT, F(max_body), .setting = "max_body", .min = 1, .max = 1e308, .arg = "BYTES",
      .help = "largest request body; larger gets 413"},
-    {"threads", 0, FINCH_OPT_INT, F(threads), .def = "2", .min = 1, .max = 256, .arg = "N", .help = "worker threads"},
+    {"threads", 0, FINCH_OPT_INT, F(threads), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_THREADS), .min = 1, .max = 256, .arg = "N", .help = "worker threads"},
     {"no-database", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(serve_args, no_database),
      .help = "serve without the database: only /v1/intent and /healthz, no API keys"},
     {"rules", 0, FINCH_OPT_STRING, F(rules_path), .def = FINCH_SOURCE_DIR "/serve/rules/banking77.rules",
      .arg = "FILE", .help = "legacy rule file"},
-    {"deployment", 'd', FINCH_OPT_STRING, F(deployment), .def = "default", .arg = "NAME",
+    {"deployment", 'd', FINCH_OPT_STRING, F(deployment), .def = FINCH_SERVE_DEFAULT_DEPLOYMENT, .arg = "NAME",
      .help = "the deployment this server answers for"},
     {"oos-label", 0, FINCH_OPT_STRING, F(oos_label), .arg = "LABEL",
      .help = "the model's out-of-scope label; the rules answer it in primary"},
-    {"min-confidence", 0, FINCH_OPT_FLOAT, F(min_confidence), .def = "0.5", .min = 0, .max = 1, .arg = "X",
+    {"min-confidence", 0, FINCH_OPT_FLOAT, F(min_confidence), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_MIN_CONFIDENCE), .min = 0, .max = 1, .arg = "X",
      .help = "the model answers at or above it in canary/primary"},
-    {"canary-share", 0, FINCH_OPT_FLOAT, F(canary_share), .def = "0.1", .min = 0, .max = 1, .arg = "X",
+    {"canary-share", 0, FINCH_OPT_FLOAT, F(canary_share), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_CANARY_SHARE), .min = 0, .max = 1, .arg = "X",
      .help = "canary share when the stage does not set one"},
-    {"handoff-below", 0, FINCH_OPT_FLOAT, F(handoff_below), .def = "0.5", .min = 0, .max = 1, .arg = "X",
+    {"handoff-below", 0, FINCH_OPT_FLOAT, F(handoff_below), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_HANDOFF_BELOW), .min = 0, .max = 1, .arg = "X",
      .help = "handoff.requested under this confidence"},
-    {"rate", 0, FINCH_OPT_FLOAT, F(rate_per_s), .def = "20", .min = 0, .max = 1e308, .arg = "N",
+    {"rate", 0, FINCH_OPT_FLOAT, F(rate_per_s), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_RATE), .min = 0, .max = 1e308, .arg = "N",
      .help = "requests a second per key, refilled"},
-    {"burst", 0, FINCH_OPT_FLOAT, F(rate_burst), .def = "40", .min = 0, .max = 1e308, .arg = "N",
+    {"burst", 0, FINCH_OPT_FLOAT, F(rate_burst), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_BURST), .min = 0, .max = 1e308, .arg = "N",
      .help = "requests per key at once"},
     {"no-webhooks", 0, FINCH_OPT_BOOL, F(no_webhook_worker), .help = "do not run a webhook delivery worker in this process"},
-    {"webhook-poll-ms", 0, FINCH_OPT_INT, F(webhook_poll_ms), .def = "1000", .min = 0, .max = 3600000, .arg = "N",
+    {"webhook-poll-ms", 0, FINCH_OPT_INT, F(webhook_poll_ms), .def = FINCH_OPT_DEF(FINCH_WEBHOOK_DEFAULT_POLL_MS), .min = 0, .max = 3600000, .arg = "N",
      .help = "webhook worker: idle wait between outbox passes"},
-    {"webhook-backoff-ms", 0, FINCH_OPT_INT, F(webhook_backoff_ms), .def = "1000", .min = 0, .max = MS_DAY,
+    {"webhook-backoff-ms", 0, FINCH_OPT_INT, F(webhook_backoff_ms), .def = FINCH_OPT_DEF(FINCH_WEBHOOK_DEFAULT_BASE_BACKOFF_MS), .min = 0, .max = MS_DAY,
      .arg = "N", .help = "webhook worker: first retry delay bound"},
-    {"webhook-max-backoff-ms", 0, FINCH_OPT_INT, F(webhook_max_backoff_ms), .def = "600000", .min = 0,
+    {"webhook-max-backoff-ms", 0, FINCH_OPT_INT, F(webhook_max_backoff_ms), .def = FINCH_OPT_DEF(FINCH_WEBHOOK_DEFAULT_MAX_BACKOFF_MS), .min = 0,
      .max = MS_DAY, .arg = "N", .help = "webhook worker: largest retry delay bound"},
-    {"webhook-max-attempts", 0, FINCH_OPT_INT, F(webhook_max_attempts), .def = "10", .min = 0, .max = 1000,
+    {"webhook-max-attempts", 0, FINCH_OPT_INT, F(webhook_max_attempts), .def = FINCH_OPT_DEF(FINCH_WEBHOOK_DEFAULT_MAX_ATTEMPTS), .min = 0, .max = 1000,
      .arg = "N", .help = "webhook worker: attempts before an event is dead"},
     {"gate-margin", 0, FINCH_OPT_FLOAT, F(gate.margin), .arg = "X",
      .help = "promotion gate margin (see finch rollout --help)"},
@@ -71,13 +73,13 @@ static const finch_opt serve_opts[] = {
      .help = "promotion gate: per-intent accuracy floor"},
     {"batch-window-us", 0, FINCH_OPT_INT, F(batch_window_us), .def = "0", .min = 0, .max = 1000000, .arg = "N",
      .help = "batch /v1/intent, waiting up to N us for a batch while busy; 0: no batching"},
-    {"max-batch", 0, FINCH_OPT_INT, F(max_batch), .def = "32", .min = 1, .max = 65536, .arg = "N",
+    {"max-batch", 0, FINCH_OPT_INT, F(max_batch), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_MAX_BATCH), .min = 1, .max = 65536, .arg = "N",
      .help = "texts per batch"},
-    {"batch-threads", 0, FINCH_OPT_INT, F(batch_threads), .def = "1", .min = 1, .max = 64, .arg = "N",
+    {"batch-threads", 0, FINCH_OPT_INT, F(batch_threads), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_BATCH_THREADS), .min = 1, .max = 64, .arg = "N",
      .help = "batcher threads"},
-    {"max-queue", 0, FINCH_OPT_INT, F(max_queue), .def = "1024", .min = 1, .max = 1000000, .arg = "N",
+    {"max-queue", 0, FINCH_OPT_INT, F(max_queue), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_MAX_QUEUE), .min = 1, .max = 1000000, .arg = "N",
      .help = "classifications in flight; one more is answered 503 with Retry-After"},
-    {"drain-ms", 0, FINCH_OPT_INT, F(drain_ms), .def = "5000", .min = 1, .max = 3600000, .arg = "N",
+    {"drain-ms", 0, FINCH_OPT_INT, F(drain_ms), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_DRAIN_MS), .min = 1, .max = 3600000, .arg = "N",
      .help = "on SIGTERM/SIGINT, wait this long for requests in flight"},
     {"access-log", 0, FINCH_OPT_STRING, F(access_log), .def = "-", .arg = "FILE|-|off",
      .help = "one JSON line per request to FILE, stderr (-) or nowhere (off)"},

@@ -79,8 +79,8 @@ static const finch_opt webhooks_opts[] = {
     {"limit", 0, FINCH_OPT_INT, F(limit), .def = "50", .min = 1, .max = 1e308, .arg = "N",
      .help = "outbox: at most N rows, newest first"},
     {"once", 0, FINCH_OPT_BOOL, F(once), .help = "deliver: one pass over the due rows, then exit"},
-    {"max-attempts", 0, FINCH_OPT_INT, F(wo.max_attempts), .min = 1, .max = 1000, .arg = "N",
-     .help = "deliver: attempts before a row is dead (default 10)"},
+    {"max-attempts", 0, FINCH_OPT_INT, F(wo.max_attempts), .def = FINCH_OPT_DEF(FINCH_WEBHOOK_DEFAULT_MAX_ATTEMPTS),
+     .min = 1, .max = 1000, .arg = "N", .help = "deliver: attempts before a row is dead"},
     {"worker-id", 0, FINCH_OPT_STRING, F(wo.worker_id), .arg = "ID",
      .help = "deliver: name recorded on claimed rows (default host:pid:n)"},
 };

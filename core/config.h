@@ -80,6 +80,10 @@ typedef struct {
 
 /* .offset and .size of a field of struct type T, for a table entry. */
 #define FINCH_OPT_FIELD(T, member) .offset = offsetof(T, member), .size = sizeof(((T *)0)->member)
+/* A default given by a library's constant (a plain literal): `.def =
+ * FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_PORT)`, so the number is written once. */
+#define FINCH_OPT_DEF(literal) FINCH_OPT_DEF_(literal)
+#define FINCH_OPT_DEF_(literal) #literal
 
 /* Parses text as the option's type, checks it against the bounds or
  * choices and stores it in the option's field of opts. Errors name the

@@ -62,6 +62,23 @@
 #include "core/status.h"
 #include "serve/rollout.h"
 
+/* The defaults of finch_serve_opts: the server applies them to a zero
+ * field, and `finch serve`'s option table shows and fills them (plain
+ * literals, so that FINCH_OPT_DEF can spell them). */
+#define FINCH_SERVE_DEFAULT_HOST "127.0.0.1"
+#define FINCH_SERVE_DEFAULT_MAX_BODY 65536
+#define FINCH_SERVE_DEFAULT_THREADS 2
+#define FINCH_SERVE_DEFAULT_DEPLOYMENT "default"
+#define FINCH_SERVE_DEFAULT_MIN_CONFIDENCE 0.5
+#define FINCH_SERVE_DEFAULT_CANARY_SHARE 0.1
+#define FINCH_SERVE_DEFAULT_HANDOFF_BELOW 0.5
+#define FINCH_SERVE_DEFAULT_RATE 20
+#define FINCH_SERVE_DEFAULT_BURST 40
+#define FINCH_SERVE_DEFAULT_MAX_BATCH 32
+#define FINCH_SERVE_DEFAULT_BATCH_THREADS 1
+#define FINCH_SERVE_DEFAULT_MAX_QUEUE 1024
+#define FINCH_SERVE_DEFAULT_DRAIN_MS 5000
+
 typedef struct {
   const char *model_path; /* model file (nn/modelfile.h) */
   const char *host;       /* address to bind, default "127.0.0.1" */

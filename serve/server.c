@@ -418,15 +418,15 @@ static finch_status serve_open_quality(finch_server *s, const finch_serve_opts *
       return st;
     }
   }
-  s->max_queue = opts->max_queue ? opts->max_queue : SERVE_DEFAULT_MAX_QUEUE;
-  s->drain_ms = opts->drain_ms ? opts->drain_ms : SERVE_DEFAULT_DRAIN_MS;
+  s->max_queue = opts->max_queue ? opts->max_queue : FINCH_SERVE_DEFAULT_MAX_QUEUE;
+  s->drain_ms = opts->drain_ms ? opts->drain_ms : FINCH_SERVE_DEFAULT_DRAIN_MS;
   s->classify_delay_us = opts->classify_delay_us;
   if (opts->batch_window_us > 0) {
     if (opts->batch_window_us > 1000000 || opts->max_batch > 65536 || opts->batch_threads > 64)
       return finch_err_set(err, FINCH_EINVAL,
                            "serve: batch window at most 1 s, batches of at most 65536, at most 64 batcher threads");
-    serve_batcher_opts bo = {.threads = opts->batch_threads ? opts->batch_threads : 1,
-                             .max_batch = opts->max_batch ? opts->max_batch : SERVE_DEFAULT_MAX_BATCH,
+    serve_batcher_opts bo = {.threads = opts->batch_threads ? opts->batch_threads : FINCH_SERVE_DEFAULT_BATCH_THREADS,
+                             .max_batch = opts->max_batch ? opts->max_batch : FINCH_SERVE_DEFAULT_MAX_BATCH,
                              .window_us = opts->batch_window_us,
                              .delay_us = opts->classify_delay_us,
                              .observe = serve_observe_batch,
@@ -442,7 +442,7 @@ static finch_status serve_open_db(finch_server *s, const finch_serve_opts *opts,
   s->has_db = 1;
   pthread_mutex_init(&s->pool_lock, NULL);
   pthread_cond_init(&s->pool_cond, NULL);
-  const char *dep = opts->deployment && *opts->deployment ? opts->deployment : "default";
+  const char *dep = opts->deployment && *opts->deployment ? opts->deployment : FINCH_SERVE_DEFAULT_DEPLOYMENT;
   if (!serve__id_ok(dep, 100))
     return finch_err_set(err, FINCH_EINVAL, "serve: deployment \"%s\" is not 1 to 100 characters of A-Z a-z 0-9 . _ : -",
                          dep);
@@ -450,9 +450,9 @@ static finch_status serve_open_db(finch_server *s, const finch_serve_opts *opts,
   s->oos_label = opts->oos_label && *opts->oos_label ? strdup(opts->oos_label) : NULL;
   if (!s->deployment || (opts->oos_label && *opts->oos_label && !s->oos_label))
     return finch_err_set(err, FINCH_ENOMEM, "serve: out of memory");
-  s->min_confidence = opts->min_confidence > 0 ? opts->min_confidence : 0.5;
-  s->canary_share = opts->canary_share > 0 ? opts->canary_share : opts->canary_share < 0 ? 0.0 : 0.1;
-  s->handoff_below = opts->handoff_below > 0 ? opts->handoff_below : 0.5;
+  s->min_confidence = opts->min_confidence > 0 ? opts->min_confidence : FINCH_SERVE_DEFAULT_MIN_CONFIDENCE;
+  s->canary_share = opts->canary_share > 0 ? opts->canary_share : opts->canary_share < 0 ? 0.0 : FINCH_SERVE_DEFAULT_CANARY_SHARE;
+  s->handoff_below = opts->handoff_below > 0 ? opts->handoff_below : FINCH_SERVE_DEFAULT_HANDOFF_BELOW;
   s->gate = opts->gate.confidence > 0 ? opts->gate : finch_gate_opts_default();
   if (s->min_confidence > 1 || s->canary_share > 1 || s->handoff_below > 1)
     return finch_err_set(err, FINCH_EINVAL, "serve: min_confidence, canary_share and handoff_below must be in [0, 1]");
@@ -461,8 +461,8 @@ static finch_status serve_open_db(finch_server *s, const finch_serve_opts *opts,
     finch_err_prefix(err, "serve: cannot load rules");
     return st;
   }
-  s->rl = finch_ratelimit_new(opts->rate_per_s > 0 ? opts->rate_per_s : 20.0,
-                              opts->rate_burst >= 1 ? opts->rate_burst : 40.0);
+  s->rl = finch_ratelimit_new(opts->rate_per_s > 0 ? opts->rate_per_s : FINCH_SERVE_DEFAULT_RATE,
+                              opts->rate_burst >= 1 ? opts->rate_burst : FINCH_SERVE_DEFAULT_BURST);
   s->slots = calloc(threads, sizeof *s->slots);
   s->slot_free = calloc(threads, sizeof *s->slot_free);
   if (!s->rl || !s->slots || !s->slot_free) return finch_err_set(err, FINCH_ENOMEM, "serve: out of memory");
@@ -509,11 +509,11 @@ finch_status finch_server_start(finch_server **out, const finch_serve_opts *opts
   *out = NULL;
   if (!opts || !opts->model_path || !*opts->model_path)
     return finch_err_set(err, FINCH_EINVAL, "serve: no model file given");
-  const char *host = opts->host && *opts->host ? opts->host : "127.0.0.1";
+  const char *host = opts->host && *opts->host ? opts->host : FINCH_SERVE_DEFAULT_HOST;
   if (opts->port > 65535)
     return finch_err_set(err, FINCH_EINVAL, "serve: port %u is out of range (0-65535)",
                          opts->port);
-  unsigned threads = opts->threads ? opts->threads : SERVE_DEFAULT_THREADS;
+  unsigned threads = opts->threads ? opts->threads : FINCH_SERVE_DEFAULT_THREADS;
   if (threads > 1024)
     return finch_err_set(err, FINCH_EINVAL, "serve: %u threads is too many (at most 1024)",
                          threads);
@@ -534,7 +534,7 @@ finch_status finch_server_start(finch_server **out, const finch_serve_opts *opts
   atomic_init(&s->active, 0);
   atomic_init(&s->draining, 0);
   atomic_init(&s->rid_next, 0);
-  s->max_body = opts->max_body ? opts->max_body : SERVE_DEFAULT_MAX_BODY;
+  s->max_body = opts->max_body ? opts->max_body : FINCH_SERVE_DEFAULT_MAX_BODY;
 
   serve_model *m = NULL;
   finch_status st = serve__model_load(&m, opts->model_path, err);

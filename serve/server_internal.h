@@ -28,11 +28,6 @@
 #include "serve/webhook.h"
 
 enum {
-  SERVE_DEFAULT_MAX_BODY = 64 * 1024,
-  SERVE_DEFAULT_THREADS = 2,
-  SERVE_DEFAULT_MAX_QUEUE = 1024,
-  SERVE_DEFAULT_MAX_BATCH = 32,
-  SERVE_DEFAULT_DRAIN_MS = 5000,
   SERVE_CONNECTION_TIMEOUT_S = 30, /* idle or stalled clients are dropped */
   SERVE_ID_MAX = 128,              /* conversation ids */
   SERVE_RID_MAX = 64,              /* request ids */

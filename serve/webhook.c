@@ -37,10 +37,6 @@
 #include "core/rng.h"
 
 enum {
-  WH_DEFAULT_POLL_MS = 1000,
-  WH_DEFAULT_MAX_ATTEMPTS = 10,
-  WH_DEFAULT_BASE_BACKOFF_MS = 1000,
-  WH_DEFAULT_MAX_BACKOFF_MS = 600000,
   WH_DEFAULT_TIMEOUT_MS = 10000,
   WH_DEFAULT_LEASE_S = 60,
   WH_LEASE_MARGIN_S = 10,              /* the lease outlives the HTTP timeout by this much */
@@ -75,10 +71,10 @@ static atomic_uint wh_worker_seq;
 static void wh_cfg_resolve(const finch_webhook_opts *o, wh_cfg *cfg) {
   finch_webhook_opts none = {0};
   if (!o) o = &none;
-  cfg->poll_ms = o->poll_ms ? o->poll_ms : WH_DEFAULT_POLL_MS;
-  cfg->max_attempts = o->max_attempts ? o->max_attempts : WH_DEFAULT_MAX_ATTEMPTS;
-  cfg->base_backoff_ms = o->base_backoff_ms ? o->base_backoff_ms : WH_DEFAULT_BASE_BACKOFF_MS;
-  cfg->max_backoff_ms = o->max_backoff_ms ? o->max_backoff_ms : WH_DEFAULT_MAX_BACKOFF_MS;
+  cfg->poll_ms = o->poll_ms ? o->poll_ms : FINCH_WEBHOOK_DEFAULT_POLL_MS;
+  cfg->max_attempts = o->max_attempts ? o->max_attempts : FINCH_WEBHOOK_DEFAULT_MAX_ATTEMPTS;
+  cfg->base_backoff_ms = o->base_backoff_ms ? o->base_backoff_ms : FINCH_WEBHOOK_DEFAULT_BASE_BACKOFF_MS;
+  cfg->max_backoff_ms = o->max_backoff_ms ? o->max_backoff_ms : FINCH_WEBHOOK_DEFAULT_MAX_BACKOFF_MS;
   if (cfg->max_backoff_ms < cfg->base_backoff_ms) cfg->max_backoff_ms = cfg->base_backoff_ms;
   cfg->timeout_ms = o->timeout_ms ? o->timeout_ms : WH_DEFAULT_TIMEOUT_MS;
   cfg->lease_s = o->lease_s ? o->lease_s : WH_DEFAULT_LEASE_S;

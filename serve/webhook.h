@@ -62,6 +62,13 @@ int finch_webhook_event_known(const char *type);
 finch_status finch_webhook_emit(PGconn *c, const char *event_type, const char *payload_json, int *n_queued,
                                 finch_err *err);
 
+/* The worker's defaults, which `finch serve` and `finch webhooks deliver`
+ * show in their option tables (plain literals, for FINCH_OPT_DEF). */
+#define FINCH_WEBHOOK_DEFAULT_POLL_MS 1000
+#define FINCH_WEBHOOK_DEFAULT_MAX_ATTEMPTS 10
+#define FINCH_WEBHOOK_DEFAULT_BASE_BACKOFF_MS 1000
+#define FINCH_WEBHOOK_DEFAULT_MAX_BACKOFF_MS 600000
+
 /* Zero and NULL fields take the defaults in brackets. */
 typedef struct {
   const char *conninfo;     /* libpq conninfo for the worker's own connection [finch's database, core/db.h] */
