@@ -8,6 +8,7 @@
 
 #include "augment/methods.h"
 #include "core/clock.h"
+#include "core/dataset.h"
 #include "core/hash.h"
 #include "core/models.h"
 #include "core/log.h"
@@ -222,8 +223,8 @@ finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, fin
   /* The target is what the dataset should hold: rows from earlier runs count. */
   PGresult *existing = NULL;
   if (!st) {
-    existing = finch_db_query(db, "SELECT u.label, count(*) FROM utterances u JOIN datasets d ON d.id = u.dataset_id"
-                                  " WHERE d.name = $1 AND u.origin = 'augmented' GROUP BY u.label", 1, p, err);
+    finch_dataset_query q = {.dataset = opts->dataset, .origin = FINCH_DATASET_AUGMENTED, .unlabelled = 1};
+    existing = finch_dataset_counts(db, &q, 0, err);
     if (!existing) st = FINCH_EDB;
   }
   long long have = 0;
