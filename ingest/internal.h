@@ -57,11 +57,17 @@ finch_status ingest_run_create(finch_db *db, const finch_ingest_opts *o, const c
                                const char *split_policy, size_t rows_total, ingest_run *run, finch_err *err);
 finch_status ingest_run_open(finch_db *db, long long id, const char *sha, size_t rows_total, ingest_run *run,
                              finch_err *err);
+/* Reserves to - from utterance ids from the table's sequence, ascending,
+ * into ids (malloc'd; the caller frees it). Batches reserve in batch order,
+ * so a source loads to the same ids in the same order however many
+ * connections stage its batches (ids of rows found already stored are left
+ * unused). */
+finch_status ingest_reserve_ids(finch_db *db, size_t from, size_t to, long long **ids, finch_err *err);
 /* Opens a transaction and stages rows [from, to) in it (the lookup of rows
- * already stored, then COPY); *inserted and *dev get the batch's counts. On
- * failure the transaction is rolled back. */
-finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
-                                long long *inserted, long long *dev, finch_err *err);
+ * already stored, then COPY), row i under id ids[i - from]; *inserted and
+ * *dev get the batch's counts. On failure the transaction is rolled back. */
+finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const long long *ids,
+                                const ingest_run *run, long long *inserted, long long *dev, finch_err *err);
 /* Records rows_loaded = to and the batch's inserted rows on the run, and
  * commits the transaction ingest_stage_batch opened. */
 finch_status ingest_commit_batch(finch_db *db, const ingest_run *run, size_t to, long long inserted, finch_err *err);

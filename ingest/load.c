@@ -82,11 +82,13 @@ finch_status ingest_run_open(finch_db *db, long long id, const char *sha, size_t
   return st;
 }
 
-static int put_row(finch_copybuf *b, const ingest_row *r) {
-  char turn[16], line[32];
+static int put_row(finch_copybuf *b, const ingest_row *r, long long id) {
+  char turn[16], line[32], idtext[32];
+  snprintf(idtext, sizeof idtext, "%lld", id);
   snprintf(turn, sizeof turn, "%d", r->turn);
   snprintf(line, sizeof line, "%lld", r->line);
-  return finch_copybuf_field(b, r->text, 0) || finch_copybuf_field(b, r->text_norm, 0) ||
+  return finch_copybuf_field(b, idtext, 0) || finch_copybuf_field(b, r->text, 0) ||
+         finch_copybuf_field(b, r->text_norm, 0) ||
          finch_copybuf_field(b, r->label, 0) || finch_copybuf_field(b, r->split, 0) ||
          finch_copybuf_field(b, r->dialogue_id, 0) || finch_copybuf_field(b, r->turn >= 0 ? turn : NULL, 0) ||
          finch_copybuf_field(b, r->speaker, 0) || finch_copybuf_field(b, r->meta, 0) ||
@@ -97,19 +99,20 @@ static int put_row(finch_copybuf *b, const ingest_row *r) {
  * DO NOTHING; safe against concurrent loads of the same dataset. Leaves the
  * transaction open (the caller commits it with the run's progress). */
 static finch_status stage_batch_upsert(finch_db *db, const ingest_table *t, size_t from, size_t to,
-                                       const ingest_run *run, long long *inserted, long long *dev, finch_err *err) {
+                                       const long long *ids, const ingest_run *run, long long *inserted,
+                                       long long *dev, finch_err *err) {
   finch_status st = finch_db_exec(db,
       "BEGIN;"
-      "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (text text, text_norm text, label text, split text,"
+      "CREATE TEMP TABLE IF NOT EXISTS ingest_stage (id bigint, text text, text_norm text, label text, split text,"
       " dialogue_id text, turn_index integer, speaker text, meta jsonb, content_hash text, source_line bigint)"
       " ON COMMIT DELETE ROWS", err);
   if (st) return st;
   st = finch_db_copy_begin(db,
-      "COPY ingest_stage (text, text_norm, label, split, dialogue_id, turn_index, speaker, meta, content_hash,"
+      "COPY ingest_stage (id, text, text_norm, label, split, dialogue_id, turn_index, speaker, meta, content_hash,"
       " source_line) FROM STDIN", err);
   finch_copybuf b = {0};
   for (size_t i = from; !st && i < to; i++) {
-    if (put_row(&b, &t->rows[i])) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    if (put_row(&b, &t->rows[i], ids[i - from])) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     if (!st && b.len > (1u << 20)) {
       st = finch_db_copy_put(db, b.buf, b.len, err);
       finch_copybuf_reset(&b);
@@ -124,9 +127,9 @@ static finch_status stage_batch_upsert(finch_db *db, const ingest_table *t, size
   snprintf(runid, sizeof runid, "%lld", run->id);
   const char *p[] = {ds, runid};
   PGresult *r = st ? NULL : finch_db_query(db,
-      "WITH ins AS (INSERT INTO utterances (dataset_id, text, text_norm, label, split, dialogue_id, turn_index,"
+      "WITH ins AS (INSERT INTO utterances (id, dataset_id, text, text_norm, label, split, dialogue_id, turn_index,"
       " speaker, meta, origin, content_hash, ingest_run_id, source_line)"
-      " SELECT $1, text, text_norm, label, split, dialogue_id, turn_index, speaker, meta, 'source',"
+      " SELECT id, $1, text, text_norm, label, split, dialogue_id, turn_index, speaker, meta, 'source',"
       " content_hash, $2, source_line FROM ingest_stage"
       " ON CONFLICT (dataset_id, content_hash) DO NOTHING RETURNING split)"
       " SELECT count(*), count(*) FILTER (WHERE split = 'dev') FROM ins", 2, p, err);
@@ -199,9 +202,29 @@ void ingest_run_fail(finch_db *db, long long run_id, const char *msg) {
 
 static int cmp_hex(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int put_row_direct(finch_copybuf *b, const ingest_row *r, const char *ds, const char *runid) {
+static int put_row_direct(finch_copybuf *b, const ingest_row *r, long long id, const char *ds, const char *runid) {
   return finch_copybuf_field(b, ds, 0) || finch_copybuf_field(b, "source", 0) ||
-         finch_copybuf_field(b, runid, 0) || put_row(b, r);
+         finch_copybuf_field(b, runid, 0) || put_row(b, r, id);
+}
+
+finch_status ingest_reserve_ids(finch_db *db, size_t from, size_t to, long long **ids, finch_err *err) {
+  *ids = NULL;
+  char n[32];
+  snprintf(n, sizeof n, "%zu", to - from);
+  const char *p[] = {n};
+  PGresult *r = finch_db_query(db, "SELECT nextval(pg_get_serial_sequence('utterances', 'id'))"
+                                   " FROM generate_series(1, $1::bigint) ORDER BY 1", 1, p, err);
+  if (!r) return FINCH_EDB;
+  finch_status st = FINCH_OK;
+  if ((size_t)PQntuples(r) != to - from) {
+    st = finch_err_set(err, FINCH_EDB, "utterances: reserved %d ids for a batch of %zu rows", PQntuples(r), to - from);
+  } else if (!(*ids = malloc((to - from) * sizeof **ids))) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  } else {
+    for (size_t i = 0; i < to - from; i++) (*ids)[i] = atoll(PQgetvalue(r, (int)i, 0));
+  }
+  PQclear(r);
+  return st;
 }
 
 /* The fast path: one indexed lookup finds which rows of the batch are
@@ -210,8 +233,8 @@ static int put_row_direct(finch_copybuf *b, const ingest_row *r, const char *ds,
  * one of them meanwhile, the unique index refuses the COPY, the transaction
  * rolls back, and the batch takes the general path. On success the
  * transaction is left open with the batch in it. */
-finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const ingest_run *run,
-                                long long *inserted, long long *dev, finch_err *err) {
+finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from, size_t to, const long long *ids,
+                                const ingest_run *run, long long *inserted, long long *dev, finch_err *err) {
   char ds[32], runid[32];
   snprintf(ds, sizeof ds, "%lld", run->dataset_id);
   snprintf(runid, sizeof runid, "%lld", run->id);
@@ -247,13 +270,13 @@ finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from
   long long ins = 0, d = 0;
   if (!st)
     st = finch_db_copy_begin(db,
-        "COPY utterances (dataset_id, origin, ingest_run_id, text, text_norm, label, split, dialogue_id,"
+        "COPY utterances (dataset_id, origin, ingest_run_id, id, text, text_norm, label, split, dialogue_id,"
         " turn_index, speaker, meta, content_hash, source_line) FROM STDIN", err);
   finch_copybuf b = {0};
   for (size_t i = from; !st && i < to; i++) {
     const char *h = t->rows[i].hash;
     if (nhave && bsearch(&h, have, nhave, sizeof *have, cmp_hex)) continue;
-    if (put_row_direct(&b, &t->rows[i], ds, runid)) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    if (put_row_direct(&b, &t->rows[i], ids[i - from], ds, runid)) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     ins++;
     d += t->rows[i].split && strcmp(t->rows[i].split, "dev") == 0;
     if (!st && b.len > (1u << 20)) {
@@ -278,7 +301,7 @@ finch_status ingest_stage_batch(finch_db *db, const ingest_table *t, size_t from
   finch_db_rollback(db);
   if (strstr(err->msg, "duplicate key")) {
     finch_debug("batch at row %zu raced a concurrent load; loading it with ON CONFLICT", from);
-    return stage_batch_upsert(db, t, from, to, run, inserted, dev, err);
+    return stage_batch_upsert(db, t, from, to, ids, run, inserted, dev, err);
   }
   return st;
 }

@@ -66,11 +66,16 @@ static void *worker_main(void *arg) {
       pthread_mutex_unlock(&p->mu);
       break;
     }
+    /* The batch's ids are reserved as it is claimed, so batches hold
+     * ascending ids in source order whichever worker stages them. */
     size_t k = p->next_take++;
-    pthread_mutex_unlock(&p->mu);
     size_t from = p->first + k * p->batch, to = from + p->batch < p->t->n ? from + p->batch : p->t->n;
+    long long *ids = NULL;
+    finch_status st = ingest_reserve_ids(w->db, from, to, &ids, &err);
+    pthread_mutex_unlock(&p->mu);
     long long ins = 0, dev = 0;
-    finch_status st = ingest_stage_batch(w->db, p->t, from, to, p->run, &ins, &dev, &err);
+    if (!st) st = ingest_stage_batch(w->db, p->t, from, to, ids, p->run, &ins, &dev, &err);
+    free(ids);
     if (st) {
       pool_fail(p, st, &err);
       break;
