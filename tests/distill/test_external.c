@@ -8,7 +8,6 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,24 +29,6 @@ static const char *const LABELS[C] = {"card_arrival", "exchange_rate", "request_
 static long long g_id[5]; /* the utterances' ids, in insertion order */
 
 /* --- helpers ------------------------------------------------------------------ */
-
-static long long sqlf(finch_db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static long long sqlf(finch_db *db, const char *fmt, ...) {
-  char sql[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(sql, sizeof sql, fmt, ap);
-  va_end(ap);
-  return test_scalar(db, sql);
-}
-
-static void exec_ok(finch_db *db, const char *sql) {
-  finch_err err;
-  if (finch_db_exec(db, sql, &err)) {
-    fprintf(stderr, "%s: %s\n", sql, err.msg);
-    exit(1);
-  }
-}
 
 /* The stored distribution of (model, utterance, temperature) into p (C); 0 when absent. */
 static int stored(finch_db *db, long long model, long long utt, double temp, float p[C]) {
@@ -74,7 +55,7 @@ static void tmp_path(char *buf, size_t n, const char *name) { snprintf(buf, n, "
 /* Three intents; four labelled training rows (one with a card number as
  * ingest stores it) and a dev row. */
 static void seed_dataset(finch_db *db) {
-  exec_ok(db, "INSERT INTO datasets (name, format) VALUES ('" DATASET "', 'csv')");
+  test_exec(db, "INSERT INTO datasets (name, format) VALUES ('" DATASET "', 'csv')");
   static const char *const rows[5][3] = {
       {"Where is my card?", "card_arrival", "train"},
       {"What is the exchange rate for €", "exchange_rate", "train"},
@@ -120,7 +101,7 @@ static long long test_import_ids_and_text(finch_db *db) {
   finch_status st = finch_external_import(db, &o, &r, &err);
   CHECK_INT_EQ(st, FINCH_EFORMAT);
   CHECK_CONTAINS(err.msg, ":4: field probs: an array needs a first line");
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM models"), 0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models"), 0);
 
   char body2[2200];
   snprintf(body2, sizeof body2, "{\"labels\": [\"card_arrival\", \"exchange_rate\", \"request_refund\"]}\n%s", body);
@@ -150,7 +131,7 @@ static long long test_import_ids_and_text(finch_db *db) {
   CHECK_NEAR(p[0], 0.7, 1e-6);
   CHECK_NEAR(p[2], 0.1, 1e-6);
   CHECK(!stored(db, r.model_id, g_id[2], 1, p));
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld", r.model_id), 3);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld", r.model_id), 3);
   /* The registration. */
   char sha[FINCH_SHA256_HEX_LEN], sql[512];
   CHECK_INT_EQ(finch_sha256_file(path, sha, &err), FINCH_OK);
@@ -167,8 +148,8 @@ static long long test_import_ids_and_text(finch_db *db) {
   CHECK_INT_EQ(r2.model_id, r.model_id);
   CHECK_INT_EQ(r2.reused, 1);
   CHECK_INT_EQ(r2.n_labelled, 3);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM models"), 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM teacher_outputs"), 3);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models"), 1);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM teacher_outputs"), 3);
   return r.model_id;
 }
 
@@ -227,8 +208,8 @@ static void test_import_malformed(finch_db *db) {
       {"{\"utterance_id\": %lld, \"probs\": {\"card_arrival\": 0.5}, \"logits\": {\"card_arrival\": 1}}",
        ":2: fields probs and logits: give one, not both"},
   };
-  long long models0 = sqlf(db, "SELECT count(*) FROM models");
-  long long outputs0 = sqlf(db, "SELECT count(*) FROM teacher_outputs");
+  long long models0 = test_sqlf(db, "SELECT count(*) FROM models");
+  long long outputs0 = test_sqlf(db, "SELECT count(*) FROM teacher_outputs");
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     char path[512], name[32], bad[512], body[1024];
     snprintf(name, sizeof name, "bad%zu.jsonl", k);
@@ -261,8 +242,8 @@ static void test_import_malformed(finch_db *db) {
     CHECK_INT_EQ(finch_external_import(db, &o, &r, &err), FINCH_EFORMAT);
     CHECK_CONTAINS(err.msg, "2 labels not among the dataset's 3 training labels: lost_card (line 1), top_up (line 2)");
   }
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM models"), models0);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM teacher_outputs"), outputs0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models"), models0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM teacher_outputs"), outputs0);
 }
 
 /* --- the stub completions server ---------------------------------------------- */
@@ -454,7 +435,7 @@ static long long test_endpoint(finch_db *db, stub *s) {
   check_endpoint_probs(db, r.model_id, g_id[0], "Where is my card?");
   check_endpoint_probs(db, r.model_id, g_id[1], "What is the exchange rate for €");
   check_endpoint_probs(db, r.model_id, g_id[2], "I want a refund");
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM models WHERE id = %lld AND arch = 'external' AND kind = 'teacher'"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models WHERE id = %lld AND arch = 'external' AND kind = 'teacher'"
                         " AND config->>'source' = 'endpoint' AND config->>'model' = 'stub-llm'"
                         " AND position('" API_KEY "' in path || config::text) = 0", r.model_id), 1);
 
@@ -469,7 +450,7 @@ static long long test_endpoint(finch_db *db, stub *s) {
   CHECK_INT_EQ(atomic_load(&s->requests), 3);
 
   /* A new training row: one request with its C prompts. */
-  exec_ok(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, split, content_hash)"
+  test_exec(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, split, content_hash)"
               " SELECT id, 'refund my order', 'refund my order', 'request_refund', 'train', 'h-new' FROM datasets"
               " WHERE name = '" DATASET "'");
   finch_external_result r3;
@@ -480,7 +461,7 @@ static long long test_endpoint(finch_db *db, stub *s) {
   CHECK_INT_EQ(r3.n_labelled, 5);
   CHECK_INT_EQ(s->n_answered, 3);
   CHECK_INT_EQ(s->prompts[2], C);
-  exec_ok(db, "DELETE FROM utterances WHERE content_hash = 'h-new'");
+  test_exec(db, "DELETE FROM utterances WHERE content_hash = 'h-new'");
 
   /* A 4xx is not retried; the message names the status, never the key. */
   snprintf(url, sizeof url, "http://127.0.0.1:%u/elsewhere", s->http.port);
@@ -503,7 +484,7 @@ static long long test_endpoint(finch_db *db, stub *s) {
   CHECK_CONTAINS(err.msg, "HTTP 503");
   CHECK_CONTAINS(err.msg, "(gave up after 1 attempt)");
   CHECK_INT_EQ(atomic_load(&s->requests) - before, 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld AND temperature = 3", r.model_id), 0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld AND temperature = 3", r.model_id), 0);
   return r.model_id;
 }
 

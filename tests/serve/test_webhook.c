@@ -9,7 +9,6 @@
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,24 +33,6 @@ static void sleep_ms(long ms) {
   nanosleep(&ts, NULL);
 }
 
-static long long sqlf(finch_db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static long long sqlf(finch_db *db, const char *fmt, ...) {
-  char sql[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(sql, sizeof sql, fmt, ap);
-  va_end(ap);
-  return test_scalar(db, sql);
-}
-
-static void exec_ok(finch_db *db, const char *sql) {
-  finch_err err;
-  if (finch_db_exec(db, sql, &err)) {
-    fprintf(stderr, "%s: %s\n", sql, err.msg);
-    exit(1);
-  }
-}
-
 /* Polls until the query's value is want, for at most seconds. */
 static int wait_for(finch_db *db, long long want, int seconds, const char *sql) {
   for (int i = 0; i < seconds * 100; i++) {
@@ -65,7 +46,7 @@ static int wait_for(finch_db *db, long long want, int seconds, const char *sql) 
 static void only_active(finch_db *db, long long sub) {
   char sql[160];
   snprintf(sql, sizeof sql, "UPDATE webhook_subscriptions SET active = (id = %lld)", sub);
-  exec_ok(db, sql);
+  test_exec(db, sql);
 }
 
 /* The key of outbox row id (static buffer). */
@@ -170,10 +151,10 @@ static void test_malformed(finch_db *db) {
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_subscriptions"), 0);
 
   /* Delivery refuses a connection inside a transaction: its claims would not commit. */
-  exec_ok(db, "BEGIN");
+  test_exec(db, "BEGIN");
   CHECK_INT_EQ(finch_webhook_deliver_due(c, NULL, 1, &n, &err), FINCH_EINVAL);
   CHECK_CONTAINS(err.msg, "inside a transaction");
-  exec_ok(db, "ROLLBACK");
+  test_exec(db, "ROLLBACK");
   finch_webhook_opts bad = {.conninfo = "host=/nonexistent-finch-socket-dir dbname=none connect_timeout=2"};
   finch_webhook_worker *w = NULL;
   CHECK_INT_EQ(finch_webhook_worker_start(&w, &bad, &err), FINCH_EDB);
@@ -190,11 +171,11 @@ static void test_transaction(finch_db *db, long long main_sub) {
   finch_err err;
   int n = -1;
   only_active(db, main_sub);
-  exec_ok(db, "BEGIN");
+  test_exec(db, "BEGIN");
   CHECK_INT_EQ(finch_webhook_emit(c, "intent.classified", "{\"intent\":\"card_arrival\"}", &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox"), 1);
-  exec_ok(db, "ROLLBACK");
+  test_exec(db, "ROLLBACK");
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox"), 0);
 
   /* No subscriber for the event: nothing queued. */
@@ -202,11 +183,11 @@ static void test_transaction(finch_db *db, long long main_sub) {
   CHECK_INT_EQ(n, 0);
 
   /* Committed with the state it reports. */
-  exec_ok(db, "BEGIN");
-  exec_ok(db, "INSERT INTO audit_log (actor, action) VALUES ('test', 'state change')");
+  test_exec(db, "BEGIN");
+  test_exec(db, "INSERT INTO audit_log (actor, action) VALUES ('test', 'state change')");
   CHECK_INT_EQ(finch_webhook_emit(c, "handoff.requested", "{\"conversation\":\"c-1\"}", &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
-  exec_ok(db, "COMMIT");
+  test_exec(db, "COMMIT");
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox"), 1);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM audit_log WHERE action = 'state change'"), 1);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE payload->>'type' = 'handoff.requested'"
@@ -220,7 +201,7 @@ static const char *const main_events[] = {"intent.classified", "handoff.requeste
 static void emit_many(finch_db *db, int n) {
   PGconn *c = finch_db_conn(db);
   finch_err err;
-  exec_ok(db, "BEGIN");
+  test_exec(db, "BEGIN");
   for (int i = 0; i < n; i++) {
     char payload[64];
     snprintf(payload, sizeof payload, "{\"seq\":%d}", i);
@@ -231,7 +212,7 @@ static void emit_many(finch_db *db, int n) {
     }
     CHECK_INT_EQ(q, 1);
   }
-  exec_ok(db, "COMMIT");
+  test_exec(db, "COMMIT");
 }
 
 static finch_webhook_opts fast_opts(const char *worker_id) {
@@ -245,7 +226,7 @@ static void test_retry_then_deliver(finch_db *db, test_receiver *rx, long long m
   enum { N = 6 };
   char sql[256];
   long long after = test_scalar(db, "SELECT coalesce(max(id), 0) FROM webhook_outbox");
-  exec_ok(db, "UPDATE webhook_outbox SET status = 'delivered'"); /* the committed one above, not under test */
+  test_exec(db, "UPDATE webhook_outbox SET status = 'delivered'"); /* the committed one above, not under test */
   atomic_store(&rx->down, 1);
   emit_many(db, N);
   CHECK_INT_EQ(finch_webhook_backlog(finch_db_conn(db)), N);
@@ -256,8 +237,8 @@ static void test_retry_then_deliver(finch_db *db, test_receiver *rx, long long m
   CHECK_INT_EQ(finch_webhook_worker_start(&w2, &o2, &err), FINCH_OK);
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND attempts >= 2", after);
   CHECK(wait_for(db, N, 60, sql));
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND status = 'pending'", after), N);
-  CHECK(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND last_status = 503", after) > 0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND status = 'pending'", after), N);
+  CHECK(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND last_status = 503", after) > 0);
   atomic_store(&rx->down, 0);
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND status = 'delivered'", after);
   CHECK(wait_for(db, N, 60, sql));
@@ -266,7 +247,7 @@ static void test_retry_then_deliver(finch_db *db, test_receiver *rx, long long m
   int min_requests = 0;
   check_exactly_once(db, rx, main_sub, after, &min_requests);
   CHECK(min_requests >= 2); /* every key was retried, with the same key */
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND last_status = 200"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND last_status = 200"
                         " AND delivered_at IS NOT NULL AND locked_until IS NULL", after), N);
   CHECK_INT_EQ(finch_webhook_backlog(finch_db_conn(db)), 0);
 }
@@ -295,10 +276,10 @@ static void test_two_workers(finch_db *db, test_receiver *rx, long long main_sub
   size_t got = rx->n - before;
   pthread_mutex_unlock(&rx->lock);
   CHECK_INT_EQ(got, M);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND attempts = 1", after), M);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND attempts = 1", after), M);
   printf("two workers: pair-a delivered %lld, pair-b %lld of %d\n",
-         sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND locked_by = 'pair-a'", after),
-         sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND locked_by = 'pair-b'", after), M);
+         test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND locked_by = 'pair-a'", after),
+         test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND locked_by = 'pair-b'", after), M);
   /* What a deduplicating receiver kept: one per event of this and the previous test. */
   CHECK_INT_EQ(test_receiver_distinct_ok(rx, "/main"), 6 + M);
 }
@@ -333,8 +314,8 @@ static void test_dead_and_redeliver(finch_db *db, test_receiver *rx, long long g
   char sql[200];
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'dead'", id);
   CHECK(drive_until(db, &o, 1, sql));
-  CHECK_INT_EQ(sqlf(db, "SELECT attempts FROM webhook_outbox WHERE id = %lld", id), 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT last_status FROM webhook_outbox WHERE id = %lld", id), 410);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT attempts FROM webhook_outbox WHERE id = %lld", id), 1);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT last_status FROM webhook_outbox WHERE id = %lld", id), 410);
   char key[128];
   snprintf(key, sizeof key, "%s", key_of(db, id));
   int total, ok, bad, after_ok;
@@ -344,13 +325,13 @@ static void test_dead_and_redeliver(finch_db *db, test_receiver *rx, long long g
   CHECK_INT_EQ(bad, 0);
 
   atomic_store(&rx->gone_ok, 1);
-  exec_ok(db, "SET finch.actor = 'test-operator'");
+  test_exec(db, "SET finch.actor = 'test-operator'");
   CHECK_INT_EQ(finch_webhook_redeliver(c, id, &err), FINCH_OK);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND attempts = 0",
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND attempts = 0",
                     id), 1);
   CHECK_INT_EQ(finch_webhook_redeliver(c, id, &err), FINCH_EINVAL); /* pending now */
   CHECK_CONTAINS(err.msg, "is pending");
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM audit_log WHERE action = 'webhook.redeliver' AND actor = "
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM audit_log WHERE action = 'webhook.redeliver' AND actor = "
                         "'test-operator' AND subject = 'webhook_outbox:%lld' AND details->>'previous_status' = 'dead'",
                     id), 1);
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'delivered'", id);
@@ -385,9 +366,9 @@ static void test_retry_limit(finch_db *db, test_receiver *rx, long long flaky_su
   char sql[200];
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'dead'", id);
   CHECK(drive_until(db, &o, 1, sql));
-  CHECK_INT_EQ(sqlf(db, "SELECT attempts FROM webhook_outbox WHERE id = %lld", id), 3);
-  CHECK_INT_EQ(sqlf(db, "SELECT last_status FROM webhook_outbox WHERE id = %lld", id), 500);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND last_error LIKE '%%gave up after 3%%'",
+  CHECK_INT_EQ(test_sqlf(db, "SELECT attempts FROM webhook_outbox WHERE id = %lld", id), 3);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT last_status FROM webhook_outbox WHERE id = %lld", id), 500);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND last_error LIKE '%%gave up after 3%%'",
                     id), 1);
   int total, ok, bad, after_ok;
   test_receiver_count(rx, key_of(db, id), &total, &ok, &bad, &after_ok);
@@ -406,9 +387,9 @@ static void test_retry_after(finch_db *db, long long busy_sub) {
   int n = 0;
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 10, &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND last_status = 429"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND last_status = 429"
                         " AND next_attempt_at - last_attempt_at >= interval '2 seconds'", id), 1);
-  exec_ok(db, "UPDATE webhook_outbox SET status = 'dead' WHERE status = 'pending'");
+  test_exec(db, "UPDATE webhook_outbox SET status = 'dead' WHERE status = 'pending'");
 }
 
 /* Nothing listens: a connection error is retried, recorded without a status. */
@@ -433,16 +414,16 @@ static void test_connection_refused(finch_db *db, test_receiver *rx) {
   /* One claim: with a few ms of backoff a second one could retry the row at once. */
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 1, &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND attempts = 1"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND attempts = 1"
                         " AND last_status IS NULL AND length(last_error) > 0", id), 1);
   int total, ok, bad, after_ok;
   test_receiver_count(rx, key_of(db, id), &total, &ok, &bad, &after_ok);
   CHECK_INT_EQ(total, 0);
   /* Deactivated: the pending row dies on its next claim instead of being sent. */
-  exec_ok(db, "UPDATE webhook_subscriptions SET active = false");
-  exec_ok(db, "UPDATE webhook_outbox SET next_attempt_at = now() WHERE status = 'pending'");
+  test_exec(db, "UPDATE webhook_subscriptions SET active = false");
+  test_exec(db, "UPDATE webhook_outbox SET next_attempt_at = now() WHERE status = 'pending'");
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 10, &n, &err), FINCH_OK);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'dead'"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'dead'"
                         " AND last_error LIKE '%%inactive%%'", id), 1);
 }
 
@@ -458,7 +439,7 @@ static void test_lease_expiry(finch_db *db, test_receiver *rx, long long main_su
   snprintf(sql, sizeof sql,
            "UPDATE webhook_outbox SET locked_by = 'crashed', locked_until = now() + interval '1 hour', attempts = 1,"
            " last_attempt_at = now() WHERE id = %lld", id);
-  exec_ok(db, sql);
+  test_exec(db, sql);
   finch_webhook_opts o = fast_opts("survivor");
   int n = -1;
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 10, &n, &err), FINCH_OK);
@@ -469,10 +450,10 @@ static void test_lease_expiry(finch_db *db, test_receiver *rx, long long main_su
   test_receiver_count(rx, key, &total, &ok, &bad, &after_ok);
   CHECK_INT_EQ(total, 0);
   snprintf(sql, sizeof sql, "UPDATE webhook_outbox SET locked_until = now() - interval '1 second' WHERE id = %lld", id);
-  exec_ok(db, sql);
+  test_exec(db, sql);
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 10, &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'delivered' AND attempts = 2"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'delivered' AND attempts = 2"
                         " AND locked_by = 'survivor'", id), 1);
   test_receiver_count(rx, key, &total, &ok, &bad, &after_ok);
   CHECK_INT_EQ(total, 1);
@@ -537,7 +518,7 @@ static void test_cli(finch_db *db) {
   char args[96];
   snprintf(args, sizeof args, "webhooks redeliver %lld", dead);
   CHECK_INT_EQ(run_cli(args, out, sizeof out), 0);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending'", dead), 1);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending'", dead), 1);
 }
 
 int main(void) {
@@ -564,7 +545,7 @@ int main(void) {
   snprintf(url, sizeof url, "http://127.0.0.1:%u/busy", rx.port);
   CHECK_INT_EQ(finch_webhook_subscribe(c, url, SECRET, "intent.classified", &busy_sub, &err), FINCH_OK);
   CHECK(main_sub > 0 && gone_sub > 0 && flaky_sub > 0 && busy_sub > 0);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_subscriptions WHERE id = %lld AND event_types = "
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_subscriptions WHERE id = %lld AND event_types = "
                         "'{intent.classified,handoff.requested,labeling.task_created}'", main_sub), 1);
 
   test_transaction(db, main_sub);
