@@ -6,6 +6,7 @@
 #ifndef FINCH_TESTS_DBTEST_H
 #define FINCH_TESTS_DBTEST_H
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -66,6 +67,26 @@ static inline long long test_scalar(finch_db *db, const char *sql) {
   long long v = atoll(PQgetvalue(r, 0, 0));
   PQclear(r);
   return v;
+}
+
+/* The single value of a one-row, one-column query given printf-style. */
+static inline long long test_sqlf(finch_db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline long long test_sqlf(finch_db *db, const char *fmt, ...) {
+  char sql[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(sql, sizeof sql, fmt, ap);
+  va_end(ap);
+  return test_scalar(db, sql);
+}
+
+/* Runs a statement the test depends on; exits with the statement and the error when it fails. */
+static inline void test_exec(finch_db *db, const char *sql) {
+  finch_err err;
+  if (finch_db_exec(db, sql, &err)) {
+    fprintf(stderr, "%s: %s\n", sql, err.msg);
+    exit(1);
+  }
 }
 
 #endif

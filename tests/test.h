@@ -1,6 +1,10 @@
 /* Minimal test harness: typed asserts that print both values, one process per
  * test file, registered with CTest. A test that cannot run (no GPU, no data)
- * calls TEST_SKIP with the reason; CTest sees exit code 77 as skipped. */
+ * calls TEST_SKIP with the reason; CTest sees exit code 77 as skipped.
+ * A test executable counts its failures once: helpers linked beside the test
+ * file (a fixture.c that checks) add to the same count TEST_DONE reads, since
+ * every file that includes this header makes the same weak definition and
+ * the linker keeps one. */
 #ifndef FINCH_TESTS_TEST_H
 #define FINCH_TESTS_TEST_H
 
@@ -9,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int test_failures_ = 0;
+__attribute__((weak)) int test_failures_ = 0;
 
 #define TEST_FAIL_(...)                                                                            \
   do {                                                                                             \

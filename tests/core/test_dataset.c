@@ -21,14 +21,6 @@ static const char csv[] =
     "EXCHANGE RATE for EUR please,exchange_rate\n"
     "rate for yen today,exchange_rate\n";
 
-static void exec_ok(finch_db *db, const char *sql) {
-  finch_err err;
-  if (finch_db_exec(db, sql, &err)) {
-    fprintf(stderr, "%s: %s\n", sql, err.msg);
-    exit(1);
-  }
-}
-
 /* The loaded texts joined by '|', to compare with the database's order. */
 static void joined(const finch_dataset_split *s, char *buf, size_t n) {
   size_t k = 0;
@@ -67,13 +59,13 @@ int main(void) {
   finch_ingest_result ir;
   CHECK_INT_EQ(finch_ingest_run(db, &io, &ir, &err), FINCH_OK);
   CHECK_INT_EQ(ir.inserted, 5);
-  exec_ok(db, "UPDATE utterances SET split = 'dev' WHERE text = 'rate for yen today'");
-  exec_ok(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, split, content_hash)"
+  test_exec(db, "UPDATE utterances SET split = 'dev' WHERE text = 'rate for yen today'");
+  test_exec(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, split, content_hash)"
               " SELECT id, 'what is my balance', 'what is my balance', 'balance', 'dev', 'h-dev' FROM datasets");
-  exec_ok(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, origin, parent_id, method, content_hash)"
+  test_exec(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, origin, parent_id, method, content_hash)"
               " SELECT dataset_id, 'my card has not arrived yet', 'my card has not arrived yet', label, 'augmented',"
               " id, 'eda', 'h-aug' FROM utterances WHERE text = 'My card hasn''t arrived yet'");
-  exec_ok(db, "INSERT INTO utterances (dataset_id, text, text_norm, content_hash)"
+  test_exec(db, "INSERT INTO utterances (dataset_id, text, text_norm, content_hash)"
               " SELECT id, 'hello there', 'hello there', 'h-none' FROM datasets");
 
   /* Training rows: labelled, every origin, in id order. */

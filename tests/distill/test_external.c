@@ -1,28 +1,24 @@
 /* External teachers (distill/external.h) against a real PostgreSQL and a
- * loopback stub of an OpenAI-compatible completions server (libmicrohttpd):
+ * loopback stub of an OpenAI-compatible completions server (tests/receiver.h):
  * JSONL import by id, by text (case, spacing and personal data as ingest
  * stores them) and from logits; malformed files name file:line and field and
  * store nothing; the endpoint is retried after a 503, batched, and its
  * outputs are cached (a second run sends no request); the soft labels handed
  * to distill are the stored distributions re-tempered. */
-#include <arpa/inet.h>
 #include <jansson.h>
 #include <math.h>
-#include <microhttpd.h>
-#include <netinet/in.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "core/db.h"
 #include "core/hash.h"
 #include "distill/external.h"
 #include "tests/dbtest.h"
+#include "tests/receiver.h"
 #include "tests/test.h"
 
 #define DATASET "ext"
@@ -33,24 +29,6 @@ static const char *const LABELS[C] = {"card_arrival", "exchange_rate", "request_
 static long long g_id[5]; /* the utterances' ids, in insertion order */
 
 /* --- helpers ------------------------------------------------------------------ */
-
-static long long sqlf(finch_db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static long long sqlf(finch_db *db, const char *fmt, ...) {
-  char sql[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(sql, sizeof sql, fmt, ap);
-  va_end(ap);
-  return test_scalar(db, sql);
-}
-
-static void exec_ok(finch_db *db, const char *sql) {
-  finch_err err;
-  if (finch_db_exec(db, sql, &err)) {
-    fprintf(stderr, "%s: %s\n", sql, err.msg);
-    exit(1);
-  }
-}
 
 /* The stored distribution of (model, utterance, temperature) into p (C); 0 when absent. */
 static int stored(finch_db *db, long long model, long long utt, double temp, float p[C]) {
@@ -77,7 +55,7 @@ static void tmp_path(char *buf, size_t n, const char *name) { snprintf(buf, n, "
 /* Three intents; four labelled training rows (one with a card number as
  * ingest stores it) and a dev row. */
 static void seed_dataset(finch_db *db) {
-  exec_ok(db, "INSERT INTO datasets (name, format) VALUES ('" DATASET "', 'csv')");
+  test_exec(db, "INSERT INTO datasets (name, format) VALUES ('" DATASET "', 'csv')");
   static const char *const rows[5][3] = {
       {"Where is my card?", "card_arrival", "train"},
       {"What is the exchange rate for €", "exchange_rate", "train"},
@@ -123,7 +101,7 @@ static long long test_import_ids_and_text(finch_db *db) {
   finch_status st = finch_external_import(db, &o, &r, &err);
   CHECK_INT_EQ(st, FINCH_EFORMAT);
   CHECK_CONTAINS(err.msg, ":4: field probs: an array needs a first line");
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM models"), 0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models"), 0);
 
   char body2[2200];
   snprintf(body2, sizeof body2, "{\"labels\": [\"card_arrival\", \"exchange_rate\", \"request_refund\"]}\n%s", body);
@@ -153,7 +131,7 @@ static long long test_import_ids_and_text(finch_db *db) {
   CHECK_NEAR(p[0], 0.7, 1e-6);
   CHECK_NEAR(p[2], 0.1, 1e-6);
   CHECK(!stored(db, r.model_id, g_id[2], 1, p));
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld", r.model_id), 3);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld", r.model_id), 3);
   /* The registration. */
   char sha[FINCH_SHA256_HEX_LEN], sql[512];
   CHECK_INT_EQ(finch_sha256_file(path, sha, &err), FINCH_OK);
@@ -170,8 +148,8 @@ static long long test_import_ids_and_text(finch_db *db) {
   CHECK_INT_EQ(r2.model_id, r.model_id);
   CHECK_INT_EQ(r2.reused, 1);
   CHECK_INT_EQ(r2.n_labelled, 3);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM models"), 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM teacher_outputs"), 3);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models"), 1);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM teacher_outputs"), 3);
   return r.model_id;
 }
 
@@ -230,8 +208,8 @@ static void test_import_malformed(finch_db *db) {
       {"{\"utterance_id\": %lld, \"probs\": {\"card_arrival\": 0.5}, \"logits\": {\"card_arrival\": 1}}",
        ":2: fields probs and logits: give one, not both"},
   };
-  long long models0 = sqlf(db, "SELECT count(*) FROM models");
-  long long outputs0 = sqlf(db, "SELECT count(*) FROM teacher_outputs");
+  long long models0 = test_sqlf(db, "SELECT count(*) FROM models");
+  long long outputs0 = test_sqlf(db, "SELECT count(*) FROM teacher_outputs");
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     char path[512], name[32], bad[512], body[1024];
     snprintf(name, sizeof name, "bad%zu.jsonl", k);
@@ -264,15 +242,14 @@ static void test_import_malformed(finch_db *db) {
     CHECK_INT_EQ(finch_external_import(db, &o, &r, &err), FINCH_EFORMAT);
     CHECK_CONTAINS(err.msg, "2 labels not among the dataset's 3 training labels: lost_card (line 1), top_up (line 2)");
   }
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM models"), models0);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM teacher_outputs"), outputs0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models"), models0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM teacher_outputs"), outputs0);
 }
 
 /* --- the stub completions server ---------------------------------------------- */
 
 typedef struct {
-  struct MHD_Daemon *d;
-  unsigned port;
+  test_http_server http;
   atomic_int requests;     /* POSTs to /v1/completions, answered or not */
   atomic_int fail_next;    /* answer the next request 503 */
   atomic_int bad_requests; /* shape, model or key wrong */
@@ -280,11 +257,6 @@ typedef struct {
   int prompts[64]; /* prompts per answered request */
   int n_answered;
 } stub;
-
-typedef struct {
-  char *body;
-  size_t len;
-} stub_conn;
 
 /* The intent the stub's "LLM" believes in. */
 static const char *stub_wanted(const char *msg) {
@@ -364,52 +336,35 @@ static json_t *stub_choice(const char *prompt, size_t index) {
   return c;
 }
 
-static enum MHD_Result stub_reply(struct MHD_Connection *conn, unsigned code, const char *body) {
-  struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
-  if (!resp) return MHD_NO;
-  MHD_add_response_header(resp, "Content-Type", "application/json");
-  enum MHD_Result ret = MHD_queue_response(conn, code, resp);
-  MHD_destroy_response(resp);
-  return ret;
+static void stub_reply(test_http_answer *ans, unsigned code, const char *body) {
+  ans->status = code;
+  ans->body = body;
+  ans->content_type = "application/json";
 }
 
-static enum MHD_Result stub_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                   const char *version, const char *upload_data, size_t *upload_data_size,
-                                   void **con_cls) {
-  (void)version;
-  stub *s = cls;
-  stub_conn *st = *con_cls;
-  if (!st) {
-    st = calloc(1, sizeof *st);
-    if (!st) return MHD_NO;
-    *con_cls = st;
-    return MHD_YES;
+static void stub_handle(void *ctx, test_http_request *req, test_http_answer *ans) {
+  stub *s = ctx;
+  if (strcmp(req->url, "/v1/completions") != 0 || strcmp(req->method, "POST") != 0) {
+    stub_reply(ans, 404, "{\"error\": {\"message\": \"no such route\"}}");
+    return;
   }
-  if (*upload_data_size) {
-    char *p = realloc(st->body, st->len + *upload_data_size + 1);
-    if (!p) return MHD_NO;
-    memcpy(p + st->len, upload_data, *upload_data_size);
-    st->body = p;
-    st->len += *upload_data_size;
-    st->body[st->len] = '\0';
-    *upload_data_size = 0;
-    return MHD_YES;
-  }
-  if (strcmp(url, "/v1/completions") != 0 || strcmp(method, "POST") != 0)
-    return stub_reply(conn, 404, "{\"error\": {\"message\": \"no such route\"}}");
   atomic_fetch_add(&s->requests, 1);
-  if (atomic_exchange(&s->fail_next, 0)) return stub_reply(conn, 503, "{\"error\": {\"message\": \"overloaded\"}}");
-  const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-  json_t *req = json_loadb(st->body ? st->body : "", st->len, 0, NULL);
-  json_t *prompts = json_object_get(req, "prompt");
-  int ok = auth && strcmp(auth, "Bearer " API_KEY) == 0 && json_is_array(prompts) &&
-           json_is_true(json_object_get(req, "echo")) && json_integer_value(json_object_get(req, "logprobs")) >= 1 &&
-           json_is_string(json_object_get(req, "model")) &&
-           strcmp(json_string_value(json_object_get(req, "model")), "stub-llm") == 0;
+  if (atomic_exchange(&s->fail_next, 0)) {
+    stub_reply(ans, 503, "{\"error\": {\"message\": \"overloaded\"}}");
+    return;
+  }
+  const char *auth = test_http_header(req, "Authorization");
+  json_t *rq = json_loadb(req->body, req->len, 0, NULL);
+  json_t *prompts = json_object_get(rq, "prompt");
+  int ok = strcmp(auth, "Bearer " API_KEY) == 0 && json_is_array(prompts) &&
+           json_is_true(json_object_get(rq, "echo")) && json_integer_value(json_object_get(rq, "logprobs")) >= 1 &&
+           json_is_string(json_object_get(rq, "model")) &&
+           strcmp(json_string_value(json_object_get(rq, "model")), "stub-llm") == 0;
   if (!ok) {
     atomic_fetch_add(&s->bad_requests, 1);
-    json_decref(req);
-    return stub_reply(conn, 400, "{\"error\": {\"message\": \"bad request\"}}");
+    json_decref(rq);
+    stub_reply(ans, 400, "{\"error\": {\"message\": \"bad request\"}}");
+    return;
   }
   /* Choices in reverse order: the client must go by "index". */
   size_t n = json_array_size(prompts);
@@ -419,45 +374,27 @@ static enum MHD_Result stub_access(void *cls, struct MHD_Connection *conn, const
     if (!c) atomic_fetch_add(&s->bad_requests, 1);
     else json_array_append_new(choices, c);
   }
-  json_decref(req);
+  json_decref(rq);
   pthread_mutex_lock(&s->lock);
   if (s->n_answered < 64) s->prompts[s->n_answered] = (int)n;
   s->n_answered++;
   pthread_mutex_unlock(&s->lock);
-  json_t *ans = json_pack("{s:s, s:s, s:s, s:o}", "id", "cmpl-stub", "object", "text_completion", "model", "stub-llm",
-                          "choices", choices);
-  char *body = json_dumps(ans, JSON_COMPACT);
-  json_decref(ans);
-  enum MHD_Result ret = stub_reply(conn, 200, body ? body : "{}");
-  free(body);
-  return ret;
-}
-
-static void stub_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                           enum MHD_RequestTerminationCode toe) {
-  (void)cls, (void)conn, (void)toe;
-  stub_conn *st = *con_cls;
-  if (st) free(st->body);
-  free(st);
-  *con_cls = NULL;
+  json_t *answer = json_pack("{s:s, s:s, s:s, s:o}", "id", "cmpl-stub", "object", "text_completion", "model",
+                             "stub-llm", "choices", choices);
+  char *body = json_dumps(answer, JSON_COMPACT);
+  json_decref(answer);
+  stub_reply(ans, 200, body ? body : "{}");
+  ans->body_free = body;
 }
 
 static int stub_start(stub *s) {
   memset(s, 0, sizeof *s);
   pthread_mutex_init(&s->lock, NULL);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  s->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, stub_access, s,
-                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, stub_completed, s,
-                          MHD_OPTION_END);
-  if (!s->d) return -1;
-  const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-  s->port = info ? info->port : 0;
-  return s->port ? 0 : -1;
+  return test_http_start(&s->http, stub_handle, s);
 }
 
 static void stub_stop(stub *s) {
-  MHD_stop_daemon(s->d);
+  test_http_stop(&s->http);
   pthread_mutex_destroy(&s->lock);
 }
 
@@ -474,7 +411,7 @@ static void check_endpoint_probs(finch_db *db, long long model, long long utt, c
 
 static long long test_endpoint(finch_db *db, stub *s) {
   char url[128];
-  snprintf(url, sizeof url, "http://127.0.0.1:%u/", s->port);
+  snprintf(url, sizeof url, "http://127.0.0.1:%u/", s->http.port);
   finch_external_query_opts o = {.dataset = DATASET, .url = url, .model = "stub-llm", .api_key = API_KEY,
                                  .batch = 2, .max_retries = 3, .backoff_ms = 10, .timeout_s = 20};
   finch_external_result r;
@@ -498,7 +435,7 @@ static long long test_endpoint(finch_db *db, stub *s) {
   check_endpoint_probs(db, r.model_id, g_id[0], "Where is my card?");
   check_endpoint_probs(db, r.model_id, g_id[1], "What is the exchange rate for €");
   check_endpoint_probs(db, r.model_id, g_id[2], "I want a refund");
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM models WHERE id = %lld AND arch = 'external' AND kind = 'teacher'"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models WHERE id = %lld AND arch = 'external' AND kind = 'teacher'"
                         " AND config->>'source' = 'endpoint' AND config->>'model' = 'stub-llm'"
                         " AND position('" API_KEY "' in path || config::text) = 0", r.model_id), 1);
 
@@ -513,7 +450,7 @@ static long long test_endpoint(finch_db *db, stub *s) {
   CHECK_INT_EQ(atomic_load(&s->requests), 3);
 
   /* A new training row: one request with its C prompts. */
-  exec_ok(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, split, content_hash)"
+  test_exec(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, split, content_hash)"
               " SELECT id, 'refund my order', 'refund my order', 'request_refund', 'train', 'h-new' FROM datasets"
               " WHERE name = '" DATASET "'");
   finch_external_result r3;
@@ -524,10 +461,10 @@ static long long test_endpoint(finch_db *db, stub *s) {
   CHECK_INT_EQ(r3.n_labelled, 5);
   CHECK_INT_EQ(s->n_answered, 3);
   CHECK_INT_EQ(s->prompts[2], C);
-  exec_ok(db, "DELETE FROM utterances WHERE content_hash = 'h-new'");
+  test_exec(db, "DELETE FROM utterances WHERE content_hash = 'h-new'");
 
   /* A 4xx is not retried; the message names the status, never the key. */
-  snprintf(url, sizeof url, "http://127.0.0.1:%u/elsewhere", s->port);
+  snprintf(url, sizeof url, "http://127.0.0.1:%u/elsewhere", s->http.port);
   finch_external_result r4;
   int before = atomic_load(&s->requests);
   CHECK_INT_EQ(finch_external_query(db, &o, &r4, &err), FINCH_EIO);
@@ -537,7 +474,7 @@ static long long test_endpoint(finch_db *db, stub *s) {
   CHECK_INT_EQ(atomic_load(&s->requests), before); /* the stub counts /v1/completions only */
 
   /* A server that keeps failing: the retries are spent, then a clear error. */
-  snprintf(url, sizeof url, "http://127.0.0.1:%u", s->port);
+  snprintf(url, sizeof url, "http://127.0.0.1:%u", s->http.port);
   o.max_retries = 0;
   o.temperature = 3; /* nothing cached at this temperature */
   before = atomic_load(&s->requests);
@@ -547,7 +484,7 @@ static long long test_endpoint(finch_db *db, stub *s) {
   CHECK_CONTAINS(err.msg, "HTTP 503");
   CHECK_CONTAINS(err.msg, "(gave up after 1 attempt)");
   CHECK_INT_EQ(atomic_load(&s->requests) - before, 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld AND temperature = 3", r.model_id), 0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld AND temperature = 3", r.model_id), 0);
   return r.model_id;
 }
 

@@ -1,25 +1,12 @@
 #include "tests/serve/receiver.h"
 
-#include <arpa/inet.h>
 #include <jansson.h>
-#include <microhttpd.h>
-#include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include "serve/webhook.h"
-
-typedef struct {
-  char *body;
-  size_t len;
-} rx_conn;
-
-static const char *rx_header(struct MHD_Connection *conn, const char *name) {
-  const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
-  return v ? v : "";
-}
 
 static int rx_body_ok(const char *body, size_t len, const char *event) {
   json_t *j = json_loadb(body, len, 0, NULL);
@@ -30,39 +17,37 @@ static int rx_body_ok(const char *body, size_t len, const char *event) {
   return ok;
 }
 
-static enum MHD_Result rx_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                 const char *version, const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls) {
-  (void)url, (void)method, (void)version;
-  test_receiver *rx = cls;
-  rx_conn *st = *con_cls;
-  if (!st) {
-    if (!(st = calloc(1, sizeof *st))) return MHD_NO;
-    *con_cls = st;
-    return MHD_YES;
+/* The status the mode gives path; *retry_after set for a 429. */
+static unsigned rx_status(test_receiver *rx, const char *path, const char **retry_after) {
+  unsigned main_route = atomic_load(&rx->down) ? 503 : 200;
+  if (rx->mode == TEST_RX_ONE_ROUTE || strcmp(path, "/main") == 0) return main_route;
+  if (strcmp(path, "/gone") == 0) return atomic_load(&rx->gone_ok) ? 200 : 410;
+  if (strcmp(path, "/flaky") == 0) return 500;
+  if (strcmp(path, "/busy") == 0) {
+    *retry_after = "2";
+    return 429;
   }
-  if (*upload_data_size) {
-    char *p = realloc(st->body, st->len + *upload_data_size + 1);
-    if (!p) return MHD_NO;
-    memcpy(p + st->len, upload_data, *upload_data_size);
-    st->body = p;
-    st->len += *upload_data_size;
-    st->body[st->len] = '\0';
-    *upload_data_size = 0;
-    return MHD_YES;
-  }
-  test_rx_req r = {.answered = atomic_load(&rx->down) ? 503 : 200};
-  snprintf(r.key, sizeof r.key, "%s", rx_header(conn, "Idempotency-Key"));
-  snprintf(r.event, sizeof r.event, "%s", rx_header(conn, "Finch-Webhook-Event"));
-  r.body = st->body ? st->body : calloc(1, 1);
-  if (!r.body) return MHD_NO;
-  r.len = st->len;
-  st->body = NULL;
-  const char *id = rx_header(conn, "Finch-Webhook-Id"), *sig = rx_header(conn, "Finch-Signature");
+  return 404;
+}
+
+static void rx_handle(void *ctx, test_http_request *req, test_http_answer *ans) {
+  test_receiver *rx = ctx;
+  test_rx_req r = {0};
+  r.answered = rx_status(rx, req->url, &ans->retry_after);
+  snprintf(r.path, sizeof r.path, "%s", req->url);
+  snprintf(r.key, sizeof r.key, "%s", test_http_header(req, "Idempotency-Key"));
+  snprintf(r.id, sizeof r.id, "%s", test_http_header(req, "Finch-Webhook-Id"));
+  snprintf(r.event, sizeof r.event, "%s", test_http_header(req, "Finch-Webhook-Event"));
+  r.ts = atoll(test_http_header(req, "Finch-Webhook-Timestamp"));
+  r.body = req->body;
+  r.len = req->len;
+  req->body = NULL;
+  const char *sig = test_http_header(req, "Finch-Signature");
   char want[65];
-  finch_webhook_sign(rx->secret, id, atoll(rx_header(conn, "Finch-Webhook-Timestamp")), r.body, r.len, want);
-  r.ok = strncmp(sig, "v1=", 3) == 0 && strlen(sig + 3) == 64 && CRYPTO_memcmp(sig + 3, want, 64) == 0 &&
-         strcmp(id, r.key) == 0 && rx_body_ok(r.body, r.len, r.event);
+  finch_webhook_sign(rx->secret, r.id, r.ts, r.body, r.len, want);
+  r.sig_ok = strncmp(sig, "v1=", 3) == 0 && strlen(sig + 3) == 64 && CRYPTO_memcmp(sig + 3, want, 64) == 0;
+  r.body_ok = rx_body_ok(r.body, r.len, r.event);
+  r.ok = r.sig_ok && r.body_ok && strcmp(r.id, r.key) == 0;
   pthread_mutex_lock(&rx->lock);
   if (rx->n == rx->cap) {
     size_t cap = rx->cap ? 2 * rx->cap : 64;
@@ -73,43 +58,21 @@ static enum MHD_Result rx_access(void *cls, struct MHD_Connection *conn, const c
   }
   rx->reqs[rx->n++] = r;
   pthread_mutex_unlock(&rx->lock);
-
-  static const char ok[] = "ok";
-  struct MHD_Response *resp = MHD_create_response_from_buffer(sizeof ok - 1, (void *)ok, MHD_RESPMEM_PERSISTENT);
-  if (!resp) return MHD_NO;
-  enum MHD_Result ret = MHD_queue_response(conn, r.answered, resp);
-  MHD_destroy_response(resp);
-  return ret;
+  ans->status = r.answered;
+  ans->body = "ok";
 }
 
-static void rx_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
-  (void)cls, (void)conn, (void)toe;
-  rx_conn *st = *con_cls;
-  if (st) free(st->body);
-  free(st);
-  *con_cls = NULL;
-}
-
-int test_receiver_start(test_receiver *rx, const char *secret) {
+int test_receiver_start(test_receiver *rx, const char *secret, test_rx_mode mode) {
   memset(rx, 0, sizeof *rx);
+  rx->mode = mode;
   snprintf(rx->secret, sizeof rx->secret, "%s", secret);
   pthread_mutex_init(&rx->lock, NULL);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  rx->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, rx_access, rx,
-                           MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
-                           rx_completed, rx, MHD_OPTION_END);
-  if (!rx->d) return -1;
-  const union MHD_DaemonInfo *info = MHD_get_daemon_info(rx->d, MHD_DAEMON_INFO_BIND_PORT);
-  rx->port = info ? info->port : 0;
-  return rx->port ? 0 : -1;
+  if (test_http_start(&rx->http, rx_handle, rx)) return -1;
+  rx->port = rx->http.port;
+  return 0;
 }
 
-void test_receiver_stop(test_receiver *rx) {
-  if (rx->d) MHD_stop_daemon(rx->d);
-  rx->d = NULL;
-}
+void test_receiver_stop(test_receiver *rx) { test_http_stop(&rx->http); }
 
 void test_receiver_free(test_receiver *rx) {
   test_receiver_stop(rx);
@@ -118,4 +81,33 @@ void test_receiver_free(test_receiver *rx) {
   rx->reqs = NULL;
   rx->n = rx->cap = 0;
   pthread_mutex_destroy(&rx->lock);
+}
+
+void test_receiver_count(test_receiver *rx, const char *key, int *total, int *ok, int *bad, int *after_ok) {
+  *total = *ok = *bad = *after_ok = 0;
+  pthread_mutex_lock(&rx->lock);
+  for (size_t i = 0; i < rx->n; i++) {
+    const test_rx_req *r = &rx->reqs[i];
+    if (strcmp(r->key, key) != 0) continue;
+    if (*ok) (*after_ok)++;
+    (*total)++;
+    if (r->answered >= 200 && r->answered < 300) (*ok)++;
+    if (!r->ok) (*bad)++;
+  }
+  pthread_mutex_unlock(&rx->lock);
+}
+
+int test_receiver_distinct_ok(test_receiver *rx, const char *path) {
+  int n = 0;
+  pthread_mutex_lock(&rx->lock);
+  for (size_t i = 0; i < rx->n; i++) {
+    const test_rx_req *r = &rx->reqs[i];
+    if (strcmp(r->path, path) != 0 || r->answered < 200 || r->answered >= 300) continue;
+    int seen = 0;
+    for (size_t k = 0; k < i && !seen; k++)
+      seen = strcmp(rx->reqs[k].key, r->key) == 0 && rx->reqs[k].answered >= 200 && rx->reqs[k].answered < 300;
+    n += !seen;
+  }
+  pthread_mutex_unlock(&rx->lock);
+  return n;
 }

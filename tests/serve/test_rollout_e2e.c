@@ -167,7 +167,7 @@ int main(void) {
 
   /* The receiver is down from the start, and subscribed to every event. */
   test_receiver rx;
-  if (test_receiver_start(&rx, SECRET) != 0) {
+  if (test_receiver_start(&rx, SECRET, TEST_RX_ONE_ROUTE) != 0) {
     fprintf(stderr, "cannot start the webhook receiver\n");
     return 1;
   }

@@ -1,17 +1,14 @@
 /* Outbound webhooks (serve/webhook.h) against a real PostgreSQL and a
- * loopback receiver (libmicrohttpd) that records every request and checks its
+ * loopback receiver (tests/serve/receiver.h) that records every request and checks its
  * signature: the outbox follows the caller's transaction, retries keep their
  * idempotency key, each event is delivered once per key, two workers never
  * deliver a row twice, permanent failures die, dead rows can be redelivered,
  * leases of crashed workers expire, and malformed input is refused clearly.
  * Timing is only used for generous polling deadlines. */
 #include <arpa/inet.h>
-#include <jansson.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,201 +21,16 @@
 #include "core/db.h"
 #include "serve/webhook.h"
 #include "tests/dbtest.h"
+#include "tests/serve/receiver.h"
 #include "tests/test.h"
 
 #define SECRET "whsec_test_0123456789abcdef"
-
-/* --- the receiver ------------------------------------------------------------ */
-
-typedef struct {
-  char path[32], key[128], id[128], event[64];
-  long long ts;
-  char *body;
-  size_t len;
-  int sig_ok;  /* Finch-Signature matches HMAC(SECRET, id.ts.body) */
-  int body_ok; /* body is {"id","type","created_at","data"} with type = the event header */
-  unsigned answered;
-} rx_req;
-
-typedef struct {
-  struct MHD_Daemon *d;
-  unsigned port;
-  pthread_mutex_t lock;
-  rx_req *reqs;
-  size_t n, cap;
-  atomic_int main_down; /* /main answers 503 while set, else 200 */
-  atomic_int gone_ok;   /* /gone answers 410 unless set */
-} receiver;
-
-typedef struct {
-  char *body;
-  size_t len;
-} rx_conn;
-
-static const char *rx_header(struct MHD_Connection *conn, const char *name) {
-  const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
-  return v ? v : "";
-}
-
-static int rx_check_body(const char *body, size_t len, const char *event) {
-  json_t *j = json_loadb(body, len, 0, NULL);
-  int ok = j && json_is_object(j) && json_is_string(json_object_get(j, "id")) &&
-           strncmp(json_string_value(json_object_get(j, "id")), "evt_", 4) == 0 &&
-           json_is_string(json_object_get(j, "type")) &&
-           strcmp(json_string_value(json_object_get(j, "type")), event) == 0 &&
-           json_is_string(json_object_get(j, "created_at")) && json_is_object(json_object_get(j, "data"));
-  json_decref(j);
-  return ok;
-}
-
-static enum MHD_Result rx_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                 const char *version, const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls) {
-  (void)method, (void)version;
-  receiver *rx = cls;
-  rx_conn *st = *con_cls;
-  if (!st) {
-    st = calloc(1, sizeof *st);
-    if (!st) return MHD_NO;
-    *con_cls = st;
-    return MHD_YES;
-  }
-  if (*upload_data_size) {
-    char *p = realloc(st->body, st->len + *upload_data_size + 1);
-    if (!p) return MHD_NO;
-    memcpy(p + st->len, upload_data, *upload_data_size);
-    st->body = p;
-    st->len += *upload_data_size;
-    st->body[st->len] = '\0';
-    *upload_data_size = 0;
-    return MHD_YES;
-  }
-  unsigned code = 404;
-  if (strcmp(url, "/main") == 0) code = atomic_load(&rx->main_down) ? 503 : 200;
-  else if (strcmp(url, "/gone") == 0) code = atomic_load(&rx->gone_ok) ? 200 : 410;
-  else if (strcmp(url, "/flaky") == 0) code = 500;
-  else if (strcmp(url, "/busy") == 0) code = 429;
-
-  rx_req r = {0};
-  snprintf(r.path, sizeof r.path, "%s", url);
-  snprintf(r.key, sizeof r.key, "%s", rx_header(conn, "Idempotency-Key"));
-  snprintf(r.id, sizeof r.id, "%s", rx_header(conn, "Finch-Webhook-Id"));
-  snprintf(r.event, sizeof r.event, "%s", rx_header(conn, "Finch-Webhook-Event"));
-  r.ts = atoll(rx_header(conn, "Finch-Webhook-Timestamp"));
-  r.body = st->body ? st->body : calloc(1, 1);
-  r.len = st->len;
-  st->body = NULL;
-  const char *sig = rx_header(conn, "Finch-Signature");
-  char want[65];
-  finch_webhook_sign(SECRET, r.id, r.ts, r.body, r.len, want);
-  r.sig_ok = strncmp(sig, "v1=", 3) == 0 && strlen(sig + 3) == 64 && CRYPTO_memcmp(sig + 3, want, 64) == 0;
-  r.body_ok = rx_check_body(r.body, r.len, r.event);
-  r.answered = code;
-  pthread_mutex_lock(&rx->lock);
-  if (rx->n == rx->cap) {
-    size_t cap = rx->cap ? 2 * rx->cap : 64;
-    rx_req *p = realloc(rx->reqs, cap * sizeof *p);
-    if (!p) abort();
-    rx->reqs = p;
-    rx->cap = cap;
-  }
-  rx->reqs[rx->n++] = r;
-  pthread_mutex_unlock(&rx->lock);
-
-  static const char ok[] = "ok";
-  struct MHD_Response *resp = MHD_create_response_from_buffer(sizeof ok - 1, (void *)ok, MHD_RESPMEM_PERSISTENT);
-  if (!resp) return MHD_NO;
-  if (code == 429) MHD_add_response_header(resp, "Retry-After", "2");
-  enum MHD_Result ret = MHD_queue_response(conn, code, resp);
-  MHD_destroy_response(resp);
-  return ret;
-}
-
-static void rx_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
-  (void)cls, (void)conn, (void)toe;
-  rx_conn *st = *con_cls;
-  if (st) free(st->body);
-  free(st);
-  *con_cls = NULL;
-}
-
-static int rx_start(receiver *rx) {
-  memset(rx, 0, sizeof *rx);
-  pthread_mutex_init(&rx->lock, NULL);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  rx->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, rx_access, rx,
-                           MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED,
-                           rx_completed, rx, MHD_OPTION_END);
-  if (!rx->d) return -1;
-  const union MHD_DaemonInfo *info = MHD_get_daemon_info(rx->d, MHD_DAEMON_INFO_BIND_PORT);
-  rx->port = info ? info->port : 0;
-  return rx->port ? 0 : -1;
-}
-
-static void rx_stop(receiver *rx) {
-  MHD_stop_daemon(rx->d);
-  for (size_t i = 0; i < rx->n; i++) free(rx->reqs[i].body);
-  free(rx->reqs);
-  pthread_mutex_destroy(&rx->lock);
-}
-
-/* Requests received for key: *total, *ok (2xx answers), *bad (signature,
- * body or Finch-Webhook-Id wrong), *after_ok (requests after the first 2xx). */
-static void rx_count(receiver *rx, const char *key, int *total, int *ok, int *bad, int *after_ok) {
-  *total = *ok = *bad = *after_ok = 0;
-  pthread_mutex_lock(&rx->lock);
-  for (size_t i = 0; i < rx->n; i++) {
-    const rx_req *r = &rx->reqs[i];
-    if (strcmp(r->key, key) != 0) continue;
-    if (*ok) (*after_ok)++;
-    (*total)++;
-    if (r->answered >= 200 && r->answered < 300) (*ok)++;
-    if (!r->sig_ok || !r->body_ok || strcmp(r->id, r->key) != 0) (*bad)++;
-  }
-  pthread_mutex_unlock(&rx->lock);
-}
-
-/* Distinct keys with a 2xx answer on path: what a deduplicating receiver keeps. */
-static int rx_distinct_ok(receiver *rx, const char *path) {
-  int n = 0;
-  pthread_mutex_lock(&rx->lock);
-  for (size_t i = 0; i < rx->n; i++) {
-    const rx_req *r = &rx->reqs[i];
-    if (strcmp(r->path, path) != 0 || r->answered < 200 || r->answered >= 300) continue;
-    int seen = 0;
-    for (size_t k = 0; k < i && !seen; k++)
-      seen = strcmp(rx->reqs[k].key, r->key) == 0 && rx->reqs[k].answered >= 200 && rx->reqs[k].answered < 300;
-    n += !seen;
-  }
-  pthread_mutex_unlock(&rx->lock);
-  return n;
-}
 
 /* --- helpers ----------------------------------------------------------------- */
 
 static void sleep_ms(long ms) {
   struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
-}
-
-static long long sqlf(finch_db *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static long long sqlf(finch_db *db, const char *fmt, ...) {
-  char sql[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(sql, sizeof sql, fmt, ap);
-  va_end(ap);
-  return test_scalar(db, sql);
-}
-
-static void exec_ok(finch_db *db, const char *sql) {
-  finch_err err;
-  if (finch_db_exec(db, sql, &err)) {
-    fprintf(stderr, "%s: %s\n", sql, err.msg);
-    exit(1);
-  }
 }
 
 /* Polls until the query's value is want, for at most seconds. */
@@ -234,7 +46,7 @@ static int wait_for(finch_db *db, long long want, int seconds, const char *sql) 
 static void only_active(finch_db *db, long long sub) {
   char sql[160];
   snprintf(sql, sizeof sql, "UPDATE webhook_subscriptions SET active = (id = %lld)", sub);
-  exec_ok(db, sql);
+  test_exec(db, sql);
 }
 
 /* The key of outbox row id (static buffer). */
@@ -254,7 +66,7 @@ static const char *key_of(finch_db *db, long long id) {
  * exactly once, nothing after that, all signed and shaped right; and the
  * requests per key equal the attempts recorded (no request unaccounted for).
  * *min_requests gets the fewest requests any key saw. */
-static void check_exactly_once(finch_db *db, receiver *rx, long long sub, long long after, int *min_requests) {
+static void check_exactly_once(finch_db *db, test_receiver *rx, long long sub, long long after, int *min_requests) {
   char sql[256];
   snprintf(sql, sizeof sql,
            "SELECT idempotency_key, attempts FROM webhook_outbox WHERE subscription_id = %lld AND id > %lld", sub,
@@ -267,7 +79,7 @@ static void check_exactly_once(finch_db *db, receiver *rx, long long sub, long l
   for (int i = 0; i < PQntuples(r); i++) {
     const char *key = PQgetvalue(r, i, 0);
     int total, ok, bad, after_ok;
-    rx_count(rx, key, &total, &ok, &bad, &after_ok);
+    test_receiver_count(rx, key, &total, &ok, &bad, &after_ok);
     if (ok != 1 || after_ok || bad || total != atoi(PQgetvalue(r, i, 1)))
       fprintf(stderr, "key %s: %d requests, %d 2xx, %d after the first 2xx, %d bad, %s attempts\n", key, total, ok,
               after_ok, bad, PQgetvalue(r, i, 1));
@@ -339,10 +151,10 @@ static void test_malformed(finch_db *db) {
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_subscriptions"), 0);
 
   /* Delivery refuses a connection inside a transaction: its claims would not commit. */
-  exec_ok(db, "BEGIN");
+  test_exec(db, "BEGIN");
   CHECK_INT_EQ(finch_webhook_deliver_due(c, NULL, 1, &n, &err), FINCH_EINVAL);
   CHECK_CONTAINS(err.msg, "inside a transaction");
-  exec_ok(db, "ROLLBACK");
+  test_exec(db, "ROLLBACK");
   finch_webhook_opts bad = {.conninfo = "host=/nonexistent-finch-socket-dir dbname=none connect_timeout=2"};
   finch_webhook_worker *w = NULL;
   CHECK_INT_EQ(finch_webhook_worker_start(&w, &bad, &err), FINCH_EDB);
@@ -359,11 +171,11 @@ static void test_transaction(finch_db *db, long long main_sub) {
   finch_err err;
   int n = -1;
   only_active(db, main_sub);
-  exec_ok(db, "BEGIN");
+  test_exec(db, "BEGIN");
   CHECK_INT_EQ(finch_webhook_emit(c, "intent.classified", "{\"intent\":\"card_arrival\"}", &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox"), 1);
-  exec_ok(db, "ROLLBACK");
+  test_exec(db, "ROLLBACK");
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox"), 0);
 
   /* No subscriber for the event: nothing queued. */
@@ -371,11 +183,11 @@ static void test_transaction(finch_db *db, long long main_sub) {
   CHECK_INT_EQ(n, 0);
 
   /* Committed with the state it reports. */
-  exec_ok(db, "BEGIN");
-  exec_ok(db, "INSERT INTO audit_log (actor, action) VALUES ('test', 'state change')");
+  test_exec(db, "BEGIN");
+  test_exec(db, "INSERT INTO audit_log (actor, action) VALUES ('test', 'state change')");
   CHECK_INT_EQ(finch_webhook_emit(c, "handoff.requested", "{\"conversation\":\"c-1\"}", &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
-  exec_ok(db, "COMMIT");
+  test_exec(db, "COMMIT");
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox"), 1);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM audit_log WHERE action = 'state change'"), 1);
   CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM webhook_outbox WHERE payload->>'type' = 'handoff.requested'"
@@ -389,7 +201,7 @@ static const char *const main_events[] = {"intent.classified", "handoff.requeste
 static void emit_many(finch_db *db, int n) {
   PGconn *c = finch_db_conn(db);
   finch_err err;
-  exec_ok(db, "BEGIN");
+  test_exec(db, "BEGIN");
   for (int i = 0; i < n; i++) {
     char payload[64];
     snprintf(payload, sizeof payload, "{\"seq\":%d}", i);
@@ -400,7 +212,7 @@ static void emit_many(finch_db *db, int n) {
     }
     CHECK_INT_EQ(q, 1);
   }
-  exec_ok(db, "COMMIT");
+  test_exec(db, "COMMIT");
 }
 
 static finch_webhook_opts fast_opts(const char *worker_id) {
@@ -410,12 +222,12 @@ static finch_webhook_opts fast_opts(const char *worker_id) {
 
 /* The receiver is down (503) until every event has been retried; then up.
  * Two workers share the outbox. */
-static void test_retry_then_deliver(finch_db *db, receiver *rx, long long main_sub) {
+static void test_retry_then_deliver(finch_db *db, test_receiver *rx, long long main_sub) {
   enum { N = 6 };
   char sql[256];
   long long after = test_scalar(db, "SELECT coalesce(max(id), 0) FROM webhook_outbox");
-  exec_ok(db, "UPDATE webhook_outbox SET status = 'delivered'"); /* the committed one above, not under test */
-  atomic_store(&rx->main_down, 1);
+  test_exec(db, "UPDATE webhook_outbox SET status = 'delivered'"); /* the committed one above, not under test */
+  atomic_store(&rx->down, 1);
   emit_many(db, N);
   CHECK_INT_EQ(finch_webhook_backlog(finch_db_conn(db)), N);
   finch_webhook_opts o1 = fast_opts("retry-a"), o2 = fast_opts("retry-b");
@@ -425,9 +237,9 @@ static void test_retry_then_deliver(finch_db *db, receiver *rx, long long main_s
   CHECK_INT_EQ(finch_webhook_worker_start(&w2, &o2, &err), FINCH_OK);
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND attempts >= 2", after);
   CHECK(wait_for(db, N, 60, sql));
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND status = 'pending'", after), N);
-  CHECK(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND last_status = 503", after) > 0);
-  atomic_store(&rx->main_down, 0);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND status = 'pending'", after), N);
+  CHECK(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND last_status = 503", after) > 0);
+  atomic_store(&rx->down, 0);
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND status = 'delivered'", after);
   CHECK(wait_for(db, N, 60, sql));
   finch_webhook_worker_stop(w1);
@@ -435,14 +247,14 @@ static void test_retry_then_deliver(finch_db *db, receiver *rx, long long main_s
   int min_requests = 0;
   check_exactly_once(db, rx, main_sub, after, &min_requests);
   CHECK(min_requests >= 2); /* every key was retried, with the same key */
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND last_status = 200"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND last_status = 200"
                         " AND delivered_at IS NOT NULL AND locked_until IS NULL", after), N);
   CHECK_INT_EQ(finch_webhook_backlog(finch_db_conn(db)), 0);
 }
 
 /* A healthy receiver and two workers racing for the same rows: no row is
  * delivered twice. */
-static void test_two_workers(finch_db *db, receiver *rx, long long main_sub) {
+static void test_two_workers(finch_db *db, test_receiver *rx, long long main_sub) {
   enum { M = 60 };
   long long after = test_scalar(db, "SELECT coalesce(max(id), 0) FROM webhook_outbox");
   size_t before = rx->n;
@@ -464,12 +276,12 @@ static void test_two_workers(finch_db *db, receiver *rx, long long main_sub) {
   size_t got = rx->n - before;
   pthread_mutex_unlock(&rx->lock);
   CHECK_INT_EQ(got, M);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND attempts = 1", after), M);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND attempts = 1", after), M);
   printf("two workers: pair-a delivered %lld, pair-b %lld of %d\n",
-         sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND locked_by = 'pair-a'", after),
-         sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND locked_by = 'pair-b'", after), M);
+         test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND locked_by = 'pair-a'", after),
+         test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id > %lld AND locked_by = 'pair-b'", after), M);
   /* What a deduplicating receiver kept: one per event of this and the previous test. */
-  CHECK_INT_EQ(rx_distinct_ok(rx, "/main"), 6 + M);
+  CHECK_INT_EQ(test_receiver_distinct_ok(rx, "/main"), 6 + M);
 }
 
 /* Runs deliver_due passes until the query gives want. */
@@ -489,7 +301,7 @@ static int drive_until(finch_db *db, const finch_webhook_opts *o, long long want
 }
 
 /* 410 is permanent: dead at once; redelivery sends it again with the same key. */
-static void test_dead_and_redeliver(finch_db *db, receiver *rx, long long gone_sub) {
+static void test_dead_and_redeliver(finch_db *db, test_receiver *rx, long long gone_sub) {
   PGconn *c = finch_db_conn(db);
   finch_err err;
   only_active(db, gone_sub);
@@ -502,30 +314,30 @@ static void test_dead_and_redeliver(finch_db *db, receiver *rx, long long gone_s
   char sql[200];
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'dead'", id);
   CHECK(drive_until(db, &o, 1, sql));
-  CHECK_INT_EQ(sqlf(db, "SELECT attempts FROM webhook_outbox WHERE id = %lld", id), 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT last_status FROM webhook_outbox WHERE id = %lld", id), 410);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT attempts FROM webhook_outbox WHERE id = %lld", id), 1);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT last_status FROM webhook_outbox WHERE id = %lld", id), 410);
   char key[128];
   snprintf(key, sizeof key, "%s", key_of(db, id));
   int total, ok, bad, after_ok;
-  rx_count(rx, key, &total, &ok, &bad, &after_ok);
+  test_receiver_count(rx, key, &total, &ok, &bad, &after_ok);
   CHECK_INT_EQ(total, 1);
   CHECK_INT_EQ(ok, 0);
   CHECK_INT_EQ(bad, 0);
 
   atomic_store(&rx->gone_ok, 1);
-  exec_ok(db, "SET finch.actor = 'test-operator'");
+  test_exec(db, "SET finch.actor = 'test-operator'");
   CHECK_INT_EQ(finch_webhook_redeliver(c, id, &err), FINCH_OK);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND attempts = 0",
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND attempts = 0",
                     id), 1);
   CHECK_INT_EQ(finch_webhook_redeliver(c, id, &err), FINCH_EINVAL); /* pending now */
   CHECK_CONTAINS(err.msg, "is pending");
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM audit_log WHERE action = 'webhook.redeliver' AND actor = "
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM audit_log WHERE action = 'webhook.redeliver' AND actor = "
                         "'test-operator' AND subject = 'webhook_outbox:%lld' AND details->>'previous_status' = 'dead'",
                     id), 1);
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'delivered'", id);
   CHECK(drive_until(db, &o, 1, sql));
   CHECK_STR_EQ(key_of(db, id), key);
-  rx_count(rx, key, &total, &ok, &bad, &after_ok);
+  test_receiver_count(rx, key, &total, &ok, &bad, &after_ok);
   CHECK_INT_EQ(total, 2);
   CHECK_INT_EQ(ok, 1);
   CHECK_INT_EQ(bad, 0);
@@ -543,7 +355,7 @@ static void test_dead_and_redeliver(finch_db *db, receiver *rx, long long gone_s
 }
 
 /* 500 every time: dead after max_attempts, with the last status kept. */
-static void test_retry_limit(finch_db *db, receiver *rx, long long flaky_sub) {
+static void test_retry_limit(finch_db *db, test_receiver *rx, long long flaky_sub) {
   PGconn *c = finch_db_conn(db);
   finch_err err;
   only_active(db, flaky_sub);
@@ -554,12 +366,12 @@ static void test_retry_limit(finch_db *db, receiver *rx, long long flaky_sub) {
   char sql[200];
   snprintf(sql, sizeof sql, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'dead'", id);
   CHECK(drive_until(db, &o, 1, sql));
-  CHECK_INT_EQ(sqlf(db, "SELECT attempts FROM webhook_outbox WHERE id = %lld", id), 3);
-  CHECK_INT_EQ(sqlf(db, "SELECT last_status FROM webhook_outbox WHERE id = %lld", id), 500);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND last_error LIKE '%%gave up after 3%%'",
+  CHECK_INT_EQ(test_sqlf(db, "SELECT attempts FROM webhook_outbox WHERE id = %lld", id), 3);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT last_status FROM webhook_outbox WHERE id = %lld", id), 500);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND last_error LIKE '%%gave up after 3%%'",
                     id), 1);
   int total, ok, bad, after_ok;
-  rx_count(rx, key_of(db, id), &total, &ok, &bad, &after_ok);
+  test_receiver_count(rx, key_of(db, id), &total, &ok, &bad, &after_ok);
   CHECK_INT_EQ(total, 3);
   CHECK_INT_EQ(bad, 0);
 }
@@ -575,13 +387,13 @@ static void test_retry_after(finch_db *db, long long busy_sub) {
   int n = 0;
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 10, &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND last_status = 429"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND last_status = 429"
                         " AND next_attempt_at - last_attempt_at >= interval '2 seconds'", id), 1);
-  exec_ok(db, "UPDATE webhook_outbox SET status = 'dead' WHERE status = 'pending'");
+  test_exec(db, "UPDATE webhook_outbox SET status = 'dead' WHERE status = 'pending'");
 }
 
 /* Nothing listens: a connection error is retried, recorded without a status. */
-static void test_connection_refused(finch_db *db, receiver *rx) {
+static void test_connection_refused(finch_db *db, test_receiver *rx) {
   int s = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -602,22 +414,22 @@ static void test_connection_refused(finch_db *db, receiver *rx) {
   /* One claim: with a few ms of backoff a second one could retry the row at once. */
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 1, &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND attempts = 1"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending' AND attempts = 1"
                         " AND last_status IS NULL AND length(last_error) > 0", id), 1);
   int total, ok, bad, after_ok;
-  rx_count(rx, key_of(db, id), &total, &ok, &bad, &after_ok);
+  test_receiver_count(rx, key_of(db, id), &total, &ok, &bad, &after_ok);
   CHECK_INT_EQ(total, 0);
   /* Deactivated: the pending row dies on its next claim instead of being sent. */
-  exec_ok(db, "UPDATE webhook_subscriptions SET active = false");
-  exec_ok(db, "UPDATE webhook_outbox SET next_attempt_at = now() WHERE status = 'pending'");
+  test_exec(db, "UPDATE webhook_subscriptions SET active = false");
+  test_exec(db, "UPDATE webhook_outbox SET next_attempt_at = now() WHERE status = 'pending'");
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 10, &n, &err), FINCH_OK);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'dead'"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'dead'"
                         " AND last_error LIKE '%%inactive%%'", id), 1);
 }
 
 /* A crashed worker's lease blocks the row until it expires; then another
  * worker delivers it with the same key. */
-static void test_lease_expiry(finch_db *db, receiver *rx, long long main_sub) {
+static void test_lease_expiry(finch_db *db, test_receiver *rx, long long main_sub) {
   PGconn *c = finch_db_conn(db);
   finch_err err;
   only_active(db, main_sub);
@@ -627,7 +439,7 @@ static void test_lease_expiry(finch_db *db, receiver *rx, long long main_sub) {
   snprintf(sql, sizeof sql,
            "UPDATE webhook_outbox SET locked_by = 'crashed', locked_until = now() + interval '1 hour', attempts = 1,"
            " last_attempt_at = now() WHERE id = %lld", id);
-  exec_ok(db, sql);
+  test_exec(db, sql);
   finch_webhook_opts o = fast_opts("survivor");
   int n = -1;
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 10, &n, &err), FINCH_OK);
@@ -635,25 +447,25 @@ static void test_lease_expiry(finch_db *db, receiver *rx, long long main_sub) {
   char key[128];
   snprintf(key, sizeof key, "%s", key_of(db, id));
   int total, ok, bad, after_ok;
-  rx_count(rx, key, &total, &ok, &bad, &after_ok);
+  test_receiver_count(rx, key, &total, &ok, &bad, &after_ok);
   CHECK_INT_EQ(total, 0);
   snprintf(sql, sizeof sql, "UPDATE webhook_outbox SET locked_until = now() - interval '1 second' WHERE id = %lld", id);
-  exec_ok(db, sql);
+  test_exec(db, sql);
   CHECK_INT_EQ(finch_webhook_deliver_due(c, &o, 10, &n, &err), FINCH_OK);
   CHECK_INT_EQ(n, 1);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'delivered' AND attempts = 2"
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'delivered' AND attempts = 2"
                         " AND locked_by = 'survivor'", id), 1);
-  rx_count(rx, key, &total, &ok, &bad, &after_ok);
+  test_receiver_count(rx, key, &total, &ok, &bad, &after_ok);
   CHECK_INT_EQ(total, 1);
   CHECK_INT_EQ(ok, 1);
   CHECK_INT_EQ(bad, 0);
 }
 
 /* A receiver's check fails on a tampered body, timestamp or secret. */
-static void test_tampered(receiver *rx) {
+static void test_tampered(test_receiver *rx) {
   pthread_mutex_lock(&rx->lock);
   CHECK(rx->n > 0);
-  rx_req r = rx->n ? rx->reqs[0] : (rx_req){0};
+  test_rx_req r = rx->n ? rx->reqs[0] : (test_rx_req){0};
   char *body = r.body ? strdup(r.body) : NULL;
   pthread_mutex_unlock(&rx->lock);
   if (!body) return;
@@ -706,7 +518,7 @@ static void test_cli(finch_db *db) {
   char args[96];
   snprintf(args, sizeof args, "webhooks redeliver %lld", dead);
   CHECK_INT_EQ(run_cli(args, out, sizeof out), 0);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending'", dead), 1);
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_outbox WHERE id = %lld AND status = 'pending'", dead), 1);
 }
 
 int main(void) {
@@ -716,8 +528,8 @@ int main(void) {
   test_sign();
   test_malformed(db);
 
-  receiver rx;
-  if (rx_start(&rx)) {
+  test_receiver rx;
+  if (test_receiver_start(&rx, SECRET, TEST_RX_ROUTES)) {
     fprintf(stderr, "cannot start the receiver\n");
     return 1;
   }
@@ -733,7 +545,7 @@ int main(void) {
   snprintf(url, sizeof url, "http://127.0.0.1:%u/busy", rx.port);
   CHECK_INT_EQ(finch_webhook_subscribe(c, url, SECRET, "intent.classified", &busy_sub, &err), FINCH_OK);
   CHECK(main_sub > 0 && gone_sub > 0 && flaky_sub > 0 && busy_sub > 0);
-  CHECK_INT_EQ(sqlf(db, "SELECT count(*) FROM webhook_subscriptions WHERE id = %lld AND event_types = "
+  CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM webhook_subscriptions WHERE id = %lld AND event_types = "
                         "'{intent.classified,handoff.requested,labeling.task_created}'", main_sub), 1);
 
   test_transaction(db, main_sub);
@@ -747,7 +559,7 @@ int main(void) {
   test_tampered(&rx);
   test_cli(db);
 
-  rx_stop(&rx);
+  test_receiver_free(&rx);
   finch_db_close(db);
   TEST_DONE();
 }
