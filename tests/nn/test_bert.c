@@ -25,6 +25,7 @@
 #include "nn/bert_tokenizer.h"
 #include "nn/model.h"
 #include "nn/model_arch.h"
+#include "nn/modelfile.h"
 #include "nn/rng.h"
 #include "tests/test.h"
 
@@ -429,6 +430,35 @@ static void test_model(void) {
     CHECK_INT_EQ(nn_model_save(back, path2, NN_DTYPE_F32, sha2, &err), FINCH_OK);
     CHECK_STR_EQ(sha, sha2);
     nn_model_free(back);
+  }
+  /* Files with a section missing or of the wrong size are refused, naming the file and the section. */
+  for (int k = 0; k < 3; k++) {
+    nn_file_writer fw;
+    nn__file_begin(&fw);
+    nn_file_arch a;
+    memset(&a, 0, sizeof a);
+    memcpy(a.name, "bert", 4);
+    a.n_labels = 3;
+    nn__file_section(&fw, "ARCH", &a, sizeof a);
+    nn__file_section_begin(&fw, "LABELS");
+    nn_buf_strings(&fw.b, labels, 3);
+    nn__file_section_end(&fw);
+    nn_file_bert fb = {V, P, TV, D, L, H, F, 3, 12, 1e-12f, {0}};
+    float zeros[3 * (D + 1)] = {0};
+    if (k != 0) nn__file_section(&fw, "BERTCFG", &fb, sizeof fb);
+    nn__file_section(&fw, "BERTTOK", "{}", 2);
+    nn__file_section(&fw, "BERTPAR", zeros, k == 1 ? sizeof zeros - 4 : sizeof zeros);
+    nn__file_section(&fw, "BERTHEAD", zeros, k == 2 ? sizeof zeros - 4 : sizeof zeros);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    CHECK_INT_EQ(nn__file_end(&fw, &buf, &len, &err), FINCH_OK);
+    snprintf(path, sizeof path, "%s/bad%d.finch", dir, k);
+    FILE *fp = fopen(path, "wb");
+    if (fp) fwrite(buf, 1, len, fp), fclose(fp);
+    free(buf);
+    CHECK_INT_EQ(nn_model_load(&back, path, &err), FINCH_EFORMAT);
+    CHECK_CONTAINS(err.msg, path);
+    CHECK_CONTAINS(err.msg, k == 0 ? "needs BERTCFG" : k == 1 ? "BERT parameter block has" : "BERTHEAD has the wrong size");
   }
   /* A sequence length beyond the positions is refused. */
   nn_model *bad = NULL;
