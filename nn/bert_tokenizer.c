@@ -307,6 +307,28 @@ finch_status nn_bert_tok_load(const char *path, nn_bert_tok_t **out, finch_err *
   return st;
 }
 
+finch_status nn_bert_tok_load_bytes(const char *name, const void *buf, size_t len, nn_bert_tok_t **out,
+                                   finch_err *err) {
+  *out = NULL;
+  json_error_t jerr;
+  json_t *root = json_loadb(buf, len, 0, &jerr);
+  if (!root)
+    return finch_err_set(err, FINCH_EFORMAT, "%s:%d:%d: not valid JSON: %s", name, jerr.line, jerr.column,
+                         jerr.text);
+  nn_bert_tok_t *t = calloc(1, sizeof *t);
+  finch_status st;
+  if (!t || !(t->path = strdup(name))) {
+    free(t);
+    st = finch_err_set(err, FINCH_ENOMEM, "%s: out of memory", name);
+  } else if ((st = bt__config(t, root, err)) != FINCH_OK) {
+    nn_bert_tok_free(t);
+  } else {
+    *out = t;
+  }
+  json_decref(root);
+  return st;
+}
+
 /* ---- Character classes (HF tokenizers: normalizers/bert.rs, pre_tokenizers/bert.rs) ---- */
 
 /* Unicode White_Space, as Rust's char::is_whitespace: the Z[slp] categories

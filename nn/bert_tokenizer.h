@@ -66,6 +66,10 @@ typedef struct {
  * field at fault (FINCH_EIO or FINCH_ENOTFOUND when it cannot be read,
  * FINCH_EFORMAT when it is malformed or not a BERT WordPiece tokenizer). */
 finch_status nn_bert_tok_load(const char *path, nn_bert_tok_t **out, finch_err *err);
+/* The same from the bytes of a tokenizer.json in memory (buf, len bytes,
+ * the caller's); name stands for the file in errors. */
+finch_status nn_bert_tok_load_bytes(const char *name, const void *buf, size_t len, nn_bert_tok_t **out,
+                                   finch_err *err);
 void nn_bert_tok_free(nn_bert_tok_t *t); /* NULL is harmless */
 
 nn_bert_tok_info nn_bert_tok_get_info(const nn_bert_tok_t *t);

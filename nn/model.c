@@ -10,7 +10,8 @@
 #include <string.h>
 
 /* Every architecture a file may name. */
-static const nn_model_vt *const archs[] = {&nn__bow_vt, &nn__tfm_vt, &nn__slr_vt, &nn__ensemble_vt};
+static const nn_model_vt *const archs[] = {&nn__bow_vt, &nn__tfm_vt, &nn__slr_vt, &nn__ensemble_vt,
+                                             &nn__bert_vt};
 
 /* A copy of n label names in one allocation (n pointers, then the strings),
  * released with free(); NULL when out of memory. */

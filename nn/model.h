@@ -31,7 +31,7 @@ typedef struct nn_model nn_model;
 
 /* The architectures behind nn_model: "bow" here, the others in
  * nn/model_arch.h. */
-typedef enum { NN_ARCH_BOW = 0, NN_ARCH_TFM = 1, NN_ARCH_SLR = 2, NN_ARCH_ENSEMBLE = 3 } nn_arch;
+typedef enum { NN_ARCH_BOW = 0, NN_ARCH_TFM = 1, NN_ARCH_SLR = 2, NN_ARCH_ENSEMBLE = 3, NN_ARCH_BERT = 4 } nn_arch;
 
 typedef struct {
   uint32_t dim;          /* embedding width D */

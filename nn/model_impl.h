@@ -40,7 +40,7 @@ typedef struct nn_model_vt {
   void (*free_impl)(void *impl);
 } nn_model_vt;
 
-extern const nn_model_vt nn__bow_vt, nn__tfm_vt, nn__slr_vt, nn__ensemble_vt;
+extern const nn_model_vt nn__bow_vt, nn__tfm_vt, nn__slr_vt, nn__ensemble_vt, nn__bert_vt;
 
 struct nn_model {
   const nn_model_vt *vt;

@@ -73,6 +73,11 @@ struct nn_ops {
   /* adds into dinp, dg, db */
   void (*layernorm_backward)(nn_backend *be, const float *dout, const float *inp, const float *g, const float *mean,
                              const float *rstd, int N, int D, float *dinp, float *dg, float *db);
+  /* layernorm_forward with the epsilon eps in place of NN_LN_EPS (BERT
+   * checkpoints name theirs, e.g. 1e-12); overwrites out, mean, rstd. The
+   * backward needs no epsilon: layernorm_backward serves both. */
+  void (*layernorm_eps_forward)(nn_backend *be, const float *inp, const float *g, const float *b, int N, int D,
+                                float eps, float *out, float *mean, float *rstd);
   /* nn_gelu_fast_*: the erf GELU within 1e-6 max(1, |x|); dinp may alias dout. */
   void (*gelu_forward)(nn_backend *be, const float *inp, float *out, size_t n);
   void (*gelu_backward)(nn_backend *be, const float *inp, const float *dout, float *dinp, size_t n);

@@ -1,6 +1,7 @@
 /* The CPU op table (nn/ops.h): host memory and the reference functions, so
  * that a step run through the table computes exactly what the functions do. */
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,25 @@ static void cpu_ln_fwd(nn_backend *be, const float *inp, const float *g, const f
                        float *mean, float *rstd) {
   (void)be;
   nn_layernorm_forward(inp, g, b, N, D, out, mean, rstd);
+}
+/* nn_layernorm_forward's loops with eps as a parameter; with eps = NN_LN_EPS
+ * it computes the same floats (test_ops holds it to that). */
+static void cpu_ln_eps_fwd(nn_backend *be, const float *inp, const float *g, const float *b, int N, int D, float eps,
+                           float *out, float *mean, float *rstd) {
+  (void)be;
+  for (int r = 0; r < N; r++) {
+    const float *x = inp + (size_t)r * D;
+    float *o = out + (size_t)r * D;
+    float s = 0.0f;
+    for (int d = 0; d < D; d++) s += x[d];
+    float mu = s / (float)D;
+    float v = 0.0f;
+    for (int d = 0; d < D; d++) v += (x[d] - mu) * (x[d] - mu);
+    float rs = 1.0f / sqrtf(v / (float)D + eps);
+    for (int d = 0; d < D; d++) o[d] = (x[d] - mu) * rs * g[d] + b[d];
+    mean[r] = mu;
+    rstd[r] = rs;
+  }
 }
 static void cpu_ln_bwd(nn_backend *be, const float *dout, const float *inp, const float *g, const float *mean,
                        const float *rstd, int N, int D, float *dinp, float *dg, float *db) {
@@ -182,7 +202,7 @@ const nn_ops nn__ops_cpu_table = {
     .set_precision = cpu_set_precision, .gemm = cpu_gemm, .gemm_strided = cpu_gemm_strided,
     .gemm_host = cpu_gemm,
     .linear_forward = cpu_linear_forward, .linear_backward = cpu_linear_backward, .layernorm_forward = cpu_ln_fwd,
-    .layernorm_backward = cpu_ln_bwd, .gelu_forward = cpu_gelu_fwd, .gelu_backward = cpu_gelu_bwd, .mul = cpu_mul,
+    .layernorm_backward = cpu_ln_bwd, .layernorm_eps_forward = cpu_ln_eps_fwd, .gelu_forward = cpu_gelu_fwd, .gelu_backward = cpu_gelu_bwd, .mul = cpu_mul,
     .add = cpu_add, .acc = cpu_acc, .tok_embed_forward = cpu_embed_fwd, .tok_embed_backward = cpu_embed_bwd,
     .heads_split = cpu_split, .heads_merge = cpu_merge, .attention_forward = nn_attention_forward,
     .attention_backward = nn_attention_backward, .pool_mean_forward = cpu_pool_mean_fwd,

@@ -200,8 +200,8 @@ static inline unsigned row_threads(int n) {
 /* ---- layer norm ---------------------------------------------------------------- */
 
 /* One block per row: two passes, as the CPU (mean, then centred variance). */
-__global__ void k_ln_fwd(const float *inp, const float *g, const float *b, int D, float *out, float *mean,
-                         float *rstd) {
+__global__ void k_ln_fwd(const float *inp, const float *g, const float *b, int D, float eps, float *out,
+                         float *mean, float *rstd) {
   __shared__ float sh[32];
   const size_t r = blockIdx.x;
   const float *x = inp + r * D;
@@ -210,7 +210,7 @@ __global__ void k_ln_fwd(const float *inp, const float *g, const float *b, int D
   const float mu = block_sum(s, sh) / (float)D;
   float v = 0.0f;
   for (int d = threadIdx.x; d < D; d += blockDim.x) v += (x[d] - mu) * (x[d] - mu);
-  const float rs = rsqrtf(block_sum(v, sh) / (float)D + NN_LN_EPS);
+  const float rs = rsqrtf(block_sum(v, sh) / (float)D + eps);
   float *o = out + r * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) o[d] = (x[d] - mu) * rs * g[d] + b[d];
   if (threadIdx.x == 0) {
@@ -261,7 +261,14 @@ __global__ void k_ln_bwd_gb(const float *dout, const float *inp, const float *me
 static void cu_ln_fwd(nn_backend *be, const float *inp, const float *g, const float *b, int N, int D, float *out,
                       float *mean, float *rstd) {
   if (IMPL(be)->st || N <= 0) return;
-  k_ln_fwd<<<N, row_threads(D)>>>(inp, g, b, D, out, mean, rstd);
+  k_ln_fwd<<<N, row_threads(D)>>>(inp, g, b, D, NN_LN_EPS, out, mean, rstd);
+  launched(be, "k_ln_fwd");
+}
+
+static void cu_ln_eps_fwd(nn_backend *be, const float *inp, const float *g, const float *b, int N, int D, float eps,
+                          float *out, float *mean, float *rstd) {
+  if (IMPL(be)->st || N <= 0) return;
+  k_ln_fwd<<<N, row_threads(D)>>>(inp, g, b, D, eps, out, mean, rstd);
   launched(be, "k_ln_fwd");
 }
 
@@ -701,6 +708,7 @@ extern "C" const nn_ops nn__ops_cuda_table = {
     /* .linear_backward = */ cu_linear_backward,
     /* .layernorm_forward = */ cu_ln_fwd,
     /* .layernorm_backward = */ cu_ln_bwd,
+    /* .layernorm_eps_forward = */ cu_ln_eps_fwd,
     /* .gelu_forward = */ cu_gelu_fwd,
     /* .gelu_backward = */ cu_gelu_bwd,
     /* .mul = */ cu_mul,

@@ -63,7 +63,7 @@ enum {
   O_GEMM, O_GEMM_T, O_STRIDED, O_LIN, O_LIN_NOBIAS, O_LIN_DX, O_LIN_DW, O_LIN_DB, O_LN, O_LN_DX, O_LN_DG, O_LN_DB,
   O_GELU, O_GELU_D, O_MUL, O_ADD, O_ACC, O_COPY, O_EMB, O_EMB_DTOK, O_EMB_DPOS, O_EMB_DNG, O_SPLIT, O_MERGE, O_ATT, O_CTX,
   O_DQKV, O_POOLM, O_POOLM_D, O_POOLC, O_POOLC_D, O_XENT_P, O_XENT_L, O_XENT_D, O_KL_Q, O_KL_L, O_KL_D, O_ADAM_P,
-  O_ADAM_M, O_ADAM_V, O_ROWS_P, O_ROWS_G, O_ROWS_V, O_COUNT
+  O_ADAM_M, O_ADAM_V, O_ROWS_P, O_ROWS_G, O_ROWS_V, O_LN_EPS, O_LN_EPS_DEF, O_COUNT
 };
 static const char *const onames[O_COUNT] = {
     "gemm", "gemm (transposed)", "gemm_strided", "linear", "linear (no bias)", "linear dinp", "linear dW",
@@ -71,7 +71,8 @@ static const char *const onames[O_COUNT] = {
     "acc", "copy", "tok_embed", "tok_embed dtok", "tok_embed dpos", "tok_embed dng", "heads_split", "heads_merge",
     "attention att", "attention ctx", "attention dqkv", "pool_mean", "pool_mean backward", "pool_cls",
     "pool_cls backward", "xent probs", "xent loss", "xent dlogits", "kl q", "kl loss", "kl dlogits", "adamw p",
-    "adamw m", "adamw v", "adamw_rows p", "adamw_rows g", "adamw_rows v"};
+    "adamw m", "adamw v", "adamw_rows p", "adamw_rows g", "adamw_rows v", "layernorm eps 1e-12",
+    "layernorm eps default"};
 
 typedef struct {
   float *v[O_COUNT];
@@ -133,6 +134,11 @@ static void run_ops(nn_backend *be, const inputs *in, outs *o) {
   put(be, o, O_LN_DX, dx, ND);
   put(be, o, O_LN_DG, dg, D);
   put(be, o, O_LN_DB, dlb, D);
+  /* The same with BERT's epsilon, and with the default one (= layernorm_forward). */
+  op->layernorm_eps_forward(be, x, g, lb, (int)N, D, 1e-12f, ln, mean, rstd);
+  put(be, o, O_LN_EPS, ln, ND);
+  op->layernorm_eps_forward(be, x, g, lb, (int)N, D, NN_LN_EPS, ln, mean, rstd);
+  put(be, o, O_LN_EPS_DEF, ln, ND);
   op->release(be, g), op->release(be, lb), op->release(be, mean), op->release(be, rstd);
   op->release(be, dg), op->release(be, dlb);
 
@@ -323,6 +329,8 @@ int main(void) {
           }
           CHECK_NEAR(s, 1.0, 1e-5);
         }
+    /* layernorm_eps_forward at the default epsilon is layernorm_forward, bit for bit. */
+    CHECK(memcmp(ref.v[O_LN_EPS_DEF], ref.v[O_LN], ND * sizeof(float)) == 0);
     /* split then merge is the identity. */
     CHECK(memcmp(ref.v[O_MERGE], in.qkv, 3 * ND * sizeof(float)) == 0);
     /* adamw_rows: untouched rows keep their values, touched gradient rows are zeroed. */
