@@ -30,6 +30,8 @@ static cfg_entry g_cfg[] = {
      0},
     {"data_dir", "FINCH_DATA_DIR", T_STR, "", 0, 0,
      "where the public data sets live; empty = ../shared/data beside the checkout", NULL, 0},
+    {"pretrained_dir", "FINCH_PRETRAINED_DIR", T_STR, "", 0, 0,
+     "where scripts/fetch-pretrained.sh installs pretrained encoders; empty = home/pretrained", NULL, 0},
     {"log_level", "FINCH_LOG", T_STR, "info", 0, 0, "error, warn, info or debug", NULL, 0},
     {"device", "FINCH_DEVICE", T_STR, "auto", 0, 0, "compute device: cpu, cuda or auto", NULL, 0},
     {"seed", "FINCH_SEED", T_INT, "42", 0, 4294967295.0, "seed for splits, augmentation and training",

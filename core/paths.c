@@ -58,6 +58,27 @@ void finch_data_dir(char *buf, size_t n) {
     snprintf(buf, n, "%s/../shared/data", FINCH_SOURCE_DIR);
 }
 
+finch_status finch_pretrained_dir(const char *name, char *buf, size_t n, finch_err *err) {
+  const char *d = finch_config_get("pretrained_dir");
+  char base[PATH_MAX];
+  if (d && *d) {
+    snprintf(base, sizeof base, "%s", d);
+  } else {
+    char home[PATH_MAX];
+    finch_status st = finch_home_dir(home, sizeof home, err);
+    if (st) return st;
+    snprintf(base, sizeof base, "%s/pretrained", home);
+  }
+  char weights[PATH_MAX + 64];
+  if (snprintf(buf, n, "%s/%s", base, name) >= (int)n)
+    return finch_err_set(err, FINCH_EINVAL, "path too long: %s/%s", base, name);
+  snprintf(weights, sizeof weights, "%s/model.safetensors", buf);
+  if (!finch_file_exists(weights))
+    return finch_err_set(err, FINCH_ENOTFOUND,
+                         "the pretrained encoder %s is not installed in %s: run scripts/fetch-pretrained.sh", name, base);
+  return FINCH_OK;
+}
+
 int finch_file_exists(const char *path) {
   struct stat st;
   return stat(path, &st) == 0 && S_ISREG(st.st_mode);

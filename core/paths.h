@@ -13,6 +13,12 @@ finch_status finch_home_subdir(const char *sub, char *buf, size_t n, finch_err *
 /* The data directory: setting "data_dir", else ../shared/data beside the
  * source checkout. Not checked for existence. */
 void finch_data_dir(char *buf, size_t n);
+/* The directory of the pretrained encoder `name` (e.g. "all-minilm-l6-v2"):
+ * setting "pretrained_dir" (else home/pretrained), then name. Weights are
+ * installed once by scripts/fetch-pretrained.sh, never fetched at run time:
+ * FINCH_ENOTFOUND, in one line naming the directory and the script, when
+ * its model.safetensors is not there. */
+finch_status finch_pretrained_dir(const char *name, char *buf, size_t n, finch_err *err);
 /* mkdir -p with the given mode. */
 finch_status finch_mkdirs(const char *path, unsigned mode, finch_err *err);
 /* 1 when path exists and is a regular file. */
