@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/fetch-pretrained.sh ||
+  echo "demo: no pretrained encoder; the demo's teacher is trained from scratch"
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$(nproc)"
 exec build/release/finch demo "$@"
