@@ -206,6 +206,7 @@ void nn_bert_free(nn_bert *m) {
 
 const nn_bert_config *nn_bert_get_config(const nn_bert *m) { return &m->cfg; }
 const float *nn_bert_params(const nn_bert *m) { return m->params; }
+float *nn_bert_params_mut(nn_bert *m) { return m->params; }
 size_t nn_bert_n_params(const nn_bert *m) { return m->n_params; }
 size_t nn_bert_n_tensors(const nn_bert *m) { return m->n_tensors; }
 const nn_bert_tensor *nn_bert_tensor_at(const nn_bert *m, size_t i) {
@@ -295,6 +296,32 @@ finch_status nn_bert_load_dir(nn_bert **out, const char *dir, finch_err *err) {
   nn_bert_config c;
   finch_status st = nn_bert_config_read(cfg_path, &c, err);
   if (st == FINCH_OK) st = nn_bert_from_safetensors(out, &c, st_path, err);
+  return st;
+}
+
+finch_status nn_bert_dropout_read(const char *path, float *hidden, float *attn, finch_err *err) {
+  *hidden = *attn = 0.1f;
+  FILE *fp = fopen(path, "rb");
+  if (!fp)
+    return finch_err_set(err, errno == ENOENT ? FINCH_ENOTFOUND : FINCH_EIO, "%s: cannot open: %s", path,
+                         strerror(errno));
+  json_error_t je;
+  json_t *root = json_loadf(fp, 0, &je);
+  fclose(fp);
+  if (!root) return finch_err_set(err, FINCH_EFORMAT, "%s:%d:%d: not valid JSON: %s", path, je.line, je.column, je.text);
+  static const char *fields[2] = {"hidden_dropout_prob", "attention_probs_dropout_prob"};
+  float *out[2] = {hidden, attn};
+  finch_status st = FINCH_OK;
+  for (int i = 0; i < 2 && st == FINCH_OK; i++) {
+    json_t *v = json_is_object(root) ? json_object_get(root, fields[i]) : NULL;
+    if (!v) continue;
+    double x = json_is_number(v) ? json_number_value(v) : -1.0;
+    if (!(x >= 0.0 && x <= 0.9))
+      st = finch_err_set(err, FINCH_EFORMAT, "%s: field %s: not a number in [0, 0.9]", path, fields[i]);
+    else
+      *out[i] = (float)x;
+  }
+  json_decref(root);
   return st;
 }
 

@@ -36,11 +36,9 @@
  * The checkpoint's pooler (pooler.dense) is not used: sentence vectors are
  * the mean pool.
  *
- * This is the forward pass only: the work area keeps one layer's
- * activations at a time. Fine-tuning needs every layer's (as nn/tfm.c keeps
- * them) and the backward of each step, which the op table already has
- * (layernorm_backward takes the forward's row statistics, so it needs no
- * epsilon).
+ * This is the inference forward: its work area keeps one layer's
+ * activations at a time. Fine-tuning (nn/bert_train.h) has its own work
+ * area keeping every layer's, a forward with dropout and the backward.
  *
  * Threading: a model is read-only after loading; one work area per thread. */
 #ifndef FINCH_NN_BERT_H
@@ -88,6 +86,13 @@ finch_status nn_bert_config_check(const nn_bert_config *c, finch_err *err);
  * is missing, of the wrong type or out of bounds. */
 finch_status nn_bert_config_read(const char *path, nn_bert_config *c, finch_err *err);
 
+/* The dropout the checkpoint was trained with, from its config.json:
+ * hidden_dropout_prob into *hidden and attention_probs_dropout_prob into
+ * *attn, each 0.1 (Hugging Face's default) when the field is absent.
+ * FINCH_EFORMAT naming the file and the field when one is not a number in
+ * [0, 0.9]; the open and parse errors of nn_bert_config_read. */
+finch_status nn_bert_dropout_read(const char *path, float *hidden, float *attn, finch_err *err);
+
 /* Reads the weights named above from a safetensors file (nn/safetensors.h)
  * into a new model of configuration c; every tensor must be F32 of the shape
  * c implies. Errors name the file and the tensor. */
@@ -107,6 +112,9 @@ void nn_bert_free(nn_bert *m); /* NULL is harmless */
 
 const nn_bert_config *nn_bert_get_config(const nn_bert *m);
 const float *nn_bert_params(const nn_bert *m);
+/* The same block, writable: fine-tuning (nn/bert_train.h) copies its result
+ * back here. No work area made before the write sees it on a device. */
+float *nn_bert_params_mut(nn_bert *m);
 size_t nn_bert_n_params(const nn_bert *m);
 size_t nn_bert_n_tensors(const nn_bert *m);
 const nn_bert_tensor *nn_bert_tensor_at(const nn_bert *m, size_t i); /* NULL past the end */
