@@ -378,6 +378,12 @@ static finch_status cache_save(const member *m, finch_err *err) {
   return st ? st : nn_model_save(m->model, path, NN_DTYPE_F32, NULL, err);
 }
 
+const char *finch_teacher_default_members(void) {
+  char dir[4096];
+  finch_err e;
+  return finch_teacher__bert_dir(dir, sizeof dir, &e) == FINCH_OK ? "bert,slr,bow" : "slr,bow,tfm";
+}
+
 /* Member m's holdout probabilities split into the two halves, its
  * temperature fitted on the selection half, and its figures on both. */
 static finch_status member_figures(const ctx *c, member *m, finch_err *err) {
@@ -436,7 +442,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   if ((st = nn_backend_open(&c.be, (nn_device)dk, err)) != FINCH_OK) goto out;
 
   /* Parse the member list. */
-  const char *spec = opts->members && *opts->members ? opts->members : "slr,bow,tfm";
+  const char *spec = opts->members && *opts->members ? opts->members : finch_teacher_default_members();
   int want_tfm = 0, want_bow = 0;
   for (const char *p = spec; *p;) {
     size_t len = strcspn(p, ",");

@@ -65,8 +65,8 @@
 typedef struct {
   const char *dataset;
   const char *members;      /* comma-separated: slr, bow, tfm, ktfm (repeatable; bow and tfm members after the
-                               first differ by seed), bert (once), at most FINCH_TEACHER_MAX_MEMBERS; default
-                               "slr,bow,tfm" */
+                               first differ by seed), bert (once), at most FINCH_TEACHER_MAX_MEMBERS; NULL or
+                               "" = finch_teacher_default_members() */
   unsigned long long seed;  /* also splits the holdout into its selection and report halves */
   int augmented;            /* 1 = train slr/bow/bert on augmented rows too (default 1) */
   int tfm_augmented;        /* 1 = the encoders too (default 0: source rows) */
@@ -105,6 +105,11 @@ typedef struct {
   char chosen[256]; /* names of the chosen members, "+"-joined */
   double seconds;
 } finch_teacher_result;
+
+/* The members a run without a list trains: "bert,slr,bow" when the
+ * pretrained encoder is installed (the best teacher measured on BANKING77),
+ * else "slr,bow,tfm". */
+const char *finch_teacher_default_members(void);
 
 finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, finch_teacher_result *res,
                                  finch_err *err);
