@@ -18,9 +18,9 @@
  *          the encoder, which on its own sees too few examples;
  *   "bert" the pretrained encoder all-MiniLM-L6-v2 (nn/bert.h), frozen, with
  *          a softmax-regression head (nn/bert_head.h) fitted on its mean-
- *          pooled vectors of the training rows the sparse members see
- *          (augmented ones too unless augmented = 0), embedded on the run's
- *          device. At most one (its fit is deterministic). The weights come
+ *          pooled vectors of the training rows the encoders see (source rows
+ *          unless tfm_augmented), embedded on the run's device. At most one
+ *          (its fit is deterministic). The weights come
  *          from the pretrained_dir setting (scripts/fetch-pretrained.sh
  *          installs them); when they are missing, a run listing bert fails
  *          before any member trains with finch_pretrained_dir's one line.
@@ -46,8 +46,10 @@
  * $FINCH_HOME/member-cache/<key>.fnm, the key a SHA-256 over the training
  * rows in order (text, label, source or augmented), the label set, the
  * general corpus, every option that changes what a member learns, the
- * member's name with its ordinal (hence its seed) and, for a ktfm member,
- * the keys of the members before it. A later run that lists the same member
+ * member's name with its ordinal (hence its seed), for a ktfm member the
+ * keys of the members before it, and for the bert member the SHA-256 of the
+ * pretrained model.safetensors and tokenizer.json (hashed each run that
+ * reuses members: about 0.2 s for the 90 MB) with its recipe. A later run that lists the same member
  * over the same rows loads it instead of training it; its holdout figures
  * and temperature are computed afresh, so the choice is the same as if it
  * had been trained again (a loaded member predicts exactly what it did when
@@ -68,8 +70,8 @@ typedef struct {
                                first differ by seed), bert (once), at most FINCH_TEACHER_MAX_MEMBERS; NULL or
                                "" = finch_teacher_default_members() */
   unsigned long long seed;  /* also splits the holdout into its selection and report halves */
-  int augmented;            /* 1 = train slr/bow/bert on augmented rows too (default 1) */
-  int tfm_augmented;        /* 1 = the encoders too (default 0: source rows) */
+  int augmented;            /* 1 = train slr/bow on augmented rows too (default 1) */
+  int tfm_augmented;        /* 1 = the encoders (tfm, bert) too (default 0: source rows) */
   const char *general;      /* general datasets by name for pre-training (comma-separated), NULL = none */
   int pretrain_epochs;      /* MLM epochs over the general corpus + training texts; 0 = none */
   int tfm_epochs;           /* fine-tuning epochs; 0 = default 30 */
