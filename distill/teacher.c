@@ -407,10 +407,14 @@ static finch_status cache_save(const member *m, finch_err *err) {
   return st ? st : nn_model_save(m->model, path, NN_DTYPE_F32, NULL, err);
 }
 
-const char *finch_teacher_default_members(void) {
+int finch_teacher_pretrained_installed(void) {
   char dir[4096];
   finch_err e;
-  return finch_teacher__bert_dir(dir, sizeof dir, &e) == FINCH_OK ? "bert,slr,bow" : "slr,bow,tfm";
+  return finch_teacher__bert_dir(dir, sizeof dir, &e) == FINCH_OK;
+}
+
+const char *finch_teacher_default_members(void) {
+  return finch_teacher_pretrained_installed() ? "bert,slr,bow" : "slr,bow,tfm";
 }
 
 /* Member m's holdout probabilities split into the two halves, its

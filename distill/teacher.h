@@ -112,6 +112,8 @@ typedef struct {
  * pretrained encoder is installed (the best teacher measured on BANKING77),
  * else "slr,bow,tfm". */
 const char *finch_teacher_default_members(void);
+/* 1 when the bert member's weights are installed (finch_pretrained_dir). */
+int finch_teacher_pretrained_installed(void);
 
 finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, finch_teacher_result *res,
                                  finch_err *err);
