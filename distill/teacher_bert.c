@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -32,7 +33,7 @@ finch_status finch_teacher__bert_identity(const char *dir, char out[FINCH_SHA256
   }
   char both[2 * FINCH_SHA256_HEX_LEN + 2];
   snprintf(both, sizeof both, "%s|%s", hex[0], hex[1]);
-  finch_sha256_hex(both, sizeof both - 1, out);
+  finch_sha256_hex(both, strlen(both), out);
   return FINCH_OK;
 }
 

@@ -6,7 +6,8 @@
  *     letters-only WordPiece vocabulary), "bert,slr" trains, the member has
  *     the encoder's parameters plus its head, the teacher file loads and
  *     predicts, and the member figures come on both holdout halves;
- *   - the member cache keys it by the weights: a second run reuses it with
+ *   - the weights' identity is the SHA-256 of the two files' hashes, and
+ *     the member cache keys it by them: a second run reuses it with
  *     the same figures, and other weights at the same path train anew;
  *   - the holdout halves partition the dev rows, balanced within one row,
  *     the same for the same seed;
@@ -23,6 +24,7 @@
 #include "core/config.h"
 #include "core/paths.h"
 #include "distill/teacher.h"
+#include "distill/teacher_bert.h"
 #include "distill/teacher_select.h"
 #include "ingest/ingest.h"
 #include "nn/bert.h"
@@ -181,6 +183,19 @@ int main(int argc, char **argv) {
   /* The tiny checkpoint. */
   snprintf(tiny, sizeof tiny, "%s/all-minilm-l6-v2", root);
   make_tiny(tiny, 1);
+  /* The weights' identity: SHA-256 of "<model.safetensors hex>|<tokenizer.json hex>". */
+  {
+    char a[FINCH_SHA256_HEX_LEN], b[FINCH_SHA256_HEX_LEN], id[FINCH_SHA256_HEX_LEN], want[FINCH_SHA256_HEX_LEN];
+    char both[2 * FINCH_SHA256_HEX_LEN + 2], path[1400];
+    snprintf(path, sizeof path, "%s/model.safetensors", tiny);
+    CHECK_INT_EQ(finch_sha256_file(path, a, &err), FINCH_OK);
+    snprintf(path, sizeof path, "%s/tokenizer.json", tiny);
+    CHECK_INT_EQ(finch_sha256_file(path, b, &err), FINCH_OK);
+    snprintf(both, sizeof both, "%s|%s", a, b);
+    finch_sha256_hex(both, strlen(both), want);
+    CHECK_INT_EQ(finch_teacher__bert_identity(tiny, id, &err), FINCH_OK);
+    CHECK_STR_EQ(id, want);
+  }
   o.members = "bert,slr,bert";
   CHECK_INT_EQ(finch_teacher_train(db, &o, &r, &err), FINCH_EINVAL);
   CHECK_CONTAINS(err.msg, "twice");
