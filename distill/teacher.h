@@ -20,11 +20,11 @@
  *          a softmax-regression head (nn/bert_head.h) fitted on its mean-
  *          pooled vectors of the training rows the encoders see (source rows
  *          unless tfm_augmented), embedded on the run's device. At most one
- *          (its fit is deterministic). The weights come
- *          from the pretrained_dir setting (scripts/fetch-pretrained.sh
- *          installs them); when they are missing, a run listing bert fails
- *          before any member trains with finch_pretrained_dir's one line.
- *          The vectors are held in memory for the member's fit only.
+ *          (its fit is deterministic). The weights come from the
+ *          pretrained_dir setting (scripts/fetch-pretrained.sh installs
+ *          them); when they are missing, a run listing bert fails before any
+ *          member trains, with finch_pretrained_dir's one line. The vectors
+ *          are held in memory for the member's fit only.
  *
  * Selection that does not see the reported figures: the holdout (dev) rows
  * are split once per run, seeded by `seed` and stratified by label (each
@@ -38,9 +38,10 @@
  * teacher and each member are reported with; the selection half's figures
  * (sel_acc) are reported beside them, and are optimistic by construction.
  * The teacher is written under $FINCH_HOME/models and registered in
- * `models` (arch "ensemble", config listing its members with both figures). The encoders' per-step metrics go to
- * training_metrics under the run's id (a row of training_runs, tied to the
- * teacher once it is registered).
+ * `models` (arch "ensemble", config listing its members with both
+ * figures). The encoders' per-step metrics go to training_metrics under the
+ * run's id (a row of training_runs, tied to the teacher once it is
+ * registered).
  *
  * Member cache (reuse_members = 1): each trained member is kept under
  * $FINCH_HOME/member-cache/<key>.fnm, the key a SHA-256 over the training
@@ -49,8 +50,9 @@
  * member's name with its ordinal (hence its seed), for a ktfm member the
  * keys of the members before it, and for the bert member the SHA-256 of the
  * pretrained model.safetensors and tokenizer.json (hashed each run that
- * reuses members: about 0.2 s for the 90 MB) with its recipe. A later run that lists the same member
- * over the same rows loads it instead of training it; its holdout figures
+ * reuses members: about 0.2 s for the 90 MB) with its recipe. A later run
+ * that lists the same member over the same rows loads it instead of
+ * training it; its holdout figures
  * and temperature are computed afresh, so the choice is the same as if it
  * had been trained again (a loaded member predicts exactly what it did when
  * saved). Runs that add members after the listed ones pay only for those. */
