@@ -10,7 +10,8 @@
  * --frozen also measures the frozen baseline: the pooled vectors of
  * BANKING77's train split less the stratified, seeded 10% holdout of
  * bench_sparse_lr (seed 42, the same rows), a softmax regression fitted on
- * them (full-batch Adam, 400 steps, L2 1e-4), and its holdout accuracy.
+ * them (nn/bert_head.h's defaults: full-batch Adam, 400 steps, L2 1e-4), and
+ * its holdout accuracy.
  * --finetune EPOCHS fine-tunes the encoder and a fresh head
  * (nn/bert_train.h, the trainer's defaults: batch 32, lr 1e-4, head 2e-3,
  * linear warm-up 10% and decay, clipping 1.0, the checkpoint's dropout,
@@ -28,6 +29,7 @@
 
 #include "core/csv.h"
 #include "nn/bert.h"
+#include "nn/bert_head.h"
 #include "nn/bert_tokenizer.h"
 #include "nn/bert_train.h"
 #include "nn/model.h"
@@ -83,46 +85,6 @@ static double rate(const nn_model *m, nn_backend *be, const char *const *texts, 
     return 0;
   }
   return (double)n / (now_s() - t0);
-}
-
-/* Softmax regression W (C,D), b (C) on X (n,D), y (n): full-batch Adam on the
- * mean cross-entropy + l2/2 |W|^2. */
-static void fit_softmax(const float *X, const int32_t *y, size_t n, size_t D, size_t C, int steps, float *W,
-                        float *b) {
-  const float lr = 0.01f, l2 = 1e-4f, b1 = 0.9f, b2 = 0.999f;
-  float *Z = malloc(n * C * sizeof *Z), *G = calloc(C * (D + 1), sizeof *G);
-  float *M = calloc(C * (D + 1), sizeof *M), *V = calloc(C * (D + 1), sizeof *V);
-  memset(W, 0, C * D * sizeof *W);
-  memset(b, 0, C * sizeof *b);
-  for (int s = 1; s <= steps; s++) {
-    /* Z (n,C) = X W^T + b; then softmax - onehot, divided by n */
-    for (size_t i = 0; i < n; i++) memcpy(Z + i * C, b, C * sizeof *b);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)C, (int)D, 1.0f, X, (int)D, W, (int)D, 1.0f, Z,
-                (int)C);
-    for (size_t i = 0; i < n; i++) {
-      float *z = Z + i * C, mx = -INFINITY;
-      double t = 0;
-      for (size_t k = 0; k < C; k++) mx = fmaxf(mx, z[k]);
-      for (size_t k = 0; k < C; k++) t += (z[k] = expf(z[k] - mx));
-      for (size_t k = 0; k < C; k++) z[k] = (float)(z[k] / t - (k == (size_t)y[i])) / (float)n;
-    }
-    /* G: dW (C,D) = Z^T X + l2 W; db (C) = column sums of Z */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)C, (int)D, (int)n, 1.0f, Z, (int)C, X, (int)D, 0.0f, G,
-                (int)D);
-    for (size_t k = 0; k < C * D; k++) G[k] += l2 * W[k];
-    for (size_t k = 0; k < C; k++) {
-      G[C * D + k] = 0;
-      for (size_t i = 0; i < n; i++) G[C * D + k] += Z[i * C + k];
-    }
-    const float c1 = 1.0f - powf(b1, (float)s), c2 = 1.0f - powf(b2, (float)s);
-    for (size_t k = 0; k < C * (D + 1); k++) {
-      M[k] = b1 * M[k] + (1 - b1) * G[k];
-      V[k] = b2 * V[k] + (1 - b2) * G[k] * G[k];
-      float *p = k < C * D ? W + k : b + (k - C * D);
-      *p -= lr * (M[k] / c1) / (sqrtf(V[k] / c2) + 1e-8f);
-    }
-  }
-  free(Z), free(G), free(M), free(V);
 }
 
 /* Label ids y (n) in order of first appearance, into labels (n); returns
@@ -183,7 +145,11 @@ static int frozen(const nn_model *m, const rows *r) {
   }
   float *W = malloc(nl * D * sizeof *W), *b = malloc(nl * sizeof *b);
   t0 = now_s();
-  fit_softmax(Xtr, ytr, ntr, D, nl, 400, W, b);
+  const nn_bert_head_config hc = nn_bert_head_defaults();
+  if (nn_bert_head_fit(Xtr, ytr, ntr, D, nl, &hc, W, b, &err) != FINCH_OK) {
+    fprintf(stderr, "head: %s\n", err.msg);
+    return 1;
+  }
   double fit_s = now_s() - t0;
   size_t right = 0, right_tr = 0;
   for (int pass = 0; pass < 2; pass++) {

@@ -90,8 +90,10 @@ static const finch_opt demo_opts[] = {
      .help = "dataset name (default banking77, or sample for the bundled sample)"},
     {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", .arg = "N",
      .help = "seed for the holdout, augmentation and training"},
-    {"teacher-members", 0, FINCH_OPT_LIST, F(members), .def = "slr,bow", .arg = "LIST",
-     .help = "teacher ensemble members: slr, bow, tfm (tfm trains an encoder, minutes on a CPU)"},
+    {"teacher-members", 0, FINCH_OPT_LIST, F(members), .arg = "LIST",
+     .help = "teacher ensemble members: slr, bow, tfm (tfm trains an encoder, minutes on a CPU), bert (the "
+             "pretrained encoder, frozen); default bert,slr,bow when scripts/fetch-pretrained.sh installed it, else "
+             "slr,bow"},
     {"student-epochs", 0, FINCH_OPT_INT, F(student_epochs), .arg = "N", .help = "student epochs (default: model default)"},
     {"json", 0, FINCH_OPT_BOOL, F(json), .help = "print a JSON summary as the last line"},
 };
@@ -149,16 +151,18 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   if (finch_augment_run(db, &ao, &ar, &err)) goto fail;
   printf("  %lld parents, %lld variants, %lld new rows\n", ar.parents, ar.generated, ar.inserted);
 
-  const char *members = a.members;
-  printf("[3/6] teacher (ensemble of %s, calibrated on the holdout), then the student distilled on soft + hard\n"
+  const char *members = a.members ? a.members : finch_teacher_pretrained_installed() ? "bert,slr,bow" : "slr,bow";
+  printf("[3/6] teacher (ensemble of %s, chosen on half the holdout), then the student distilled on soft + hard\n"
          "      labels weighted by input complexity\n", members);
   finch_teacher_result tr;
   finch_teacher_opts topt = {.dataset = dataset, .members = members, .seed = seed,
                              .augmented = 1, .ngrams = 1, .device = finch_config_get("device"), .quiet = 1};
   if (finch_teacher_train(db, &topt, &tr, &err)) goto fail;
   for (size_t i = 0; i < tr.n_members; i++)
-    printf("  member %-5s holdout accuracy %.4f, %lld parameters, %.1f s\n", tr.members[i].name,
+    printf("  member %-5s holdout accuracy %.4f (report half), %lld parameters, %.1f s\n", tr.members[i].name,
            tr.members[i].dev_acc, tr.members[i].params, tr.members[i].seconds);
+  printf("  teacher %s: holdout accuracy %.4f on the report half (%.4f on the selection half)\n", tr.chosen,
+         tr.dev_acc, tr.sel_acc);
   char teacher_ref[32];
   snprintf(teacher_ref, sizeof teacher_ref, "%lld", tr.model_id);
   finch_distill_result dr;

@@ -17,6 +17,9 @@
 #include "core/models.h"
 #include "core/paths.h"
 #include "distill/internal.h"
+#include "distill/teacher_bert.h"
+#include "distill/teacher_select.h"
+#include "nn/bert_head.h"
 #include "nn/model_arch.h"
 #include "nn/tfm_train.h"
 
@@ -33,50 +36,12 @@ typedef struct {
 typedef struct {
   char name[32];
   nn_model *model;
-  float *dev_probs; /* (n_dev, C) at T = 1 */
-  float temperature;
-  double dev_acc, dev_nll, seconds;
+  float *sel_probs, *rep_probs; /* (n_sel, C), (n_rep, C): the holdout halves' rows at T = 1 */
+  float temperature;             /* fitted on the selection half */
+  double sel_acc, sel_nll, dev_acc, dev_nll, seconds; /* dev_: the report half */
   char key[FINCH_SHA256_HEX_LEN]; /* the member-cache key (opts->reuse_members) */
   int cached;                     /* 1 = loaded from the member cache */
 } member;
-
-static double accuracy_of(const float *probs, const int32_t *y, size_t n, size_t C) {
-  size_t ok = 0;
-  for (size_t i = 0; i < n; i++) {
-    const float *p = probs + i * C;
-    size_t b = 0;
-    for (size_t k = 1; k < C; k++)
-      if (p[k] > p[b]) b = k;
-    ok += y[i] >= 0 && (int32_t)b == y[i];
-  }
-  return n ? (double)ok / (double)n : 0;
-}
-
-static double nll_of(const float *probs, const int32_t *y, size_t n, size_t C) {
-  double s = 0;
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (y[i] < 0) continue;
-    float p = probs[i * C + (size_t)y[i]];
-    s -= log(p > 1e-12f ? p : 1e-12f);
-    k++;
-  }
-  return k ? s / (double)k : 0;
-}
-
-/* softmax(log p / T) row by row, into out. */
-static void temper(const float *p, float *out, size_t n, size_t C, float T) {
-  for (size_t i = 0; i < n; i++) {
-    double mx = -INFINITY, z = 0;
-    for (size_t k = 0; k < C; k++) {
-      double l = log(p[i * C + k] > 1e-30f ? p[i * C + k] : 1e-30f) / T;
-      out[i * C + k] = (float)l;
-      if (l > mx) mx = l;
-    }
-    for (size_t k = 0; k < C; k++) z += (out[i * C + k] = (float)exp(out[i * C + k] - mx));
-    for (size_t k = 0; k < C; k++) out[i * C + k] = (float)(out[i * C + k] / z);
-  }
-}
 
 typedef struct {
   const finch_teacher_opts *o;
@@ -86,6 +51,11 @@ typedef struct {
   const char *const *labels; /* the training label list, train_set's */
   size_t C;
   split_rows train, dev;
+  uint8_t *half;           /* (dev.n) 0 = selection half, 1 = report half (finch_teacher__split) */
+  int32_t *sel_y, *rep_y;  /* the halves' labels */
+  size_t n_sel, n_rep;
+  char bert_dir[4096];     /* the pretrained checkpoint of a "bert" member, "" when none is listed */
+  char bert_id[FINCH_SHA256_HEX_LEN]; /* its weights' identity, for the member cache */
   finch_dataset_texts *general_set;
   const char *const *general;
   size_t n_general;
@@ -201,10 +171,10 @@ static finch_status members_soft_labels(ctx *c, const member *ms, size_t k, floa
   for (size_t i = 0; !st && i < k; i++) {
     st = nn_model_predict_many(ms[i].model, c->train.texts, n, p, NULL, 1.0f, err);
     if (st) break;
-    temper(p, p, n, C, ms[i].temperature);
+    finch_teacher__temper(p, p, n, C, ms[i].temperature);
     for (size_t j = 0; j < n * C; j++) avg[j] += p[j] / (float)k;
   }
-  if (!st) temper(avg, avg, n, C, tau);
+  if (!st) finch_teacher__temper(avg, avg, n, C, tau);
   free(p);
   if (st) {
     free(avg);
@@ -292,6 +262,25 @@ out:
   return st;
 }
 
+/* The bert member: like the encoders, on the source rows unless
+ * tfm_augmented (on BANKING77 the augmented variants did not raise its
+ * accuracy and cost six times the embedding time). */
+static finch_status train_bert(ctx *c, member *m, finch_err *err) {
+  const char **texts = malloc((c->train.n + 1) * sizeof *texts);
+  int32_t *y = malloc((c->train.n + 1) * sizeof *y);
+  size_t n = 0;
+  finch_status st = texts && y ? FINCH_OK : finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  for (size_t i = 0; !st && i < c->train.n; i++) {
+    if (!c->o->tfm_augmented && !c->train.source[i]) continue;
+    texts[n] = c->train.texts[i];
+    y[n++] = c->train.labels[i];
+  }
+  if (!st) st = finch_teacher__bert_train(c->bert_dir, c->be, texts, y, n, c->labels, c->C, c->o->quiet, &m->model, err);
+  free(texts);
+  free(y);
+  return st;
+}
+
 /* ---- the run ------------------------------------------------------------------ */
 
 /* The rows of a loaded split, augmented variants only when with_augmented. */
@@ -364,8 +353,12 @@ static void cache_base(const ctx *c, char out[FINCH_SHA256_HEX_LEN]) {
 }
 
 /* Member i's key: the run's, its name (which carries its ordinal, hence its
- * seed) and, for a ktfm member, the keys of the members it learns from. */
-static void cache_key(const char *base, const member *ms, size_t i, char out[FINCH_SHA256_HEX_LEN]) {
+ * seed), for a ktfm member the keys of the members it learns from, and for
+ * the bert member the identity of the pretrained weights (the SHA-256 of
+ * model.safetensors and tokenizer.json, finch_teacher__bert_identity) and
+ * its recipe. */
+static void cache_key(const char *base, const char *bert_id, const member *ms, size_t i,
+                      char out[FINCH_SHA256_HEX_LEN]) {
   out[0] = '\0';
   if (!*base) return;
   finch_sha256 *h = finch_sha256_new();
@@ -374,6 +367,15 @@ static void cache_key(const char *base, const member *ms, size_t i, char out[FIN
   sha_str(h, ms[i].name);
   if (!strncmp(ms[i].name, "ktfm", 4))
     for (size_t j = 0; j < i; j++) sha_str(h, ms[j].key);
+  if (!strcmp(ms[i].name, "bert")) {
+    /* The weights, and the recipe: which rows, the head's fit, the length. */
+    char recipe[160];
+    nn_bert_head_config hc = nn_bert_head_defaults();
+    snprintf(recipe, sizeof recipe, "bert|encoder rows|head %d %.9g %.9g|len %d", hc.steps, (double)hc.lr,
+             (double)hc.l2, FINCH_TEACHER_BERT_SEQ_LEN);
+    sha_str(h, bert_id);
+    sha_str(h, recipe);
+  }
   finch_sha256_final(h, out);
 }
 
@@ -405,34 +407,40 @@ static finch_status cache_save(const member *m, finch_err *err) {
   return st ? st : nn_model_save(m->model, path, NN_DTYPE_F32, NULL, err);
 }
 
-/* Best subset of members by holdout accuracy of the averaged calibrated
- * probabilities; ties go to fewer members, then lower NLL. */
-static unsigned choose(const member *ms, size_t k, const int32_t *y, size_t n, size_t C, double *acc, double *nll) {
-  float *avg = malloc(n * C * sizeof *avg), *cal = malloc(k * n * C * sizeof *cal);
-  unsigned best = 1;
-  double best_acc = -1, best_nll = INFINITY;
-  int best_pop = 99;
-  for (size_t i = 0; cal && i < k; i++) temper(ms[i].dev_probs, cal + i * n * C, n, C, ms[i].temperature);
-  for (unsigned mask = 1; avg && cal && mask < (1u << k); mask++) {
-    memset(avg, 0, n * C * sizeof *avg);
-    int pop = 0;
-    for (size_t i = 0; i < k; i++) {
-      if (!(mask & (1u << i))) continue;
-      pop++;
-      const float *p = cal + i * n * C;
-      for (size_t j = 0; j < n * C; j++) avg[j] += p[j];
-    }
-    for (size_t j = 0; j < n * C; j++) avg[j] /= (float)pop;
-    double a = accuracy_of(avg, y, n, C), l = nll_of(avg, y, n, C);
-    if (a > best_acc + 1e-12 || (fabs(a - best_acc) <= 1e-12 && (pop < best_pop || (pop == best_pop && l < best_nll)))) {
-      best = mask, best_acc = a, best_nll = l, best_pop = pop;
-    }
+int finch_teacher_pretrained_installed(void) {
+  char dir[4096];
+  finch_err e;
+  return finch_teacher__bert_dir(dir, sizeof dir, &e) == FINCH_OK;
+}
+
+const char *finch_teacher_default_members(void) {
+  return finch_teacher_pretrained_installed() ? "bert,slr,bow" : "slr,bow,tfm";
+}
+
+/* Member m's holdout probabilities split into the two halves, its
+ * temperature fitted on the selection half, and its figures on both. */
+static finch_status member_figures(const ctx *c, member *m, finch_err *err) {
+  const size_t C = c->C;
+  float *all = malloc((c->dev.n * C + 1) * sizeof *all), *tmp = malloc((c->dev.n * C + 1) * sizeof *tmp);
+  m->sel_probs = malloc((c->n_sel * C + 1) * sizeof *m->sel_probs);
+  m->rep_probs = malloc((c->n_rep * C + 1) * sizeof *m->rep_probs);
+  finch_status st = all && tmp && m->sel_probs && m->rep_probs ? FINCH_OK
+                                                               : finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  if (!st) st = nn_model_predict_many(m->model, c->dev.texts, c->dev.n, all, NULL, 1.0f, err);
+  if (!st) {
+    finch_teacher__gather(all, c->dev.labels, c->half, c->dev.n, C, 0, m->sel_probs, NULL);
+    finch_teacher__gather(all, c->dev.labels, c->half, c->dev.n, C, 1, m->rep_probs, NULL);
+    m->temperature = nn_fit_temperature(m->sel_probs, c->sel_y, c->n_sel, C);
+    m->sel_acc = finch_teacher__accuracy(m->sel_probs, c->sel_y, c->n_sel, C);
+    m->dev_acc = finch_teacher__accuracy(m->rep_probs, c->rep_y, c->n_rep, C);
+    finch_teacher__temper(m->sel_probs, tmp, c->n_sel, C, m->temperature);
+    m->sel_nll = finch_teacher__nll(tmp, c->sel_y, c->n_sel, C);
+    finch_teacher__temper(m->rep_probs, tmp, c->n_rep, C, m->temperature);
+    m->dev_nll = finch_teacher__nll(tmp, c->rep_y, c->n_rep, C);
   }
-  free(avg);
-  free(cal);
-  *acc = best_acc;
-  *nll = best_nll;
-  return best;
+  free(all);
+  free(tmp);
+  return st;
 }
 
 finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, finch_teacher_result *res,
@@ -449,6 +457,16 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   if (st) goto out;
   res->n_train = (long long)c.train.n;
   res->n_dev = (long long)c.dev.n;
+  c.half = malloc(c.dev.n + 1);
+  c.sel_y = malloc((c.dev.n + 1) * sizeof *c.sel_y);
+  c.rep_y = malloc((c.dev.n + 1) * sizeof *c.rep_y);
+  if (!c.half || !c.sel_y || !c.rep_y) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    goto out;
+  }
+  finch_teacher__split(c.dev.labels, c.dev.n, c.C, opts->seed, c.half);
+  c.n_sel = finch_teacher__gather(NULL, c.dev.labels, c.half, c.dev.n, c.C, 0, NULL, c.sel_y);
+  c.n_rep = finch_teacher__gather(NULL, c.dev.labels, c.half, c.dev.n, c.C, 1, NULL, c.rep_y);
   int dk = nn_device_parse(opts->device ? opts->device : "auto");
   if (dk < 0) {
     st = finch_err_set(err, FINCH_EINVAL, "unknown device '%s' (cpu, cuda or auto)", opts->device);
@@ -457,7 +475,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   if ((st = nn_backend_open(&c.be, (nn_device)dk, err)) != FINCH_OK) goto out;
 
   /* Parse the member list. */
-  const char *spec = opts->members && *opts->members ? opts->members : "slr,bow,tfm";
+  const char *spec = opts->members && *opts->members ? opts->members : finch_teacher_default_members();
   int want_tfm = 0, want_bow = 0;
   for (const char *p = spec; *p;) {
     size_t len = strcspn(p, ",");
@@ -468,10 +486,18 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     }
     char name[32];
     snprintf(name, sizeof name, "%.*s", (int)(len < 31 ? len : 31), p);
-    if (strcmp(name, "slr") && strcmp(name, "bow") && strcmp(name, "tfm") && strcmp(name, "ktfm")) {
-      st = finch_err_set(err, FINCH_EINVAL, "--members: unknown member '%s' (slr, bow, tfm or ktfm)", name);
+    if (strcmp(name, "slr") && strcmp(name, "bow") && strcmp(name, "tfm") && strcmp(name, "ktfm") &&
+        strcmp(name, "bert")) {
+      st = finch_err_set(err, FINCH_EINVAL, "--members: unknown member '%s' (slr, bow, tfm, ktfm or bert)", name);
       goto out;
     }
+    if (!strcmp(name, "bert") && c.bert_dir[0]) {
+      st = finch_err_set(err, FINCH_EINVAL, "--members: bert is listed twice (its fit is deterministic)");
+      goto out;
+    }
+    /* Missing weights fail the run before any member trains. */
+    if (!strcmp(name, "bert") && (st = finch_teacher__bert_dir(c.bert_dir, sizeof c.bert_dir, err)) != FINCH_OK)
+      goto out;
     if (!strcmp(name, "ktfm") && k == 0) {
       st = finch_err_set(err, FINCH_EINVAL, "--members: ktfm learns from the members listed before it; list one first");
       goto out;
@@ -510,6 +536,11 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   if (want_tfm && (st = finch_distill__run_begin(db, "teacher", opts->dataset, &c.run_id, err)) != FINCH_OK) goto out;
   char base[FINCH_SHA256_HEX_LEN] = "";
   if (opts->reuse_members) cache_base(&c, base);
+  if (opts->reuse_members && c.bert_dir[0]) {
+    double t0 = finch_clock_s();
+    if ((st = finch_teacher__bert_identity(c.bert_dir, c.bert_id, err)) != FINCH_OK) goto out;
+    finch_info("teacher member bert: weights %.12s... (SHA-256 in %.1f s)", c.bert_id, finch_clock_s() - t0);
+  }
 
   int n_bow = 0;
   for (size_t i = 0; i < k; i++) {
@@ -519,7 +550,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     int is_bow = !strncmp(m->name, "bow", 3);
     int ordinal = is_tfm ? ++c.n_tfm : is_bow ? ++n_bow : 1;
     if (opts->reuse_members) {
-      cache_key(base, ms, i, m->key);
+      cache_key(base, c.bert_id, ms, i, m->key);
       m->cached = cache_load(m);
     }
     if (m->cached) finch_info("teacher member %s: reused from the member cache", m->name);
@@ -529,6 +560,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     if (st || m->cached) {
     } else if (!strcmp(m->name, "slr")) st = train_slr(&c, m, err);
     else if (is_bow) st = train_bow(&c, m, ordinal, err);
+    else if (!strcmp(m->name, "bert")) st = train_bert(&c, m, err);
     else if (!strncmp(m->name, "ktfm", 4)) {
       float *soft = NULL;
       st = members_soft_labels(&c, ms, i, KTFM_TAU, &soft, err);
@@ -541,33 +573,26 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
       goto out;
     }
     m->seconds = finch_clock_s() - t0;
-    m->dev_probs = malloc(c.dev.n * c.C * sizeof *m->dev_probs);
-    if (!m->dev_probs) {
-      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-      goto out;
-    }
-    if ((st = nn_model_predict_many(m->model, c.dev.texts, c.dev.n, m->dev_probs, NULL, 1.0f, err)) != FINCH_OK)
-      goto out;
-    m->temperature = nn_fit_temperature(m->dev_probs, c.dev.labels, c.dev.n, c.C);
-    m->dev_acc = accuracy_of(m->dev_probs, c.dev.labels, c.dev.n, c.C);
-    float *tmp = malloc(c.dev.n * c.C * sizeof *tmp);
-    if (tmp) {
-      temper(m->dev_probs, tmp, c.dev.n, c.C, m->temperature);
-      m->dev_nll = nll_of(tmp, c.dev.labels, c.dev.n, c.C);
-      free(tmp);
-    }
-    finch_info("teacher member %s: holdout accuracy %.4f, NLL %.4f at temperature %.2f, %lld parameters, %.1f s",
-               m->name, m->dev_acc, m->dev_nll, (double)m->temperature, (long long)nn_model_n_params(m->model),
-               m->seconds);
+    if ((st = member_figures(&c, m, err)) != FINCH_OK) goto out;
+    finch_info("teacher member %s: accuracy %.4f on the selection half, %.4f on the report half (NLL %.4f) at "
+               "temperature %.2f, %lld parameters, %.1f s", m->name, m->sel_acc, m->dev_acc, m->dev_nll,
+               (double)m->temperature, (long long)nn_model_n_params(m->model), m->seconds);
   }
 
-  double acc, nll;
-  unsigned mask = choose(ms, k, c.dev.labels, c.dev.n, c.C, &acc, &nll);
+  /* The subset is chosen on the selection half; the report half, which
+   * took no part in it, gives the figures the teacher is reported with. */
+  const float *sel[16], *rep[16];
+  float temps_all[16];
+  for (size_t i = 0; i < k; i++) sel[i] = ms[i].sel_probs, rep[i] = ms[i].rep_probs, temps_all[i] = ms[i].temperature;
+  double sel_acc, sel_nll, acc, nll;
+  unsigned mask = finch_teacher__choose(sel, temps_all, k, c.sel_y, c.n_sel, c.C, &sel_acc, &sel_nll);
+  finch_teacher__score(rep, temps_all, k, mask, c.rep_y, c.n_rep, c.C, &acc, &nll);
   nn_model *chosen[16];
   float temps[16], weights[16];
   size_t nc = 0;
   for (size_t i = 0; i < k; i++) {
     res->members[i] = (finch_teacher_member){.dev_acc = ms[i].dev_acc, .dev_nll = ms[i].dev_nll,
+                                             .sel_acc = ms[i].sel_acc, .sel_nll = ms[i].sel_nll,
                                              .temperature = ms[i].temperature, .seconds = ms[i].seconds,
                                              .params = (long long)nn_model_n_params(ms[i].model),
                                              .cached = ms[i].cached};
@@ -583,23 +608,31 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   res->n_members = k;
   res->dev_acc = acc;
   res->dev_nll = nll;
-  finch_info("teacher: members %s, holdout accuracy %.4f, NLL %.4f", res->chosen, acc, nll);
+  res->sel_acc = sel_acc;
+  res->sel_nll = sel_nll;
+  res->n_sel = (long long)c.n_sel;
+  res->n_report = (long long)c.n_rep;
+  finch_info("teacher: members %s chosen on %zu selection rows (accuracy %.4f); on the %zu report rows accuracy "
+             "%.4f, NLL %.4f", res->chosen, c.n_sel, sel_acc, c.n_rep, acc, nll);
   if ((st = nn_model_ensemble(&ens, chosen, temps, weights, nc, err)) != FINCH_OK) goto out;
   res->params = (long long)nn_model_n_params(ens);
 
   /* Metadata, file, registry. */
   json_t *members = json_array();
   for (size_t i = 0; i < k; i++)
-    json_array_append_new(members, json_pack("{s:s, s:b, s:f, s:f, s:f, s:I, s:f, s:b}", "name", ms[i].name, "chosen",
-                                             (mask >> i) & 1, "dev_accuracy", ms[i].dev_acc, "dev_nll",
-                                             ms[i].dev_nll, "temperature", (double)ms[i].temperature, "params",
-                                             (json_int_t)res->members[i].params, "train_seconds", ms[i].seconds,
-                                             "reused", ms[i].cached));
-  json_t *meta = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:f, s:i, s:b, s:b, s:I}", "kind", "teacher",
-                           "stage", "finance", "dataset", opts->dataset, "seed", (json_int_t)opts->seed, "n_train",
-                           (json_int_t)c.train.n, "n_dev", (json_int_t)c.dev.n, "chosen", res->chosen, "members",
-                           members, "dev_accuracy", acc, "pretrain_epochs", opts->pretrain_epochs, "ngrams",
-                           opts->ngrams, "augmented", opts->augmented, "n_general", (json_int_t)c.n_general);
+    json_array_append_new(members, json_pack("{s:s, s:b, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:b}", "name",
+                                             ms[i].name, "chosen", (mask >> i) & 1, "dev_accuracy", ms[i].dev_acc,
+                                             "dev_nll", ms[i].dev_nll, "selection_accuracy", ms[i].sel_acc,
+                                             "selection_nll", ms[i].sel_nll, "temperature",
+                                             (double)ms[i].temperature, "params", (json_int_t)res->members[i].params,
+                                             "train_seconds", ms[i].seconds, "reused", ms[i].cached));
+  json_t *meta = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:o, s:f, s:f, s:i, s:b, s:b, s:I}", "kind",
+                           "teacher", "stage", "finance", "dataset", opts->dataset, "seed", (json_int_t)opts->seed,
+                           "n_train", (json_int_t)c.train.n, "n_dev", (json_int_t)c.dev.n, "n_selection",
+                           (json_int_t)c.n_sel, "n_report", (json_int_t)c.n_rep, "chosen", res->chosen, "members",
+                           members, "dev_accuracy", acc, "selection_accuracy", sel_acc, "pretrain_epochs",
+                           opts->pretrain_epochs, "ngrams", opts->ngrams, "augmented", opts->augmented, "n_general",
+                           (json_int_t)c.n_general);
   meta_s = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(meta);
   if (!meta_s || (st = nn_model_set_meta(ens, meta_s, err)) != FINCH_OK) {
@@ -615,7 +648,8 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   struct stat sb;
   stat(res->path, &sb);
   res->seconds = finch_clock_s() - t_start;
-  json_t *metrics = json_pack("{s:f, s:f, s:f}", "dev_accuracy", acc, "dev_nll", nll, "train_seconds", res->seconds);
+  json_t *metrics = json_pack("{s:f, s:f, s:f, s:f}", "dev_accuracy", acc, "dev_nll", nll, "selection_accuracy",
+                              sel_acc, "train_seconds", res->seconds);
   metrics_s = json_dumps(metrics, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(metrics);
   finch_model_rec rec = {.kind = "teacher", .stage = "finance", .arch = "ensemble", .dtype = "f32",
@@ -626,7 +660,8 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
 out:
   for (size_t i = 0; i < k; i++) {
     nn_model_free(ms[i].model);
-    free(ms[i].dev_probs);
+    free(ms[i].sel_probs);
+    free(ms[i].rep_probs);
   }
   nn_model_free(ens);
   nn_tfm_free(c.pretrained);
@@ -635,6 +670,7 @@ out:
   finch_dataset_texts_free(c.general_set);
   free(c.train.texts), free(c.train.labels), free(c.train.source);
   free(c.dev.texts), free(c.dev.labels), free(c.dev.source);
+  free(c.half), free(c.sel_y), free(c.rep_y);
   finch_dataset_split_free(c.train_set);
   finch_dataset_split_free(c.dev_set);
   free(meta_s);

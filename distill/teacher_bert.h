@@ -1,0 +1,37 @@
+/* The teacher's "bert" member (distill/teacher.h): a frozen pretrained
+ * encoder (all-MiniLM-L6-v2, nn/bert.h) with a softmax-regression head
+ * fitted on its pooled vectors of the training rows (nn/bert_head.h).
+ * Internal to distill/. */
+#ifndef FINCH_DISTILL_TEACHER_BERT_H
+#define FINCH_DISTILL_TEACHER_BERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/hash.h"
+#include "core/status.h"
+#include "nn/backend.h"
+#include "nn/model.h"
+
+/* The checkpoint the member is built from, under the pretrained_dir setting. */
+#define FINCH_TEACHER_BERT_MODEL "all-minilm-l6-v2"
+/* Tokens per text, [CLS] and [SEP] included (BANKING77's longest is ~80). */
+#define FINCH_TEACHER_BERT_SEQ_LEN 128
+
+/* The checkpoint directory into buf; finch_pretrained_dir's one-line
+ * FINCH_ENOTFOUND (naming scripts/fetch-pretrained.sh) when it is not
+ * installed. */
+finch_status finch_teacher__bert_dir(char *buf, size_t n, finch_err *err);
+
+/* What the member cache keys the weights by: the SHA-256 of the directory's
+ * model.safetensors (about 0.3 s for 90 MB) and of its tokenizer.json. */
+finch_status finch_teacher__bert_identity(const char *dir, char out[FINCH_SHA256_HEX_LEN], finch_err *err);
+
+/* The member: pooled vectors of texts (n) on be (NULL = the CPU) in chunks
+ * with a progress line (none when quiet), the head fitted on them and y
+ * (n, in [0,C)), and a "bert" model of labels (C) holding both. */
+finch_status finch_teacher__bert_train(const char *dir, nn_backend *be, const char *const *texts, const int32_t *y,
+                                       size_t n, const char *const *labels, size_t C, int quiet, nn_model **out,
+                                       finch_err *err);
+
+#endif
