@@ -452,6 +452,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   memset(ms, 0, sizeof ms);
   nn_model *ens = NULL;
   char *meta_s = NULL, *metrics_s = NULL;
+  json_t *member_runs = NULL; /* the members' run facts, for the registry's metrics */
   const double t_start = finch_clock_s();
   finch_status st = load_rows(&c, err);
   if (st) goto out;
@@ -617,15 +618,21 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   if ((st = nn_model_ensemble(&ens, chosen, temps, weights, nc, err)) != FINCH_OK) goto out;
   res->params = (long long)nn_model_n_params(ens);
 
-  /* Metadata, file, registry. */
+  /* Metadata, file, registry. The file holds what the seed and the rows
+   * determine, so that the same run writes the same bytes; how long each
+   * member took and whether it came from the member cache go to the
+   * registry's metrics only. */
   json_t *members = json_array();
-  for (size_t i = 0; i < k; i++)
-    json_array_append_new(members, json_pack("{s:s, s:b, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:b}", "name",
-                                             ms[i].name, "chosen", (mask >> i) & 1, "dev_accuracy", ms[i].dev_acc,
-                                             "dev_nll", ms[i].dev_nll, "selection_accuracy", ms[i].sel_acc,
-                                             "selection_nll", ms[i].sel_nll, "temperature",
-                                             (double)ms[i].temperature, "params", (json_int_t)res->members[i].params,
-                                             "train_seconds", ms[i].seconds, "reused", ms[i].cached));
+  member_runs = json_array();
+  for (size_t i = 0; i < k; i++) {
+    json_array_append_new(members, json_pack("{s:s, s:b, s:f, s:f, s:f, s:f, s:f, s:I}", "name", ms[i].name,
+                                             "chosen", (mask >> i) & 1, "dev_accuracy", ms[i].dev_acc, "dev_nll",
+                                             ms[i].dev_nll, "selection_accuracy", ms[i].sel_acc, "selection_nll",
+                                             ms[i].sel_nll, "temperature", (double)ms[i].temperature, "params",
+                                             (json_int_t)res->members[i].params));
+    json_array_append_new(member_runs, json_pack("{s:s, s:f, s:b}", "name", ms[i].name, "train_seconds",
+                                                 ms[i].seconds, "reused", ms[i].cached));
+  }
   json_t *meta = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:o, s:f, s:f, s:i, s:b, s:b, s:I}", "kind",
                            "teacher", "stage", "finance", "dataset", opts->dataset, "seed", (json_int_t)opts->seed,
                            "n_train", (json_int_t)c.train.n, "n_dev", (json_int_t)c.dev.n, "n_selection",
@@ -648,8 +655,9 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   struct stat sb;
   stat(res->path, &sb);
   res->seconds = finch_clock_s() - t_start;
-  json_t *metrics = json_pack("{s:f, s:f, s:f, s:f}", "dev_accuracy", acc, "dev_nll", nll, "selection_accuracy",
-                              sel_acc, "train_seconds", res->seconds);
+  json_t *metrics = json_pack("{s:f, s:f, s:f, s:f, s:o}", "dev_accuracy", acc, "dev_nll", nll,
+                              "selection_accuracy", sel_acc, "train_seconds", res->seconds, "members", member_runs);
+  member_runs = NULL;
   metrics_s = json_dumps(metrics, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(metrics);
   finch_model_rec rec = {.kind = "teacher", .stage = "finance", .arch = "ensemble", .dtype = "f32",
@@ -658,6 +666,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   if ((st = finch_models_register(db, &rec, &res->model_id, err)) != FINCH_OK) goto out;
   if (c.run_id) st = finch_distill__run_finish(db, c.run_id, res->model_id, err);
 out:
+  json_decref(member_runs);
   for (size_t i = 0; i < k; i++) {
     nn_model_free(ms[i].model);
     free(ms[i].sel_probs);
