@@ -231,7 +231,7 @@ int main(void) {
     CHECK(!r2.members[3].cached);
     CHECK_STR_EQ(r2.members[3].name, "bow2");
     CHECK(r2.members[3].dev_nll != r2.members[0].dev_nll); /* another seed */
-    CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM models WHERE config->'members' @> '[{\"reused\": true}]'"), 1);
+    CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM models WHERE metrics->'members' @> '[{\"reused\": true}]'"), 1);
     /* A damaged file is trained again, to the same member. */
     char key_glob[1200];
     snprintf(key_glob, sizeof key_glob, "for f in %s/*.fnm; do printf 'xx' | dd of=$f bs=1 seek=100 conv=notrunc 2>/dev/null; done", dir);
