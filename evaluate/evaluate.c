@@ -19,6 +19,7 @@
 #include "evaluate/metrics.h"
 #include "evaluate/report.h"
 #include "nn/model.h"
+#include "nn/model_arch.h"
 
 typedef finch_eval_rows examples;
 
@@ -115,6 +116,30 @@ finch_status finch_eval_rows_load(finch_db *db, const finch_eval_opts *opts, fin
   return read_db(db, opts->dataset, opts->split ? opts->split : "dev", rows, err);
 }
 
+/* How m builds on the pretrained encoder, for its model card: "member" when
+ * m holds it (a "bert" model, or an ensemble with a "bert" member), "teacher"
+ * when a model it was distilled or compiled from (the registry's parent
+ * chain) chose a bert member; NULL when neither. */
+static const char *pretrained_use(finch_db *db, const nn_model *m, long long model_id) {
+  int holds = nn_model_arch(m) == NN_ARCH_BERT;
+  for (size_t i = 0; !holds && i < nn_model_n_members(m); i++)
+    holds = nn_model_arch(nn_model_member(m, i)) == NN_ARCH_BERT;
+  if (holds) return "member";
+  if (!db || !model_id) return NULL;
+  char id[32];
+  snprintf(id, sizeof id, "%lld", model_id);
+  const char *p[] = {id};
+  finch_err err;
+  PGresult *r = finch_db_query(db,
+      "WITH RECURSIVE up(id, parent, config) AS (SELECT id, parent_model_id, config FROM models WHERE id = $1"
+      " UNION SELECT m.id, m.parent_model_id, m.config FROM models m JOIN up ON m.id = up.parent)"
+      " SELECT count(*) FROM up WHERE config->'members' @> '[{\"name\": \"bert\", \"chosen\": true}]'", 1, p, &err);
+  long long n = r ? atoll(PQgetvalue(r, 0, 0)) : 0;
+  if (!r) finch_warn("eval: the model's lineage could not be read: %s", err.msg);
+  PQclear(r);
+  return n > 0 ? "teacher" : NULL;
+}
+
 finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err) {
   memset(res, 0, sizeof *res);
   const char *split = opts->split ? opts->split : "dev";
@@ -196,6 +221,10 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
                     "latency_ms_p50", p50, "latency_ms_p99", p99, "latency_ms_mean", mean, "per_intent", per,
                     "created_at", stamp);
     if (model_id) json_object_set_new(json_object_get(out, "model"), "id", json_integer(model_id));
+    const char *built_on = pretrained_use(db, m, model_id);
+    if (built_on)
+      json_object_set_new(json_object_get(out, "model"), "pretrained",
+                          json_pack("{s:s, s:s}", "weights", FINCH_PRETRAINED_MINILM_ORIGIN, "use", built_on));
     res->n = (long long)n;
     res->accuracy = mt.accuracy;
     res->macro_f1 = mt.macro_f1;

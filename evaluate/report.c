@@ -29,6 +29,11 @@ finch_status finch_eval_write_markdown(const char *path, long long report_id, co
   json_int_t mid = json_integer_value(json_object_get(model, "id"));
   if (mid) fprintf(fp, "| Registered model id | %lld |\n", (long long)mid);
   fprintf(fp, "| Model kind | %s |\n", str(model, "kind"));
+  const json_t *pre = json_object_get(model, "pretrained");
+  if (pre)
+    fprintf(fp, "| Pretrained weights | %s, %s |\n", str(pre, "weights"),
+            !strcmp(str(pre, "use"), "member") ? "a member of this model"
+                                               : "in the teacher this model was distilled from");
   fprintf(fp, "| Evaluated on | %s |\n", str(m, "source"));
   if (*str(m, "source_sha256")) fprintf(fp, "| Input SHA-256 | `%s` |\n", str(m, "source_sha256"));
   fprintf(fp, "| Rows | %lld |\n", (long long)json_integer_value(json_object_get(m, "n")));
