@@ -296,7 +296,8 @@ static finch_status train_bert(ctx *c, member *m, finch_err *err) {
     run_name(sl.run, sizeof sl.run, c, m->name);
   }
   if (!st)
-    st = finch_teacher__bert_train(c->bert_dir, c->be, texts, y, n, c->labels, c->C, &tune, c->o->quiet, &m->model, err);
+    st = finch_teacher__bert_train(c->bert_dir, c->be, texts, y, n, c->labels, c->C, &tune, c->o->quiet, &m->model,
+                                   err);
   if (!st && tune.epochs) {
     unlink(ck);
     st = finch_distill__flush_steps(c->db, &sl, err);
