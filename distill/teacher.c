@@ -677,6 +677,9 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
                            members, "dev_accuracy", acc, "selection_accuracy", sel_acc, "pretrain_epochs",
                            opts->pretrain_epochs, "ngrams", opts->ngrams, "augmented", opts->augmented, "n_general",
                            (json_int_t)c.n_general);
+  /* Only when fine-tuned: a frozen bert member's teacher keeps the bytes it had. */
+  if (meta && c.bert_dir[0] && opts->bert_epochs > 0)
+    json_object_set_new(meta, "bert_epochs", json_integer(opts->bert_epochs));
   meta_s = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(meta);
   if (!meta_s || (st = nn_model_set_meta(ens, meta_s, err)) != FINCH_OK) {
