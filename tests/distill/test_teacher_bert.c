@@ -268,6 +268,8 @@ int main(int argc, char **argv) {
          r2.members[0].sel_acc, r2.members[0].sel_nll, f.members[0].sel_acc, f.members[0].sel_nll);
   CHECK(test_scalar(db, "SELECT count(*) FROM training_metrics WHERE run LIKE 'sample-bert-%' AND phase = 'finetune'"
                         " AND run_id IS NOT NULL") > 0);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM models WHERE kind = 'teacher' AND config->>'bert_epochs' = '1'"),
+               1);
   CHECK_INT_EQ(finch_teacher_train(db, &o, &f2, &err), FINCH_OK);
   CHECK(f2.members[0].cached && f2.members[1].cached);
   CHECK(f2.members[0].dev_acc == f.members[0].dev_acc && f2.members[0].sel_nll == f.members[0].sel_nll);
