@@ -21,7 +21,8 @@ static const finch_opt teacher_opts[] = {
     {"members", 0, FINCH_OPT_LIST, F(members), .arg = "LIST",
      .help = "ensemble members, at most 12: slr, bow, tfm (repeat bow or tfm for several seeds), ktfm (an encoder "
              "taught by the members before it, on augmented rows too), bert (the pretrained all-MiniLM-L6-v2, frozen, "
-             "with a fitted head; needs scripts/fetch-pretrained.sh); default bert,slr,bow when that encoder is installed, "
+             "with a fitted head, or fine-tuned with --bert-epochs; needs scripts/fetch-pretrained.sh); default "
+             "bert,slr,bow when that encoder is installed, "
              "else slr,bow,tfm"},
     {"reuse-members", 0, FINCH_OPT_BOOL, F(reuse_members),
      .help = "keep trained members under $FINCH_HOME/member-cache and reuse those trained before on the same rows "
@@ -31,6 +32,9 @@ static const finch_opt teacher_opts[] = {
          "--general datasets; default 0 = none)"),
     {"general", 0, FINCH_OPT_LIST, F(general), .arg = "LIST", .help = "general-domain datasets added to the pre-training corpus"},
     SIZE("epochs", tfm_epochs, "N", "encoder fine-tuning epochs (default 30)"),
+    SIZE("bert-epochs", bert_epochs, "N",
+         "fine-tune the bert member's encoder and head together for N epochs, from the head fitted on the frozen "
+         "vectors (about 20 s per 1,000 rows and epoch on 2 cores; default 0 = the encoder stays frozen)"),
     {"no-ngrams", 0, FINCH_OPT_BOOL, F(ngrams), .def = "false", .flags = FINCH_OPT_INVERT,
      .help = "no hashed character n-grams in the encoders' token embeddings"},
     {"no-augmented", 0, FINCH_OPT_BOOL, F(augmented), .def = "false", .flags = FINCH_OPT_INVERT,

@@ -262,9 +262,19 @@ out:
   return st;
 }
 
+/* nn_bert_step_cb onto the encoders' step log (training_metrics rows and the
+ * progress line). */
+static void on_bert_step(void *log, const nn_bert_progress *p) {
+  nn_tfm_progress q = {.step = p->step, .total = p->total, .epoch = p->epoch, .epochs = p->epochs, .loss = p->loss,
+                       .cls_loss = p->loss, .lr = p->lr, .grad_norm = p->grad_norm, .ex_per_s = p->ex_per_s,
+                       .eta_s = p->eta_s};
+  finch_distill__on_step(log, &q);
+}
+
 /* The bert member: like the encoders, on the source rows unless
  * tfm_augmented (on BANKING77 the augmented variants did not raise its
- * accuracy and cost six times the embedding time). */
+ * accuracy and cost six times the embedding time); fine-tuned for
+ * bert_epochs when above 0. */
 static finch_status train_bert(ctx *c, member *m, finch_err *err) {
   const char **texts = malloc((c->train.n + 1) * sizeof *texts);
   int32_t *y = malloc((c->train.n + 1) * sizeof *y);
@@ -275,7 +285,24 @@ static finch_status train_bert(ctx *c, member *m, finch_err *err) {
     texts[n] = c->train.texts[i];
     y[n++] = c->train.labels[i];
   }
-  if (!st) st = finch_teacher__bert_train(c->bert_dir, c->be, texts, y, n, c->labels, c->C, c->o->quiet, &m->model, err);
+  finch_distill__steplog sl = {.member = m->name, .phase = "finetune", .tty = isatty(2), .quiet = c->o->quiet,
+                               .run_id = c->run_id};
+  char ck[PATH_MAX + 64] = "";
+  finch_teacher__bert_tune tune = {.epochs = c->o->bert_epochs > 0 ? (uint32_t)c->o->bert_epochs : 0,
+                                   .seed = c->o->seed, .checkpoint = ck, .resume = c->o->resume,
+                                   .cb = on_bert_step, .cb_ctx = &sl};
+  if (!st && tune.epochs) {
+    st = ckpt_path(c, m->name, ck, sizeof ck, err);
+    run_name(sl.run, sizeof sl.run, c, m->name);
+  }
+  if (!st)
+    st = finch_teacher__bert_train(c->bert_dir, c->be, texts, y, n, c->labels, c->C, &tune, c->o->quiet, &m->model,
+                                   err);
+  if (!st && tune.epochs) {
+    unlink(ck);
+    st = finch_distill__flush_steps(c->db, &sl, err);
+  }
+  free(sl.buf);
   free(texts);
   free(y);
   return st;
@@ -357,7 +384,7 @@ static void cache_base(const ctx *c, char out[FINCH_SHA256_HEX_LEN]) {
  * the bert member the identity of the pretrained weights (the SHA-256 of
  * model.safetensors and tokenizer.json, finch_teacher__bert_identity) and
  * its recipe. */
-static void cache_key(const char *base, const char *bert_id, const member *ms, size_t i,
+static void cache_key(const char *base, const char *bert_id, int bert_epochs, const member *ms, size_t i,
                       char out[FINCH_SHA256_HEX_LEN]) {
   out[0] = '\0';
   if (!*base) return;
@@ -369,10 +396,18 @@ static void cache_key(const char *base, const char *bert_id, const member *ms, s
     for (size_t j = 0; j < i; j++) sha_str(h, ms[j].key);
   if (!strcmp(ms[i].name, "bert")) {
     /* The weights, and the recipe: which rows, the head's fit, the length. */
-    char recipe[160];
+    char recipe[256];
     nn_bert_head_config hc = nn_bert_head_defaults();
     snprintf(recipe, sizeof recipe, "bert|encoder rows|head %d %.9g %.9g|len %d", hc.steps, (double)hc.lr,
              (double)hc.l2, FINCH_TEACHER_BERT_SEQ_LEN);
+    /* Fine-tuning's epochs (its seed is the run's, in base); a frozen
+     * member keeps the key it always had. */
+    if (bert_epochs > 0) {
+      nn_bert_train_config tc = nn_bert_train_defaults();
+      size_t l = strlen(recipe);
+      snprintf(recipe + l, sizeof recipe - l, "|finetune %d from head, batch %u lr %.9g %.9g", bert_epochs, tc.batch,
+               (double)tc.lr, (double)tc.head_lr);
+    }
     sha_str(h, bert_id);
     sha_str(h, recipe);
   }
@@ -534,7 +569,9 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     if (st) goto out;
     finch_info("tokenizer: %u pieces from %zu texts in %.1f s", nn_tokenizer_size(c.tok), nt, finch_clock_s() - t0);
   }
-  if (want_tfm && (st = finch_distill__run_begin(db, "teacher", opts->dataset, &c.run_id, err)) != FINCH_OK) goto out;
+  /* One training run for every member that logs steps. */
+  const int logs_steps = want_tfm || (c.bert_dir[0] && opts->bert_epochs > 0);
+  if (logs_steps && (st = finch_distill__run_begin(db, "teacher", opts->dataset, &c.run_id, err)) != FINCH_OK) goto out;
   char base[FINCH_SHA256_HEX_LEN] = "";
   if (opts->reuse_members) cache_base(&c, base);
   if (opts->reuse_members && c.bert_dir[0]) {
@@ -551,7 +588,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     int is_bow = !strncmp(m->name, "bow", 3);
     int ordinal = is_tfm ? ++c.n_tfm : is_bow ? ++n_bow : 1;
     if (opts->reuse_members) {
-      cache_key(base, c.bert_id, ms, i, m->key);
+      cache_key(base, c.bert_id, opts->bert_epochs, ms, i, m->key);
       m->cached = cache_load(m);
     }
     if (m->cached) finch_info("teacher member %s: reused from the member cache", m->name);
@@ -640,6 +677,9 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
                            members, "dev_accuracy", acc, "selection_accuracy", sel_acc, "pretrain_epochs",
                            opts->pretrain_epochs, "ngrams", opts->ngrams, "augmented", opts->augmented, "n_general",
                            (json_int_t)c.n_general);
+  /* Only when fine-tuned: a frozen bert member's teacher keeps the bytes it had. */
+  if (meta && c.bert_dir[0] && opts->bert_epochs > 0)
+    json_object_set_new(meta, "bert_epochs", json_integer(opts->bert_epochs));
   meta_s = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(meta);
   if (!meta_s || (st = nn_model_set_meta(ens, meta_s, err)) != FINCH_OK) {

@@ -19,7 +19,9 @@
  *   "bert" the pretrained encoder all-MiniLM-L6-v2 (nn/bert.h), frozen, with
  *          a softmax-regression head (nn/bert_head.h) fitted on its mean-
  *          pooled vectors of the training rows the encoders see (source rows
- *          unless tfm_augmented), embedded on the run's device. At most one
+ *          unless tfm_augmented), embedded on the run's device; with
+ *          bert_epochs > 0 encoder and head are then fine-tuned together
+ *          (nn/bert_train.h), each step logged like an encoder's. At most one
  *          (its fit is deterministic). The weights come from the
  *          pretrained_dir setting (scripts/fetch-pretrained.sh installs
  *          them); when they are missing, a run listing bert fails before any
@@ -77,6 +79,8 @@ typedef struct {
   const char *general;      /* general datasets by name for pre-training (comma-separated), NULL = none */
   int pretrain_epochs;      /* MLM epochs over the general corpus + training texts; 0 = none */
   int tfm_epochs;           /* fine-tuning epochs; 0 = default 30 */
+  int bert_epochs;          /* the bert member's fine-tuning epochs (encoder and head, from the fitted head,
+                               seeded by seed); 0 = none, the encoder stays frozen */
   int ngrams;               /* 1 = hashed character n-grams into the encoder (default 1) */
   unsigned dim, layers, heads, ff, seq_len, vocab; /* 0 = defaults 128, 2, 4, 512, 48, 8000 */
   float lr;                 /* 0 = default */

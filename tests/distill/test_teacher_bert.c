@@ -9,6 +9,8 @@
  *   - the weights' identity is the SHA-256 of the two files' hashes, and
  *     the member cache keys it by them: a second run reuses it with
  *     the same figures, and other weights at the same path train anew;
+ *   - fine-tuned for one epoch (bert_epochs), the member trains anew, differs
+ *     from the frozen one, logs its steps, and a second run reuses it;
  *   - the holdout halves partition the dev rows, balanced within one row,
  *     the same for the same seed;
  *   - `test_teacher_bert pretrained`: with the real all-MiniLM-L6-v2 under
@@ -166,6 +168,13 @@ int main(int argc, char **argv) {
   finch_ingest_opts io = {.source = sample, .format = "banking77", .dataset = "sample", .holdout = 0.2, .seed = 42};
   CHECK_INT_EQ(finch_ingest_run(db, &io, &ir, &err), FINCH_OK);
 
+  /* A member cache left by an earlier run of this test would answer its
+   * first runs: it starts empty. */
+  char mc[1024];
+  CHECK_INT_EQ(finch_home_subdir("member-cache", mc, sizeof mc, &err), FINCH_OK);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", mc);
+  CHECK_INT_EQ(system(cmd), 0);
+
   /* No weights: one line naming the script, nothing registered. */
   snprintf(root, sizeof root, "%s/teacher-bert-%d", test_tmpdir(), (int)getpid());
   snprintf(cmd, sizeof cmd, "rm -rf %s", root);
@@ -242,6 +251,29 @@ int main(int argc, char **argv) {
   CHECK_INT_EQ(finch_teacher_train(db, &o, &r2, &err), FINCH_OK);
   CHECK(!r2.members[0].cached && r2.members[1].cached);
   CHECK(r2.members[0].sel_nll != r.members[0].sel_nll);
+
+  /* Fine-tuned for one epoch: trained anew (the epochs are in the key), not
+   * the frozen member, its steps in training_metrics, and reused from the
+   * cache by a second run with the same figures. */
+  finch_teacher_result f, f2;
+  o.bert_epochs = 1;
+  st = finch_teacher_train(db, &o, &f, &err);
+  if (st) fprintf(stderr, "teacher (bert fine-tuned): %s\n", err.msg);
+  CHECK_INT_EQ(st, FINCH_OK);
+  CHECK_STR_EQ(f.members[0].name, "bert");
+  CHECK(!f.members[0].cached && f.members[1].cached);
+  CHECK(f.members[0].sel_nll != r2.members[0].sel_nll);
+  CHECK(f.members[0].params == r2.members[0].params);
+  printf("sample, tiny encoder: frozen bert %.3f/%.4f, fine-tuned 1 epoch %.3f/%.4f (selection accuracy/nll)\n",
+         r2.members[0].sel_acc, r2.members[0].sel_nll, f.members[0].sel_acc, f.members[0].sel_nll);
+  CHECK(test_scalar(db, "SELECT count(*) FROM training_metrics WHERE run LIKE 'sample-bert-%' AND phase = 'finetune'"
+                        " AND run_id IS NOT NULL") > 0);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM models WHERE kind = 'teacher' AND config->>'bert_epochs' = '1'"),
+               1);
+  CHECK_INT_EQ(finch_teacher_train(db, &o, &f2, &err), FINCH_OK);
+  CHECK(f2.members[0].cached && f2.members[1].cached);
+  CHECK(f2.members[0].dev_acc == f.members[0].dev_acc && f2.members[0].sel_nll == f.members[0].sel_nll);
+  o.bert_epochs = 0;
   snprintf(cmd, sizeof cmd, "rm -rf %s", root);
   CHECK_INT_EQ(system(cmd), 0);
   finch_db_close(db);
