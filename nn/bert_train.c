@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "nn/ckpt.h"
 #include "nn/loss.h"
 #include "nn/ops.h"
 #include "nn/optim.h"
@@ -82,94 +82,29 @@ typedef struct {
 } ckpt_header;
 _Static_assert(sizeof(ckpt_header) == 128, "ckpt_header is 128 bytes");
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *s = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ULL;
-  return h;
-}
-
 static uint64_t run_hash(const nn_bert *m, int C, const nn_bert_train_config *c, const nn_bert_ids *x,
                          const int32_t *y) {
-  uint64_t h = fnv(0xcbf29ce484222325ULL, nn_bert_get_config(m), sizeof(nn_bert_config));
+  uint64_t h = nn_ckpt_fnv(0xcbf29ce484222325ULL, nn_bert_get_config(m), sizeof(nn_bert_config));
   uint32_t u[] = {(uint32_t)C, c->epochs, c->batch, c->bucket, (uint32_t)c->init_head, (uint32_t)x->T};
   float f[] = {c->lr, c->head_lr, c->weight_decay, c->warmup, c->clip, c->label_smoothing, c->hidden_dropout,
                c->attn_dropout};
-  h = fnv(h, u, sizeof u);
-  h = fnv(h, f, sizeof f);
-  h = fnv(h, &c->seed, sizeof c->seed);
-  h = fnv(h, &x->n, sizeof x->n);
-  h = fnv(h, x->len, x->n * sizeof *x->len);
-  return fnv(h, y, x->n * sizeof *y);
-}
-
-typedef struct {
-  const void *p;
-  size_t n;
-} ckpt_part;
-
-/* Writes the parts and their SHA-256 to path through a temporary file. */
-static finch_status ckpt_save(const char *path, const ckpt_part *parts, size_t np, finch_err *err) {
-  size_t pl = strlen(path);
-  char *tmp = malloc(pl + 16);
-  if (!tmp) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
-  memcpy(tmp, path, pl);
-  memcpy(tmp + pl, ".tmp.XXXXXX", 12);
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    finch_status st = finch_err_set(err, FINCH_EIO, "%s: cannot create a temporary file: %s", path, strerror(errno));
-    free(tmp);
-    return st;
-  }
-  FILE *f = fdopen(fd, "wb");
-  EVP_MD_CTX *md = EVP_MD_CTX_new();
-  int ok = f && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-  for (size_t i = 0; ok && i < np; i++)
-    if (parts[i].n) ok = fwrite(parts[i].p, 1, parts[i].n, f) == parts[i].n && EVP_DigestUpdate(md, parts[i].p, parts[i].n);
-  unsigned char dg[32];
-  unsigned dl = 0;
-  ok = ok && EVP_DigestFinal_ex(md, dg, &dl) && fwrite(dg, 1, 32, f) == 32 && fflush(f) == 0 && fsync(fileno(f)) == 0;
-  EVP_MD_CTX_free(md);
-  if (f) ok = (fclose(f) == 0) && ok;
-  else close(fd);
-  finch_status st = FINCH_OK;
-  if (!ok || rename(tmp, path) != 0) {
-    st = finch_err_set(err, FINCH_EIO, "%s: writing the checkpoint failed: %s", path, strerror(errno));
-    unlink(tmp);
-  }
-  free(tmp);
-  return st;
+  h = nn_ckpt_fnv(h, u, sizeof u);
+  h = nn_ckpt_fnv(h, f, sizeof f);
+  h = nn_ckpt_fnv(h, &c->seed, sizeof c->seed);
+  h = nn_ckpt_fnv(h, &x->n, sizeof x->n);
+  h = nn_ckpt_fnv(h, x->len, x->n * sizeof *x->len);
+  return nn_ckpt_fnv(h, y, x->n * sizeof *y);
 }
 
 /* Reads path into h and the parts after it (parts[0] is the header) once its
  * size, checksum, magic and run hash match. */
-static finch_status ckpt_load(const char *path, ckpt_header *h, uint64_t want_hash, ckpt_part *parts, size_t np,
+static finch_status ckpt_load(const char *path, ckpt_header *h, uint64_t want_hash, nn_ckpt_part *parts, size_t np,
                               finch_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return finch_err_set(err, FINCH_ENOTFOUND, "%s: cannot open checkpoint: %s", path, strerror(errno));
   size_t want = 32;
   for (size_t i = 0; i < np; i++) want += parts[i].n;
-  struct stat sb;
-  finch_status st = FINCH_OK;
   unsigned char *buf = NULL;
-  if (fstat(fileno(f), &sb) != 0 || (size_t)sb.st_size != want) {
-    st = finch_err_set(err, FINCH_EFORMAT, "%s: checkpoint has %lld bytes, this run's has %zu (another run's checkpoint?)",
-                       path, (long long)sb.st_size, want);
-    goto out;
-  }
-  if (!(buf = malloc(want))) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory reading %s", path);
-    goto out;
-  }
-  if (fread(buf, 1, want, f) != want) {
-    st = finch_err_set(err, FINCH_EIO, "%s: short read", path);
-    goto out;
-  }
-  unsigned char dg[32];
-  unsigned dl = 0;
-  if (!EVP_Digest(buf, want - 32, dg, &dl, EVP_sha256(), NULL) || memcmp(dg, buf + want - 32, 32) != 0) {
-    st = finch_err_set(err, FINCH_ECHECKSUM, "%s: checkpoint checksum mismatch, the file is corrupt", path);
-    goto out;
-  }
+  finch_status st = nn_ckpt_read(path, want, &buf, err);
+  if (st) return st;
   ckpt_header got;
   memcpy(&got, buf, sizeof got);
   if (memcmp(got.magic, "FINCHBK", 8) != 0 || got.version != 1 || got.C != h->C || got.n_params != h->n_params ||
@@ -182,7 +117,6 @@ static finch_status ckpt_load(const char *path, ckpt_header *h, uint64_t want_ha
   for (size_t i = 1; i < np; at += parts[i].n, i++) memcpy((void *)parts[i].p, buf + at, parts[i].n);
 out:
   free(buf);
-  fclose(f);
   return st;
 }
 
@@ -315,7 +249,7 @@ finch_status nn_bert_finetune(nn_bert *m, float *head_w, float *head_b, int C, n
   }
   memset(hM, 0, np * sizeof(float));
   memset(hV, 0, np * sizeof(float));
-  ckpt_part parts[] = {{&h, sizeof h}, {order, n * sizeof *order}, {hP, np * 4}, {hM, np * 4}, {hV, np * 4}};
+  nn_ckpt_part parts[] = {{&h, sizeof h}, {order, n * sizeof *order}, {hP, np * 4}, {hM, np * 4}, {hV, np * 4}};
   const size_t nparts = sizeof parts / sizeof *parts;
   if (c->checkpoint && c->resume && access(c->checkpoint, F_OK) == 0) {
     if ((st = ckpt_load(c->checkpoint, &h, h.config_hash, parts, nparts, err)) != FINCH_OK) goto out;
@@ -394,7 +328,7 @@ finch_status nn_bert_finetune(nn_bert *m, float *head_w, float *head_b, int C, n
         op->download(be, hM, M, np * sizeof(float));
         op->download(be, hV, V, np * sizeof(float));
       }
-      if ((st = ckpt_save(c->checkpoint, parts, nparts, err)) != FINCH_OK) goto out;
+      if ((st = nn_ckpt_write(c->checkpoint, parts, nparts, err)) != FINCH_OK) goto out;
     }
     if ((st = nn_backend_check(be, err)) != FINCH_OK) goto out;
     if (stop) break;

@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "nn/ckpt.h"
 #include "nn/loss.h"
 #include "nn/ops.h"
 #include "nn/optim.h"
@@ -36,67 +36,29 @@ typedef struct {
 } ckpt_header;
 _Static_assert(sizeof(ckpt_header) == 160, "ckpt_header is 160 bytes");
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-  const unsigned char *s = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ULL;
-  return h;
-}
-
 static uint64_t run_hash(const nn_tfm *m, const nn_tfm_train_config *c, size_t n_rows) {
   const nn_tfm_config *mc = nn_tfm_get_config(m);
   uint64_t h = 0xcbf29ce484222325ULL;
-  h = fnv(h, mc, sizeof *mc);
+  h = nn_ckpt_fnv(h, mc, sizeof *mc);
   uint32_t u[] = {c->epochs, c->batch, (uint32_t)c->cosine};
   float f[] = {c->lr, c->weight_decay, c->warmup, c->clip, c->label_smoothing, c->mlm_prob, c->mlm_weight,
                c->cls_weight, c->tau, c->alpha, c->gate_penalty};
-  h = fnv(h, u, sizeof u);
-  h = fnv(h, f, sizeof f);
-  h = fnv(h, &c->seed, sizeof c->seed);
-  h = fnv(h, &n_rows, sizeof n_rows);
+  h = nn_ckpt_fnv(h, u, sizeof u);
+  h = nn_ckpt_fnv(h, f, sizeof f);
+  h = nn_ckpt_fnv(h, &c->seed, sizeof c->seed);
+  h = nn_ckpt_fnv(h, &n_rows, sizeof n_rows);
   return h;
 }
 
 static finch_status ckpt_save(const char *path, const ckpt_header *h, const uint32_t *order, const float *params,
                               size_t n_model, const float *proj, const float *mom, const float *vel, finch_err *err) {
-  size_t pl = strlen(path);
-  char *tmp = malloc(pl + 16);
-  if (!tmp) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
-  memcpy(tmp, path, pl);
-  memcpy(tmp + pl, ".tmp.XXXXXX", 12);
-  int fd = mkstemp(tmp);
-  if (fd < 0) {
-    finch_status st = finch_err_set(err, FINCH_EIO, "%s: cannot create a temporary file: %s", path, strerror(errno));
-    free(tmp);
-    return st;
-  }
-  FILE *f = fdopen(fd, "wb");
-  EVP_MD_CTX *md = EVP_MD_CTX_new();
-  int ok = f && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-  struct {
-    const void *p;
-    size_t n;
-  } parts[] = {{h, sizeof *h},
-               {order, (size_t)h->n_rows * sizeof *order},
-               {params, n_model * sizeof(float)},
-               {proj, ((size_t)h->n_params - n_model) * sizeof(float)},
-               {mom, (size_t)h->n_params * sizeof(float)},
-               {vel, (size_t)h->n_params * sizeof(float)}};
-  for (size_t i = 0; ok && i < sizeof parts / sizeof parts[0]; i++)
-    if (parts[i].n) ok = fwrite(parts[i].p, 1, parts[i].n, f) == parts[i].n && EVP_DigestUpdate(md, parts[i].p, parts[i].n);
-  unsigned char dg[32];
-  unsigned dl = 0;
-  ok = ok && EVP_DigestFinal_ex(md, dg, &dl) && fwrite(dg, 1, 32, f) == 32 && fflush(f) == 0 &&
-       fsync(fileno(f)) == 0;
-  EVP_MD_CTX_free(md);
-  if (f) ok = (fclose(f) == 0) && ok;
-  else close(fd);
-  finch_status st = FINCH_OK;
-  if (!ok || rename(tmp, path) != 0) {
-    st = finch_err_set(err, FINCH_EIO, "%s: writing the checkpoint failed: %s", path, strerror(errno));
-    unlink(tmp);
-  }
-  free(tmp);
-  return st;
+  nn_ckpt_part parts[] = {{h, sizeof *h},
+                          {order, (size_t)h->n_rows * sizeof *order},
+                          {params, n_model * sizeof(float)},
+                          {proj, ((size_t)h->n_params - n_model) * sizeof(float)},
+                          {mom, (size_t)h->n_params * sizeof(float)},
+                          {vel, (size_t)h->n_params * sizeof(float)}};
+  return nn_ckpt_write(path, parts, sizeof parts / sizeof parts[0], err);
 }
 
 /* Loads a checkpoint into h, order, params, mom, vel after checking its
@@ -104,32 +66,9 @@ static finch_status ckpt_save(const char *path, const ckpt_header *h, const uint
 static finch_status ckpt_load(const char *path, ckpt_header *h, uint64_t want_hash, size_t n_params,
                               size_t n_model, size_t n_rows, uint32_t *order, float *params, float *proj, float *mom,
                               float *vel, finch_err *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return finch_err_set(err, FINCH_ENOTFOUND, "%s: cannot open checkpoint: %s", path, strerror(errno));
-  size_t want = sizeof *h + n_rows * 4 + 3 * n_params * 4 + 32;
-  struct stat sb;
-  finch_status st = FINCH_OK;
   unsigned char *buf = NULL;
-  if (fstat(fileno(f), &sb) != 0 || (size_t)sb.st_size != want) {
-    st = finch_err_set(err, FINCH_EFORMAT, "%s: checkpoint has %lld bytes, this run's has %zu (another run's checkpoint?)",
-                       path, (long long)sb.st_size, want);
-    goto out;
-  }
-  buf = malloc(want);
-  if (!buf) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory reading %s", path);
-    goto out;
-  }
-  if (fread(buf, 1, want, f) != want) {
-    st = finch_err_set(err, FINCH_EIO, "%s: short read", path);
-    goto out;
-  }
-  unsigned char dg[32];
-  unsigned dl = 0;
-  if (!EVP_Digest(buf, want - 32, dg, &dl, EVP_sha256(), NULL) || memcmp(dg, buf + want - 32, 32) != 0) {
-    st = finch_err_set(err, FINCH_ECHECKSUM, "%s: checkpoint checksum mismatch, the file is corrupt", path);
-    goto out;
-  }
+  finch_status st = nn_ckpt_read(path, sizeof *h + n_rows * 4 + 3 * n_params * 4 + 32, &buf, err);
+  if (st) return st;
   memcpy(h, buf, sizeof *h);
   if (memcmp(h->magic, "FINCHCK", 8) != 0 || h->version != 1 || h->n_params != n_params || h->n_rows != n_rows ||
       h->config_hash != want_hash) {
@@ -153,7 +92,6 @@ static finch_status ckpt_load(const char *path, ckpt_header *h, uint64_t want_ha
     }
 out:
   free(buf);
-  fclose(f);
   return st;
 }
 
