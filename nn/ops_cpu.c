@@ -76,24 +76,10 @@ static void cpu_ln_fwd(nn_backend *be, const float *inp, const float *g, const f
   (void)be;
   nn_layernorm_forward(inp, g, b, N, D, out, mean, rstd);
 }
-/* nn_layernorm_forward's loops with eps as a parameter; with eps = NN_LN_EPS
- * it computes the same floats (test_ops holds it to that). */
 static void cpu_ln_eps_fwd(nn_backend *be, const float *inp, const float *g, const float *b, int N, int D, float eps,
                            float *out, float *mean, float *rstd) {
   (void)be;
-  for (int r = 0; r < N; r++) {
-    const float *x = inp + (size_t)r * D;
-    float *o = out + (size_t)r * D;
-    float s = 0.0f;
-    for (int d = 0; d < D; d++) s += x[d];
-    float mu = s / (float)D;
-    float v = 0.0f;
-    for (int d = 0; d < D; d++) v += (x[d] - mu) * (x[d] - mu);
-    float rs = 1.0f / sqrtf(v / (float)D + eps);
-    for (int d = 0; d < D; d++) o[d] = (x[d] - mu) * rs * g[d] + b[d];
-    mean[r] = mu;
-    rstd[r] = rs;
-  }
+  nn_layernorm_eps_forward(inp, g, b, N, D, eps, out, mean, rstd);
 }
 static void cpu_ln_bwd(nn_backend *be, const float *dout, const float *inp, const float *g, const float *mean,
                        const float *rstd, int N, int D, float *dinp, float *dg, float *db) {

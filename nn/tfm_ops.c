@@ -9,6 +9,11 @@
 
 void nn_layernorm_forward(const float *inp, const float *g, const float *b, int N, int D, float *out,
                           float *mean, float *rstd) {
+  nn_layernorm_eps_forward(inp, g, b, N, D, NN_LN_EPS, out, mean, rstd);
+}
+
+void nn_layernorm_eps_forward(const float *inp, const float *g, const float *b, int N, int D, float eps, float *out,
+                              float *mean, float *rstd) {
   for (int r = 0; r < N; r++) {
     const float *x = inp + (size_t)r * D;
     float *o = out + (size_t)r * D;
@@ -17,7 +22,7 @@ void nn_layernorm_forward(const float *inp, const float *g, const float *b, int 
     float mu = s / (float)D;
     float v = 0.0f;
     for (int d = 0; d < D; d++) v += (x[d] - mu) * (x[d] - mu);
-    float rs = 1.0f / sqrtf(v / (float)D + NN_LN_EPS);
+    float rs = 1.0f / sqrtf(v / (float)D + eps);
     for (int d = 0; d < D; d++) o[d] = (x[d] - mu) * rs * g[d] + b[d];
     mean[r] = mu;
     rstd[r] = rs;

@@ -24,6 +24,10 @@
  * mean and rstd (N) receive each row's statistics for the backward. */
 void nn_layernorm_forward(const float *inp, const float *g, const float *b, int N, int D, float *out,
                           float *mean, float *rstd);
+/* The same with the epsilon eps in place of NN_LN_EPS (a pretrained
+ * checkpoint's own, nn/bert.c). */
+void nn_layernorm_eps_forward(const float *inp, const float *g, const float *b, int N, int D, float eps, float *out,
+                              float *mean, float *rstd);
 /* dout (N,D); inp (N,D), mean, rstd (N) from the forward; g (D).
  * Adds into dinp (N,D), dg (D) and db (D). */
 void nn_layernorm_backward(const float *dout, const float *inp, const float *g, const float *mean,
