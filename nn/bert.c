@@ -4,13 +4,13 @@
  * that the CPU and a device run the same calls. */
 #include "nn/bert.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/json.h"
 #include "nn/ops.h"
 #include "nn/safetensors.h"
 
@@ -63,15 +63,9 @@ static const char *json_u32(json_t *root, const char *field, uint32_t *out) {
 
 finch_status nn_bert_config_read(const char *path, nn_bert_config *c, finch_err *err) {
   memset(c, 0, sizeof *c);
-  FILE *fp = fopen(path, "rb");
-  if (!fp)
-    return finch_err_set(err, errno == ENOENT ? FINCH_ENOTFOUND : FINCH_EIO, "%s: cannot open: %s", path,
-                         strerror(errno));
-  json_error_t je;
-  json_t *root = json_loadf(fp, 0, &je);
-  fclose(fp);
-  if (!root) return finch_err_set(err, FINCH_EFORMAT, "%s:%d:%d: not valid JSON: %s", path, je.line, je.column, je.text);
-  finch_status st = FINCH_OK;
+  json_t *root;
+  finch_status st = finch_json_read_file(path, &root, err);
+  if (st) return st;
   if (!json_is_object(root)) {
     st = finch_err_set(err, FINCH_EFORMAT, "%s: not a JSON object", path);
     goto done;
@@ -301,17 +295,11 @@ finch_status nn_bert_load_dir(nn_bert **out, const char *dir, finch_err *err) {
 
 finch_status nn_bert_dropout_read(const char *path, float *hidden, float *attn, finch_err *err) {
   *hidden = *attn = 0.1f;
-  FILE *fp = fopen(path, "rb");
-  if (!fp)
-    return finch_err_set(err, errno == ENOENT ? FINCH_ENOTFOUND : FINCH_EIO, "%s: cannot open: %s", path,
-                         strerror(errno));
-  json_error_t je;
-  json_t *root = json_loadf(fp, 0, &je);
-  fclose(fp);
-  if (!root) return finch_err_set(err, FINCH_EFORMAT, "%s:%d:%d: not valid JSON: %s", path, je.line, je.column, je.text);
+  json_t *root;
+  finch_status st = finch_json_read_file(path, &root, err);
+  if (st) return st;
   static const char *fields[2] = {"hidden_dropout_prob", "attention_probs_dropout_prob"};
   float *out[2] = {hidden, attn};
-  finch_status st = FINCH_OK;
   for (int i = 0; i < 2 && st == FINCH_OK; i++) {
     json_t *v = json_is_object(root) ? json_object_get(root, fields[i]) : NULL;
     if (!v) continue;

@@ -6,12 +6,13 @@
  * handle is never written after loading). */
 #include "nn/bert_tokenizer.h"
 
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
+
+#include "core/json.h"
 
 typedef struct {
   char *s;
@@ -283,18 +284,10 @@ static finch_status bt__config(nn_bert_tok_t *t, json_t *root, finch_err *err) {
 
 finch_status nn_bert_tok_load(const char *path, nn_bert_tok_t **out, finch_err *err) {
   *out = NULL;
-  FILE *fp = fopen(path, "rb");
-  if (!fp)
-    return finch_err_set(err, errno == ENOENT ? FINCH_ENOTFOUND : FINCH_EIO, "%s: cannot open: %s", path,
-                         strerror(errno));
-  json_error_t jerr;
-  json_t *root = json_loadf(fp, 0, &jerr);
-  fclose(fp);
-  if (!root)
-    return finch_err_set(err, FINCH_EFORMAT, "%s:%d:%d: not valid JSON: %s", path, jerr.line, jerr.column,
-                         jerr.text);
+  json_t *root;
+  finch_status st = finch_json_read_file(path, &root, err);
+  if (st) return st;
   nn_bert_tok_t *t = calloc(1, sizeof *t);
-  finch_status st;
   if (!t || !(t->path = strdup(path))) {
     free(t);
     st = finch_err_set(err, FINCH_ENOMEM, "%s: out of memory", path);
