@@ -115,15 +115,7 @@ done:
 /* ---- the model --------------------------------------------------------- */
 
 static size_t add_tensor(nn_bert *m, const char *name, int layer, uint32_t rows, uint32_t cols, int decay) {
-  nn_bert_tensor *t = &m->tensors[m->n_tensors++];
-  if (layer >= 0) snprintf(t->name, sizeof t->name, "l%d.%s", layer, name);
-  else snprintf(t->name, sizeof t->name, "%s", name);
-  t->off = m->n_params;
-  t->rows = rows;
-  t->cols = cols;
-  t->decay = decay;
-  m->n_params += (size_t)rows * cols;
-  return t->off;
+  return nn_param_add(m->tensors, &m->n_tensors, &m->n_params, name, layer, rows, cols, decay);
 }
 
 /* The layout nn/bert.h documents. */

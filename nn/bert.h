@@ -49,6 +49,7 @@
 
 #include "core/status.h"
 #include "nn/backend.h"
+#include "nn/params.h"
 
 typedef struct {
   uint32_t vocab;      /* V: vocab_size */
@@ -61,15 +62,10 @@ typedef struct {
   float ln_eps;        /* layer_norm_eps, in (0, 0.1] */
 } nn_bert_config;
 
-/* One named tensor of the parameter block: params + off, rows*cols floats;
- * cols = 1 for a vector. decay = 1 for the weight matrices and embedding
- * tables (what AdamW's weight decay would apply to). */
-typedef struct {
-  char name[16];
-  size_t off;
-  uint32_t rows, cols;
-  int decay;
-} nn_bert_tensor;
+/* One named tensor of the parameter block (nn/params.h); decay = 1 for the
+ * weight matrices and embedding tables (what AdamW's weight decay applies
+ * to). */
+typedef nn_param_tensor nn_bert_tensor;
 
 typedef struct nn_bert nn_bert;
 

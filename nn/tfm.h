@@ -58,6 +58,7 @@
 
 #include "core/status.h"
 #include "nn/backend.h"
+#include "nn/params.h"
 #include "nn/rng.h"
 
 enum { NN_POOL_MEAN = 0, NN_POOL_CLS = 1 };
@@ -77,20 +78,14 @@ typedef struct {
                           Last, so that designated initialisers without it mean 0 */
 } nn_tfm_config;
 
-/* One named tensor of the parameter block: params + off .. + off + rows*cols.
- * decay = 1 for weight matrices (AdamW weight decay applies), 0 for biases,
- * layer-norm gains/shifts and position embeddings. */
-typedef struct {
-  char name[24]; /* "tok_emb", "ng_emb", "pos_emb", "ln_emb_g", "ln_emb_b",
-                    "l0.wqkv", "l0.bqkv", "l0.wo", "l0.bo", "l0.ln1_g",
-                    "l0.ln1_b", "l0.w1", "l0.b1", "l0.w2", "l0.b2", "l0.ln2_g",
-                    "l0.ln2_b", ... "ln_f_g", "ln_f_b", "cls_w", "cls_b",
-                    "mlm_b", in this order; then, with head gates only,
-                    "l0.gate_w", "l0.gate_b", "l1.gate_w", ... */
-  size_t off;
-  uint32_t rows, cols; /* cols = 1 for a vector */
-  int decay;
-} nn_tfm_tensor;
+/* One named tensor of the parameter block (nn/params.h); decay = 1 for
+ * weight matrices, 0 for biases, layer-norm gains/shifts and position
+ * embeddings. Names: "tok_emb", "ng_emb", "pos_emb", "ln_emb_g", "ln_emb_b",
+ * "l0.wqkv", "l0.bqkv", "l0.wo", "l0.bo", "l0.ln1_g", "l0.ln1_b", "l0.w1",
+ * "l0.b1", "l0.w2", "l0.b2", "l0.ln2_g", "l0.ln2_b", ... "ln_f_g", "ln_f_b",
+ * "cls_w", "cls_b", "mlm_b", in this order; then, with head gates only,
+ * "l0.gate_w", "l0.gate_b", "l1.gate_w", ... */
+typedef nn_param_tensor nn_tfm_tensor;
 
 typedef struct nn_tfm nn_tfm;
 
