@@ -27,115 +27,40 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/csv.h"
+#include "bench/bench_data.h"
+#include "core/clock.h"
 #include "nn/bert.h"
 #include "nn/bert_head.h"
 #include "nn/bert_tokenizer.h"
 #include "nn/bert_train.h"
 #include "nn/model.h"
-#include "nn/rng.h"
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-typedef struct {
-  char **text, **label;
-  size_t n, cap;
-} rows;
-
-static int read_rows(const char *path, rows *out) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  finch_csv *r = finch_csv_open(f, path);
-  finch_err err = {0};
-  const char *const header[] = {"text", "category"};
-  if (!r || finch_csv_expect_header(r, header, 2, &err) != FINCH_OK) {
-    finch_csv_close(r);
-    fclose(f);
-    return -1;
-  }
-  char **fields;
-  size_t nf;
-  int rc;
-  while ((rc = finch_csv_next(r, &fields, &nf, &err)) != 0) {
-    if (rc < 0 || nf != 2) continue;
-    if (out->n == out->cap) {
-      out->cap = out->cap ? out->cap * 2 : 1024;
-      out->text = realloc(out->text, out->cap * sizeof(char *));
-      out->label = realloc(out->label, out->cap * sizeof(char *));
-    }
-    out->text[out->n] = strdup(fields[0]);
-    out->label[out->n++] = strdup(fields[1]);
-  }
-  finch_csv_close(r);
-  fclose(f);
-  return 0;
-}
 
 /* Vectors per second of embedding n texts in batches of batch on be: one
  * call, so one work area (and, on a device, one upload of the weights). */
 static double rate(const nn_model *m, nn_backend *be, const char *const *texts, size_t n, int batch, float *out) {
   finch_err err = {0};
-  double t0 = now_s();
+  double t0 = finch_clock_s();
   if (nn_model_bert_embed(m, be, texts, n, batch, out, &err) != FINCH_OK) {
     fprintf(stderr, "embed: %s\n", err.msg);
     return 0;
   }
-  return (double)n / (now_s() - t0);
+  return (double)n / (finch_clock_s() - t0);
 }
 
-/* Label ids y (n) in order of first appearance, into labels (n); returns
- * their count. */
-static size_t label_ids(const rows *r, char **labels, int32_t *y) {
-  size_t nl = 0;
-  for (size_t i = 0; i < r->n; i++) {
-    size_t j = 0;
-    while (j < nl && strcmp(labels[j], r->label[i]) != 0) j++;
-    if (j == nl) labels[nl++] = r->label[i];
-    y[i] = (int32_t)j;
-  }
-  return nl;
-}
-
-/* bench_sparse_lr's holdout: per label in order of first appearance, a
- * Fisher-Yates shuffle of its rows from one generator seeded 42, the first
- * (k + 5) / 10 held out. Returns held (n), 1 = holdout. */
-static char *holdout(const rows *r, const int32_t *y, size_t nl) {
-  char *held = calloc(r->n, 1);
-  size_t *idx = malloc(r->n * sizeof(size_t));
-  nn_rng rng;
-  nn_rng_seed(&rng, 42, 0);
-  for (size_t c = 0; c < nl; c++) {
-    size_t k = 0;
-    for (size_t i = 0; i < r->n; i++)
-      if ((size_t)y[i] == c) idx[k++] = i;
-    for (size_t i = k - 1; i > 0; i--) {
-      size_t j = (size_t)nn_rng_below(&rng, i + 1), t = idx[i];
-      idx[i] = idx[j], idx[j] = t;
-    }
-    for (size_t i = 0; i < (k + 5) / 10; i++) held[idx[i]] = 1;
-  }
-  free(idx);
-  return held;
-}
-
-static int frozen(const nn_model *m, const rows *r) {
+static int frozen(const nn_model *m, const bench_rows *r) {
   const size_t D = nn_bert_get_config(nn_model_bert(m))->dim;
   char **labels = malloc(r->n * sizeof(char *));
   int32_t *y = malloc(r->n * sizeof(int32_t));
-  const size_t nl = label_ids(r, labels, y);
-  char *held = holdout(r, y, nl);
+  const size_t nl = bench_label_ids(r, labels, y);
+  char *held = bench_holdout(r, y, nl);
   float *X = malloc(r->n * D * sizeof *X);
   finch_err err = {0};
-  double t0 = now_s();
+  double t0 = finch_clock_s();
   if (nn_model_bert_embed(m, NULL, (const char *const *)r->text, r->n, 32, X, &err) != FINCH_OK) {
     fprintf(stderr, "embed: %s\n", err.msg);
     return 1;
   }
-  double emb_s = now_s() - t0;
+  double emb_s = finch_clock_s() - t0;
   size_t ntr = 0, nho = 0;
   float *Xtr = malloc(r->n * D * sizeof *Xtr), *Xho = malloc(r->n * D * sizeof *Xho);
   int32_t *ytr = malloc(r->n * sizeof *ytr), *yho = malloc(r->n * sizeof *yho);
@@ -144,13 +69,13 @@ static int frozen(const nn_model *m, const rows *r) {
     else memcpy(Xtr + ntr * D, X + i * D, D * sizeof *X), ytr[ntr++] = y[i];
   }
   float *W = malloc(nl * D * sizeof *W), *b = malloc(nl * sizeof *b);
-  t0 = now_s();
+  t0 = finch_clock_s();
   const nn_bert_head_config hc = nn_bert_head_defaults();
   if (nn_bert_head_fit(Xtr, ytr, ntr, D, nl, &hc, W, b, &err) != FINCH_OK) {
     fprintf(stderr, "head: %s\n", err.msg);
     return 1;
   }
-  double fit_s = now_s() - t0;
+  double fit_s = finch_clock_s() - t0;
   size_t right = 0, right_tr = 0;
   for (int pass = 0; pass < 2; pass++) {
     const float *Xs = pass ? Xho : Xtr;
@@ -182,7 +107,7 @@ typedef struct {
 
 static void ft_step(void *p, const nn_bert_progress *pr) {
   ft_log *l = p;
-  if (!l->first_step) l->first_step = pr->step, l->t_first = now_s();
+  if (!l->first_step) l->first_step = pr->step, l->t_first = finch_clock_s();
   if (pr->step % (uint64_t)l->every == 0 || pr->step == pr->total)
     printf("  step %5llu/%llu  epoch %u  loss %.4f  lr %.2e  |g| %.3f  %.1f examples/s\n",
            (unsigned long long)pr->step, (unsigned long long)pr->total, pr->epoch, pr->loss, pr->lr, pr->grad_norm,
@@ -194,7 +119,7 @@ static void ft_step(void *p, const nn_bert_progress *pr) {
  * holdout (frozen's split), rows cut at T tokens, with the trainer's
  * defaults but epochs; steps > 0 stops after that many (a speed run: the
  * examples/s past the first step are reported, and no accuracy). */
-static int finetune(const char *mdir, const rows *r, int T, uint32_t epochs, uint64_t steps, nn_backend *be) {
+static int finetune(const char *mdir, const bench_rows *r, int T, uint32_t epochs, uint64_t steps, nn_backend *be) {
   char path[4200];
   finch_err err = {0};
   nn_bert *enc = NULL;
@@ -209,8 +134,8 @@ static int finetune(const char *mdir, const rows *r, int T, uint32_t epochs, uin
   if (nn_bert_dropout_read(path, &ph, &pa, &err) != FINCH_OK) fprintf(stderr, "fine-tune: %s\n", err.msg);
   char **labels = malloc(r->n * sizeof(char *));
   int32_t *y = malloc(r->n * sizeof(int32_t)), *ytr = malloc(r->n * sizeof *ytr), *yho = malloc(r->n * sizeof *yho);
-  const size_t nl = label_ids(r, labels, y), D = nn_bert_get_config(enc)->dim;
-  char *held = holdout(r, y, nl);
+  const size_t nl = bench_label_ids(r, labels, y), D = nn_bert_get_config(enc)->dim;
+  char *held = bench_holdout(r, y, nl);
   const char **ttr = malloc(r->n * sizeof(char *)), **tho = malloc(r->n * sizeof(char *));
   size_t ntr = 0, nho = 0;
   for (size_t i = 0; i < r->n; i++) {
@@ -238,18 +163,18 @@ static int finetune(const char *mdir, const rows *r, int T, uint32_t epochs, uin
          be ? be->name : "cpu (2 threads)", ntr, nho, nl, T, mean_len / (double)ntr, c.batch, c.epochs,
          (double)c.lr, (double)c.head_lr, 100.0 * c.warmup, (double)ph, (double)pa, c.bucket,
          steps ? " (speed run)" : "");
-  ft_log lg = {.t0 = now_s(), .every = steps ? 1 : 25};
+  ft_log lg = {.t0 = finch_clock_s(), .every = steps ? 1 : 25};
   if (nn_bert_finetune(enc, hw, hb, (int)nl, be, &xtr, ytr, &c, ft_step, &lg, &err) != FINCH_OK) {
     fprintf(stderr, "fine-tune: %s\n", err.msg);
     goto out;
   }
-  const double t_end = now_s();
+  const double t_end = finch_clock_s();
   const uint64_t done = steps ? steps : (uint64_t)((ntr + c.batch - 1) / c.batch) * epochs;
   if (done > 1)
     printf("  %.1f examples/s past the first step (%.1f s in all)\n",
            (double)(done - 1) * c.batch / (t_end - lg.t_first), t_end - lg.t0);
   if (!steps) {
-    double t1 = now_s();
+    double t1 = finch_clock_s();
     if (nn_bert_predict_ids(enc, hw, hb, (int)nl, be, &xho, 64, pred, &err) != FINCH_OK) {
       fprintf(stderr, "fine-tune: %s\n", err.msg);
       goto out;
@@ -257,7 +182,7 @@ static int finetune(const char *mdir, const rows *r, int T, uint32_t epochs, uin
     size_t right = 0;
     for (size_t i = 0; i < nho; i++) right += pred[i] == yho[i];
     printf("  holdout accuracy %.2f%% (%zu / %zu; prediction %.1f s)\n", 100.0 * right / nho, right, nho,
-           now_s() - t1);
+           finch_clock_s() - t1);
   }
   rc = 0;
 out:
@@ -298,8 +223,8 @@ int main(int argc, char **argv) {
   const char *data = getenv("FINCH_DATA_DIR");
   char path[4096];
   snprintf(path, sizeof path, "%s/banking77/train.csv", data ? data : FINCH_SOURCE_DIR "/../shared/data");
-  rows r = {0};
-  if (read_rows(path, &r) != 0 || r.n == 0) {
+  bench_rows r = {0};
+  if (bench_read_rows(path, &r) != 0 || r.n == 0) {
     printf("no BANKING77 at %s: one repeated sentence instead\n", path);
     r.cap = r.n = 2048;
     r.text = malloc(r.n * sizeof(char *));

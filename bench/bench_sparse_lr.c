@@ -28,52 +28,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/csv.h"
-#include "nn/rng.h"
+#include "bench/bench_data.h"
 #include "nn/sparse_lr.h"
 
 #ifndef FINCH_SOURCE_DIR
 #define FINCH_SOURCE_DIR "."
 #endif
-
-typedef struct {
-  char **text;
-  char **label;
-  size_t n, cap;
-} rows;
-
-static int read_rows(const char *path, rows *out) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return -1;
-  finch_csv *r = finch_csv_open(f, path);
-  finch_err err = {0};
-  const char *const header[] = {"text", "category"};
-  if (!r || finch_csv_expect_header(r, header, 2, &err) != FINCH_OK) {
-    fprintf(stderr, "%s\n", err.msg);
-    finch_csv_close(r);
-    fclose(f);
-    return -1;
-  }
-  char **fields;
-  size_t nf;
-  int rc;
-  while ((rc = finch_csv_next(r, &fields, &nf, &err)) != 0) {
-    if (rc < 0 || nf != 2) {
-      fprintf(stderr, "%s:%zu: %s\n", path, finch_csv_line(r), rc < 0 ? err.msg : "expected 2 fields");
-      continue;
-    }
-    if (out->n == out->cap) {
-      out->cap = out->cap ? out->cap * 2 : 1024;
-      out->text = realloc(out->text, out->cap * sizeof(char *));
-      out->label = realloc(out->label, out->cap * sizeof(char *));
-    }
-    out->text[out->n] = strdup(fields[0]);
-    out->label[out->n++] = strdup(fields[1]);
-  }
-  finch_csv_close(r);
-  fclose(f);
-  return 0;
-}
 
 static void csv_field(FILE *f, const char *s) {
   fputc('"', f);
@@ -85,7 +45,7 @@ static void csv_field(FILE *f, const char *s) {
 }
 
 /* Writes the rows with held[i] == want as text,label. */
-static int write_split(const char *path, const rows *r, const char *held, char want) {
+static int write_split(const char *path, const bench_rows *r, const char *held, char want) {
   FILE *f = fopen(path, "wb");
   if (!f) return -1;
   fputs("text,label\n", f);
@@ -144,34 +104,15 @@ int main(int argc, char **argv) {
   const char *dir = getenv("FINCH_DATA_DIR");
   char path[4096];
   snprintf(path, sizeof path, "%s/banking77/train.csv", dir ? dir : FINCH_SOURCE_DIR "/../shared/data");
-  rows r = {0};
-  if (read_rows(path, &r) != 0 || r.n == 0) {
+  bench_rows r = {0};
+  if (bench_read_rows(path, &r) != 0 || r.n == 0) {
     printf("SKIP: cannot read %s (set FINCH_DATA_DIR)\n", path);
     return 0;
   }
   char **labels = malloc(r.n * sizeof(char *));
   int32_t *y = malloc(r.n * sizeof(int32_t));
-  size_t nl = 0;
-  for (size_t i = 0; i < r.n; i++) {
-    size_t j = 0;
-    while (j < nl && strcmp(labels[j], r.label[i]) != 0) j++;
-    if (j == nl) labels[nl++] = r.label[i];
-    y[i] = (int32_t)j;
-  }
-  char *held = calloc(r.n, 1);
-  size_t *idx = malloc(r.n * sizeof(size_t));
-  nn_rng rng;
-  nn_rng_seed(&rng, 42, 0);
-  for (size_t c = 0; c < nl; c++) {
-    size_t k = 0;
-    for (size_t i = 0; i < r.n; i++)
-      if ((size_t)y[i] == c) idx[k++] = i;
-    for (size_t i = k - 1; i > 0; i--) {
-      size_t j = (size_t)nn_rng_below(&rng, i + 1), t = idx[i];
-      idx[i] = idx[j], idx[j] = t;
-    }
-    for (size_t i = 0; i < (k + 5) / 10; i++) held[idx[i]] = 1;
-  }
+  const size_t nl = bench_label_ids(&r, labels, y);
+  char *held = bench_holdout(&r, y, nl);
   size_t ntr = 0, nho = 0;
   const char **tr_text = malloc(r.n * sizeof(char *)), **ho_text = malloc(r.n * sizeof(char *));
   int32_t *tr_y = malloc(r.n * sizeof(int32_t)), *ho_y = malloc(r.n * sizeof(int32_t));
