@@ -234,8 +234,11 @@ static const finch_opt distill_opts[] = {
      .help = "student architecture: bow (bag of n-grams, default) or tfm (a small encoder that can match the teacher "
              "encoder's layers)"},
     {"stage", 0, FINCH_OPT_STRING, F(stage), .arg = "STAGE",
-     .help = "tfm student: vertical (finance data, default), general (general-domain text) or both (general, then "
-             "vertical)"},
+     .help = "vertical (finance data, default) or both: a general stage on general-domain text first (tfm: the "
+             "teacher encoder's layers; bow: the pretrained encoder's sentence vectors); tfm also general alone"},
+    {"teacher-init", 0, FINCH_OPT_BOOL, F(teacher_init),
+     .help = "bow student: start the word rows (and the n-gram rows they contain) from the teacher's pretrained "
+             "encoder, projected on its principal axes"},
     {"init", 0, FINCH_OPT_STRING, F(init_student), .arg = "ID|FILE",
      .help = "tfm student: start from this student (e.g. a general-stage one)"},
     {"hard", 0, FINCH_OPT_BOOL, F(hard_only), .help = "no soft labels: train the student on the hard labels only"},

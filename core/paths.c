@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -39,6 +41,11 @@ finch_status finch_home_dir(char *buf, size_t n, finch_err *err) {
   if (snprintf(buf, n, "%s", abs) >= (int)n)
     return finch_err_set(err, FINCH_EINVAL, "path too long: %s", abs);
   return FINCH_OK;
+}
+
+void finch_unique_tag(char *buf, size_t n) {
+  static atomic_uint seq;
+  snprintf(buf, n, "%lld-%d-%u", (long long)time(NULL), (int)getpid(), atomic_fetch_add(&seq, 1u));
 }
 
 finch_status finch_home_subdir(const char *sub, char *buf, size_t n, finch_err *err) {

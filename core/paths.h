@@ -10,6 +10,10 @@
 finch_status finch_home_dir(char *buf, size_t n, finch_err *err);
 /* Absolute path of home/sub, created (with parents) when missing. */
 finch_status finch_home_subdir(const char *sub, char *buf, size_t n, finch_err *err);
+/* A tag for names that must not collide, "SECONDS-PID-SEQ": the time,
+ * the process id and a per-process sequence number, so two models saved by
+ * one process in the same second get different files. */
+void finch_unique_tag(char *buf, size_t n);
 /* The data directory: setting "data_dir", else ../shared/data beside the
  * source checkout. Not checked for existence. */
 void finch_data_dir(char *buf, size_t n);

@@ -63,7 +63,9 @@ static finch_status save_and_register(finch_db *db, nn_model *m, const char *kin
   json_decref(meta);
   st = nn_model_set_meta(m, meta_s, err);
   if (st) goto out;
-  snprintf(path, pathn, "%s/%s-%s-%lld-%d.fnm", dir, dataset, kind, (long long)time(NULL), (int)getpid());
+  char tag[64];
+  finch_unique_tag(tag, sizeof tag);
+  snprintf(path, pathn, "%s/%s-%s-%s.fnm", dir, dataset, kind, tag);
   char sha[65];
   st = nn_model_save(m, path, NN_DTYPE_F32, sha, err);
   if (st) goto out;
@@ -261,7 +263,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
    * an encoder: the dataset's latest teacher when it has one, else one is
    * trained here with the default members. */
   const int want_tfm = (opts->student && strcmp(opts->student, "tfm") == 0) ||
-                       (!opts->student && opts->stage && *opts->stage);
+                       (!opts->student && opts->stage && *opts->stage && !opts->teacher_init);
   finch_distill_opts o2;
   if (want_tfm && !(opts->teacher && *opts->teacher)) {
     o2 = *opts;
@@ -335,7 +337,8 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     goto out;
   }
   if (teacher) {
-    st = nn_model_predict_many(teacher, (const char *const *)train->texts, train->n, soft, NULL, tau, err);
+    st = finch_distill__teacher_soft(db, res->teacher_id, teacher, train, tau, opts->quiet, soft, &res->soft_stored,
+                                     &res->soft_computed, err);
   } else {
     if (!(have = malloc(train->n + 1))) {
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
@@ -374,8 +377,9 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   }
   const int tfm_student = want_tfm;
   snprintf(res->student_arch, sizeof res->student_arch, "%s", tfm_student ? "tfm" : "bow");
-  snprintf(res->stage, sizeof res->stage, "%s", tfm_student ? (opts->stage && *opts->stage ? opts->stage : "vertical")
-                                                            : "finance");
+  snprintf(res->stage, sizeof res->stage, "%s",
+           tfm_student ? (opts->stage && *opts->stage ? opts->stage : "vertical")
+                       : (opts->stage && !strcmp(opts->stage, "both") ? "both" : "finance"));
   t0 = finch_clock_s();
   if (tfm_student && !teacher) {
     st = finch_err_set(err, FINCH_EINVAL, "a transformer student needs a teacher with an encoder member; an external "
@@ -398,7 +402,9 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
       for (size_t i = 0; cxc && i < train->n; i++) cxc[i] = (float)cx[i].c;
     }
     char run[128], ckp[4096];
-    snprintf(run, sizeof run, "%s-student-%d-%lld", opts->dataset, (int)getpid(), (long long)time(NULL));
+    char tag[64];
+    finch_unique_tag(tag, sizeof tag);
+    snprintf(run, sizeof run, "%s-student-%s", opts->dataset, tag);
     if ((st = finch_distill__run_begin(db, "student", opts->dataset, &run_id, err)) != FINCH_OK) {
       free(cxc);
       nn_model_free(init);
@@ -445,8 +451,10 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     else
       finch_info("distilling the student (alpha %.2f, temperature %.1f, %u epochs)", kd.alpha, kd.temperature,
                  sc.epochs);
-    st = nn_model_train(&student, &ds, labels, nl, &sc, ds.soft ? &kd : NULL, be,
-                        opts->quiet ? NULL : on_epoch, "student", err);
+    finch_distill__bow_args ba = {.db = db, .opts = opts, .be = be, .teacher = teacher, .ds = &ds, .labels = labels,
+                                  .nl = nl, .cfg = &sc, .kd = ds.soft ? &kd : NULL,
+                                  .cb = opts->quiet ? NULL : on_epoch, .cb_ctx = "student", .res = res};
+    st = finch_distill__bow_student(&ba, &student, err);
     if (st) goto out;
   }
   res->student_seconds = finch_clock_s() - t0;

@@ -27,7 +27,9 @@ typedef struct {
                            teacher here */
   int teacher_epochs;   /* 0 = the model defaults */
   const char *student;  /* "bow" (default: the bag-of-n-grams student) or "tfm" (a small encoder) */
-  const char *stage;    /* tfm student: "vertical" (default), "general" (general-domain text only) or "both" */
+  const char *stage;    /* "vertical" (default); "both": a general stage first (tfm: the teacher encoder's layers;
+                           bow: the pretrained encoder's sentence vectors); tfm only: "general" */
+  int teacher_init;     /* bow student: word rows from the teacher's pretrained encoder */
   const char *init_student; /* tfm student: start from this registered student (e.g. a general stage) */
   int hard_only;        /* 1 = no soft labels: the ablation's baseline */
   int intermediate;     /* tfm student: 1 = match the teacher encoder's hidden states and attention (default),
@@ -62,6 +64,10 @@ typedef struct {
   int external_teacher;       /* the teacher was external: soft labels from teacher_outputs, no dev figures */
   double gate_share[10];      /* mean share of heads open, by complexity bin of 0.1 (training rows) */
   long long gate_n[10];
+  long long n_general_stage;  /* bow student: general-stage texts (0 = none) */
+  double general_loss;        /* bow student: its last epoch's unexplained variance */
+  int teacher_init;           /* bow student: word rows started from the teacher's encoder */
+  long long soft_stored, soft_computed; /* training rows whose soft labels were read from teacher_outputs, computed */
 } finch_distill_result;
 
 finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, finch_distill_result *res,

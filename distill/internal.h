@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 #include <stddef.h>
 
+#include "core/dataset.h"
 #include "core/db.h"
 #include "core/status.h"
 #include "distill/distill.h"
@@ -45,6 +46,37 @@ finch_status finch_distill__tokenizer_copy(const nn_tokenizer *t, nn_tokenizer *
  * shape; the classifier head (cls_w, cls_b) too only when with_head. Returns
  * the number of tensors copied. */
 size_t finch_distill__copy_tensors(nn_tfm *dst, const nn_tfm *src, int with_head);
+
+/* The teacher's probabilities at tau for every row of train into soft
+ * (n, n_labels; the teacher's labels are the dataset's, in order): rows
+ * stored in teacher_outputs for (teacher_id, tau) are read, the rest
+ * computed and stored chunk by chunk (distill/soft_store.c). teacher_id 0 =
+ * an unregistered teacher: everything is computed, nothing stored. */
+finch_status finch_distill__teacher_soft(finch_db *db, long long teacher_id, const nn_model *teacher,
+                                         const finch_dataset_split *train, float tau, int quiet, float *soft,
+                                         long long *n_stored, long long *n_computed, finch_err *err);
+
+/* The pretrained encoder member of teacher m (m itself when it is one), or NULL. */
+const nn_model *finch_distill__find_bert(const nn_model *m);
+
+/* Everything the bag-of-n-grams student needs from finch_distill_run. */
+typedef struct {
+  finch_db *db;
+  const finch_distill_opts *opts;
+  nn_backend *be;
+  const nn_model *teacher; /* NULL for an external teacher */
+  const nn_dataset *ds;
+  const char *const *labels;
+  size_t nl;
+  const nn_train_config *cfg;
+  const nn_kd_config *kd; /* NULL = hard labels only */
+  nn_epoch_cb cb;
+  void *cb_ctx;
+  finch_distill_result *res; /* n_general_stage, general_loss, teacher_init */
+} finch_distill__bow_args;
+
+/* Trains the bag-of-n-grams student (distill/student_bow.c). */
+finch_status finch_distill__bow_student(const finch_distill__bow_args *a, nn_model **out, finch_err *err);
 
 /* Everything the transformer student needs from finch_distill_run. */
 typedef struct {

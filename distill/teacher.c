@@ -108,7 +108,9 @@ static finch_status ckpt_path(const ctx *c, const char *member_name, char *buf, 
 }
 
 static void run_name(char *buf, size_t n, const ctx *c, const char *member_name) {
-  snprintf(buf, n, "%s-%s-%d-%lld", c->o->dataset, member_name, (int)getpid(), (long long)time(NULL));
+  char tag[64];
+  finch_unique_tag(tag, sizeof tag);
+  snprintf(buf, n, "%s-%s-%s", c->o->dataset, member_name, tag);
 }
 
 /* MLM pre-training of an encoder without a classifier head on the general
@@ -688,8 +690,9 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   }
   char dir[PATH_MAX];
   if ((st = finch_home_subdir("models", dir, sizeof dir, err)) != FINCH_OK) goto out;
-  snprintf(res->path, sizeof res->path, "%s/%s-teacher-ensemble-%lld-%d.fnm", dir, opts->dataset,
-           (long long)time(NULL), (int)getpid());
+  char tag[64];
+  finch_unique_tag(tag, sizeof tag);
+  snprintf(res->path, sizeof res->path, "%s/%s-teacher-ensemble-%s.fnm", dir, opts->dataset, tag);
   char sha[65];
   if ((st = nn_model_save(ens, res->path, NN_DTYPE_F32, sha, err)) != FINCH_OK) goto out;
   struct stat sb;

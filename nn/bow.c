@@ -257,29 +257,21 @@ static void init_params(nn_bow *m, uint64_t seed) {
   for (size_t i = 0; i < (size_t)m->C * m->Din; i++) m->W2[i] = a2 * (2.0f * nn_rng_uniform(&r) - 1.0f);
 }
 
-/* Feature rows of every training text in CSR form: text i has rows
- * ids[offs[i] .. offs[i+1]). */
-typedef struct {
-  uint32_t *ids;
-  size_t *offs;
-  size_t max_row; /* most rows of one text */
-} feature_table;
-
-static finch_status featurize_all(const nn_featurizer *f, const nn_dataset *ds, feature_table *t,
-                                  finch_err *err) {
+finch_status nn__bow_featurize_all(const nn_featurizer *f, const char *const *texts, size_t n_texts,
+                                   nn_bow_features *t, finch_err *err) {
   memset(t, 0, sizeof *t);
   nn_ids one = {0};
   nn_tokens tok = {0};
   size_t cap = 0, n = 0;
   finch_status st = FINCH_OK;
-  t->offs = malloc((ds->n + 1) * sizeof *t->offs);
+  t->offs = malloc((n_texts + 1) * sizeof *t->offs);
   if (!t->offs) {
-    st = finch_err_set(err, FINCH_ENOMEM, "out of memory featurizing %zu texts", ds->n);
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory featurizing %zu texts", n_texts);
     goto out;
   }
   t->offs[0] = 0;
-  for (size_t i = 0; i < ds->n; i++) {
-    st = nn_featurize(f, ds->texts[i], &one, &tok, err);
+  for (size_t i = 0; i < n_texts; i++) {
+    st = nn_featurize(f, texts[i], &one, &tok, err);
     if (st != FINCH_OK) {
       finch_err_prefix(err, "text %zu", i);
       goto out;
@@ -289,7 +281,7 @@ static finch_status featurize_all(const nn_featurizer *f, const nn_dataset *ds, 
       while (nc < n + one.n) nc *= 2;
       uint32_t *p = realloc(t->ids, nc * sizeof *p);
       if (!p) {
-        st = finch_err_set(err, FINCH_ENOMEM, "out of memory featurizing %zu texts", ds->n);
+        st = finch_err_set(err, FINCH_ENOMEM, "out of memory featurizing %zu texts", n_texts);
         goto out;
       }
       t->ids = p;
@@ -314,6 +306,13 @@ out:
 finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char *const *label_names,
                             size_t n_labels, const nn_train_config *cfg, const nn_kd_config *kd,
                             nn_backend *be, nn_epoch_cb cb, void *cb_ctx, finch_err *err) {
+  return nn_model_train_prior(out, train, label_names, n_labels, cfg, kd, NULL, be, cb, cb_ctx, err);
+}
+
+finch_status nn_model_train_prior(nn_model **out, const nn_dataset *train, const char *const *label_names,
+                                  size_t n_labels, const nn_train_config *cfg, const nn_kd_config *kd,
+                                  nn_bow_prior *prior, nn_backend *be, nn_epoch_cb cb, void *cb_ctx,
+                                  finch_err *err) {
   *out = NULL;
   if (!train || train->n == 0 || !train->texts || !train->labels)
     return finch_err_set(err, FINCH_EINVAL, "training set is empty");
@@ -347,7 +346,7 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
 
   nn_bow *m = NULL;
   nn_featurizer *feat = NULL;
-  feature_table ft = {0};
+  nn_bow_features ft = {0};
   nn_bow_work w = {0};
   float *opt = NULL;
   size_t *perm = NULL;
@@ -357,7 +356,8 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
   st = nn_bow_create(&m, cfg, feat, n_labels, err);
   if (st != FINCH_OK) goto fail;
   init_params(m, cfg->seed);
-  st = featurize_all(m->feat, train, &ft, err);
+  if (prior && (st = nn__bow_apply_prior(m, prior, be, err)) != FINCH_OK) goto fail;
+  st = nn__bow_featurize_all(m->feat, train->texts, train->n, &ft, err);
   if (st != FINCH_OK) goto fail;
 
   const int Bmax = (int)(cfg->batch < train->n ? cfg->batch : train->n);

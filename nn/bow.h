@@ -16,6 +16,7 @@
 #include "nn/backend.h"
 #include "nn/features.h"
 #include "nn/layers.h"
+#include "nn/model.h"
 #include "nn/modelfile.h"
 #include "nn/rng.h"
 
@@ -40,6 +41,21 @@ nn_feat_config nn__feat_config(const nn_train_config *cfg);
 
 /* Checks a configuration's ranges; FINCH_EINVAL naming the field. */
 finch_status nn__config_check(const nn_train_config *cfg, finch_err *err);
+
+/* Feature rows of texts in CSR form: text i has rows ids[offs[i] ..
+ * offs[i+1]). The caller frees ids and offs. */
+typedef struct {
+  uint32_t *ids;
+  size_t *offs;
+  size_t max_row; /* most rows of one text */
+} nn_bow_features;
+
+finch_status nn__bow_featurize_all(const nn_featurizer *f, const char *const *texts, size_t n_texts,
+                                   nn_bow_features *t, finch_err *err);
+
+/* Initialisation from a teacher and the general stage (nn/bow_prior.c), on
+ * a model whose parameters init_params has just drawn. */
+finch_status nn__bow_apply_prior(nn_bow *m, nn_bow_prior *prior, nn_backend *be, finch_err *err);
 
 /* ---- training workspace ------------------------------------------------ */
 

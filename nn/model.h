@@ -77,6 +77,44 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
                             size_t n_labels, const nn_train_config *cfg, const nn_kd_config *kd,
                             nn_backend *be, nn_epoch_cb cb, void *cb_ctx, finch_err *err);
 
+/* What a bag-of-n-grams student can learn from a teacher's encoder before
+ * its labelled epochs (nn/bow_prior.c):
+ *
+ * Initialisation. Once the vocabulary is built, word_vectors gives the
+ * teacher's vector (E wide) of each vocabulary word; their top D principal
+ * components (the embedding width; min(D, E), the other columns 0) become
+ * the word rows, scaled to the random initialisation's mean squared norm,
+ * and each hashed character
+ * n-gram row starts at the mean of the rows of the vocabulary words that
+ * contain it. The others keep their random start.
+ *
+ * General stage (TinyBERT's general distillation, for a model without
+ * layers): for gen_epochs passes over gen_texts, the mean embedding h0 of a
+ * text is mapped by a linear layer (E,D), started from the principal axes
+ * when words were initialised, to the teacher's pooled vector of that text,
+ * gen_targets (n_gen, E), under a squared error divided by the targets'
+ * variance (so 1.0 = no better than their mean). The embedding rows learn;
+ * the map is dropped afterwards. gen_loss_first and gen_loss_last receive
+ * the first and last epoch's mean. */
+typedef struct {
+  finch_status (*word_vectors)(void *ctx, const char *const *words, size_t n, uint32_t *dim, float **vectors,
+                               finch_err *err); /* *vectors (n, *dim), malloc'd, the caller frees */
+  void *ctx;
+  const char *const *gen_texts;
+  const float *gen_targets;
+  size_t n_gen;
+  uint32_t gen_dim, gen_epochs;
+  double words_explained;  /* out: share of the word vectors' variance the D components keep */
+  size_t words_init, rows_init; /* out: word rows and n-gram rows initialised */
+  double gen_loss_first, gen_loss_last; /* out */
+} nn_bow_prior;
+
+/* nn_model_train with a prior (NULL = nn_model_train). */
+finch_status nn_model_train_prior(nn_model **out, const nn_dataset *train, const char *const *label_names,
+                                  size_t n_labels, const nn_train_config *cfg, const nn_kd_config *kd,
+                                  nn_bow_prior *prior, nn_backend *be, nn_epoch_cb cb, void *cb_ctx,
+                                  finch_err *err);
+
 /* Returns the arg-max label index of text and, when probs is non-NULL, fills
  * probs[n_labels] with softmax(logits / temperature) (temperature 1 = the
  * model's own probabilities). Returns -1, with probs uniform, when text is

@@ -13,6 +13,12 @@
  *     from the frozen one, logs its steps, and a second run reuses it;
  *   - the holdout halves partition the dev rows, balanced within one row,
  *     the same for the same seed;
+ *   - distilled into the bow student: the teacher's soft labels are computed
+ *     once and stored in teacher_outputs, a second distill reads them all
+ *     back and trains the same student, a malformed stored row is
+ *     recomputed and replaced; the student starts from the encoder's word
+ *     vectors and a general stage on its sentence vectors when asked, and
+ *     both are refused for a teacher without the encoder;
  *   - `test_teacher_bert pretrained`: with the real all-MiniLM-L6-v2 under
  *     FINCH_PRETRAINED_DIR, the frozen member is far above chance on the
  *     sample (skipped, saying so, without it). */
@@ -25,6 +31,7 @@
 
 #include "core/config.h"
 #include "core/paths.h"
+#include "distill/distill.h"
 #include "distill/teacher.h"
 #include "distill/teacher_bert.h"
 #include "distill/teacher_select.h"
@@ -157,6 +164,72 @@ static void test_split(void) {
 
 static int test_pretrained(void);
 
+static void test_distill(finch_db *db, const finch_teacher_opts *to) {
+  finch_err err;
+  char tid[32], sql[512];
+  /* The encoder alone, so that the teacher surely holds it. */
+  finch_teacher_opts bo = *to;
+  bo.members = "bert";
+  finch_teacher_result br;
+  CHECK_INT_EQ(finch_teacher_train(db, &bo, &br, &err), FINCH_OK);
+  const long long teacher_id = br.model_id;
+  snprintf(tid, sizeof tid, "%lld", teacher_id);
+  finch_distill_opts d = {.dataset = "sample", .seed = 3, .teacher = tid, .student = "bow", .device = "cpu",
+                          .quiet = 1, .student_epochs = 3};
+  finch_distill_result a, b, c, e;
+  finch_status st = finch_distill_run(db, &d, &a, &err);
+  if (st) fprintf(stderr, "distill: %s\n", err.msg);
+  CHECK_INT_EQ(st, FINCH_OK);
+  CHECK(a.n_train > 0 && a.soft_computed == a.n_train && a.soft_stored == 0);
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld AND temperature = 2", teacher_id);
+  CHECK_INT_EQ(test_scalar(db, sql), a.n_train);
+  CHECK_INT_EQ(finch_distill_run(db, &d, &b, &err), FINCH_OK);
+  CHECK(b.soft_stored == a.n_train && b.soft_computed == 0);
+  CHECK(b.student_dev_acc == a.student_dev_acc);
+  snprintf(sql, sizeof sql, "SELECT count(DISTINCT sha256) FROM models WHERE id IN (%lld, %lld)", a.student_id,
+           b.student_id);
+  CHECK_INT_EQ(test_scalar(db, sql), 1); /* the same bytes: stored labels are the computed ones */
+  snprintf(sql, sizeof sql, "UPDATE teacher_outputs SET probs = '{0.5}' WHERE model_id = %lld AND utterance_id ="
+           " (SELECT min(utterance_id) FROM teacher_outputs WHERE model_id = %lld)", teacher_id, teacher_id);
+  CHECK_INT_EQ(finch_db_exec(db, sql, &err), FINCH_OK);
+  CHECK_INT_EQ(finch_distill_run(db, &d, &c, &err), FINCH_OK);
+  CHECK(c.soft_stored == a.n_train - 1 && c.soft_computed == 1);
+  CHECK(c.student_dev_acc == a.student_dev_acc);
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM teacher_outputs WHERE model_id = %lld AND array_length(probs, 1) < 2",
+           teacher_id);
+  CHECK_INT_EQ(test_scalar(db, sql), 0);
+  /* The encoder's start: word rows, then a general stage on its sentence vectors. */
+  d.teacher_init = 1;
+  d.stage = "both";
+  d.general = "sample";
+  d.general_max = 100;
+  st = finch_distill_run(db, &d, &e, &err);
+  if (st) fprintf(stderr, "distill (teacher init, both stages): %s\n", err.msg);
+  CHECK_INT_EQ(st, FINCH_OK);
+  CHECK(e.teacher_init && e.n_general_stage == 100);
+  CHECK(e.general_loss > 0 && e.general_loss < 10);
+  CHECK_STR_EQ(e.student_arch, "bow");
+  CHECK_STR_EQ(e.stage, "both");
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM models WHERE id = %lld AND stage = 'both'", e.student_id);
+  CHECK_INT_EQ(test_scalar(db, sql), 1);
+  printf("sample, bow student from the tiny encoder: %.3f plain, %.3f with its start (general loss %.3f)\n",
+         a.student_dev_acc, e.student_dev_acc, e.general_loss);
+  d.stage = "general";
+  CHECK_INT_EQ(finch_distill_run(db, &d, &e, &err), FINCH_EINVAL);
+  CHECK_CONTAINS(err.msg, "vertical (default) or both");
+  /* A teacher without the encoder cannot give either start. */
+  finch_teacher_opts so = *to;
+  so.members = "slr";
+  finch_teacher_result sr;
+  CHECK_INT_EQ(finch_teacher_train(db, &so, &sr, &err), FINCH_OK);
+  snprintf(tid, sizeof tid, "%lld", sr.model_id);
+  d.stage = NULL;
+  CHECK_INT_EQ(finch_distill_run(db, &d, &e, &err), FINCH_EINVAL);
+  CHECK_CONTAINS(err.msg, "--teacher-init needs a teacher with the pretrained encoder");
+  /* Models saved by one process within one second keep their own files. */
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) - count(DISTINCT path) FROM models"), 0);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "pretrained")) return test_pretrained();
   test_split();
@@ -274,6 +347,7 @@ int main(int argc, char **argv) {
   CHECK(f2.members[0].cached && f2.members[1].cached);
   CHECK(f2.members[0].dev_acc == f.members[0].dev_acc && f2.members[0].sel_nll == f.members[0].sel_nll);
   o.bert_epochs = 0;
+  test_distill(db, &o);
   snprintf(cmd, sizeof cmd, "rm -rf %s", root);
   CHECK_INT_EQ(system(cmd), 0);
   finch_db_close(db);
