@@ -257,6 +257,12 @@ static const finch_opt distill_opts[] = {
      .help = "tfm student: continue from the checkpoints of an interrupted run (same options)"},
     {"gate-penalty", 0, FINCH_OPT_FLOAT, F(gate_penalty), NON_NEG, .arg = "L",
      .help = "weight of the gates' sparsity penalty lambda * mean(gate) (default 0.02)"},
+    {"negatives", 0, FINCH_OPT_LIST, F(negatives.names), .arg = "LIST",
+     .help = "out-of-scope training rows from these datasets (e.g. clinc150,sgd_general), one more label 'oos'"},
+    {"exclude-domains", 0, FINCH_OPT_LIST, F(negatives.exclude_domains), .arg = "LIST",
+     .help = "negatives: leave out rows of these domains (e.g. banking,credit_cards, CLINC150's finance intents)"},
+    {"negatives-max", 0, FINCH_OPT_INT, F(negatives.max), .def = "3000", .min = 0, .max = 1e308, .arg = "N",
+     .help = "negatives: at most N rows, a sample seeded by --seed (0 = all)"},
     {"student-epochs", 0, FINCH_OPT_INT, F(student_epochs), ANY_INT, .arg = "N",
      .help = "student training epochs (default: model default)"},
     {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", ANY_INT, .arg = "N",
@@ -321,12 +327,34 @@ static const finch_opt compile_opts[] = {
     {"model", 'm', FINCH_OPT_STRING, F(model), .arg = "ID|FILE", .help = "registered model id or model file"},
     {"output", 'o', FINCH_OPT_STRING, F(out), .arg = "FILE", .help = "where to write the compiled model file"},
     {"dtype", 0, FINCH_OPT_STRING, F(dtype), .arg = "TYPE", .help = "weight storage: q8 (int8, a scale per row; default) or f32"},
+    {"abstain", 0, FINCH_OPT_ENUM, F(abstain.method), .choices = "threshold|class|both|none", .arg = "METHOD",
+     .help = "out-of-scope policy to compile in: threshold (refuse below a calibrated in-scope probability chosen on "
+             "the holdout's selection half), class (the model's out-of-scope class), both, or none (remove it); "
+             "default: keep the model's"},
+    {"abstain-dataset", 0, FINCH_OPT_STRING, F(abstain.dataset), .arg = "NAME",
+     .help = "dataset whose holdout the threshold is chosen on (default: the model's)"},
+    {"oos-label", 0, FINCH_OPT_STRING, F(abstain.oos_label), .arg = "LABEL",
+     .help = "the out-of-scope label of the holdout and the model (default oos)"},
+    {"negatives", 0, FINCH_OPT_LIST, F(abstain.negatives), .arg = "LIST",
+     .help = "datasets whose dev rows are out-of-scope examples for the threshold (e.g. clinc150,sgd_general)"},
+    {"exclude-domains", 0, FINCH_OPT_LIST, F(abstain.exclude_domains), .arg = "LIST",
+     .help = "leave out negatives of these domains (e.g. banking,credit_cards: CLINC150's finance intents)"},
+    {"negatives-max", 0, FINCH_OPT_INT, F(abstain.negatives_max), NON_NEG, .arg = "N",
+     .help = "at most N negatives, a seeded sample (default all)"},
+    {"in-scope-recall", 0, FINCH_OPT_FLOAT, F(abstain.in_scope_recall), .min = 0, .max = 1,
+     .flags = FINCH_OPT_MIN_OPEN, .arg = "R", .help = "threshold target: answer at least this share of in-scope rows "
+                                                      "(default 0.99)"},
+    {"oos-recall", 0, FINCH_OPT_FLOAT, F(abstain.oos_recall), .min = 0, .max = 1, .flags = FINCH_OPT_MIN_OPEN,
+     .arg = "R", .help = "threshold target instead: refuse at least this share of out-of-scope rows"},
+    {"seed", 0, FINCH_OPT_INT, F(abstain.seed), .setting = "seed", ANY_INT, .arg = "N",
+     .help = "seed of the holdout's selection/report halves and of the negatives' sample"},
 };
 #undef F
 
 static int compile_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_compile = {
-    "compile", "write a model as a deployable (quantised) file", "--model ID -o FILE [--dtype q8|f32]",
+    "compile", "write a model as a deployable (quantised) file",
+    "--model ID -o FILE [--dtype q8|f32] [--abstain threshold|class|both|none ...]",
     "Write a model as a single deployable file (format: nn/modelfile.h) with its SHA-256,\n"
     "and register it as stage 'compiled'.",
     NULL, compile_opts, CLI_N(compile_opts), sizeof(finch_compile_opts), NULL, 0, compile_run, 0};
@@ -342,6 +370,12 @@ static int compile_run(void *opts, const char **pos, size_t npos) {
   finch_db_close(db);
   if (st) return cli_fail(&err);
   printf("compiled model %lld: %s (%lld bytes, sha256 %s)\n", r.model_id, o.out, r.bytes, r.sha256);
+  if (r.abstain)
+    printf("out of scope: %s, temperature %.3f, threshold %.4f (%s); on the selection half it answers %.4f of %lld "
+           "in-scope rows and refuses %.4f of %lld out-of-scope rows (%lld negatives)\n",
+           o.abstain.method, (double)r.abstain_fit.temperature, (double)r.abstain_fit.threshold, r.abstain_fit.target,
+           r.abstain_fit.sel_in_scope_recall, r.abstain_fit.n_in, r.abstain_fit.sel_oos_recall, r.abstain_fit.n_out,
+           r.abstain_fit.n_negatives);
   return 0;
 }
 

@@ -66,6 +66,11 @@ static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 /* Columns of the rows query. */
 enum { COL_ID, COL_TEXT, COL_LABEL, COL_AUGMENTED };
 
+/* The split of r's rows (columns COL_*), labels indexed in q->label_set's
+ * list or else in the rows' own sorted label list. r is not cleared. */
+static finch_status split_of_result(PGresult *r, const finch_dataset_query *q, const char *what,
+                                    finch_dataset_split **out, finch_err *err);
+
 finch_status finch_dataset_split_load(finch_db *db, const finch_dataset_query *q, finch_dataset_split **out,
                                       finch_err *err) {
   *out = NULL;
@@ -75,11 +80,118 @@ finch_status finch_dataset_split_load(finch_db *db, const finch_dataset_query *q
                                              : "u.id, u.text, u.label, u.origin = 'augmented'",
                             &f, " ORDER BY u.id", err);
   if (!r) return FINCH_EDB;
+  finch_status st = PQntuples(r) ? FINCH_OK : missing_or_empty(db, q->dataset, err);
+  if (!st) st = split_of_result(r, q, q->dataset, out, err); /* an empty split of an existing dataset is no error */
+  PQclear(r);
+  return st;
+}
+
+finch_status finch_dataset_negatives_load(finch_db *db, const finch_negatives_query *q, finch_dataset_split **out,
+                                          finch_err *err) {
+  *out = NULL;
+  if (!q->names || !*q->names) return finch_err_set(err, FINCH_EINVAL, "negatives: no datasets named");
+  const char *pn[] = {q->names};
+  PGresult *r = finch_db_query(db, "SELECT n FROM unnest(string_to_array($1, ',')) n"
+                                   " WHERE NOT EXISTS (SELECT 1 FROM datasets d WHERE d.name = n) LIMIT 1", 1, pn, err);
+  if (!r) return FINCH_EDB;
+  if (PQntuples(r) > 0) {
+    finch_status st = finch_err_set(err, FINCH_ENOTFOUND, "negatives: dataset '%s' does not exist (ingest it first)",
+                                    PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return st;
+  }
+  PQclear(r);
+  char seed_s[32], max_s[32];
+  snprintf(seed_s, sizeof seed_s, "%llu", q->seed);
+  snprintf(max_s, sizeof max_s, "%zu", q->max);
+  const char *label = q->label && *q->label ? q->label : "oos";
+  const char *p[] = {q->names, q->split, q->exclude_domains && *q->exclude_domains ? q->exclude_domains : "", seed_s,
+                     q->max ? max_s : NULL, label};
+  /* The seeded sample, then in id order (every split's rows ascend by id). */
+  r = finch_db_query(db, "SELECT id, text, $6::text, false FROM (SELECT u.id, u.text FROM utterances u"
+                         " JOIN datasets d ON d.id = u.dataset_id"
+                         " WHERE d.name = ANY(string_to_array($1, ',')) AND ($2::text IS NULL OR u.split = $2)"
+                         " AND u.origin = 'source'"
+                         " AND coalesce(u.meta->>'domain', '') <> ALL(string_to_array($3, ','))"
+                         " ORDER BY md5(u.content_hash || $4), u.id LIMIT $5::bigint) s ORDER BY id", 6, p, err);
+  if (!r) return FINCH_EDB;
+  finch_dataset_query dq = {.dataset = q->names};
+  finch_status st = split_of_result(r, &dq, q->names, out, err);
+  PQclear(r);
+  return st;
+}
+
+finch_status finch_dataset_split_merge(const finch_dataset_split *a, const finch_dataset_split *b,
+                                       finch_dataset_split **out, finch_err *err) {
+  *out = NULL;
+  /* A result-shaped table would be a detour: build the block directly. */
+  const size_t n = a->n + b->n;
+  const char **names = malloc((a->n_labels + b->n_labels + 1) * sizeof *names);
+  if (!names) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  size_t nl = 0;
+  for (size_t l = 0; l < a->n_labels; l++) names[nl++] = a->label_names[l];
+  for (size_t l = 0; l < b->n_labels; l++) names[nl++] = b->label_names[l];
+  qsort(names, nl, sizeof *names, finch_cmp_str);
+  size_t u = 0;
+  for (size_t i = 0; i < nl; i++)
+    if (!u || strcmp(names[u - 1], names[i])) names[u++] = names[i];
+  nl = u;
+  size_t off_texts = align_up(sizeof(finch_dataset_split), alignof(max_align_t));
+  size_t off_names = off_texts + n * sizeof(char *);
+  size_t off_ids = align_up(off_names + nl * sizeof(char *), alignof(long long));
+  size_t off_labels = align_up(off_ids + n * sizeof(long long), alignof(int32_t));
+  size_t off_aug = off_labels + n * sizeof(int32_t);
+  size_t off_chars = off_aug + n, total = off_chars;
+  for (size_t i = 0; i < a->n; i++) total += strlen(a->texts[i]) + 1;
+  for (size_t i = 0; i < b->n; i++) total += strlen(b->texts[i]) + 1;
+  for (size_t l = 0; l < nl; l++) total += strlen(names[l]) + 1;
+  char *block = malloc(total);
+  if (!block) {
+    free(names);
+    return finch_err_set(err, FINCH_ENOMEM, "out of memory merging %zu rows", n);
+  }
+  finch_dataset_split *s = (finch_dataset_split *)block;
+  s->n = n;
+  s->n_labels = nl;
+  s->texts = (const char **)(block + off_texts);
+  s->label_names = (const char **)(block + off_names);
+  s->ids = (long long *)(block + off_ids);
+  s->labels = (int32_t *)(block + off_labels);
+  s->augmented = (unsigned char *)(block + off_aug);
+  char *chars = block + off_chars;
+  for (size_t l = 0; l < nl; l++) {
+    size_t len = strlen(names[l]) + 1;
+    s->label_names[l] = memcpy(chars, names[l], len);
+    chars += len;
+  }
+  free(names);
+  /* Both inputs ascend by id; so does the merge. */
+  size_t i = 0, j = 0;
+  for (size_t k = 0; k < n; k++) {
+    const finch_dataset_split *src = j >= b->n || (i < a->n && a->ids[i] <= b->ids[j]) ? a : b;
+    size_t r = src == a ? i++ : j++;
+    size_t len = strlen(src->texts[r]) + 1;
+    s->texts[k] = memcpy(chars, src->texts[r], len);
+    chars += len;
+    s->ids[k] = src->ids[r];
+    s->augmented[k] = src->augmented[r];
+    s->labels[k] = -1;
+    if (src->labels[r] >= 0) {
+      const char *lab = src->label_names[src->labels[r]];
+      const char **hit = bsearch(&lab, s->label_names, nl, sizeof *s->label_names, finch_cmp_str);
+      s->labels[k] = hit ? (int32_t)(hit - s->label_names) : -1;
+    }
+  }
+  *out = s;
+  return FINCH_OK;
+}
+
+static finch_status split_of_result(PGresult *r, const finch_dataset_query *q, const char *what,
+                                    finch_dataset_split **out, finch_err *err) {
   const size_t n = (size_t)PQntuples(r);
-  finch_status st = n ? FINCH_OK : missing_or_empty(db, q->dataset, err);
+  finch_status st = FINCH_OK;
   const char **names = NULL; /* the label set, pointing into r or into q->label_set */
   size_t nl = 0;
-  if (st) goto out;
   if (q->label_set) {
     names = malloc((q->label_set->n_labels + 1) * sizeof *names);
     if (!names) goto oom;
@@ -135,10 +247,9 @@ finch_status finch_dataset_split_load(finch_db *db, const finch_dataset_query *q
   *out = s;
   goto out;
 oom:
-  st = finch_err_set(err, FINCH_ENOMEM, "out of memory loading dataset '%s'", q->dataset);
+  st = finch_err_set(err, FINCH_ENOMEM, "out of memory loading dataset '%s'", what);
 out:
   free(names);
-  PQclear(r);
   return st;
 }
 
@@ -206,6 +317,9 @@ static finch_status add_wiki(text_buf *b, finch_err *err) {
   return st;
 }
 
+/* b laid out as one finch_dataset_texts allocation into *out (b's buffer freed). */
+static finch_status texts_of(text_buf *b, finch_status st, finch_dataset_texts **out, finch_err *err);
+
 finch_status finch_dataset_general_texts(finch_db *db, const char *names, int with_wiki, finch_dataset_texts **out,
                                          finch_err *err) {
   *out = NULL;
@@ -213,10 +327,15 @@ finch_status finch_dataset_general_texts(finch_db *db, const char *names, int wi
   const int named = names && *names;
   finch_status st = named ? add_named(db, names, &b, err) : FINCH_OK;
   if (!st && (with_wiki || !named)) st = add_wiki(&b, err);
+  return texts_of(&b, st, out, err);
+}
+
+static finch_status texts_of(text_buf *bp, finch_status st, finch_dataset_texts **out, finch_err *err) {
+  text_buf b = *bp;
   size_t off_texts = align_up(sizeof(finch_dataset_texts), alignof(max_align_t));
   size_t off_chars = off_texts + b.n * sizeof(char *);
   char *block = st ? NULL : malloc(off_chars + b.len + 1);
-  if (!st && !block) st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu general-domain texts", b.n);
+  if (!st && !block) st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu texts", b.n);
   if (!st) {
     finch_dataset_texts *t = (finch_dataset_texts *)block;
     t->n = b.n;

@@ -62,6 +62,29 @@ finch_status finch_dataset_split_load(finch_db *db, const finch_dataset_query *q
                                       finch_err *err);
 void finch_dataset_split_free(finch_dataset_split *s);
 
+/* Out-of-scope training or holdout rows for a model of another dataset
+ * ("negatives"), as a split whose every row has label `label` (default
+ * "oos"): the source rows (never augmented ones) of the datasets in names
+ * (comma-separated; each must exist: FINCH_ENOTFOUND naming it), of split
+ * split (NULL = every split), leaving out rows whose meta domain is one of
+ * exclude_domains (comma-separated; e.g. CLINC150's banking and
+ * credit_cards, whose intents a finance dataset shares), at most max rows
+ * (0 = all), a sample seeded by seed (the same rows for the same arguments),
+ * in id order with their own utterance ids. */
+typedef struct {
+  const char *names, *split, *exclude_domains, *label;
+  size_t max;
+  unsigned long long seed;
+} finch_negatives_query;
+
+finch_status finch_dataset_negatives_load(finch_db *db, const finch_negatives_query *q, finch_dataset_split **out,
+                                          finch_err *err);
+
+/* The rows of a and b in one split, in id order, over the union of their
+ * label lists (sorted; each row's label index remapped). */
+finch_status finch_dataset_split_merge(const finch_dataset_split *a, const finch_dataset_split *b,
+                                       finch_dataset_split **out, finch_err *err);
+
 /* Rows q selects, counted per label and, when by_method, per label and
  * augmentation method: a result of (label, [method,] count) ordered by label
  * (then method) in the database's collation. Rows without a label are one

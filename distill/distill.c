@@ -232,7 +232,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   char *owned_ref = NULL; /* the teacher reference chosen here, when opts did not name one */
   long long run_id = 0;   /* the transformer student's training run */
   finch_dataset_query q = {.dataset = opts->dataset, .split = "train"};
-  finch_status st = finch_dataset_split_load(db, &q, &train, err);
+  finch_status st = finch_distill__train_rows(db, opts->dataset, &opts->negatives, opts->seed, &train, err);
   if (st) goto out;
   const char *const *labels = train->label_names;
   const size_t nl = train->n_labels;
@@ -278,6 +278,7 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
       finch_info("no teacher of dataset '%s' has an encoder: training one (finch teacher train --dataset %s)",
                  opts->dataset, opts->dataset);
       finch_teacher_opts to = {.dataset = opts->dataset, .seed = opts->seed, .augmented = 1, .ngrams = 1,
+                               .negatives = opts->negatives,
                                .device = opts->device, .quiet = opts->quiet};
       finch_teacher_result tr;
       if ((st = finch_teacher_train(db, &to, &tr, err)) != FINCH_OK) goto out;

@@ -12,8 +12,10 @@
 #ifndef FINCH_DISTILL_DISTILL_H
 #define FINCH_DISTILL_DISTILL_H
 
+#include "core/dataset.h"
 #include "core/db.h"
 #include "core/status.h"
+#include "nn/model.h"
 
 typedef struct {
   const char *dataset;
@@ -42,6 +44,8 @@ typedef struct {
   float gate_penalty;   /* their penalty lambda * mean(gate) (default 0.02) */
   int resume;           /* tfm student: continue from the stage checkpoints under $FINCH_HOME/checkpoints */
   int student_epochs;
+  finch_negatives_query negatives; /* names set: out-of-scope training rows (label "oos"); the teacher must have
+                                      been trained with the same ones */
   const char *device;   /* cpu, cuda or auto */
   int quiet;            /* no per-epoch progress */
 } finch_distill_opts;
@@ -73,16 +77,43 @@ typedef struct {
 finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, finch_distill_result *res,
                                finch_err *err);
 
+/* Choosing the out-of-scope policy (nn/abstain.h) a model is compiled with. */
+typedef struct {
+  const char *method;          /* "threshold" (default), "class", "both" or "none" (remove the policy) */
+  const char *dataset;         /* whose holdout (split dev) the threshold is chosen on: its selection half */
+  const char *oos_label;       /* the out-of-scope label in that holdout and the model (default "oos") */
+  const char *negatives;       /* datasets (comma-separated) whose dev rows are out-of-scope examples too */
+  const char *exclude_domains; /* negatives' meta domains left out (default: none) */
+  size_t negatives_max;        /* at most this many negatives (0 = all) */
+  double in_scope_recall;      /* target: answer at least this share of in-scope rows (default 0.99) */
+  double oos_recall;           /* or: refuse at least this share of out-of-scope rows */
+  unsigned long long seed;     /* the holdout's selection/report halves (the teacher's: same seed, same halves) */
+} finch_abstain_opts;
+
+typedef struct {
+  long long n_in, n_out, n_negatives; /* selection rows: in scope, out of scope (of which negatives) */
+  float temperature, threshold;
+  double sel_in_scope_recall, sel_oos_recall; /* the policy's figures on those rows */
+  char target[96];
+} finch_abstain_result;
+
+/* Chooses m's policy (options above) and writes it into m's metadata. */
+finch_status finch_abstain_fit(finch_db *db, nn_model *m, const finch_abstain_opts *o,
+                               finch_abstain_result *res, finch_err *err);
+
 typedef struct {
   const char *model; /* registered id or file path */
   const char *out;   /* output file path */
   const char *dtype; /* "f32" or "q8" */
+  finch_abstain_opts abstain; /* method NULL = keep the model's policy as it is */
 } finch_compile_opts;
 
 typedef struct {
   long long model_id; /* registered id of the compiled file */
   long long bytes;
   char sha256[65];
+  int abstain;                  /* 1 = a policy was chosen: figures below */
+  finch_abstain_result abstain_fit;
 } finch_compile_result;
 
 finch_status finch_compile_run(finch_db *db, const finch_compile_opts *opts, finch_compile_result *res,

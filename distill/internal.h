@@ -56,6 +56,13 @@ finch_status finch_distill__teacher_soft(finch_db *db, long long teacher_id, con
                                          const finch_dataset_split *train, float tau, int quiet, float *soft,
                                          long long *n_stored, long long *n_computed, finch_err *err);
 
+/* The training rows of dataset: its split train, plus, when neg names
+ * datasets, their rows (split neg->split, default train; sampled with
+ * neg->seed, default seed) under label neg->label (default "oos"), merged in
+ * id order (distill/rows.c). */
+finch_status finch_distill__train_rows(finch_db *db, const char *dataset, const finch_negatives_query *neg,
+                                       unsigned long long seed, finch_dataset_split **out, finch_err *err);
+
 /* The pretrained encoder member of teacher m (m itself when it is one), or NULL. */
 const nn_model *finch_distill__find_bert(const nn_model *m);
 

@@ -332,7 +332,7 @@ static finch_status take_rows(split_rows *d, const finch_dataset_split *s, int w
  * row, augmented ones included, whether or not the members train on them. */
 static finch_status load_rows(ctx *c, finch_err *err) {
   finch_dataset_query q = {.dataset = c->o->dataset, .split = "train"};
-  finch_status st = finch_dataset_split_load(c->db, &q, &c->train_set, err);
+  finch_status st = finch_distill__train_rows(c->db, c->o->dataset, &c->o->negatives, c->o->seed, &c->train_set, err);
   if (st) return st;
   c->labels = c->train_set->label_names;
   c->C = c->train_set->n_labels;

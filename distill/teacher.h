@@ -61,6 +61,7 @@
 #ifndef FINCH_DISTILL_TEACHER_H
 #define FINCH_DISTILL_TEACHER_H
 
+#include "core/dataset.h"
 #include "core/db.h"
 #include "core/status.h"
 
@@ -90,6 +91,7 @@ typedef struct {
   const char *device;       /* cpu, cuda or auto */
   int quiet;
   int reuse_members;        /* 1 = keep trained members in the member cache and reuse them (above) */
+  finch_negatives_query negatives; /* names set: out-of-scope training rows from these datasets, one more label */
 } finch_teacher_opts;
 
 typedef struct {

@@ -2,7 +2,10 @@
  * augmented variant and an unlabelled row: rows in id order, label indices
  * into a strcmp-sorted label set, the augmented flag, split, origin and label
  * filters, a holdout indexed in the training label set, text_norm, counts,
- * general-domain texts, and a missing dataset named in the error. */
+ * general-domain texts, a missing dataset named in the error, and
+ * negatives: another dataset's source rows under one label, split and
+ * domain filters, a seeded sample, merged with the training rows in id
+ * order over the union of the label lists. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,6 +203,71 @@ int main(void) {
   CHECK_INT_EQ(g->n, 2);
   CHECK_STR_EQ(g->texts[0], "the river flows\n");
   finch_dataset_texts_free(g);
+
+  /* Negatives from a second dataset "g": four source rows (two of a
+   * finance domain, one dev), one augmented. */
+  test_exec(db, "INSERT INTO datasets (name, format) VALUES ('g', 'clinc150')");
+  test_exec(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, split, meta, content_hash)"
+              " SELECT d.id, v.t, v.t, v.l, v.s, v.m::jsonb, 'g-' || v.t FROM datasets d,"
+              " (VALUES ('play some jazz', 'play_music', 'train', '{\"domain\": \"music\"}'),"
+              "         ('book a table', 'book', 'train', NULL),"
+              "         ('freeze my account', 'freeze', 'train', '{\"domain\": \"banking\"}'),"
+              "         ('is it raining', 'weather', 'dev', '{\"domain\": \"weather\"}')) v(t, l, s, m)"
+              " WHERE d.name = 'g'");
+  test_exec(db, "INSERT INTO utterances (dataset_id, text, text_norm, label, origin, parent_id, method, content_hash)"
+              " SELECT dataset_id, 'book a table please', 'book a table please', label, 'augmented', id, 'eda',"
+              " 'g-aug' FROM utterances WHERE text = 'book a table'");
+  finch_dataset_split *neg = NULL, *merged = NULL;
+  finch_negatives_query nq = {.names = "g", .split = "train", .exclude_domains = "banking,credit_cards", .seed = 5};
+  CHECK_INT_EQ(finch_dataset_negatives_load(db, &nq, &neg, &err), FINCH_OK);
+  CHECK_INT_EQ(neg->n, 2); /* not the banking row, not the dev row, not the augmented one */
+  CHECK_INT_EQ(neg->n_labels, 1);
+  CHECK_STR_EQ(neg->label_names[0], "oos");
+  CHECK(neg->ids[0] < neg->ids[1]);
+  CHECK(neg->labels[0] == 0 && neg->labels[1] == 0);
+  finch_dataset_split_free(neg);
+  nq.split = NULL;
+  nq.exclude_domains = NULL;
+  nq.label = "none_of_these";
+  CHECK_INT_EQ(finch_dataset_negatives_load(db, &nq, &neg, &err), FINCH_OK);
+  CHECK_INT_EQ(neg->n, 4);
+  CHECK_STR_EQ(neg->label_names[0], "none_of_these");
+  finch_dataset_split_free(neg);
+  /* A seeded sample: the same two rows for the same seed. */
+  nq.max = 2;
+  char first[256], again[256];
+  CHECK_INT_EQ(finch_dataset_negatives_load(db, &nq, &neg, &err), FINCH_OK);
+  CHECK_INT_EQ(neg->n, 2);
+  joined(neg, first, sizeof first);
+  finch_dataset_split_free(neg);
+  CHECK_INT_EQ(finch_dataset_negatives_load(db, &nq, &neg, &err), FINCH_OK);
+  joined(neg, again, sizeof again);
+  CHECK_STR_EQ(first, again);
+  finch_dataset_split_free(neg);
+  nq.names = "g,nosuch";
+  CHECK_INT_EQ(finch_dataset_negatives_load(db, &nq, &neg, &err), FINCH_ENOTFOUND);
+  CHECK_CONTAINS(err.msg, "dataset 'nosuch' does not exist");
+  CHECK(neg == NULL);
+  /* Merged with t's training rows: id order, labels remapped into the union. */
+  nq = (finch_negatives_query){.names = "g", .split = "train", .seed = 5};
+  CHECK_INT_EQ(finch_dataset_negatives_load(db, &nq, &neg, &err), FINCH_OK);
+  CHECK_INT_EQ(finch_dataset_split_load(db, &q, &train, &err), FINCH_OK);
+  CHECK_INT_EQ(finch_dataset_split_merge(train, neg, &merged, &err), FINCH_OK);
+  CHECK_INT_EQ(merged->n, train->n + neg->n);
+  CHECK_INT_EQ(merged->n_labels, 3);
+  CHECK_STR_EQ(merged->label_names[2], "oos");
+  for (size_t i = 1; i < merged->n; i++) CHECK(merged->ids[i - 1] < merged->ids[i]);
+  size_t n_oos = 0, n_card = 0;
+  for (size_t i = 0; i < merged->n; i++) {
+    n_oos += merged->labels[i] == 2;
+    n_card += merged->labels[i] == 0 && strstr(merged->texts[i], "card") != NULL;
+  }
+  CHECK_INT_EQ(n_oos, neg->n);
+  CHECK_INT_EQ(n_card, 3);
+  CHECK_STR_EQ(merged->texts[merged->n - 1], "freeze my account");
+  finch_dataset_split_free(merged);
+  finch_dataset_split_free(neg);
+  finch_dataset_split_free(train);
 
   finch_db_close(db);
   return test_failures_ ? 1 : 0;
