@@ -66,6 +66,38 @@ static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 /* Columns of the rows query. */
 enum { COL_ID, COL_TEXT, COL_LABEL, COL_AUGMENTED };
 
+/* One block for a split of n rows and the nl label names (copied in),
+ * with text_bytes more for the rows' texts (their NULs included); *chars
+ * points where the texts go. NULL when out of memory. */
+static finch_dataset_split *split_block(size_t n, const char *const *names, size_t nl, size_t text_bytes,
+                                        char **chars) {
+  size_t off_texts = align_up(sizeof(finch_dataset_split), alignof(max_align_t));
+  size_t off_names = off_texts + n * sizeof(char *);
+  size_t off_ids = align_up(off_names + nl * sizeof(char *), alignof(long long));
+  size_t off_labels = align_up(off_ids + n * sizeof(long long), alignof(int32_t));
+  size_t off_aug = off_labels + n * sizeof(int32_t);
+  size_t off_chars = off_aug + n, total = off_chars + text_bytes;
+  for (size_t l = 0; l < nl; l++) total += strlen(names[l]) + 1;
+  char *block = malloc(total);
+  if (!block) return NULL;
+  finch_dataset_split *s = (finch_dataset_split *)block;
+  s->n = n;
+  s->n_labels = nl;
+  s->texts = (const char **)(block + off_texts);
+  s->label_names = (const char **)(block + off_names);
+  s->ids = (long long *)(block + off_ids);
+  s->labels = (int32_t *)(block + off_labels);
+  s->augmented = (unsigned char *)(block + off_aug);
+  char *c = block + off_chars;
+  for (size_t l = 0; l < nl; l++) {
+    size_t len = strlen(names[l]) + 1;
+    s->label_names[l] = memcpy(c, names[l], len);
+    c += len;
+  }
+  *chars = c;
+  return s;
+}
+
 /* The split of r's rows (columns COL_*), labels indexed in q->label_set's
  * list or else in the rows' own sorted label list. r is not cleared. */
 static finch_status split_of_result(PGresult *r, const finch_dataset_query *q, const char *what,
@@ -136,33 +168,14 @@ finch_status finch_dataset_split_merge(const finch_dataset_split *a, const finch
   for (size_t i = 0; i < nl; i++)
     if (!u || strcmp(names[u - 1], names[i])) names[u++] = names[i];
   nl = u;
-  size_t off_texts = align_up(sizeof(finch_dataset_split), alignof(max_align_t));
-  size_t off_names = off_texts + n * sizeof(char *);
-  size_t off_ids = align_up(off_names + nl * sizeof(char *), alignof(long long));
-  size_t off_labels = align_up(off_ids + n * sizeof(long long), alignof(int32_t));
-  size_t off_aug = off_labels + n * sizeof(int32_t);
-  size_t off_chars = off_aug + n, total = off_chars;
-  for (size_t i = 0; i < a->n; i++) total += strlen(a->texts[i]) + 1;
-  for (size_t i = 0; i < b->n; i++) total += strlen(b->texts[i]) + 1;
-  for (size_t l = 0; l < nl; l++) total += strlen(names[l]) + 1;
-  char *block = malloc(total);
-  if (!block) {
+  size_t text_bytes = 0;
+  for (size_t i = 0; i < a->n; i++) text_bytes += strlen(a->texts[i]) + 1;
+  for (size_t i = 0; i < b->n; i++) text_bytes += strlen(b->texts[i]) + 1;
+  char *chars;
+  finch_dataset_split *s = split_block(n, names, nl, text_bytes, &chars);
+  if (!s) {
     free(names);
     return finch_err_set(err, FINCH_ENOMEM, "out of memory merging %zu rows", n);
-  }
-  finch_dataset_split *s = (finch_dataset_split *)block;
-  s->n = n;
-  s->n_labels = nl;
-  s->texts = (const char **)(block + off_texts);
-  s->label_names = (const char **)(block + off_names);
-  s->ids = (long long *)(block + off_ids);
-  s->labels = (int32_t *)(block + off_labels);
-  s->augmented = (unsigned char *)(block + off_aug);
-  char *chars = block + off_chars;
-  for (size_t l = 0; l < nl; l++) {
-    size_t len = strlen(names[l]) + 1;
-    s->label_names[l] = memcpy(chars, names[l], len);
-    chars += len;
   }
   free(names);
   /* Both inputs ascend by id; so does the merge. */
@@ -210,30 +223,11 @@ static finch_status split_of_result(PGresult *r, const finch_dataset_query *q, c
 
   /* One block: the struct, the pointer arrays, ids, label indices, flags,
    * then the strings. */
-  size_t off_texts = align_up(sizeof(finch_dataset_split), alignof(max_align_t));
-  size_t off_names = off_texts + n * sizeof(char *);
-  size_t off_ids = align_up(off_names + nl * sizeof(char *), alignof(long long));
-  size_t off_labels = align_up(off_ids + n * sizeof(long long), alignof(int32_t));
-  size_t off_aug = off_labels + n * sizeof(int32_t);
-  size_t off_chars = off_aug + n, total = off_chars;
-  for (size_t i = 0; i < n; i++) total += (size_t)PQgetlength(r, (int)i, COL_TEXT) + 1;
-  for (size_t l = 0; l < nl; l++) total += strlen(names[l]) + 1;
-  char *block = malloc(total);
-  if (!block) goto oom;
-  finch_dataset_split *s = (finch_dataset_split *)block;
-  s->n = n;
-  s->n_labels = nl;
-  s->texts = (const char **)(block + off_texts);
-  s->label_names = (const char **)(block + off_names);
-  s->ids = (long long *)(block + off_ids);
-  s->labels = (int32_t *)(block + off_labels);
-  s->augmented = (unsigned char *)(block + off_aug);
-  char *chars = block + off_chars;
-  for (size_t l = 0; l < nl; l++) {
-    size_t len = strlen(names[l]) + 1;
-    s->label_names[l] = memcpy(chars, names[l], len);
-    chars += len;
-  }
+  size_t text_bytes = 0;
+  for (size_t i = 0; i < n; i++) text_bytes += (size_t)PQgetlength(r, (int)i, COL_TEXT) + 1;
+  char *chars;
+  finch_dataset_split *s = split_block(n, names, nl, text_bytes, &chars);
+  if (!s) goto oom;
   for (size_t i = 0; i < n; i++) {
     size_t len = (size_t)PQgetlength(r, (int)i, COL_TEXT) + 1;
     s->texts[i] = memcpy(chars, PQgetvalue(r, (int)i, COL_TEXT), len);
