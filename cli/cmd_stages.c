@@ -391,6 +391,7 @@ static const finch_opt eval_opts[] = {
     {"input", 'i', FINCH_OPT_STRING, F(input), .arg = "FILE", .help = "labelled file to evaluate on"},
     {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME", .help = "evaluate on rows of this dataset instead of a file"},
     {"split", 0, FINCH_OPT_STRING, F(split), .arg = "SPLIT", .help = "with --dataset: train, dev or test (default dev)"},
+    {"oos-label", 0, FINCH_OPT_STRING, F(oos_label), .arg = "LABEL", .help = "the rows' out-of-scope label (default oos, when the rows have it)"},
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(eval_args, json), .help = "print the metrics as one JSON object"},
 };
 #undef F
@@ -398,9 +399,11 @@ static const finch_opt eval_opts[] = {
 static int eval_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_eval = {
     "eval", "measure a model on labelled rows; store and write a report",
-    "--model M (--format banking77 --input FILE | --dataset NAME [--split dev]) [--json]",
+    "--model M (--format banking77 --input FILE | --dataset NAME [--split dev]) [--oos-label L] [--json]",
     "Measure accuracy, macro-F1, calibration and latency; store the run in eval_reports and\n"
-    "write a Markdown report under $FINCH_HOME/reports.",
+    "write a Markdown report under $FINCH_HOME/reports. Rows are decided by the model's\n"
+    "abstention policy; with out-of-scope rows or a policy, the run also measures in-scope\n"
+    "accuracy and coverage, out-of-scope recall and precision, AUROC and FPR at 95% in-scope recall.",
     NULL, eval_opts, CLI_N(eval_opts), sizeof(eval_args), NULL, 0, eval_run, 0};
 
 static int eval_run(void *opts, const char **pos, size_t npos) {
@@ -418,11 +421,16 @@ static int eval_run(void *opts, const char **pos, size_t npos) {
     finch_eval_result_free(&r);
     return cli_fail(&err);
   }
-  if (a.json)
+  if (a.json) {
     printf("%s\n", r.json);
-  else
-    printf("n %lld, accuracy %.4f, macro-F1 %.4f\nreport %lld: %s\n", r.n, r.accuracy, r.macro_f1, r.report_id,
-           r.report_path);
+  } else {
+    printf("n %lld, accuracy %.4f, macro-F1 %.4f\n", r.n, r.accuracy, r.macro_f1);
+    if (r.has_oos)
+      printf("in scope %lld: accuracy %.4f, coverage %.4f; out of scope %lld: recall %.4f, precision %.4f, "
+             "AUROC %.4f, FPR@95 %.4f\n", r.oos.n_in, r.oos.in_accuracy, r.oos.in_coverage, r.oos.n_oos,
+             r.oos.oos_recall, r.oos.oos_precision, r.oos.auroc, r.oos.fpr_at_95);
+    printf("report %lld: %s\n", r.report_id, r.report_path);
+  }
   finch_eval_result_free(&r);
   return 0;
 }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,9 @@
 #include "core/paths.h"
 #include "core/text.h"
 #include "evaluate/metrics.h"
+#include "evaluate/oos.h"
 #include "evaluate/report.h"
+#include "nn/abstain.h"
 #include "nn/model.h"
 #include "nn/model_arch.h"
 
@@ -140,6 +143,47 @@ static const char *pretrained_use(finch_db *db, const nn_model *m, long long mod
   return n > 0 ? "teacher" : NULL;
 }
 
+/* Points of the accuracy/coverage curve in the metrics. */
+enum { EVAL_CURVE_POINTS = 20 };
+
+/* The rows' out-of-scope label (evaluate.h): opts->oos_label, which must be
+ * one of the rows' labels, else "oos" when a row has it, else NULL. */
+static finch_status oos_label_of(const finch_eval_opts *opts, const examples *ex, const char **out,
+                                 finch_err *err) {
+  const char *want = opts->oos_label ? opts->oos_label : "oos";
+  *out = NULL;
+  for (size_t i = 0; i < ex->n && !*out; i++)
+    if (!strcmp(ex->labels[i], want)) *out = ex->labels[i];
+  if (!*out && opts->oos_label)
+    return finch_err_set(err, FINCH_EINVAL, "--oos-label '%s' is not a label of the evaluated rows", opts->oos_label);
+  return FINCH_OK;
+}
+
+static json_t *real_or_null(double v) { return isnan(v) ? json_null() : json_real(v); }
+
+/* The "out_of_scope" section of the metrics (keys read by report.c). */
+static json_t *oos_json(const nn_model *m, const nn_abstain *pol, const char *label, const finch_oos_metrics *o,
+                        const finch_oos_point *pts, size_t n_pts) {
+  json_t *policy = json_pack("{s:s, s:o, s:f, s:o}", "method", nn_abstain_method_name(pol->methods), "threshold",
+                             (pol->methods & NN_ABSTAIN_THRESHOLD) ? json_real(pol->threshold) : json_null(),
+                             "temperature", (double)pol->temperature, "oos_label",
+                             pol->oos_index >= 0 ? json_string(nn_model_label(m, (size_t)pol->oos_index))
+                                                 : json_null());
+  json_t *curve = json_array();
+  for (size_t j = 0; j < n_pts; j++)
+    json_array_append_new(curve, json_pack("{s:f, s:o, s:o, s:o}", "threshold", pts[j].threshold, "coverage",
+                                           real_or_null(pts[j].coverage), "accuracy", real_or_null(pts[j].accuracy),
+                                           "oos_refused", real_or_null(pts[j].oos_refused)));
+  return json_pack("{s:o, s:o, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "label",
+                   label ? json_string(label) : json_null(), "policy", policy, "in_scope_rows", (json_int_t)o->n_in,
+                   "out_of_scope_rows", (json_int_t)o->n_oos, "refused_in_scope", (json_int_t)o->in_refused,
+                   "refused_out_of_scope", (json_int_t)o->oos_refused, "in_scope_accuracy",
+                   real_or_null(o->in_accuracy), "in_scope_coverage", real_or_null(o->in_coverage), "oos_recall",
+                   real_or_null(o->oos_recall), "oos_precision", real_or_null(o->oos_precision), "auroc",
+                   real_or_null(o->auroc), "fpr_at_95_in_scope_recall", real_or_null(o->fpr_at_95),
+                   "threshold_at_95_in_scope_recall", real_or_null(o->threshold_at_95), "curve", curve);
+}
+
 finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err) {
   memset(res, 0, sizeof *res);
   const char *split = opts->split ? opts->split : "dev";
@@ -154,6 +198,15 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   st = nn_model_load(&m, path, err);
   if (st) return st;
   if (!kind[0] && !nn_model_meta_string(m, "kind", kind, sizeof kind)) snprintf(kind, sizeof kind, "unknown");
+  nn_abstain pol;
+  st = nn_abstain_read(m, &pol, err);
+  if (st) {
+    char why[sizeof err->msg];
+    snprintf(why, sizeof why, "%s", err->msg);
+    finch_err_set(err, st, "%s: %s", path, why);
+    nn_model_free(m);
+    return st;
+  }
 
   examples ex = {0};
   char source[PATH_MAX + 64];
@@ -165,18 +218,32 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   } else {
     snprintf(source, sizeof source, "dataset %s, split %s", opts->dataset, split);
   }
+  const char *oos_label = NULL, *class_label = pol.oos_index >= 0 ? nn_model_label(m, (size_t)pol.oos_index) : NULL;
+  if (!st) st = oos_label_of(opts, &ex, &oos_label, err);
+  /* A model trained with the rows' out-of-scope label but no policy answers
+   * it as an intent: the out-of-scope figures count that answer a refusal. */
+  const int oos_answer = oos_label ? nn_model_label_index(m, oos_label) : -1;
   size_t C = nn_model_n_labels(m), n = ex.n;
   int *gold = calloc(n + 1, sizeof *gold), *pred = calloc(n + 1, sizeof *pred);
-  float *conf = calloc(n + 1, sizeof *conf), *probs = calloc(C, sizeof *probs);
+  int *decided = calloc(n + 1, sizeof *decided), *answer = calloc(n + 1, sizeof *answer);
+  float *conf = calloc(n + 1, sizeof *conf), *probs = calloc(C, sizeof *probs), *score = calloc(n + 1, sizeof *score);
+  unsigned char *is_oos = calloc(n + 1, 1);
   double *lat = calloc(n + 1, sizeof *lat);
   char **unknown = calloc(n + 1, sizeof *unknown); /* gold labels the model lacks */
   size_t n_unknown = 0;
-  long long unknown_rows = 0;
+  long long unknown_rows = 0, n_oos = 0;
   json_t *out = NULL;
   finch_metrics mt = {0};
-  if (!st && (!gold || !pred || !conf || !probs || !lat || !unknown))
+  finch_oos_point pts[EVAL_CURVE_POINTS];
+  if (!st && (!gold || !pred || !decided || !answer || !conf || !probs || !score || !is_oos || !lat || !unknown))
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  /* Without a threshold: the policy's explicit class alone, on the
+   * probabilities already at the policy's temperature. */
+  const nn_abstain no_threshold = {.methods = pol.methods & NN_ABSTAIN_CLASS, .threshold = 0, .temperature = 1,
+                                   .oos_index = pol.oos_index};
   for (size_t i = 0; !st && i < n; i++) {
+    is_oos[i] = (oos_label && !strcmp(ex.labels[i], oos_label)) || (class_label && !strcmp(ex.labels[i], class_label));
+    n_oos += is_oos[i];
     int g = nn_model_label_index(m, ex.labels[i]);
     if (g < 0) {
       unknown_rows++;
@@ -194,8 +261,29 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
       break;
     }
     conf[i] = probs[pred[i]];
+    if (!pol.methods) {
+      nn_abstain_decide(&pol, probs, C, &score[i]); /* no policy: probs untouched, the arg-max */
+      decided[i] = answer[i] = pred[i];
+    } else {
+      decided[i] = nn_abstain_decide(&pol, probs, C, &score[i]);
+      answer[i] = nn_abstain_decide(&no_threshold, probs, C, NULL);
+      conf[i] = probs[nn_abstain_decide(NULL, probs, C, NULL)]; /* the calibrated arg-max */
+      /* A refusal is right on an out-of-scope row and wrong on any other
+       * (the index past every label, fixed below once those are known). */
+      pred[i] = decided[i] >= 0 ? decided[i] : is_oos[i] ? g : -1;
+    }
+    if (decided[i] == oos_answer && oos_answer >= 0) decided[i] = -1;
+    if (answer[i] == oos_answer && oos_answer >= 0) answer[i] = -1;
   }
-  if (!st && finch_metrics_compute(gold, pred, conf, n, C + n_unknown, &mt))
+  const size_t refused_index = C + n_unknown; /* the plain metrics' label of an in-scope refusal */
+  for (size_t i = 0; !st && pol.methods && i < n; i++)
+    if (pred[i] < 0) pred[i] = (int)refused_index;
+  const int has_oos = n_oos > 0 || pol.methods;
+  if (!st && finch_metrics_compute(gold, pred, conf, n, refused_index + (pol.methods != 0), &mt))
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  if (!st && has_oos &&
+      (finch_oos_compute(score, is_oos, decided, gold, n, &res->oos) ||
+       finch_oos_curve(score, is_oos, answer, gold, n, EVAL_CURVE_POINTS, pts)))
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
   if (!st) {
     double mean = 0;
@@ -203,7 +291,7 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     mean = n ? mean / (double)n : 0;
     double p50 = finch_quantile(lat, n, 0.50), p99 = finch_quantile(lat, n, 0.99);
     json_t *per = json_array();
-    for (size_t l = 0; l < C + n_unknown; l++) {
+    for (size_t l = 0; l < refused_index; l++) {
       const finch_label_metrics *pl = &mt.per_label[l];
       if (!pl->support && !pl->predicted) continue;
       json_array_append_new(per, json_pack("{s:s, s:I, s:I, s:f, s:f, s:f}", "intent",
@@ -225,6 +313,9 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     if (built_on)
       json_object_set_new(json_object_get(out, "model"), "pretrained",
                           json_pack("{s:s, s:s}", "weights", FINCH_PRETRAINED_MINILM_ORIGIN, "use", built_on));
+    if (has_oos)
+      json_object_set_new(out, "out_of_scope", oos_json(m, &pol, oos_label, &res->oos, pts, EVAL_CURVE_POINTS));
+    res->has_oos = has_oos;
     res->n = (long long)n;
     res->accuracy = mt.accuracy;
     res->macro_f1 = mt.macro_f1;
@@ -262,7 +353,8 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   }
   json_decref(out);
   finch_metrics_free(&mt);
-  free(gold), free(pred), free(conf), free(probs), free(lat), free(unknown);
+  free(gold), free(pred), free(decided), free(answer), free(conf), free(probs), free(score), free(is_oos);
+  free(lat), free(unknown);
   finch_eval_rows_free(&ex);
   nn_model_free(m);
   return st;

@@ -2,12 +2,24 @@
  * rows from a file or from the database. Every run is stored in
  * eval_reports with its metrics and written as a Markdown report under
  * $FINCH_HOME/reports, so that a reviewer can see what was measured, on
- * what, with which model file (by SHA-256), and how to reproduce it. */
+ * what, with which model file (by SHA-256), and how to reproduce it.
+ *
+ * Out of scope: every row is decided by the model's abstention policy
+ * (nn/abstain.h, nn_abstain_decide on its probabilities at temperature 1),
+ * as POST /v1/intent decides it. A row is out of scope when its gold label
+ * is the out-of-scope label: oos_label when given (it must occur in the
+ * rows), else "oos" when the rows have it, and also the policy's own
+ * out-of-scope class. When some row is out of scope or the model has a
+ * policy, the metrics gain "out_of_scope" (evaluate/oos.h); the plain
+ * accuracy then counts a refusal as wrong on an in-scope row and right on
+ * an out-of-scope one. A model without a policy on rows without an
+ * out-of-scope label is measured exactly as before. */
 #ifndef FINCH_EVALUATE_EVALUATE_H
 #define FINCH_EVALUATE_EVALUATE_H
 
 #include "core/db.h"
 #include "core/status.h"
+#include "evaluate/oos.h"
 
 typedef struct {
   const char *model;        /* registered id or model file */
@@ -16,12 +28,15 @@ typedef struct {
   const char *dataset;      /* with split: rows from utterances */
   const char *split;        /* default "dev" */
   const char *command_line; /* recorded in the report, to reproduce it */
+  const char *oos_label;    /* the rows' out-of-scope label; NULL = "oos" when present */
 } finch_eval_opts;
 
 typedef struct {
   long long report_id;
   long long n;
   double accuracy, macro_f1;
+  int has_oos;           /* the metrics have an "out_of_scope" section, summarised in oos */
+  finch_oos_metrics oos;
   char report_path[4096];
   char *json; /* the metrics object, malloc'd; release with finch_eval_result_free */
 } finch_eval_result;

@@ -16,6 +16,74 @@ static int cmp_f1(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* A figure of the out-of-scope section: "n/a" where it is null (undefined). */
+static void fig(FILE *fp, const json_t *o, const char *k, const char *end) {
+  const json_t *v = json_object_get(o, k);
+  if (json_is_number(v))
+    fprintf(fp, "%.4f%s", json_number_value(v), end);
+  else
+    fprintf(fp, "n/a%s", end);
+}
+
+static void write_oos(FILE *fp, const json_t *o) {
+  const json_t *pol = json_object_get(o, "policy");
+  const char *label = json_string_value(json_object_get(o, "label"));
+  fprintf(fp, "## Out of scope\n\n");
+  if (label)
+    fprintf(fp, "Rows labelled `%s` are out of scope: %lld of them, and %lld in scope.", label,
+            (long long)json_integer_value(json_object_get(o, "out_of_scope_rows")),
+            (long long)json_integer_value(json_object_get(o, "in_scope_rows")));
+  else
+    fprintf(fp, "The rows have no out-of-scope label: %lld rows in scope, %lld out of scope.",
+            (long long)json_integer_value(json_object_get(o, "in_scope_rows")),
+            (long long)json_integer_value(json_object_get(o, "out_of_scope_rows")));
+  const char *method = str(pol, "method");
+  if (!strcmp(method, "none")) {
+    fprintf(fp, " The model has no abstention policy: it answers every row, and answering the out-of-scope "
+                "label counts as a refusal.\n\n");
+  } else {
+    fprintf(fp, " The model's policy: %s", method);
+    if (json_is_number(json_object_get(pol, "threshold")))
+      fprintf(fp, ", refusing when the best in-scope probability is below %.4f", num(pol, "threshold"));
+    if (json_is_string(json_object_get(pol, "oos_label")))
+      fprintf(fp, ", refusing when its class `%s` wins", str(pol, "oos_label"));
+    fprintf(fp, "; probabilities at temperature %.4f.\n\n", num(pol, "temperature"));
+  }
+  fprintf(fp, "| metric | value |\n|---|---|\n");
+  fprintf(fp, "| In-scope accuracy (a refusal is wrong) | ");
+  fig(fp, o, "in_scope_accuracy", " |\n");
+  fprintf(fp, "| In-scope coverage (share answered) | ");
+  fig(fp, o, "in_scope_coverage", " |\n");
+  fprintf(fp, "| Out-of-scope recall (share refused) | ");
+  fig(fp, o, "oos_recall", " |\n");
+  fprintf(fp, "| Out-of-scope precision (refusals that were out of scope) | ");
+  fig(fp, o, "oos_precision", " |\n");
+  fprintf(fp, "| AUROC of the in-scope score | ");
+  fig(fp, o, "auroc", " |\n");
+  fprintf(fp, "| FPR at 95%% in-scope recall | ");
+  fig(fp, o, "fpr_at_95_in_scope_recall", " |\n");
+  fprintf(fp, "| Score threshold keeping 95%% of in-scope rows | ");
+  fig(fp, o, "threshold_at_95_in_scope_recall", " |\n\n");
+  fprintf(fp, "The plain accuracy above counts a refusal as wrong on an in-scope row and as right on an "
+              "out-of-scope one. The score is the model's best in-scope probability at the policy's "
+              "temperature; the AUROC is the chance that an in-scope row scores above an out-of-scope one "
+              "(ties half), and the FPR the share of out-of-scope rows at or above the score that keeps 95%% "
+              "of in-scope rows. n/a: undefined on these rows (no row of that kind).\n\n");
+  const json_t *curve = json_object_get(o, "curve");
+  fprintf(fp, "### Accuracy and coverage over thresholds\n\nA row is answered when its score is at or above the "
+              "threshold (and the model's out-of-scope class, if any, does not win).\n\n"
+              "| threshold | in-scope coverage | accuracy on answered | out-of-scope refused |\n"
+              "|---:|---:|---:|---:|\n");
+  for (size_t j = 0; j < json_array_size(curve); j++) {
+    const json_t *p = json_array_get(curve, j);
+    fprintf(fp, "| %.4f | ", num(p, "threshold"));
+    fig(fp, p, "coverage", " | ");
+    fig(fp, p, "accuracy", " | ");
+    fig(fp, p, "oos_refused", " |\n");
+  }
+  fprintf(fp, "\n");
+}
+
 finch_status finch_eval_write_markdown(const char *path, long long report_id, const json_t *m,
                                        const char *command_line, finch_err *err) {
   FILE *fp = fopen(path, "w");
@@ -48,6 +116,8 @@ finch_status finch_eval_write_markdown(const char *path, long long report_id, co
   fprintf(fp, "| Latency p50 (ms, one query, one thread) | %.4f |\n", num(m, "latency_ms_p50"));
   fprintf(fp, "| Latency p99 (ms) | %.4f |\n", num(m, "latency_ms_p99"));
   fprintf(fp, "| Latency mean (ms) | %.4f |\n\n", num(m, "latency_ms_mean"));
+  const json_t *oos = json_object_get(m, "out_of_scope");
+  if (oos) write_oos(fp, oos);
 
   const json_t *per = json_object_get(m, "per_intent");
   size_t n = json_array_size(per);
