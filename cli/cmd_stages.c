@@ -392,6 +392,10 @@ static const finch_opt eval_opts[] = {
     {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME", .help = "evaluate on rows of this dataset instead of a file"},
     {"split", 0, FINCH_OPT_STRING, F(split), .arg = "SPLIT", .help = "with --dataset: train, dev or test (default dev)"},
     {"oos-label", 0, FINCH_OPT_STRING, F(oos_label), .arg = "LABEL", .help = "the rows' out-of-scope label (default oos, when the rows have it)"},
+    {"half", 0, FINCH_OPT_ENUM, F(half), .choices = "selection|report", .arg = "HALF",
+     .help = "only this half of the rows, halved by label and --seed as the teacher's holdout: report = the rows no "
+             "choice was made on"},
+    {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", ANY_INT, .arg = "N", .help = "seed of the halves"},
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(eval_args, json), .help = "print the metrics as one JSON object"},
 };
 #undef F

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "distill/distill.h"
 #include "distill/teacher_select.h"
+#include "nn/halves.h"
 #include "nn/abstain.h"
 #include "nn/model_arch.h"
 
@@ -63,7 +64,7 @@ finch_status finch_abstain_fit(finch_db *db, nn_model *m, const finch_abstain_op
   probs = malloc((n ? n : 1) * C * sizeof *probs);
   y = malloc((n + 1) * sizeof *y);
   half = malloc(n + 1);
-  texts = malloc((n + 1) * sizeof *texts);
+  texts = malloc((n + nd + 1) * sizeof *texts);
   score_in = malloc((n + 1) * sizeof *score_in);
   score_out = malloc((n + 1) * sizeof *score_out);
   row = malloc((C + 1) * sizeof *row);
@@ -72,16 +73,26 @@ finch_status finch_abstain_fit(finch_db *db, nn_model *m, const finch_abstain_op
     goto out;
   }
   /* Labels in the model's order; out-of-scope rows (the label, or a
-   * negative) get C, their own stratum; a label the model lacks, C too
-   * (the model cannot answer it). */
+   * negative) and labels the model lacks get C. The halves are the ones the
+   * teacher selected on (nn/halves.h); the negatives are halved apart. */
   for (size_t i = 0; i < nd; i++) {
     texts[i] = dev->texts[i];
-    int li = dev->labels[i] >= 0 ? nn_model_label_index(m, dev->label_names[dev->labels[i]]) : -1;
-    int oos = dev->labels[i] >= 0 && !strcmp(dev->label_names[dev->labels[i]], oos_label);
-    y[i] = oos || li < 0 ? (int32_t)C : li;
+    const char *lab = dev->labels[i] >= 0 ? dev->label_names[dev->labels[i]] : NULL;
+    int li = lab ? nn_model_label_index(m, lab) : -1;
+    y[i] = !lab || li < 0 || !strcmp(lab, oos_label) ? (int32_t)C : li;
+    texts[n + i] = lab; /* the row labels, for the halves, in the spare tail of texts */
   }
+  nn_model_holdout_halves(m, texts + n, nd, oos_label, o->seed, half);
   for (size_t i = 0; i < nn_; i++) texts[nd + i] = neg->texts[i], y[nd + i] = (int32_t)C;
-  finch_teacher__split(y, n, C + 1, o->seed, half);
+  if (nn_) {
+    int32_t *zero = calloc(nn_, sizeof *zero);
+    if (!zero) {
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+      goto out;
+    }
+    nn_split_halves(zero, nn_, 1, o->seed, half + nd);
+    free(zero);
+  }
   if ((st = nn_model_predict_many(m, texts, n, probs, NULL, 1.0f, err)) != FINCH_OK) goto out;
   /* The temperature: fitted on the in-scope selection rows. */
   size_t ns = 0;

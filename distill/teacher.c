@@ -19,6 +19,7 @@
 #include "distill/internal.h"
 #include "distill/teacher_bert.h"
 #include "distill/teacher_select.h"
+#include "nn/halves.h"
 #include "nn/bert_head.h"
 #include "nn/model_arch.h"
 #include "nn/tfm_train.h"
@@ -51,7 +52,7 @@ typedef struct {
   const char *const *labels; /* the training label list, train_set's */
   size_t C;
   split_rows train, dev;
-  uint8_t *half;           /* (dev.n) 0 = selection half, 1 = report half (finch_teacher__split) */
+  uint8_t *half;           /* (dev.n) 0 = selection half, 1 = report half (nn_split_halves) */
   int32_t *sel_y, *rep_y;  /* the halves' labels */
   size_t n_sel, n_rep;
   char bert_dir[4096];     /* the pretrained checkpoint of a "bert" member, "" when none is listed */
@@ -502,7 +503,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     goto out;
   }
-  finch_teacher__split(c.dev.labels, c.dev.n, c.C, opts->seed, c.half);
+  nn_split_halves(c.dev.labels, c.dev.n, c.C, opts->seed, c.half);
   c.n_sel = finch_teacher__gather(NULL, c.dev.labels, c.half, c.dev.n, c.C, 0, NULL, c.sel_y);
   c.n_rep = finch_teacher__gather(NULL, c.dev.labels, c.half, c.dev.n, c.C, 1, NULL, c.rep_y);
   int dk = nn_device_parse(opts->device ? opts->device : "auto");

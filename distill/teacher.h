@@ -30,7 +30,7 @@
  *
  * Selection that does not see the reported figures: the holdout (dev) rows
  * are split once per run, seeded by `seed` and stratified by label (each
- * label's rows shuffled and dealt alternately, finch_teacher__split in
+ * label's rows shuffled and dealt alternately, nn_split_halves in
  * distill/teacher_select.h), into a selection half and a report half. Each
  * member's temperature is fitted on the selection half (NLL); the ensemble
  * averages calibrated probabilities; every non-empty subset of the members

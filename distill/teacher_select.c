@@ -6,30 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/rng.h"
-
-void finch_teacher__split(const int32_t *y, size_t n, size_t C, unsigned long long seed, uint8_t *half) {
-  size_t *idx = malloc((n ? n : 1) * sizeof *idx);
-  for (size_t i = 0; i < n; i++) half[i] = 1;
-  if (!idx) { /* out of memory: alternate in row order, still deterministic */
-    for (size_t i = 0; i < n; i++) half[i] = y[i] < 0 ? 1 : (uint8_t)(i & 1);
-    return;
-  }
-  nn_rng rng;
-  nn_rng_seed(&rng, seed, 0x5e1ec7);
-  unsigned turn = 0;
-  for (size_t c = 0; c < C; c++) {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++)
-      if (y[i] == (int32_t)c) idx[k++] = i;
-    for (size_t i = k; i > 1; i--) {
-      size_t j = (size_t)nn_rng_below(&rng, i), t = idx[i - 1];
-      idx[i - 1] = idx[j], idx[j] = t;
-    }
-    for (size_t i = 0; i < k; i++) half[idx[i]] = (uint8_t)(turn++ & 1);
-  }
-  free(idx);
-}
 
 size_t finch_teacher__gather(const float *probs, const int32_t *y, const uint8_t *half, size_t n, size_t C, int h,
                              float *out_probs, int32_t *out_y) {

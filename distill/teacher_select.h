@@ -8,13 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* half (n) gets 0 (selection) or 1 (report) for each row of labels y (n;
- * a row with y < 0 goes to the report half): per label in order 0..C-1,
- * its rows in an order shuffled by one generator seeded with seed, dealt
- * alternately to the two halves with one turn carried across labels, so
- * each label is split within one row and the halves within one row of each
- * other. The same y and seed give the same split. */
-void finch_teacher__split(const int32_t *y, size_t n, size_t C, unsigned long long seed, uint8_t *half);
+/* The halves themselves: nn_split_halves (nn/halves.h). */
 
 /* The rows of probs (n, C) and y (n) in half h, gathered in order into
  * out_probs (m, C) and out_y (m) when they are not NULL; returns m. */

@@ -21,6 +21,7 @@
 #include "evaluate/oos.h"
 #include "evaluate/report.h"
 #include "nn/abstain.h"
+#include "nn/halves.h"
 #include "nn/model.h"
 #include "nn/model_arch.h"
 
@@ -146,6 +147,31 @@ static const char *pretrained_use(finch_db *db, const nn_model *m, long long mod
 /* Points of the accuracy/coverage curve in the metrics. */
 enum { EVAL_CURVE_POINTS = 20 };
 
+/* Keeps the rows of opts->half only (nn_model_holdout_halves) and says so in source. */
+static finch_status keep_half(const nn_model *m, const finch_eval_opts *opts, const char *oos_label, examples *ex,
+                              char *source, size_t source_n, finch_err *err) {
+  int want = !strcmp(opts->half, "selection") ? 0 : !strcmp(opts->half, "report") ? 1 : -1;
+  if (want < 0) return finch_err_set(err, FINCH_EINVAL, "--half %s: expected selection or report", opts->half);
+  uint8_t *half = malloc(ex->n + 1);
+  if (!half) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  nn_model_holdout_halves(m, (const char *const *)ex->labels, ex->n, oos_label, opts->seed, half);
+  size_t k = 0;
+  for (size_t i = 0; i < ex->n; i++) {
+    if (half[i] == want) {
+      ex->texts[k] = ex->texts[i];
+      ex->labels[k++] = ex->labels[i];
+    } else {
+      free(ex->texts[i]);
+      free(ex->labels[i]);
+    }
+  }
+  ex->n = k;
+  free(half);
+  size_t len = strlen(source);
+  snprintf(source + len, source_n - len, ", %s half (seed %llu)", opts->half, opts->seed);
+  return FINCH_OK;
+}
+
 /* The rows' out-of-scope label (evaluate.h): opts->oos_label, which must be
  * one of the rows' labels, else "oos" when a row has it, else NULL. */
 static finch_status oos_label_of(const finch_eval_opts *opts, const examples *ex, const char **out,
@@ -220,6 +246,7 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   }
   const char *oos_label = NULL, *class_label = pol.oos_index >= 0 ? nn_model_label(m, (size_t)pol.oos_index) : NULL;
   if (!st) st = oos_label_of(opts, &ex, &oos_label, err);
+  if (!st && opts->half) st = keep_half(m, opts, oos_label ? oos_label : class_label, &ex, source, sizeof source, err);
   /* A model trained with the rows' out-of-scope label but no policy answers
    * it as an intent: the out-of-scope figures count that answer a refusal. */
   const int oos_answer = oos_label ? nn_model_label_index(m, oos_label) : -1;

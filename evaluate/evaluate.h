@@ -29,6 +29,9 @@ typedef struct {
   const char *split;        /* default "dev" */
   const char *command_line; /* recorded in the report, to reproduce it */
   const char *oos_label;    /* the rows' out-of-scope label; NULL = "oos" when present */
+  const char *half;         /* "selection" or "report": only that half of the rows, halved as the teacher's
+                               holdout and finch compile --abstain halve it (nn/halves.h); NULL = every row */
+  unsigned long long seed;  /* the halves' seed */
 } finch_eval_opts;
 
 typedef struct {

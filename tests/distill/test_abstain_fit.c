@@ -7,7 +7,10 @@
  *     holdout and the negatives' dev rows, writes it into the compiled file
  *     and meets its target there: in-scope recall for the threshold, refusing
  *     the negatives for the class;
- *   - the policy read back from the file is the one chosen;
+ *   - the policy read back from the file is the one chosen, and finch eval
+ *     --half selection on the compiled file decides the same rows alike
+ *     (its in-scope coverage is the compile's figure); the two halves
+ *     partition the holdout;
  *   - refusals, each naming its cause: the class without an oos label, an
  *     out-of-scope recall target without out-of-scope rows, two targets,
  *     negatives from a dataset that does not exist, a dataset that already
@@ -21,6 +24,7 @@
 #include "core/paths.h"
 #include "distill/distill.h"
 #include "distill/teacher.h"
+#include "evaluate/evaluate.h"
 #include "ingest/ingest.h"
 #include "nn/abstain.h"
 #include "nn/model_arch.h"
@@ -125,6 +129,28 @@ int main(void) {
   CHECK(a.oos_index == nn_model_label_index(m, "oos") && a.oos_index >= 0);
   CHECK_CONTAINS(nn_model_meta(m), "in-scope recall 0.950");
   nn_model_free(m);
+  {
+    finch_eval_opts eo = {.model = out, .dataset = "sample", .split = "dev", .half = "selection", .seed = 42};
+    finch_eval_result es = {0}, er = {0}, ea = {0};
+    st = finch_eval_run(db, &eo, &es, &err);
+    if (st) fprintf(stderr, "eval: %s\n", err.msg);
+    CHECK_INT_EQ(st, FINCH_OK);
+    CHECK_INT_EQ(es.n, cr.abstain_fit.n_in); /* the sample's holdout has no oos rows */
+    CHECK(es.has_oos);
+    CHECK_NEAR(es.oos.in_coverage, cr.abstain_fit.sel_in_scope_recall, 1e-12);
+    eo.half = "report";
+    CHECK_INT_EQ(finch_eval_run(db, &eo, &er, &err), FINCH_OK);
+    eo.half = NULL;
+    CHECK_INT_EQ(finch_eval_run(db, &eo, &ea, &err), FINCH_OK);
+    CHECK_INT_EQ(es.n + er.n, ea.n);
+    CHECK(llabs(es.n - er.n) <= 1);
+    eo.half = "middle";
+    CHECK_INT_EQ(finch_eval_run(db, &eo, &er, &err), FINCH_EINVAL);
+    CHECK_CONTAINS(err.msg, "--half middle");
+    finch_eval_result_free(&es);
+    finch_eval_result_free(&er);
+    finch_eval_result_free(&ea);
+  }
   CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models WHERE id = %lld AND parent_model_id = %lld AND stage = 'compiled'"
                              " AND config->'abstain'->>'method' = 'threshold'", cr.model_id, dr.student_id), 1);
 

@@ -36,6 +36,7 @@
 #include "distill/teacher_bert.h"
 #include "distill/teacher_select.h"
 #include "ingest/ingest.h"
+#include "nn/halves.h"
 #include "nn/bert.h"
 #include "nn/model_arch.h"
 #include "nn/rng.h"
@@ -145,9 +146,9 @@ static void test_split(void) {
   uint8_t h1[N], h2[N], h3[N];
   for (int i = 0; i < N; i++) y[i] = (i * 5) % C;
   y[3] = -1;
-  finch_teacher__split(y, N, C, 42, h1);
-  finch_teacher__split(y, N, C, 42, h2);
-  finch_teacher__split(y, N, C, 43, h3);
+  nn_split_halves(y, N, C, 42, h1);
+  nn_split_halves(y, N, C, 42, h2);
+  nn_split_halves(y, N, C, 43, h3);
   CHECK(!memcmp(h1, h2, N));
   CHECK(memcmp(h1, h3, N) != 0);
   CHECK_INT_EQ(h1[3], 1);
