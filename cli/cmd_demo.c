@@ -19,7 +19,13 @@
 #include "evaluate/evaluate.h"
 #include "distill/teacher.h"
 #include "ingest/ingest.h"
+#include "nn/abstain.h"
+#include "nn/halves.h"
+#include "nn/model.h"
 #include "serve/serve.h"
+
+/* CLINC150's domains whose intents a bank's own intents share: never negatives. */
+#define FINCH_DEMO_FINANCE_DOMAINS "banking,credit_cards"
 
 #ifndef FINCH_SOURCE_DIR
 #define FINCH_SOURCE_DIR "."
@@ -74,9 +80,46 @@ static int ask(unsigned port, const char *text, char *intent, size_t n) {
   return status == 200 ? 0 : -1;
 }
 
+/* The share of the held-out negatives (CLINC150's dev rows outside the
+ * finance domains, the report half: the compile chose on the other) that
+ * the compiled model at path refuses. */
+static finch_status held_out_refusals(finch_db *db, const char *path, unsigned long long seed, long long *n,
+                                      double *share, finch_err *err) {
+  finch_negatives_query q = {.names = "clinc150", .split = "dev", .exclude_domains = FINCH_DEMO_FINANCE_DOMAINS,
+                             .seed = seed};
+  finch_dataset_split *rows = NULL;
+  nn_model *m = NULL;
+  nn_abstain pol;
+  finch_status st = finch_dataset_negatives_load(db, &q, &rows, err);
+  if (!st) st = nn_model_load(&m, path, err);
+  if (!st) st = nn_abstain_read(m, &pol, err);
+  uint8_t *half = rows ? calloc(rows->n + 1, 1) : NULL;
+  int32_t *zero = rows ? calloc(rows->n + 1, sizeof *zero) : NULL;
+  float *p = m ? malloc(nn_model_n_labels(m) * sizeof *p) : NULL;
+  if (!st && (!half || !zero || !p)) st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  long long k = 0, refused = 0;
+  if (!st) {
+    nn_split_halves(zero, rows->n, 1, seed, half); /* as finch compile --abstain halves them */
+    for (size_t i = 0; i < rows->n; i++) {
+      if (!half[i]) continue;
+      k++;
+      nn_model_predict(m, rows->texts[i], p, 1.0f);
+      refused += nn_abstain_decide(&pol, p, nn_model_n_labels(m), NULL) < 0;
+    }
+  }
+  *n = k;
+  *share = k ? (double)refused / (double)k : 0;
+  free(half);
+  free(zero);
+  free(p);
+  nn_model_free(m);
+  finch_dataset_split_free(rows);
+  return st;
+}
+
 typedef struct {
   const char *input, *dataset, *members;
-  int sample, json, student_epochs;
+  int sample, json, student_epochs, no_negatives;
   unsigned long long seed;
 } demo_args;
 
@@ -95,6 +138,8 @@ static const finch_opt demo_opts[] = {
              "pretrained encoder, frozen); default bert,slr,bow when scripts/fetch-pretrained.sh installed it, else "
              "slr,bow"},
     {"student-epochs", 0, FINCH_OPT_INT, F(student_epochs), .arg = "N", .help = "student epochs (default: model default)"},
+    {"no-negatives", 0, FINCH_OPT_BOOL, F(no_negatives),
+     .help = "no out-of-scope class: do not train on CLINC150 and SGD rows as negatives, even when present"},
     {"json", 0, FINCH_OPT_BOOL, F(json), .help = "print a JSON summary as the last line"},
 };
 #undef F
@@ -143,6 +188,26 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   if (finch_ingest_run(db, &io, &ir, &err)) goto fail;
   printf("  %lld rows read, %lld inserted (%lld dev), %lld already present, %lld rejected\n", ir.read, ir.inserted,
          ir.dev, ir.duplicate, ir.rejected);
+  /* Out of scope: CLINC150 (its other domains and oos rows) and the SGD
+   * general turns, when present, are the negatives of an abstaining model. */
+  char clinc[PATH_MAX + 64], clinc_domains[PATH_MAX + 64], sgd[PATH_MAX + 64];
+  snprintf(clinc, sizeof clinc, "%s/clinc150/train_val.json", data);
+  snprintf(clinc_domains, sizeof clinc_domains, "%s/clinc150/domains.json", data);
+  snprintf(sgd, sizeof sgd, "%s/sgd_general/turns.jsonl.gz", data);
+  const int negatives = !a.no_negatives && strcmp(dataset, "sample") && finch_file_exists(clinc) &&
+                        finch_file_exists(sgd);
+  finch_negatives_query neg = {0};
+  if (negatives) {
+    finch_ingest_opts nio = {.source = clinc, .format = "clinc150", .dataset = "clinc150",
+                             .domains_path = clinc_domains, .seed = seed};
+    if (finch_ingest_run(db, &nio, &ir, &err)) goto fail;
+    nio = (finch_ingest_opts){.source = sgd, .format = "jsonl", .dataset = "sgd_general", .seed = seed};
+    if (finch_ingest_run(db, &nio, &ir, &err)) goto fail;
+    neg = (finch_negatives_query){.names = "clinc150,sgd_general", .exclude_domains = FINCH_DEMO_FINANCE_DOMAINS,
+                                  .max = 3000, .seed = seed};
+    printf("  negatives for the out-of-scope class: CLINC150 and the SGD general turns (CLINC150's %s domains "
+           "left out)\n", FINCH_DEMO_FINANCE_DOMAINS);
+  }
 
   printf("[2/6] augment (EDA, WordNet synonyms, finance entities, typing noise, intent templates:"
          " 2 variants per training row)\n");
@@ -155,8 +220,8 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   printf("[3/6] teacher (ensemble of %s, chosen on half the holdout), then the student distilled on soft + hard\n"
          "      labels weighted by input complexity\n", members);
   finch_teacher_result tr;
-  finch_teacher_opts topt = {.dataset = dataset, .members = members, .seed = seed,
-                             .augmented = 1, .ngrams = 1, .device = finch_config_get("device"), .quiet = 1};
+  finch_teacher_opts topt = {.dataset = dataset, .members = members, .seed = seed, .augmented = 1, .ngrams = 1,
+                             .device = finch_config_get("device"), .quiet = 1, .negatives = neg};
   if (finch_teacher_train(db, &topt, &tr, &err)) goto fail;
   for (size_t i = 0; i < tr.n_members; i++)
     printf("  member %-5s holdout accuracy %.4f (report half), %lld parameters, %.1f s\n", tr.members[i].name,
@@ -168,7 +233,8 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   finch_distill_result dr;
   finch_distill_opts dopt = {.dataset = dataset, .seed = seed, .alpha = 0.0f,
                              .temperature = 2.0f, .teacher = teacher_ref,
-                             .student_epochs = se, .device = finch_config_get("device"), .quiet = 1};
+                             .student_epochs = se, .device = finch_config_get("device"), .quiet = 1,
+                             .negatives = neg};
   if (finch_distill_run(db, &dopt, &dr, &err)) goto fail;
   printf("  teacher: %s, %lld parameters, trained in %.1f s\n  student: %lld parameters, trained in %.1f s\n",
          tr.chosen, dr.teacher_params, tr.seconds, dr.student_params, dr.student_seconds);
@@ -180,8 +246,16 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   snprintf(sid, sizeof sid, "%lld", dr.student_id);
   finch_compile_result cr;
   finch_compile_opts co = {.model = sid, .out = out, .dtype = "q8"};
+  if (negatives)
+    co.abstain = (finch_abstain_opts){.method = "both", .dataset = dataset, .negatives = "clinc150",
+                                      .exclude_domains = FINCH_DEMO_FINANCE_DOMAINS, .seed = seed};
   if (finch_compile_run(db, &co, &cr, &err)) goto fail;
   printf("  %s (%lld bytes), model %lld\n", out, cr.bytes, cr.model_id);
+  if (cr.abstain)
+    printf("  out of scope: the oos class, and a threshold of %.3f on the in-scope probability (temperature %.2f),\n"
+           "  chosen on the selection half: answers %.4f of its banking rows, refuses %.4f of %lld CLINC150 dev rows\n",
+           (double)cr.abstain_fit.threshold, (double)cr.abstain_fit.temperature, cr.abstain_fit.sel_in_scope_recall,
+           cr.abstain_fit.sel_oos_recall, cr.abstain_fit.n_out);
 
   printf("[5/6] eval on the holdout (split dev)\n");
   char tid[32], cid[32];
@@ -210,6 +284,14 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   printf("  student accuracy %.4f (macro-F1 %.4f), int8, %lld bytes; report %s\n", ev_s.accuracy, ev_s.macro_f1,
          cr.bytes, ev_s.report_path);
   printf("  majority-class baseline %.4f\n", ev_s.n ? (double)majority / (double)ev_s.n : 0.0);
+  long long n_refusal = 0;
+  double refusal = 0;
+  if (cr.abstain) {
+    if (held_out_refusals(db, out, seed, &n_refusal, &refusal, &err)) goto fail;
+    printf("  student answers %.4f of the banking holdout and refuses %.4f of %lld held-out out-of-domain rows\n"
+           "  (CLINC150 dev outside its finance domains and its oos rows, the half the threshold was not chosen on)\n",
+           ev_s.has_oos ? ev_s.oos.in_coverage : 1.0, refusal, n_refusal);
+  }
 
   printf("[6/6] serve the student on loopback\n");
   finch_serve_opts so = {.model_path = out, .host = "127.0.0.1", .port = 0, .max_body = 65536, .threads = 2,
@@ -219,6 +301,14 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   if (ask(finch_server_port(srv), "my card still hasn't arrived", intent, sizeof intent) != 0) {
     fprintf(stderr, "finch demo: the server did not answer\n");
     goto done;
+  }
+  if (cr.abstain) {
+    char other[128];
+    if (ask(finch_server_port(srv), "what is the weather like tomorrow", other, sizeof other) != 0 ||
+        ask(finch_server_port(srv), "hello", other, sizeof other) != 0) {
+      fprintf(stderr, "finch demo: the server did not answer\n");
+      goto done;
+    }
   }
   double wall = finch_clock_s() - t_start;
   printf("\nteacher holdout accuracy %.4f, student holdout accuracy %.4f\n", ev_t.accuracy, ev_s.accuracy);
@@ -230,6 +320,11 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
                           "student_accuracy", ev_s.accuracy, "majority_accuracy",
                           ev_s.n ? (double)majority / (double)ev_s.n : 0.0, "student_model", out, "report",
                           ev_s.report_path, "served_intent", intent, "wall_seconds", wall);
+    if (cr.abstain) {
+      json_object_set_new(j, "in_scope_coverage", json_real(ev_s.has_oos ? ev_s.oos.in_coverage : 1.0));
+      json_object_set_new(j, "out_of_domain_refused", json_real(refusal));
+      json_object_set_new(j, "out_of_domain_rows", json_integer(n_refusal));
+    }
     cli_print_json(j);
   }
   code = 0;
