@@ -247,6 +247,42 @@ static void test_intent(unsigned window_us) {
   finch_server_stop(s);
 }
 
+/* The server's oos_label without a database: that label as the arg-max is
+ * out of scope, and it is never one of the intents top_k lists. */
+static void test_oos_label(void) {
+  finch_server *s = sv_start((finch_serve_opts){.model_path = plain_path, .oos_label = "request_refund"});
+  if (!s) return;
+  unsigned port = finch_server_port(s);
+  int seen = 0;
+  for (int i = 0; i < N_TEXTS; i++) {
+    int k = 0;
+    for (int c = 1; c < C; c++)
+      if (plain_p[i][c] > plain_p[i][k]) k = c;
+    api_reply r = intent_text(port, texts[i], 2);
+    EXPECT(r, 200);
+    json_t *top = json_object_get(r.json, "top");
+    CHECK_INT_EQ(json_array_size(top), 2);
+    for (size_t e = 0; e < json_array_size(top); e++)
+      CHECK(strcmp(api_str(json_array_get(top, e), "intent"), "request_refund") != 0);
+    if (k == 2) {
+      seen++;
+      CHECK(json_is_true(json_object_get(r.json, "out_of_scope")));
+      CHECK(json_is_null(json_object_get(r.json, "intent")));
+      CHECK_NEAR(num(r.json, "confidence"), plain_p[i][0] > plain_p[i][1] ? plain_p[i][0] : plain_p[i][1], 1e-4);
+    } else {
+      CHECK(json_is_false(json_object_get(r.json, "out_of_scope")));
+      CHECK_STR_EQ(api_str(r.json, "intent"), labels[k]);
+    }
+    api_reply_free(&r);
+  }
+  CHECK(seen > 0); /* "i want a refund" */
+  api_reply r = intent_text(port, texts[0], 3);
+  EXPECT(r, 400);
+  CHECK_CONTAINS(api_str(r.json, "error"), "1..2");
+  api_reply_free(&r);
+  finch_server_stop(s);
+}
+
 /* --- conversation turns (database mode) ------------------------------------ */
 
 static char k_admin[64], k_int[64], k_lab[64];
@@ -393,6 +429,7 @@ int main(void) {
   make_models();
   test_intent(0);
   test_intent(200);
+  test_oos_label();
   PGconn *c = finch_db_conn(db);
   make_key(c, "root", FINCH_ROLE_ADMIN, k_admin);
   make_key(c, "contact-centre", FINCH_ROLE_INTEGRATION, k_int);
