@@ -98,6 +98,9 @@ static enum MHD_Result serve_intent_answer(finch_server *srv, struct MHD_Connect
   return serve__reply_json(conn, MHD_HTTP_OK, obj, NULL);
 }
 
+/* The refusal of a "top_k", with the number of intents. */
+#define SERVE_TOP_K_RANGE "field \"top_k\" must be an integer in 1..%zu (the model's intents)"
+
 /* req->top_k from the body's optional "top_k": an integer in 1..the
  * model's intents. NULL when it is absent or good, else why not. */
 static const char *serve_top_k(const finch_server *srv, const serve_model *m, json_t *root, serve_request *req,
@@ -109,7 +112,7 @@ static const char *serve_top_k(const finch_server *srv, const serve_model *m, js
     req->top_k = (long long)json_integer_value(v);
     return NULL;
   }
-  snprintf(why, size, "field \"top_k\" must be an integer in 1..%zu (the model's intents)", n);
+  snprintf(why, size, SERVE_TOP_K_RANGE, n);
   return why;
 }
 
@@ -143,8 +146,7 @@ enum MHD_Result serve__intent(const serve_call *c) {
     int named = json_is_real(k) && !(fabs(json_real_value(k)) < 9.2e18);
     json_decref(big);
     if (named)
-      return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
-                               "field \"top_k\" must be an integer in 1..%zu (the model's intents)",
+      return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, SERVE_TOP_K_RANGE,
                                serve__n_in_scope(srv, serve__req_model(srv, req)));
     return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
                              "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
