@@ -174,8 +174,13 @@ enum MHD_Result serve__turn(const serve_call *c) {
       ret = serve__reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "the model produced no prediction");
       goto out;
     }
-    in.model_intent = nn_model_label(m->nn, (size_t)k);
-    in.model_conf = probs[k];
+    /* The served decision, as POST /v1/intent makes it; out of scope, the
+     * rollout gets the out-of-scope label it goes by (serve_answer). */
+    serve_answer a;
+    serve__answer(srv, m, probs, &a);
+    in.model_intent = a.name;
+    in.model_conf = a.name_prob;
+    in.model_out_of_scope = a.label < 0;
     in.rule_intent = srv->rules ? finch_rules_match(srv->rules, red, strlen(red), NULL, NULL) : NULL;
   }
   finch_turn_policy pol = {.canary_share = srv->canary_share, .min_confidence = srv->min_confidence,
@@ -193,6 +198,7 @@ enum MHD_Result serve__turn(const serve_call *c) {
     json_object_set_new(res, "confidence", json_real(o.d.confidence));
     json_object_set_new(res, "stage", json_string(finch_stage_name(o.stage)));
     json_object_set_new(res, "handoff", json_boolean(o.handoff));
+    json_object_set_new(res, "out_of_scope", json_boolean(o.d.out_of_scope));
     json_object_set_new(res, "model", json_string(m->sha256));
     req->engine = finch_engine_name(o.d.engine);
     req->intent = o.d.intent; /* a model label or a rule's intent: both outlive the request */
@@ -200,10 +206,13 @@ enum MHD_Result serve__turn(const serve_call *c) {
     serve__metrics_decision(&srv->metrics, o.d.fallback                      ? SERVE_DECISION_FALLBACK
                                            : o.d.engine == FINCH_ENGINE_MODEL ? SERVE_DECISION_MODEL
                                                                               : SERVE_DECISION_RULES);
+    if (o.d.out_of_scope) serve__metrics_out_of_scope(&srv->metrics, SERVE_OOS_TURNS);
     if (o.d.fallback) json_object_set_new(res, "fallback", json_true());
     if (o.d.suggest)
       json_object_set_new(res, "suggestion",
-                          json_pack("{s:s, s:f}", "intent", in.model_intent, "confidence", in.model_conf));
+                          json_pack("{s:o, s:f, s:b}", "intent",
+                                    o.d.out_of_scope ? json_null() : json_string(in.model_intent), "confidence",
+                                    in.model_conf, "out_of_scope", o.d.out_of_scope));
     if (o.task_id) json_object_set_new(res, "labeling_task", json_integer(o.task_id));
   }
   ret = serve__reply_json(conn, MHD_HTTP_OK, res, NULL);

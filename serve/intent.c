@@ -36,7 +36,37 @@ static char *serve_log_text_of(finch_server *srv, const char *text, size_t len) 
   return red;
 }
 
-/* Answers a classified POST /v1/intent (req->pred, req->probs). */
+/* The top_k most probable intents of probs (re-tempered), in descending
+ * probability, ties in label order; NULL when out of memory. */
+static json_t *serve_top(const finch_server *srv, const serve_model *m, const float *probs, size_t top_k) {
+  size_t *idx = malloc(m->n_labels * sizeof *idx), n = 0;
+  json_t *top = json_array();
+  if (!idx || !top) goto fail;
+  for (size_t c = 0; c < m->n_labels; c++)
+    if (serve__in_scope(srv, m, c)) idx[n++] = c;
+  if (top_k > n) top_k = n;
+  /* A selection of the first top_k: stable for equal probabilities. */
+  for (size_t i = 0; i < top_k; i++) {
+    size_t best = i;
+    for (size_t j = i + 1; j < n; j++)
+      if (probs[idx[j]] > probs[idx[best]] || (probs[idx[j]] == probs[idx[best]] && idx[j] < idx[best])) best = j;
+    size_t t = idx[i];
+    idx[i] = idx[best];
+    idx[best] = t;
+    if (json_array_append_new(top, json_pack("{s:s, s:f}", "intent", nn_model_label(m->nn, idx[i]), "probability",
+                                             (double)probs[idx[i]])))
+      goto fail;
+  }
+  free(idx);
+  return top;
+fail:
+  free(idx);
+  json_decref(top);
+  return NULL;
+}
+
+/* Answers a classified POST /v1/intent (req->pred, req->probs): the served
+ * decision (serve__answer), out of scope with "intent": null. */
 static enum MHD_Result serve_intent_answer(finch_server *srv, struct MHD_Connection *conn, serve_request *req) {
   const serve_model *m = req->model;
   int k = req->pred;
@@ -44,13 +74,46 @@ static enum MHD_Result serve_intent_answer(finch_server *srv, struct MHD_Connect
     finch_error("serve: prediction failed (label index %d of %zu)", k, m->n_labels);
     return serve__reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "the model produced no prediction");
   }
+  serve_answer a;
+  serve__answer(srv, m, req->probs, &a);
+  if (!isfinite(a.confidence)) {
+    finch_error("serve: prediction failed (confidence %g)", (double)a.confidence);
+    return serve__reply_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, "the model produced no prediction");
+  }
   req->engine = "model";
-  req->intent = nn_model_label(m->nn, (size_t)k);
-  req->confidence = req->probs[k];
+  req->intent = a.label >= 0 ? nn_model_label(m->nn, (size_t)a.label) : NULL;
+  req->confidence = a.confidence;
   serve__metrics_decision(&srv->metrics, SERVE_DECISION_MODEL);
-  json_t *obj = json_pack("{s:s, s:f, s:s, s:s}", "intent", req->intent, "confidence", req->confidence, "source",
-                          "model", "model", m->sha256);
+  if (a.label < 0) serve__metrics_out_of_scope(&srv->metrics, SERVE_OOS_INTENT);
+  json_t *obj = json_pack("{s:o, s:b, s:f, s:s, s:s}", "intent", req->intent ? json_string(req->intent) : json_null(),
+                          "out_of_scope", a.label < 0, "confidence", req->confidence, "source", "model", "model",
+                          m->sha256);
+  json_t *top = req->top_k > 0 ? serve_top(srv, m, req->probs, (size_t)req->top_k) : NULL;
+  if (!obj || (req->top_k > 0 && !top)) {
+    json_decref(obj);
+    json_decref(top);
+    return serve__reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
+  }
+  if (top) json_object_set_new(obj, "top", top);
   return serve__reply_json(conn, MHD_HTTP_OK, obj, NULL);
+}
+
+/* The refusal of a "top_k", with the number of intents. */
+#define SERVE_TOP_K_RANGE "field \"top_k\" must be an integer in 1..%zu (the model's intents)"
+
+/* req->top_k from the body's optional "top_k": an integer in 1..the
+ * model's intents. NULL when it is absent or good, else why not. */
+static const char *serve_top_k(const finch_server *srv, const serve_model *m, json_t *root, serve_request *req,
+                               char *why, size_t size) {
+  json_t *v = json_object_get(root, "top_k");
+  if (!v) return NULL;
+  size_t n = serve__n_in_scope(srv, m);
+  if (json_is_integer(v) && json_integer_value(v) >= 1 && (json_int_t)n >= json_integer_value(v)) {
+    req->top_k = (long long)json_integer_value(v);
+    return NULL;
+  }
+  snprintf(why, size, SERVE_TOP_K_RANGE, n);
+  return why;
 }
 
 /* The batcher's callback: the answer is in; wake the connection. The
@@ -75,10 +138,20 @@ enum MHD_Result serve__intent(const serve_call *c) {
                              "request body is not valid UTF-8 (byte %zu)", bad);
   json_error_t jerr;
   json_t *root = json_loadb(req->body ? req->body : "", req->len, 0, &jerr);
-  if (!root)
+  if (!root) {
+    /* An integer past 64 bits is a JSON number jansson cannot hold: when it
+     * is "top_k", the answer names that field. */
+    json_t *big = strstr(jerr.text, "too big") ? json_loadb(req->body, req->len, JSON_DECODE_INT_AS_REAL, NULL) : NULL;
+    json_t *k = json_object_get(big, "top_k");
+    int named = json_is_real(k) && !(fabs(json_real_value(k)) < 9.2e18);
+    json_decref(big);
+    if (named)
+      return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, SERVE_TOP_K_RANGE,
+                               serve__n_in_scope(srv, serve__req_model(srv, req)));
     return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL,
                              "invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
                              jerr.text);
+  }
   json_t *jtext = json_is_object(root) ? json_object_get(root, "text") : NULL;
   const char *text = json_string_value(jtext);
   size_t len = json_string_length(jtext);
@@ -97,6 +170,9 @@ enum MHD_Result serve__intent(const serve_call *c) {
   }
   req->root = root; /* freed by serve_completed(), with the text in it */
   serve_model *m = serve__req_model(srv, req);
+  char why_k[128];
+  if (serve_top_k(srv, m, root, req, why_k, sizeof why_k))
+    return serve__reply_error(conn, MHD_HTTP_BAD_REQUEST, NULL, "%s", why_k);
   req->probs = malloc(m->n_labels * sizeof *req->probs);
   if (!req->probs) return serve__reply_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, NULL, "out of memory");
   if (srv->log_text) req->log_text = serve_log_text_of(srv, text, len);

@@ -14,13 +14,14 @@ finch_status finch_labeling_task_create(PGconn *c, const finch_labeling_new *t, 
   char conf[32], turn[32];
   snprintf(conf, sizeof conf, "%.6f", t->suggested_confidence);
   snprintf(turn, sizeof turn, "%lld", t->turn_id);
-  const char *p[10] = {t->deployment, t->conversation_id, t->turn_id ? turn : NULL, t->text, t->suggested_label,
-                       conf, t->model_sha256, t->rule_label, t->stage, t->reason};
+  const char *p[11] = {t->deployment, t->conversation_id, t->turn_id ? turn : NULL, t->text, t->suggested_label,
+                       conf, t->model_sha256, t->rule_label, t->stage, t->reason, t->out_of_scope ? "true" : "false"};
   PGresult *r = finch_db_query_on(c,
                                   "INSERT INTO labeling_tasks (deployment, conversation_id, turn_id, text, suggested_label,"
-                                  " suggested_confidence, model_sha256, rule_label, stage, reason)"
-                                  " VALUES ($1, $2, $3::bigint, $4, $5, $6::real, $7, $8, $9, $10) RETURNING id",
-                                  10, p, err);
+                                  " suggested_confidence, model_sha256, rule_label, stage, reason, out_of_scope)"
+                                  " VALUES ($1, $2, $3::bigint, $4, $5, $6::real, $7, $8, $9, $10, $11::boolean)"
+                                  " RETURNING id",
+                                  11, p, err);
   if (!r) return FINCH_EDB;
   if (id) *id = atoll(PQgetvalue(r, 0, 0));
   PQclear(r);
@@ -31,16 +32,16 @@ finch_status finch_labeling_task_create(PGconn *c, const finch_labeling_new *t, 
   "id, conversation_id, text, suggested_label, suggested_confidence, model_sha256, rule_label, stage, reason,"       \
   " status, final_label, labeler, second_label, second_labeler,"                                                      \
   " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"                                         \
-  " to_char(resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), utterance_id"
+  " to_char(resolved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), utterance_id, out_of_scope"
 
 static json_t *opt_str(PGresult *r, int row, int col) {
   return PQgetisnull(r, row, col) ? json_null() : json_string(PQgetvalue(r, row, col));
 }
 
 static json_t *task_json(PGresult *r, int i) {
-  json_t *sugg = json_pack("{s:o, s:o, s:o}", "label", opt_str(r, i, 3), "confidence",
+  json_t *sugg = json_pack("{s:o, s:o, s:o, s:b}", "label", opt_str(r, i, 3), "confidence",
                            PQgetisnull(r, i, 4) ? json_null() : json_real(atof(PQgetvalue(r, i, 4))), "model",
-                           opt_str(r, i, 5));
+                           opt_str(r, i, 5), "out_of_scope", strcmp(PQgetvalue(r, i, 17), "t") == 0);
   return json_pack("{s:I, s:o, s:s, s:o, s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o, s:s, s:o, s:o}", "id",
                    (json_int_t)atoll(PQgetvalue(r, i, 0)), "conversation_id", opt_str(r, i, 1), "text",
                    PQgetvalue(r, i, 2), "suggestion", sugg ? sugg : json_null(), "rule_label", opt_str(r, i, 6),

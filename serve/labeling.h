@@ -2,7 +2,8 @@
  * labellers' answers, and the labelled rows they give the next training run.
  *
  * A task holds a redacted turn, the model's suggestion (label, confidence,
- * model SHA-256), the rules' answer, the stage and why it was made
+ * model SHA-256, out_of_scope: the label is the out-of-scope label its
+ * decision goes by, to accept or correct like any other), the rules' answer, the stage and why it was made
  * (disagree, unsure). A labeller accepts the suggestion or corrects it; the
  * first answer is final (status accepted or corrected, final_label) and is
  * written to utterances, split train, in dataset "<deployment>_labels"
@@ -30,6 +31,7 @@ typedef struct {
   const char *rule_label;     /* NULL: no rule fired */
   const char *stage;
   const char *reason;         /* "disagree" or "unsure" */
+  int out_of_scope;           /* the suggestion is the model's out-of-scope decision */
 } finch_labeling_new;
 
 /* Inserts a task in the caller's open transaction. */

@@ -14,6 +14,7 @@ static const double metrics_dur_le[SERVE_N_DUR_BUCKETS - 1] = {0.00025, 0.0005, 
 static const unsigned metrics_batch_le[SERVE_N_BATCH_BUCKETS - 1] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 
 static const char *const metrics_decision_names[SERVE_DECISION_COUNT] = {"model", "rules", "fallback"};
+static const char *const metrics_oos_names[SERVE_OOS_COUNT] = {"intent", "turns"};
 
 void serve__metrics_init(serve_metrics *m, const char *const *paths, size_t n) {
   /* Every counter is an atomic integer, for which all-bits-zero is 0. */
@@ -54,6 +55,10 @@ void serve__metrics_batch(serve_metrics *m, size_t n) {
 
 void serve__metrics_decision(serve_metrics *m, serve_decision d) {
   if ((unsigned)d < SERVE_DECISION_COUNT) metrics_inc(&m->decisions[d], 1);
+}
+
+void serve__metrics_out_of_scope(serve_metrics *m, serve_oos_endpoint e) {
+  if ((unsigned)e < SERVE_OOS_COUNT) metrics_inc(&m->out_of_scope[e], 1);
 }
 
 /* --- rendering ------------------------------------------------------------ */
@@ -154,6 +159,12 @@ char *serve__metrics_render(const serve_metrics *m, const serve_metrics_gauges *
                  "# TYPE finch_decisions_total counter\n");
   for (size_t d = 0; d < SERVE_DECISION_COUNT; d++)
     out_printf(&o, "finch_decisions_total{engine=\"%s\"} %llu\n", metrics_decision_names[d], get(&m->decisions[d]));
+
+  out_printf(&o, "# HELP finch_out_of_scope_total Decisions that the text is out of scope, by endpoint.\n"
+                 "# TYPE finch_out_of_scope_total counter\n");
+  for (size_t e = 0; e < SERVE_OOS_COUNT; e++)
+    out_printf(&o, "finch_out_of_scope_total{endpoint=\"%s\"} %llu\n", metrics_oos_names[e],
+               get(&m->out_of_scope[e]));
 
   out_printf(&o, "# HELP finch_queue_depth Classifications waiting or running.\n"
                  "# TYPE finch_queue_depth gauge\n"

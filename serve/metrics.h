@@ -14,6 +14,9 @@
  *   finch_decisions_total{engine}                counter; engine model, rules,
  *                                                fallback (rules answering for an
  *                                                unsure model in canary/primary)
+ *   finch_out_of_scope_total{endpoint}           counter; endpoint intent, turns:
+ *                                                answers where the model's decision
+ *                                                was out of scope (serve/intent.c)
  *   finch_queue_depth                            gauge, classifications in flight
  *   finch_webhook_backlog                        gauge, undelivered webhook rows
  *                                                (database mode only)
@@ -31,6 +34,9 @@
 #include <stddef.h>
 
 typedef enum { SERVE_DECISION_MODEL = 0, SERVE_DECISION_RULES, SERVE_DECISION_FALLBACK, SERVE_DECISION_COUNT } serve_decision;
+
+/* The endpoints that count out-of-scope decisions. */
+typedef enum { SERVE_OOS_INTENT = 0, SERVE_OOS_TURNS, SERVE_OOS_COUNT } serve_oos_endpoint;
 
 enum {
   SERVE_N_PATHS_MAX = 16,   /* path labels, "other" included */
@@ -51,6 +57,7 @@ typedef struct {
   atomic_ullong batch[SERVE_N_BATCH_BUCKETS];
   atomic_ullong batch_sum;
   atomic_ullong decisions[SERVE_DECISION_COUNT];
+  atomic_ullong out_of_scope[SERVE_OOS_COUNT];
   atomic_ullong reloads_ok, reloads_failed;
 } serve_metrics;
 
@@ -64,6 +71,8 @@ void serve__metrics_request(serve_metrics *m, size_t path, unsigned status, unsi
 /* One classifier batch of n texts. */
 void serve__metrics_batch(serve_metrics *m, size_t n);
 void serve__metrics_decision(serve_metrics *m, serve_decision d);
+/* One out-of-scope decision answered by endpoint e. */
+void serve__metrics_out_of_scope(serve_metrics *m, serve_oos_endpoint e);
 
 typedef struct {
   long long queue_depth;

@@ -68,7 +68,8 @@ static int same_intent(const char *a, const char *b) { return a && b && strcmp(a
 finch_rollout_decision finch_rollout_decide(const finch_rollout_policy *p, const finch_rollout_inputs *in) {
   finch_rollout_decision d = {0};
   int unsure = !(in->model_confidence >= p->min_confidence);
-  int oos = p->oos_label && same_intent(in->model_intent, p->oos_label);
+  int oos = in->model_out_of_scope || (p->oos_label && same_intent(in->model_intent, p->oos_label));
+  d.out_of_scope = oos;
   int model_answers = 0;
   switch (p->stage) {
   case FINCH_STAGE_ASSIST:
@@ -92,7 +93,7 @@ finch_rollout_decision finch_rollout_decide(const finch_rollout_policy *p, const
   }
   if (model_answers) {
     d.engine = FINCH_ENGINE_MODEL;
-    d.intent = in->model_intent;
+    d.intent = oos ? NULL : in->model_intent; /* out of scope is never an intent */
     d.confidence = in->model_confidence;
   } else {
     d.engine = FINCH_ENGINE_RULES;

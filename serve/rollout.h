@@ -13,9 +13,14 @@
  *            under canary_share (a conversation never changes engine while the
  *            share stays the same), the rules the rest;
  *   primary  the model answers; the rules answer only when the model's
- *            confidence is under min_confidence or it predicts the
- *            out-of-scope label (and a rule fires);
+ *            confidence is under min_confidence or its answer is out of
+ *            scope (and a rule fires);
  *   retired  the rules are off.
+ * The model's answer is out of scope when it is the out-of-scope label or
+ * the served decision says so (the model's policy, nn/abstain.h). A model
+ * that answers out of scope gives no intent, and the turn is handed off
+ * (serve/turns.h); in assist and shadow its answer is labelled like any
+ * other, as the out-of-scope label it goes by.
  *
  * State lives in rollout_state (schemas/001_init.sql), append-only: the
  * current stage of a deployment is its latest row with intent NULL, and an
@@ -79,17 +84,19 @@ typedef struct {
 
 typedef struct {
   const char *rule_intent;  /* the rules' answer, NULL when no rule fires */
-  const char *model_intent; /* the model's arg-max label */
+  const char *model_intent; /* the model's answer as a label (out of scope: the label it goes by) */
   double model_confidence;
+  int model_out_of_scope;   /* 1: the served decision is out of scope (model_intent need not be oos_label) */
   double bucket; /* finch_rollout_bucket() of the conversation */
 } finch_rollout_inputs;
 
 typedef struct {
   finch_engine engine;     /* who answered */
-  const char *intent;      /* the answer (points into the inputs); NULL: none */
+  const char *intent;      /* the answer (points into the inputs); NULL: none, or the model out of scope */
   double confidence;       /* the model's when it answered; rules: 1 fired, 0 not */
   int in_canary;           /* canary: the conversation's bucket is under the share */
   int fallback;            /* primary/canary: the model was unsure or out of scope, rules answered */
+  int out_of_scope;        /* the model's answer was out of scope (model_out_of_scope or oos_label) */
   int suggest;             /* assist: the reply carries the model's suggestion */
   finch_task_reason task;  /* a labelling task to create, or NONE */
 } finch_rollout_decision;

@@ -1,15 +1,29 @@
 /* The intent server: HTTP over libmicrohttpd.
  *
  * Endpoints (roles: I integration, L labeler, A admin; admin may use all)
- *   POST /v1/intent  [I] body {"text": "..."} ->
- *        200 {"intent": "...", "confidence": 0.93, "source": "model", "model": "<sha256>"}
+ *   POST /v1/intent  [I] body {"text": "...", "top_k"?: N} ->
+ *        200 {"intent": "...", "out_of_scope": false, "confidence": 0.93, "source": "model",
+ *             "model": "<sha256>"}
+ *        200 {"intent": null, "out_of_scope": true, "confidence": <in-scope score>, ...}
+ *            when the model's policy (nn/abstain.h) abstains, or its arg-max is
+ *            oos_label. confidence is the chosen intent's probability at the
+ *            policy's temperature; a model without a policy answers its arg-max
+ *            at temperature 1, as before.
+ *        "top_k" (an integer in 1..the number of intents, the labels but the
+ *            out-of-scope ones) adds "top": [{"intent", "probability"}, ...],
+ *            the N most probable intents, descending, ties in label order,
+ *            out of scope too.
  *        400 {"error": "..."} for invalid JSON, a missing or non-string "text",
- *            or text that is not valid UTF-8
+ *            text that is not valid UTF-8, or any other "top_k" (the error names
+ *            the field and its range)
  *   GET  /healthz    200 {"status": "ok", "model": "<sha256>", "database": true|false}; no key needed
  *   POST /v1/conversations/{id}/turns  [I] {"text": "...", "speaker": "user"|"agent"} ->
  *        200 {"conversation_id", "turn", "intent", "engine": "rules"|"model",
- *             "confidence", "stage", "handoff", "model", ["suggestion": {"intent",
- *             "confidence"}] (assist), ["labeling_task": id]}
+ *             "confidence", "stage", "handoff", "out_of_scope", "model",
+ *             ["suggestion": {"intent", "confidence", "out_of_scope"}] (assist),
+ *             ["labeling_task": id]}
+ *        The model out of scope gives no intent: a rule answers when one fires,
+ *        else the turn is handed off (serve/rollout.h), in every stage.
  *        The turn is redacted before it is stored (conversation_turns); events
  *        intent.classified, handoff.requested (confidence under
  *        handoff_below) and labeling.task_created are queued in the same
@@ -90,7 +104,8 @@ typedef struct {
   const char *conninfo;      /* libpq conninfo of finch's (migrated) database; NULL: none */
   const char *rules_path;    /* legacy rule file (serve/rules.h); NULL: no rule ever fires */
   const char *deployment;    /* default "default" */
-  const char *oos_label;     /* the model's out-of-scope label, or NULL */
+  const char *oos_label;     /* the model's out-of-scope label, or NULL; it also holds at
+                              * /v1/intent, with a database or without */
   double min_confidence;     /* model answers at or above it in canary/primary; 0 = 0.5 */
   double canary_share;       /* when the stage's params do not say; 0 = 0.1 (negative: 0) */
   double handoff_below;      /* handoff.requested under it; 0 = 0.5 */

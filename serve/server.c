@@ -447,9 +447,7 @@ static finch_status serve_open_db(finch_server *s, const finch_serve_opts *opts,
     return finch_err_set(err, FINCH_EINVAL, "serve: deployment \"%s\" is not 1 to 100 characters of A-Z a-z 0-9 . _ : -",
                          dep);
   s->deployment = strdup(dep);
-  s->oos_label = opts->oos_label && *opts->oos_label ? strdup(opts->oos_label) : NULL;
-  if (!s->deployment || (opts->oos_label && *opts->oos_label && !s->oos_label))
-    return finch_err_set(err, FINCH_ENOMEM, "serve: out of memory");
+  if (!s->deployment) return finch_err_set(err, FINCH_ENOMEM, "serve: out of memory");
   s->min_confidence = opts->min_confidence > 0 ? opts->min_confidence : FINCH_SERVE_DEFAULT_MIN_CONFIDENCE;
   s->canary_share = opts->canary_share > 0 ? opts->canary_share : opts->canary_share < 0 ? 0.0 : FINCH_SERVE_DEFAULT_CANARY_SHARE;
   s->handoff_below = opts->handoff_below > 0 ? opts->handoff_below : FINCH_SERVE_DEFAULT_HANDOFF_BELOW;
@@ -543,7 +541,9 @@ finch_status finch_server_start(finch_server **out, const finch_serve_opts *opts
     return st;
   }
   atomic_store(&s->model, m);
-  if (!(s->model_path = strdup(opts->model_path))) {
+  /* The out-of-scope label holds at /v1/intent too, database or not. */
+  s->oos_label = opts->oos_label && *opts->oos_label ? strdup(opts->oos_label) : NULL;
+  if (!(s->model_path = strdup(opts->model_path)) || (opts->oos_label && *opts->oos_label && !s->oos_label)) {
     serve_free(s);
     return finch_err_set(err, FINCH_ENOMEM, "serve: out of memory");
   }

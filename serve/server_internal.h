@@ -17,6 +17,7 @@
 
 #include "core/hash.h"
 #include "core/redact.h"
+#include "nn/abstain.h"
 #include "nn/model.h"
 #include "serve/auth.h"
 #include "serve/batcher.h"
@@ -39,10 +40,12 @@ typedef struct {
   finch_redactor *redactor;
 } serve_slot;
 
-/* A loaded model, shared by reference count (see the top of the file). */
+/* A loaded model, shared by reference count (see the top of the file),
+ * with its out-of-scope policy (nn/abstain.h), read when it loads. */
 typedef struct {
   nn_model *nn;
   size_t n_labels;
+  nn_abstain abstain;
   char sha256[FINCH_SHA256_HEX_LEN];
   atomic_uint refs;
 } serve_model;
@@ -138,6 +141,7 @@ typedef struct {
   char *log_text;     /* the text, redacted, with log_text on; malloc'd */
 
   /* Classification state of POST /v1/intent. */
+  long long top_k;    /* "top_k" of the body; 0: no list */
   serve_phase phase;
   serve_model *model; /* a reference, released by serve_completed() */
   json_t *root;       /* the parsed body; its "text" is the item's text */
@@ -157,6 +161,32 @@ finch_status serve__reload(finch_server *s, const char *path, char *prev, char *
 
 /* The request's model: a reference taken on first use and kept until it completes. */
 serve_model *serve__req_model(finch_server *s, serve_request *req);
+
+/* The served decision on one text, the same at every endpoint: the model's
+ * policy (nn_abstain_decide) and the server's oos_label, which is out of
+ * scope too when it is the arg-max. */
+typedef struct {
+  int label;        /* the intent's label index; -1: out of scope */
+  int argmax;       /* the arg-max label of the re-tempered probabilities */
+  float confidence; /* in scope: probs[label]; out of scope: the in-scope score */
+  const char *name; /* the answer as a label for turns and labelling: the intent, or out of
+                     * scope the arg-max when it is an out-of-scope label, else the policy's
+                     * class, else the server's oos_label, else SERVE_OOS_NAME */
+  float name_prob;  /* the probability of name: probs[argmax] when name is a label of the
+                     * model, else the in-scope score */
+} serve_answer;
+
+/* What a threshold-only decision is called, for want of a class. */
+#define SERVE_OOS_NAME "oos"
+
+/* 1 when label c of m is an intent: neither the policy's out-of-scope
+ * class nor the server's oos_label. */
+int serve__in_scope(const finch_server *s, const serve_model *m, size_t c);
+/* The labels that are intents (serve__in_scope). */
+size_t serve__n_in_scope(const finch_server *s, const serve_model *m);
+/* Decides on probs (m->n_labels: the model's probabilities at temperature 1,
+ * re-tempered in place to the policy's temperature). */
+void serve__answer(const finch_server *s, const serve_model *m, float *probs, serve_answer *out);
 
 /* Queues obj (stolen) as a JSON response with the request id; allow, if set, is the Allow header. */
 enum MHD_Result serve__reply_json(struct MHD_Connection *conn, unsigned status, json_t *obj,

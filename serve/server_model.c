@@ -1,5 +1,6 @@
 /* The intent server's model handle (serve/server_internal.h): loading and
- * verifying a model file, reference counting, and hot reload. */
+ * verifying a model file with its out-of-scope policy, reference counting,
+ * hot reload, and the one decision every endpoint serves. */
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,8 @@ finch_status serve__model_load(serve_model **out, const char *path, finch_err *e
   m->n_labels = nn_model_n_labels(m->nn);
   if (m->n_labels == 0)
     st = finch_err_set(err, FINCH_EFORMAT, "serve: model %s has no labels", path);
+  else if ((st = nn_abstain_read(m->nn, &m->abstain, err)) != FINCH_OK)
+    finch_err_prefix(err, "serve: model %s", path);
   else if ((st = finch_sha256_file(path, m->sha256, err)) != FINCH_OK)
     finch_err_prefix(err, "serve: cannot hash model");
   else if (strcmp(before, m->sha256) != 0)
@@ -106,3 +109,46 @@ finch_status serve__reload(finch_server *s, const char *path, char *prev, char *
   return FINCH_OK;
 }
 
+
+int serve__in_scope(const finch_server *s, const serve_model *m, size_t c) {
+  if (m->abstain.methods && (int)c == m->abstain.oos_index) return 0;
+  return !(s->oos_label && strcmp(nn_model_label(m->nn, c), s->oos_label) == 0);
+}
+
+size_t serve__n_in_scope(const finch_server *s, const serve_model *m) {
+  size_t n = 0;
+  for (size_t c = 0; c < m->n_labels; c++) n += (size_t)serve__in_scope(s, m, c);
+  return n;
+}
+
+void serve__answer(const finch_server *s, const serve_model *m, float *probs, serve_answer *out) {
+  const size_t C = m->n_labels;
+  int k = nn_abstain_decide(&m->abstain, probs, C, NULL);
+  size_t am = 0;
+  for (size_t c = 1; c < C; c++)
+    if (probs[c] > probs[am]) am = c;
+  /* The in-scope score over the intents: the policy's own score, less the
+   * server's oos_label when it names one of the model's labels. */
+  float best_in = 0;
+  for (size_t c = 0; c < C; c++)
+    if (serve__in_scope(s, m, c) && probs[c] > best_in) best_in = probs[c];
+  out->argmax = (int)am;
+  if (k >= 0 && serve__in_scope(s, m, (size_t)k)) {
+    out->label = k;
+    out->confidence = probs[k];
+    out->name = nn_model_label(m->nn, (size_t)k);
+    out->name_prob = probs[k];
+    return;
+  }
+  out->label = -1;
+  out->confidence = best_in;
+  if (!serve__in_scope(s, m, am)) {
+    out->name = nn_model_label(m->nn, am);
+    out->name_prob = probs[am];
+  } else {
+    out->name = m->abstain.oos_index >= 0 ? nn_model_label(m->nn, (size_t)m->abstain.oos_index)
+                : s->oos_label            ? s->oos_label
+                                          : SERVE_OOS_NAME;
+    out->name_prob = best_in;
+  }
+}

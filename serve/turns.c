@@ -47,17 +47,18 @@ finch_status finch_turn_record(PGconn *c, const finch_turn_policy *p, const finc
         .oos_label = p->oos_label,
     };
     finch_rollout_inputs fin = {.rule_intent = in->rule_intent, .model_intent = in->model_intent,
-                                .model_confidence = in->model_conf,
+                                .model_confidence = in->model_conf, .model_out_of_scope = in->model_out_of_scope,
                                 .bucket = finch_rollout_bucket(in->deployment, in->conversation)};
     o->d = finch_rollout_decide(&pol, &fin);
     o->stage = state.stage;
-    o->handoff = o->d.confidence < p->handoff_below;
+    /* A model that answers out of scope has no intent to give: a human takes over. */
+    o->handoff = o->d.confidence < p->handoff_below || (o->d.out_of_scope && o->d.engine == FINCH_ENGINE_MODEL);
   }
   char conf[32], mconf[32], key[32];
   snprintf(conf, sizeof conf, "%.6f", o->d.confidence);
   snprintf(mconf, sizeof mconf, "%.6f", in->model_conf);
   snprintf(key, sizeof key, "%lld", in->key_id);
-  const char *tp[15] = {in->deployment,
+  const char *tp[16] = {in->deployment,
                         in->conversation,
                         in->speaker,
                         in->text,
@@ -71,16 +72,17 @@ finch_status finch_turn_record(PGconn *c, const finch_turn_policy *p, const finc
                         user ? in->model_sha : NULL,
                         user && o->stage == FINCH_STAGE_CANARY ? (o->d.in_canary ? "true" : "false") : NULL,
                         o->handoff ? "true" : "false",
-                        in->key_id ? key : NULL};
+                        in->key_id ? key : NULL,
+                        o->d.out_of_scope ? "true" : "false"};
   PGresult *r = finch_db_query_on(c,
                                   "INSERT INTO conversation_turns (deployment, conversation_id, turn_index, speaker, text, stage,"
                                   " engine, intent, confidence, rule_intent, model_intent, model_confidence, model_sha256,"
-                                  " in_canary, handoff, api_key_id)"
+                                  " in_canary, handoff, api_key_id, out_of_scope)"
                                   " SELECT $1, $2, coalesce(max(turn_index) + 1, 0), $3, $4, $5, $6, $7, $8::real, $9, $10,"
-                                  " $11::real, $12, $13::boolean, $14::boolean, $15::bigint"
+                                  " $11::real, $12, $13::boolean, $14::boolean, $15::bigint, $16::boolean"
                                   " FROM conversation_turns WHERE deployment = $1 AND conversation_id = $2"
                                   " RETURNING id, turn_index",
-                                  15, tp, err);
+                                  16, tp, err);
   if (!r) {
     st = FINCH_EDB;
     goto fail;
@@ -95,34 +97,37 @@ finch_status finch_turn_record(PGconn *c, const finch_turn_policy *p, const finc
                             .text = in->text, .suggested_label = in->model_intent,
                             .suggested_confidence = in->model_conf, .model_sha256 = in->model_sha,
                             .rule_label = in->rule_intent, .stage = finch_stage_name(o->stage),
+                            .out_of_scope = o->d.out_of_scope,
                             .reason = finch_task_reason_name(o->d.task)};
     if ((st = finch_labeling_task_create(c, &t, &o->task_id, err))) goto fail;
     if ((st = turn_emit(c, "labeling.task_created",
-                         json_pack("{s:I, s:s, s:s, s:i, s:s, s:s, s:{s:s, s:f, s:s}, s:o}", "task_id",
+                         json_pack("{s:I, s:s, s:s, s:i, s:s, s:s, s:{s:s, s:f, s:s, s:b}, s:o}", "task_id",
                                    (json_int_t)o->task_id, "deployment", in->deployment, "conversation_id",
                                    in->conversation, "turn", o->turn_index, "reason",
                                    finch_task_reason_name(o->d.task), "stage", finch_stage_name(o->stage),
                                    "suggestion", "intent", in->model_intent, "confidence", in->model_conf, "model",
-                                   in->model_sha, "rule_intent",
+                                   in->model_sha, "out_of_scope", o->d.out_of_scope, "rule_intent",
                                    in->rule_intent ? json_string(in->rule_intent) : json_null()),
                          err)))
       goto fail;
   }
   if ((st = turn_emit(c, "intent.classified",
-                       json_pack("{s:s, s:s, s:i, s:o, s:s, s:f, s:s, s:s}", "deployment", in->deployment,
+                       json_pack("{s:s, s:s, s:i, s:o, s:s, s:f, s:s, s:s, s:b}", "deployment", in->deployment,
                                  "conversation_id", in->conversation, "turn", o->turn_index, "intent",
                                  o->d.intent ? json_string(o->d.intent) : json_null(), "engine",
                                  finch_engine_name(o->d.engine), "confidence", o->d.confidence, "stage",
-                                 finch_stage_name(o->stage), "model", in->model_sha),
+                                 finch_stage_name(o->stage), "model", in->model_sha, "out_of_scope",
+                                 o->d.out_of_scope),
                        err)))
     goto fail;
   if (o->handoff &&
       (st = turn_emit(c, "handoff.requested",
-                       json_pack("{s:s, s:s, s:i, s:o, s:s, s:f, s:f, s:s}", "deployment", in->deployment,
+                       json_pack("{s:s, s:s, s:i, s:o, s:s, s:f, s:f, s:s, s:b}", "deployment", in->deployment,
                                  "conversation_id", in->conversation, "turn", o->turn_index, "intent",
                                  o->d.intent ? json_string(o->d.intent) : json_null(), "engine",
                                  finch_engine_name(o->d.engine), "confidence", o->d.confidence, "threshold",
-                                 p->handoff_below, "stage", finch_stage_name(o->stage)),
+                                 p->handoff_below, "stage", finch_stage_name(o->stage), "out_of_scope",
+                                 o->d.out_of_scope),
                        err)))
     goto fail;
 commit:

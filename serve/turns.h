@@ -6,7 +6,8 @@
  * turn (conversation_turns, the next turn_index of its conversation), opens
  * a labelling task when the decision asks for one (serve/labeling.h), and
  * queues the webhook events intent.classified, handoff.requested (confidence
- * under handoff_below) and labeling.task_created (serve/webhook.h). An agent
+ * under handoff_below, or the model answering out of scope) and
+ * labeling.task_created (serve/webhook.h); each says out_of_scope. An agent
  * turn is stored alone. All of it commits together or not at all; turns of
  * one conversation are serialised by an advisory lock, so that turn indices
  * never collide. */
@@ -31,6 +32,7 @@ typedef struct {
   const char *text;         /* normalised and redacted: it is stored as given */
   const char *model_intent; /* user turns: the model's answer, its confidence */
   double model_conf;
+  int model_out_of_scope;   /* the served decision is out of scope (model_intent: the label it goes by) */
   const char *rule_intent;  /* NULL: no rule fired */
   const char *model_sha;    /* the model's SHA-256 (hex) */
   long long key_id;         /* the API key's id; 0: none */
