@@ -43,7 +43,8 @@ static const finch_opt serve_opts[] = {
     {"deployment", 'd', FINCH_OPT_STRING, F(deployment), .def = FINCH_SERVE_DEFAULT_DEPLOYMENT, .arg = "NAME",
      .help = "the deployment this server answers for"},
     {"oos-label", 0, FINCH_OPT_STRING, F(oos_label), .arg = "LABEL",
-     .help = "the model's out-of-scope label; the rules answer it in primary"},
+     .help = "a label of the model that means out of scope (besides its file's abstention policy): /v1/intent answers "
+             "it as out_of_scope, turns hand it to the rules or a human"},
     {"min-confidence", 0, FINCH_OPT_FLOAT, F(min_confidence), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_MIN_CONFIDENCE), .min = 0, .max = 1, .arg = "X",
      .help = "the model answers at or above it in canary/primary"},
     {"canary-share", 0, FINCH_OPT_FLOAT, F(canary_share), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_CANARY_SHARE), .min = 0, .max = 1, .arg = "X",
