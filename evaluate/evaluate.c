@@ -246,6 +246,11 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   }
   const char *oos_label = NULL, *class_label = pol.oos_index >= 0 ? nn_model_label(m, (size_t)pol.oos_index) : NULL;
   if (!st) st = oos_label_of(opts, &ex, &oos_label, err);
+  char oos_copy[256]; /* oos_label may point into a row that keep_half frees */
+  if (oos_label) {
+    snprintf(oos_copy, sizeof oos_copy, "%s", oos_label);
+    oos_label = oos_copy;
+  }
   if (!st && opts->half) st = keep_half(m, opts, oos_label ? oos_label : class_label, &ex, source, sizeof source, err);
   /* A model trained with the rows' out-of-scope label but no policy answers
    * it as an intent: the out-of-scope figures count that answer a refusal. */

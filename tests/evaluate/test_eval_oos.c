@@ -107,6 +107,21 @@ static void check_against_hand(finch_db *db, const char *path) {
   finch_eval_result r;
   CHECK_INT_EQ(finch_eval_run(db, &o, &r, &err), FINCH_OK);
   CHECK_INT_EQ(r.has_oos, 1);
+  /* The two halves split the out-of-scope rows too, and add up. */
+  {
+    finch_eval_opts oh = o;
+    finch_eval_result hs, hr;
+    oh.half = "selection";
+    CHECK_INT_EQ(finch_eval_run(db, &oh, &hs, &err), FINCH_OK);
+    oh.half = "report";
+    CHECK_INT_EQ(finch_eval_run(db, &oh, &hr, &err), FINCH_OK);
+    CHECK(hs.has_oos && hr.has_oos);
+    CHECK(hs.oos.n_oos > 0 && hr.oos.n_oos > 0);
+    CHECK_INT_EQ(hs.oos.n_oos + hr.oos.n_oos, r.oos.n_oos);
+    CHECK_INT_EQ(hs.n + hr.n, r.n);
+    finch_eval_result_free(&hs);
+    finch_eval_result_free(&hr);
+  }
 
   finch_eval_rows rows;
   CHECK_INT_EQ(finch_eval_rows_load(db, &o, &rows, &err), FINCH_OK);
