@@ -38,7 +38,7 @@ def f(k):
     v = o.get(k)
     return "n/a" if v is None else "%.4f" % v
 print(f("in_scope_accuracy"), f("in_scope_coverage"), f("oos_recall"), f("oos_precision"), f("auroc"),
-      f("fpr_at_95"))'
+      f("fpr_at_95_in_scope_recall"))'
 }
 
 ood() { # the share of OOD_CSV refused
