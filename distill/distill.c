@@ -424,7 +424,8 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     finch_distill__tfm_args ta = {
         .db = db, .opts = opts, .be = be, .labels = labels, .nl = nl,
         .texts = (const char *const *)train->texts, .y = train->labels, .n = train->n, .soft = ds.soft,
-        .alpha = ds.alpha, .fixed_alpha = kd.alpha, .tau = tau, .teacher = teacher, .init = init, .dim = 64,
+        .alpha = ds.alpha, .fixed_alpha = kd.alpha, .tau = tau, .teacher = teacher, .init = init,
+        .dim = opts->student_dim > 0 ? (uint32_t)opts->student_dim : 64,
         .layers = 2, .heads = 2, .ff = 256, .buckets = 16384,
         .epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs : scaled_epochs(20, n_source, train->n),
         .hidden_weight = opts->inter_weight > 0 ? opts->inter_weight : 0.4f,
@@ -441,6 +442,8 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     if (st) goto out;
   } else {
     nn_train_config sc = nn_train_config_student();
+    if (opts->student_dim > 0) sc.dim = (uint32_t)opts->student_dim;
+    if (opts->student_buckets > 0) sc.buckets = (uint32_t)opts->student_buckets;
     sc.seed = opts->seed;
     sc.epochs = opts->student_epochs > 0 ? (uint32_t)opts->student_epochs
                                          : scaled_epochs(sc.epochs, n_source, train->n);

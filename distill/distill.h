@@ -44,6 +44,8 @@ typedef struct {
   float gate_penalty;   /* their penalty lambda * mean(gate) (default 0.02) */
   int resume;           /* tfm student: continue from the stage checkpoints under $FINCH_HOME/checkpoints */
   int student_epochs;
+  int student_dim;      /* the student's width (bow: embedding, default 48; tfm: default 64); 0 = default */
+  int student_buckets;  /* bow student: hashed n-gram rows (default 32768); 0 = default */
   finch_negatives_query negatives; /* names set: out-of-scope training rows (label "oos"); the teacher must have
                                       been trained with the same ones */
   const char *device;   /* cpu, cuda or auto */
