@@ -145,7 +145,9 @@ finch_status finch_dataset_negatives_load(finch_db *db, const finch_negatives_qu
                          " WHERE d.name = ANY(string_to_array($1, ',')) AND ($2::text IS NULL OR u.split = $2)"
                          " AND u.origin = 'source'"
                          " AND coalesce(u.meta->>'domain', '') <> ALL(string_to_array($3, ','))"
-                         " ORDER BY md5(u.content_hash || $4), u.id LIMIT $5::bigint) s ORDER BY id", 6, p, err);
+                         " ORDER BY row_number() OVER (PARTITION BY u.dataset_id, u.label"
+                         " ORDER BY md5(u.content_hash || $4), u.id), md5(u.content_hash || $4), u.id"
+                         " LIMIT $5::bigint) s ORDER BY id", 6, p, err);
   if (!r) return FINCH_EDB;
   finch_dataset_query dq = {.dataset = q->names};
   finch_status st = split_of_result(r, &dq, q->names, out, err);

@@ -69,7 +69,9 @@ void finch_dataset_split_free(finch_dataset_split *s);
  * split (NULL = every split), leaving out rows whose meta domain is one of
  * exclude_domains (comma-separated; e.g. CLINC150's banking and
  * credit_cards, whose intents a finance dataset shares), at most max rows
- * (0 = all), a sample seeded by seed (the same rows for the same arguments),
+ * (0 = all), a sample seeded by seed (the same rows for the same arguments)
+ * and stratified by dataset and label (each label's rows dealt in turn, so
+ * a small intent such as CLINC150's greetings is in even a small sample),
  * in id order with their own utterance ids. */
 typedef struct {
   const char *names, *split, *exclude_domains, *label;
