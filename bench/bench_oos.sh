@@ -27,7 +27,7 @@ out=$(mktemp -d /var/tmp/finch-bench-oos.XXXXXX)
 targets=${TARGETS:-in:0.99 in:0.97 oos:0.6}
 extra=()
 [ -n "${NEGATIVES:-}" ] && extra+=(--negatives "$NEGATIVES")
-[ -n "${EXCLUDE:-}" ] && extra+=(--exclude-domains "$EXCLUDE")
+[ -n "${EXCLUDE:-}" ] && extra+=(--negatives-exclude "$EXCLUDE")
 
 figures() { # eval JSON on stdin -> the columns
   python3 -c '

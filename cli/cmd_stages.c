@@ -259,8 +259,9 @@ static const finch_opt distill_opts[] = {
      .help = "weight of the gates' sparsity penalty lambda * mean(gate) (default 0.02)"},
     {"negatives", 0, FINCH_OPT_LIST, F(negatives.names), .arg = "LIST",
      .help = "out-of-scope training rows from these datasets (e.g. clinc150,sgd_general), one more label 'oos'"},
-    {"exclude-domains", 0, FINCH_OPT_LIST, F(negatives.exclude_domains), .arg = "LIST",
-     .help = "negatives: leave out rows of these domains (e.g. banking,credit_cards, CLINC150's finance intents)"},
+    {"negatives-exclude", 0, FINCH_OPT_LIST, F(negatives.negatives_exclude), .arg = "LIST",
+     .help = "negatives: leave out rows of these domains or intents (e.g. banking,credit_cards,exchange_rate: "
+             "CLINC150's finance intents)"},
     {"negatives-max", 0, FINCH_OPT_INT, F(negatives.max), .def = "3000", .min = 0, .max = 1e308, .arg = "N",
      .help = "negatives: at most N rows, a sample seeded by --seed (0 = all)"},
     {"student-dim", 0, FINCH_OPT_INT, F(student_dim), .min = 0, .max = 4096, .arg = "D",
@@ -341,8 +342,9 @@ static const finch_opt compile_opts[] = {
      .help = "the out-of-scope label of the holdout and the model (default oos)"},
     {"negatives", 0, FINCH_OPT_LIST, F(abstain.negatives), .arg = "LIST",
      .help = "datasets whose dev rows are out-of-scope examples for the threshold (e.g. clinc150,sgd_general)"},
-    {"exclude-domains", 0, FINCH_OPT_LIST, F(abstain.exclude_domains), .arg = "LIST",
-     .help = "leave out negatives of these domains (e.g. banking,credit_cards: CLINC150's finance intents)"},
+    {"negatives-exclude", 0, FINCH_OPT_LIST, F(abstain.negatives_exclude), .arg = "LIST",
+     .help = "leave out negatives of these domains or intents (e.g. banking,credit_cards,exchange_rate: CLINC150's "
+             "finance intents)"},
     {"negatives-max", 0, FINCH_OPT_INT, F(abstain.negatives_max), NON_NEG, .arg = "N",
      .help = "at most N negatives, a seeded sample (default all)"},
     {"in-scope-recall", 0, FINCH_OPT_FLOAT, F(abstain.in_scope_recall), .min = 0, .max = 1,

@@ -26,8 +26,9 @@ static const finch_opt teacher_opts[] = {
              "else slr,bow,tfm"},
     {"negatives", 0, FINCH_OPT_LIST, F(negatives.names), .arg = "LIST",
      .help = "out-of-scope training rows from these datasets (e.g. clinc150,sgd_general), one more label 'oos'"},
-    {"exclude-domains", 0, FINCH_OPT_LIST, F(negatives.exclude_domains), .arg = "LIST",
-     .help = "negatives: leave out rows of these domains (e.g. banking,credit_cards, CLINC150's finance intents)"},
+    {"negatives-exclude", 0, FINCH_OPT_LIST, F(negatives.negatives_exclude), .arg = "LIST",
+     .help = "negatives: leave out rows of these domains or intents (e.g. banking,credit_cards,exchange_rate: "
+             "CLINC150's finance intents)"},
     {"negatives-max", 0, FINCH_OPT_INT, F(negatives.max), .def = "3000", .min = 0, .max = 1e308, .arg = "N",
      .help = "negatives: at most N rows, a sample seeded by --seed (0 = all)"},
     {"reuse-members", 0, FINCH_OPT_BOOL, F(reuse_members),

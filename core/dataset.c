@@ -137,7 +137,7 @@ finch_status finch_dataset_negatives_load(finch_db *db, const finch_negatives_qu
   snprintf(seed_s, sizeof seed_s, "%llu", q->seed);
   snprintf(max_s, sizeof max_s, "%zu", q->max);
   const char *label = q->label && *q->label ? q->label : "oos";
-  const char *p[] = {q->names, q->split, q->exclude_domains && *q->exclude_domains ? q->exclude_domains : "", seed_s,
+  const char *p[] = {q->names, q->split, q->negatives_exclude && *q->negatives_exclude ? q->negatives_exclude : "", seed_s,
                      q->max ? max_s : NULL, label};
   /* The seeded sample, then in id order (every split's rows ascend by id). */
   r = finch_db_query(db, "SELECT id, text, $6::text, false FROM (SELECT u.id, u.text FROM utterances u"
@@ -145,6 +145,7 @@ finch_status finch_dataset_negatives_load(finch_db *db, const finch_negatives_qu
                          " WHERE d.name = ANY(string_to_array($1, ',')) AND ($2::text IS NULL OR u.split = $2)"
                          " AND u.origin = 'source'"
                          " AND coalesce(u.meta->>'domain', '') <> ALL(string_to_array($3, ','))"
+                         " AND coalesce(u.label, '') <> ALL(string_to_array($3, ','))"
                          " ORDER BY row_number() OVER (PARTITION BY u.dataset_id, u.label"
                          " ORDER BY md5(u.content_hash || $4), u.id), md5(u.content_hash || $4), u.id"
                          " LIMIT $5::bigint) s ORDER BY id", 6, p, err);

@@ -66,15 +66,16 @@ void finch_dataset_split_free(finch_dataset_split *s);
  * ("negatives"), as a split whose every row has label `label` (default
  * "oos"): the source rows (never augmented ones) of the datasets in names
  * (comma-separated; each must exist: FINCH_ENOTFOUND naming it), of split
- * split (NULL = every split), leaving out rows whose meta domain is one of
- * exclude_domains (comma-separated; e.g. CLINC150's banking and
- * credit_cards, whose intents a finance dataset shares), at most max rows
+ * split (NULL = every split), leaving out rows whose meta domain or label is
+ * one of negatives_exclude (comma-separated; e.g. CLINC150's banking and
+ * credit_cards domains and its exchange_rate intent, which a finance
+ * dataset shares), at most max rows
  * (0 = all), a sample seeded by seed (the same rows for the same arguments)
  * and stratified by dataset and label (each label's rows dealt in turn, so
  * a small intent such as CLINC150's greetings is in even a small sample),
  * in id order with their own utterance ids. */
 typedef struct {
-  const char *names, *split, *exclude_domains, *label;
+  const char *names, *split, *negatives_exclude, *label;
   size_t max;
   unsigned long long seed;
 } finch_negatives_query;

@@ -57,7 +57,7 @@ finch_status finch_abstain_fit(finch_db *db, nn_model *m, const finch_abstain_op
     if (st == FINCH_ENOTFOUND) finch_err_prefix(err, "--abstain: the holdout of");
     return st;
   }
-  finch_negatives_query nq = {.names = o->negatives, .split = "dev", .exclude_domains = o->exclude_domains,
+  finch_negatives_query nq = {.names = o->negatives, .split = "dev", .negatives_exclude = o->negatives_exclude,
                              .max = o->negatives_max, .seed = o->seed};
   if (o->negatives && *o->negatives && (st = finch_dataset_negatives_load(db, &nq, &neg, err)) != FINCH_OK) goto out;
   const size_t nd = dev->n, nn_ = neg ? neg->n : 0, n = nd + nn_;

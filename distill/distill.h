@@ -85,7 +85,7 @@ typedef struct {
   const char *dataset;         /* whose holdout (split dev) the threshold is chosen on: its selection half */
   const char *oos_label;       /* the out-of-scope label in that holdout and the model (default "oos") */
   const char *negatives;       /* datasets (comma-separated) whose dev rows are out-of-scope examples too */
-  const char *exclude_domains; /* negatives' meta domains left out (default: none) */
+  const char *negatives_exclude; /* negatives' meta domains left out (default: none) */
   size_t negatives_max;        /* at most this many negatives (0 = all) */
   double in_scope_recall;      /* target: answer at least this share of in-scope rows (default 0.99) */
   double oos_recall;           /* or: refuse at least this share of out-of-scope rows */

@@ -29,8 +29,8 @@ finch_status finch_distill__train_rows(finch_db *db, const char *dataset, const 
     }
   if (!negs->n) {
     st = finch_err_set(err, FINCH_ENOTFOUND, "--negatives %s: no rows in split %s%s%s", nq.names, nq.split,
-                       nq.exclude_domains && *nq.exclude_domains ? " outside the domains " : "",
-                       nq.exclude_domains && *nq.exclude_domains ? nq.exclude_domains : "");
+                       nq.negatives_exclude && *nq.negatives_exclude ? " outside the domains " : "",
+                       nq.negatives_exclude && *nq.negatives_exclude ? nq.negatives_exclude : "");
     goto out;
   }
   if ((st = finch_dataset_split_merge(train, negs, out, err)) != FINCH_OK) goto out;

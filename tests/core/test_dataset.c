@@ -218,7 +218,7 @@ int main(void) {
               " SELECT dataset_id, 'book a table please', 'book a table please', label, 'augmented', id, 'eda',"
               " 'g-aug' FROM utterances WHERE text = 'book a table'");
   finch_dataset_split *neg = NULL, *merged = NULL;
-  finch_negatives_query nq = {.names = "g", .split = "train", .exclude_domains = "banking,credit_cards", .seed = 5};
+  finch_negatives_query nq = {.names = "g", .split = "train", .negatives_exclude = "banking,credit_cards", .seed = 5};
   CHECK_INT_EQ(finch_dataset_negatives_load(db, &nq, &neg, &err), FINCH_OK);
   CHECK_INT_EQ(neg->n, 2); /* not the banking row, not the dev row, not the augmented one */
   CHECK_INT_EQ(neg->n_labels, 1);
@@ -226,8 +226,13 @@ int main(void) {
   CHECK(neg->ids[0] < neg->ids[1]);
   CHECK(neg->labels[0] == 0 && neg->labels[1] == 0);
   finch_dataset_split_free(neg);
+  nq.negatives_exclude = "banking,book"; /* a domain and an intent */
+  CHECK_INT_EQ(finch_dataset_negatives_load(db, &nq, &neg, &err), FINCH_OK);
+  CHECK_INT_EQ(neg->n, 1);
+  CHECK_STR_EQ(neg->texts[0], "play some jazz");
+  finch_dataset_split_free(neg);
   nq.split = NULL;
-  nq.exclude_domains = NULL;
+  nq.negatives_exclude = NULL;
   nq.label = "none_of_these";
   CHECK_INT_EQ(finch_dataset_negatives_load(db, &nq, &neg, &err), FINCH_OK);
   CHECK_INT_EQ(neg->n, 4);

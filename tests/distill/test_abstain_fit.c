@@ -68,7 +68,7 @@ int main(void) {
   make_chat(db);
 
   /* The teacher and the student with negatives. */
-  finch_negatives_query neg = {.names = "chat", .exclude_domains = "banking"};
+  finch_negatives_query neg = {.names = "chat", .negatives_exclude = "banking"};
   finch_teacher_opts to = {.dataset = "sample", .members = "slr", .seed = 7, .augmented = 1, .device = "cpu",
                            .quiet = 1, .negatives = neg};
   finch_teacher_result tr;
@@ -106,7 +106,7 @@ int main(void) {
   snprintf(sid, sizeof sid, "%lld", dr.student_id);
   snprintf(out, sizeof out, "%s/abstain-%d.fnm", test_tmpdir(), (int)getpid());
   finch_compile_opts co = {.model = sid, .out = out, .dtype = "q8",
-                           .abstain = {.method = "threshold", .negatives = "chat", .exclude_domains = "banking",
+                           .abstain = {.method = "threshold", .negatives = "chat", .negatives_exclude = "banking",
                                        .in_scope_recall = 0.95, .seed = 42}};
   finch_compile_result cr;
   st = finch_compile_run(db, &co, &cr, &err);
