@@ -77,7 +77,7 @@ sid[v]=$(distill v --teacher "$teacher" --teacher-init)
 
 path_of() { psql "$url" -Atq -c "SELECT path FROM models WHERE id = $1"; }
 printf '%-6s %-44s %8s %8s %10s %8s\n' "" "student" "accuracy" "macro-F1" "parameters" "train s"
-desc=([i]="without the pretrained teacher (slr+bow teacher $base_teacher)" [ii]="pretrained teacher, finance stage"
+declare -A desc=([i]="without the pretrained teacher (slr+bow teacher $base_teacher)" [ii]="pretrained teacher, finance stage"
   [iii]="+ general stage" [iv]="+ general stage + init from the teacher" [v]="init from the teacher, no general stage")
 for k in i ii iii iv v; do
   read -r acc f1 < <(evaluate "${sid[$k]}")

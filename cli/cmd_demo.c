@@ -205,7 +205,7 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
     nio = (finch_ingest_opts){.source = sgd, .format = "jsonl", .dataset = "sgd_general", .seed = seed};
     if (finch_ingest_run(db, &nio, &ir, &err)) goto fail;
     neg = (finch_negatives_query){.names = "clinc150,sgd_general", .negatives_exclude = FINCH_DEMO_FINANCE_DOMAINS,
-                                  .max = 3000, .seed = seed};
+                                  .max = 1500, .seed = seed};
     printf("  negatives for the out-of-scope class: CLINC150 and the SGD general turns (CLINC150's %s "
            "left out)\n", FINCH_DEMO_FINANCE_DOMAINS);
   }
