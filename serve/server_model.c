@@ -109,7 +109,6 @@ finch_status serve__reload(finch_server *s, const char *path, char *prev, char *
   return FINCH_OK;
 }
 
-
 int serve__in_scope(const finch_server *s, const serve_model *m, size_t c) {
   if (m->abstain.methods && (int)c == m->abstain.oos_index) return 0;
   return !(s->oos_label && strcmp(nn_model_label(m->nn, c), s->oos_label) == 0);
