@@ -209,10 +209,13 @@ static finch_status load_teacher(finch_db *db, const finch_distill_opts *opts, c
   for (size_t i = 0; same && i < nl; i++) same = strcmp(nn_model_label(*out, i), labels[i]) == 0;
   if (!same) {
     size_t tl = nn_model_n_labels(*out);
+    int oos = nn_model_label_index(*out, opts->negatives.label ? opts->negatives.label : "oos") >= 0;
     nn_model_free(*out);
     *out = NULL;
-    return finch_err_set(err, FINCH_EINVAL, "teacher %s has %zu labels that do not match dataset '%s' (%zu intents)",
-                         res->teacher_path, tl, opts->dataset, nl);
+    return finch_err_set(err, FINCH_EINVAL, "teacher %s has %zu labels that do not match dataset '%s' (%zu intents)%s",
+                         res->teacher_path, tl, opts->dataset, nl,
+                         oos != (opts->negatives.names && *opts->negatives.names)
+                             ? ": teacher and student need the same --negatives" : "");
   }
   return FINCH_OK;
 }

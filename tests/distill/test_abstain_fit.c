@@ -98,6 +98,7 @@ int main(void) {
   d.negatives.names = NULL;
   CHECK_INT_EQ(finch_distill_run(db, &d, &dr, &err), FINCH_EINVAL);
   CHECK_CONTAINS(err.msg, "labels that do not match");
+  CHECK_CONTAINS(err.msg, "need the same --negatives");
   d.negatives = neg;
   CHECK_INT_EQ(finch_distill_run(db, &d, &dr, &err), FINCH_OK);
 
