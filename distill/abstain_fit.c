@@ -54,7 +54,7 @@ finch_status finch_abstain_fit(finch_db *db, nn_model *m, const finch_abstain_op
   finch_dataset_query q = {.dataset = o->dataset, .split = "dev"};
   finch_status st = finch_dataset_split_load(db, &q, &dev, err);
   if (st) {
-    if (st == FINCH_ENOTFOUND) finch_err_prefix(err, "--abstain: the holdout of");
+    if (st == FINCH_ENOTFOUND) finch_err_prefix(err, "--abstain");
     return st;
   }
   finch_negatives_query nq = {.names = o->negatives, .split = "dev", .negatives_exclude = o->negatives_exclude,
