@@ -159,7 +159,6 @@ finch_status finch_dataset_negatives_load(finch_db *db, const finch_negatives_qu
 finch_status finch_dataset_split_merge(const finch_dataset_split *a, const finch_dataset_split *b,
                                        finch_dataset_split **out, finch_err *err) {
   *out = NULL;
-  /* A result-shaped table would be a detour: build the block directly. */
   const size_t n = a->n + b->n;
   const char **names = malloc((a->n_labels + b->n_labels + 1) * sizeof *names);
   if (!names) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
