@@ -145,12 +145,13 @@ int main(void) {
     CHECK_INT_EQ(finch_eval_run(db, &eo, &ea, &err), FINCH_OK);
     CHECK_INT_EQ(es.n + er.n, ea.n);
     CHECK(llabs(es.n - er.n) <= 1);
-    eo.half = "middle";
-    CHECK_INT_EQ(finch_eval_run(db, &eo, &er, &err), FINCH_EINVAL);
-    CHECK_CONTAINS(err.msg, "--half middle");
     finch_eval_result_free(&es);
     finch_eval_result_free(&er);
     finch_eval_result_free(&ea);
+    eo.half = "middle";
+    CHECK_INT_EQ(finch_eval_run(db, &eo, &er, &err), FINCH_EINVAL);
+    CHECK_CONTAINS(err.msg, "--half middle");
+    finch_eval_result_free(&er);
   }
   CHECK_INT_EQ(test_sqlf(db, "SELECT count(*) FROM models WHERE id = %lld AND parent_model_id = %lld AND stage = 'compiled'"
                              " AND config->'abstain'->>'method' = 'threshold'", cr.model_id, dr.student_id), 1);
