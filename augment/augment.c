@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "core/text.h"
 #include "nn/model.h"
+#include "nn/model_arch.h"
 
 static const finch_aug_method *const known[] = {&finch_aug_eda, &finch_aug_synonyms, &finch_aug_entities,
                                                 &finch_aug_noise, &finch_aug_templates};
@@ -156,6 +157,17 @@ static finch_status open_teacher(finch_db *db, const finch_augment_opts *o, nn_m
   return st;
 }
 
+/* Candidates guarded by the teacher in one batch at most. */
+enum { AUG_BATCH = 64 };
+
+/* A candidate variant waiting for the guard. */
+typedef struct {
+  char *text, *norm, *mp;
+  char chash[FINCH_SHA256_HEX_LEN];
+  uint64_t key;
+  size_t mi;
+} aug_cand;
+
 finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, finch_augment_result *res,
                                finch_err *err) {
   memset(res, 0, sizeof *res);
@@ -176,7 +188,10 @@ finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, fin
   double threshold = opts->guard_threshold > 0 ? opts->guard_threshold : 0.5;
   double tau = opts->temperature > 0 ? opts->temperature : 2.0;
   if (!st) st = open_teacher(db, opts, &teacher, &res->teacher_id, err);
-  if (!st && teacher && !(probs = malloc(nn_model_n_labels(teacher) * sizeof *probs)))
+  const size_t C_t = teacher ? nn_model_n_labels(teacher) : 0;
+  aug_cand *cands = malloc(AUG_BATCH * sizeof *cands);
+  const char **ctexts = malloc(AUG_BATCH * sizeof *ctexts);
+  if (!st && (!cands || !ctexts || (teacher && !(probs = malloc((size_t)AUG_BATCH * C_t * sizeof *probs)))))
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
   if (!st) {
     parents = finch_db_query(db,
@@ -293,69 +308,105 @@ finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, fin
           variant = nv;
           cap = need;
         }
-        long long made = 0;
-        for (long long a = a0; made < per_parent && a < a0 + span && made_l < quota; a++) {
-          size_t mi = (size_t)((k - i) + a) % nm;
-          if (!methods[mi]->apply(states[mi], text, stream_of(opts->seed, hash, a), variant, cap, mp, sizeof mp))
-            continue;
-          char *norm = NULL;
-          if (finch_text_normalize(variant, strlen(variant), FINCH_TEXT_FOLD, &norm, NULL)) continue;
-          if (!*norm || strcmp(norm, pnorm) == 0) { /* a case- or space-only change is no new row */
-            free(norm);
-            continue;
-          }
-          char chash[FINCH_SHA256_HEX_LEN];
-          finch_utterance_hash(norm, label, "", chash);
-          uint64_t key = hash_key(chash);
-          if (hash_set_has(&seen, key)) {
-            res->duplicates++;
-            free(norm);
-            continue;
-          }
-          /* The label guard, and the teacher's soft labels for the kept row:
-           * softmax(z / tau) is p^(1/tau) renormalised, so one forward pass
-           * serves both. */
-          char *plist = NULL;
-          int li = teacher ? nn_model_label_index(teacher, label) : -1;
-          if (li >= 0) {
-            int top = nn_model_predict(teacher, variant, probs, 1.0f);
-            if (top >= 0 && top != li && probs[top] >= threshold) {
-              res->method_dropped[mi]++;
+        /* Rounds: the candidates still wanted, generated in attempt order,
+         * then guarded by the teacher in one batch and kept in that order,
+         * so the rows kept are those of one candidate at a time while the
+         * teacher's forward passes run batched. */
+        long long made = 0, a = a0;
+        const int li = teacher ? nn_model_label_index(teacher, label) : -1;
+        while (!st && made < per_parent && a < a0 + span && made_l < quota && res->generated < wanted) {
+          long long want = per_parent - made;
+          if (quota - made_l < want) want = quota - made_l;
+          if (wanted - res->generated < want) want = wanted - res->generated;
+          if (want > AUG_BATCH) want = AUG_BATCH;
+          size_t nb = 0;
+          for (; !st && (long long)nb < want && a < a0 + span; a++) {
+            size_t mi = (size_t)((k - i) + a) % nm;
+            if (!methods[mi]->apply(states[mi], text, stream_of(opts->seed, hash, a), variant, cap, mp, sizeof mp))
+              continue;
+            char *norm = NULL;
+            if (finch_text_normalize(variant, strlen(variant), FINCH_TEXT_FOLD, &norm, NULL)) continue;
+            if (!*norm || strcmp(norm, pnorm) == 0) { /* a case- or space-only change is no new row */
               free(norm);
               continue;
             }
-            size_t C = nn_model_n_labels(teacher), o = 0;
-            double z = 0;
-            for (size_t c = 0; c < C; c++) z += (probs[c] = powf(probs[c], (float)(1.0 / tau)));
-            for (size_t c = 0; c < C; c++) probs[c] = (float)(probs[c] / z);
-            plist = malloc(C * 16 + 3);
-            if (plist) {
-              plist[o++] = '{';
-              for (size_t c = 0; c < C; c++) o += (size_t)sprintf(plist + o, "%s%.5g", c ? "," : "", probs[c]);
-              plist[o++] = '}';
-              plist[o] = '\0';
+            aug_cand *c = &cands[nb];
+            finch_utterance_hash(norm, label, "", c->chash);
+            c->key = hash_key(c->chash);
+            /* A twin of a candidate earlier in the round counts as a
+             * duplicate even when the guard then drops that twin (one at a
+             * time, the guard would have judged it alike: the same normalised
+             * text). */
+            int dup = hash_set_has(&seen, c->key);
+            for (size_t q = 0; !dup && q < nb; q++) dup = cands[q].key == c->key;
+            if (dup) {
+              res->duplicates++;
+              free(norm);
+              continue;
             }
+            c->mi = mi;
+            c->norm = norm;
+            c->text = strdup(variant);
+            c->mp = strdup(mp);
+            if (!c->text || !c->mp) {
+              free(c->text), free(c->mp), free(norm);
+              st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+              break;
+            }
+            ctexts[nb++] = c->text;
           }
-          if (hash_set_add(&seen, key) < 0) {
-            free(norm);
+          /* The label guard, and the teacher's soft labels for the kept rows:
+           * softmax(z / tau) is p^(1/tau) renormalised, so one forward pass
+           * serves both. */
+          if (!st && li >= 0 && nb) st = nn_model_predict_many(teacher, ctexts, nb, probs, NULL, 1.0f, err);
+          for (size_t q = 0; q < nb; q++) {
+            aug_cand *c = &cands[q];
+            char *plist = NULL;
+            int keep = !st;
+            if (keep && li >= 0) {
+              float *pr = probs + q * C_t;
+              size_t top = 0;
+              for (size_t cc = 1; cc < C_t; cc++)
+                if (pr[cc] > pr[top]) top = cc;
+              if ((int)top != li && pr[top] >= threshold) {
+                res->method_dropped[c->mi]++;
+                keep = 0;
+              } else {
+                size_t o = 0;
+                double z = 0;
+                for (size_t cc = 0; cc < C_t; cc++) z += (pr[cc] = powf(pr[cc], (float)(1.0 / tau)));
+                for (size_t cc = 0; cc < C_t; cc++) pr[cc] = (float)(pr[cc] / z);
+                plist = malloc(C_t * 16 + 3);
+                if (plist) {
+                  plist[o++] = '{';
+                  for (size_t cc = 0; cc < C_t; cc++) o += (size_t)sprintf(plist + o, "%s%.5g", cc ? "," : "", pr[cc]);
+                  plist[o++] = '}';
+                  plist[o] = '\0';
+                }
+              }
+            }
+            if (keep && hash_set_add(&seen, c->key) < 0) {
+              st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+              keep = 0;
+            }
+            if (keep && (finch_copybuf_field(&b, dsid, 0) || finch_copybuf_field(&b, id, 0) ||
+                         finch_copybuf_field(&b, c->text, 0) || finch_copybuf_field(&b, c->norm, 0) ||
+                         finch_copybuf_field(&b, label, 0) || finch_copybuf_field(&b, methods[c->mi]->name, 0) ||
+                         finch_copybuf_field(&b, c->mp, 0) || finch_copybuf_field(&b, c->chash, 0) ||
+                         finch_copybuf_field(&b, runid, 0) || finch_copybuf_field(&b, plist, 1))) {
+              st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+              keep = 0;
+            }
+            if (keep) {
+              made++;
+              made_l++;
+              res->generated++;
+            }
             free(plist);
-            st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-            break;
+            free(c->norm);
+            free(c->text);
+            free(c->mp);
           }
-          int bad = finch_copybuf_field(&b, dsid, 0) || finch_copybuf_field(&b, id, 0) ||
-                    finch_copybuf_field(&b, variant, 0) || finch_copybuf_field(&b, norm, 0) ||
-                    finch_copybuf_field(&b, label, 0) || finch_copybuf_field(&b, methods[mi]->name, 0) ||
-                    finch_copybuf_field(&b, mp, 0) || finch_copybuf_field(&b, chash, 0) ||
-                    finch_copybuf_field(&b, runid, 0) || finch_copybuf_field(&b, plist, 1);
-          free(norm);
-          free(plist);
-          if (bad) {
-            st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-            break;
-          }
-          made++;
-          made_l++;
-          if (++res->generated >= wanted) break;
         }
         if (!st && b.len > (8u << 20)) st = flush_rows(db, &b, res, tau, err);
         if (opts->progress && finch_clock_s() - last > 0.2) {
@@ -372,6 +423,8 @@ finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, fin
   finch_copybuf_free(&b);
   free(variant);
   free(probs);
+  free(cands);
+  free(ctexts);
   free(seen.slots);
   nn_model_free(teacher);
   PQclear(parents);
