@@ -11,6 +11,18 @@
 #include "core/config.h"
 
 #define CLI_N(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The negatives' options (a finch_negatives_query field "negatives"), shared
+ * by finch teacher train and finch distill, whose tables define F(m) for
+ * their own option struct before expanding it. */
+#define CLI_NEGATIVES_OPTIONS                                                                                     \
+  {"negatives", 0, FINCH_OPT_LIST, F(negatives.names), .arg = "LIST",                                          \
+   .help = "out-of-scope training rows from these datasets (e.g. clinc150,sgd_general), one more label 'oos'"}, \
+  {"negatives-exclude", 0, FINCH_OPT_LIST, F(negatives.negatives_exclude), .arg = "LIST",                      \
+   .help = "negatives: leave out rows of these domains or intents (e.g. banking,credit_cards,exchange_rate: "   \
+           "CLINC150's finance intents)"},                                                                    \
+  {"negatives-max", 0, FINCH_OPT_INT, F(negatives.max), .def = "3000", .min = 0, .max = 1e308, .arg = "N",     \
+   .help = "negatives: at most N rows, a sample seeded by --seed (0 = all)"}
 #define CLI_MAX_POS 4
 
 typedef struct {

@@ -24,13 +24,7 @@ static const finch_opt teacher_opts[] = {
              "with a fitted head, or fine-tuned with --bert-epochs; needs scripts/fetch-pretrained.sh); default "
              "bert,slr,bow when that encoder is installed, "
              "else slr,bow,tfm"},
-    {"negatives", 0, FINCH_OPT_LIST, F(negatives.names), .arg = "LIST",
-     .help = "out-of-scope training rows from these datasets (e.g. clinc150,sgd_general), one more label 'oos'"},
-    {"negatives-exclude", 0, FINCH_OPT_LIST, F(negatives.negatives_exclude), .arg = "LIST",
-     .help = "negatives: leave out rows of these domains or intents (e.g. banking,credit_cards,exchange_rate: "
-             "CLINC150's finance intents)"},
-    {"negatives-max", 0, FINCH_OPT_INT, F(negatives.max), .def = "3000", .min = 0, .max = 1e308, .arg = "N",
-     .help = "negatives: at most N rows, a sample seeded by --seed (0 = all)"},
+    CLI_NEGATIVES_OPTIONS,
     {"reuse-members", 0, FINCH_OPT_BOOL, F(reuse_members),
      .help = "keep trained members under $FINCH_HOME/member-cache and reuse those trained before on the same rows "
              "with the same options instead of training them again"},
