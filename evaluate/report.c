@@ -49,21 +49,23 @@ static void write_oos(FILE *fp, const json_t *o) {
       fprintf(fp, ", refusing when its class `%s` wins", str(pol, "oos_label"));
     fprintf(fp, "; probabilities at temperature %.4f.\n\n", num(pol, "temperature"));
   }
+  static const struct {
+    const char *name, *key;
+  } rows[] = {
+      {"In-scope accuracy (a refusal is wrong)", "in_scope_accuracy"},
+      {"In-scope coverage (share answered)", "in_scope_coverage"},
+      {"Out-of-scope recall (share refused)", "oos_recall"},
+      {"Out-of-scope precision (refusals that were out of scope)", "oos_precision"},
+      {"AUROC of the in-scope score", "auroc"},
+      {"FPR at 95% in-scope recall", "fpr_at_95_in_scope_recall"},
+      {"Score threshold keeping 95% of in-scope rows", "threshold_at_95_in_scope_recall"},
+  };
   fprintf(fp, "| metric | value |\n|---|---|\n");
-  fprintf(fp, "| In-scope accuracy (a refusal is wrong) | ");
-  fig(fp, o, "in_scope_accuracy", " |\n");
-  fprintf(fp, "| In-scope coverage (share answered) | ");
-  fig(fp, o, "in_scope_coverage", " |\n");
-  fprintf(fp, "| Out-of-scope recall (share refused) | ");
-  fig(fp, o, "oos_recall", " |\n");
-  fprintf(fp, "| Out-of-scope precision (refusals that were out of scope) | ");
-  fig(fp, o, "oos_precision", " |\n");
-  fprintf(fp, "| AUROC of the in-scope score | ");
-  fig(fp, o, "auroc", " |\n");
-  fprintf(fp, "| FPR at 95%% in-scope recall | ");
-  fig(fp, o, "fpr_at_95_in_scope_recall", " |\n");
-  fprintf(fp, "| Score threshold keeping 95%% of in-scope rows | ");
-  fig(fp, o, "threshold_at_95_in_scope_recall", " |\n\n");
+  for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+    fprintf(fp, "| %s | ", rows[r].name);
+    fig(fp, o, rows[r].key, " |\n");
+  }
+  fprintf(fp, "\n");
   fprintf(fp, "The plain accuracy above counts a refusal as wrong on an in-scope row and as right on an "
               "out-of-scope one. The score is the model's best in-scope probability at the policy's "
               "temperature; the AUROC is the chance that an in-scope row scores above an out-of-scope one "
