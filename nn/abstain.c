@@ -2,9 +2,10 @@
 #include "nn/abstain.h"
 
 #include <jansson.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "nn/model_arch.h"
 
 const char *nn_abstain_method_name(unsigned methods) {
   switch (methods & 3u) {
@@ -95,17 +96,7 @@ finch_status nn_abstain_write(nn_model *m, const nn_abstain *a, const char *chos
 
 int nn_abstain_decide(const nn_abstain *a, float *probs, size_t C, float *score) {
   if (C == 0) return -1;
-  if (a && a->methods && a->temperature != 1.0f) {
-    double mx = -INFINITY;
-    for (size_t c = 0; c < C; c++) {
-      double l = log(probs[c] > 1e-30f ? probs[c] : 1e-30f) / a->temperature;
-      if (l > mx) mx = l;
-    }
-    double z = 0;
-    for (size_t c = 0; c < C; c++) z += (probs[c] = (float)exp(log(probs[c] > 1e-30f ? probs[c] : 1e-30f) /
-                                                                 a->temperature - mx));
-    for (size_t c = 0; c < C; c++) probs[c] = (float)(probs[c] / z);
-  }
+  if (a && a->methods) nn_retemper(probs, C, a->temperature);
   size_t k = 0;
   for (size_t c = 1; c < C; c++)
     if (probs[c] > probs[k]) k = c;

@@ -76,5 +76,9 @@ finch_status nn_model_predict_many(const nn_model *m, const char *const *texts, 
  * given logits log(probs) (n, C) at T = 1, by golden-section search on
  * log T in [0.05, 20]. */
 float nn_fit_temperature(const float *probs, const int32_t *labels, size_t n, size_t C);
+/* probs (C), a softmax's output at temperature 1, re-tempered in place to
+ * softmax(log p / tau) (p^(1/tau) renormalised; probabilities below 1e-30
+ * taken as 1e-30); tau = 1 leaves them as they are. */
+void nn_retemper(float *p, size_t C, float tau);
 
 #endif

@@ -88,8 +88,7 @@ static size_t ens_n_params(const nn_model *m) {
 
 /* ---- prediction ------------------------------------------------------------ */
 
-/* probs (C): softmax(log p / tau), in place. */
-static void retemper(float *p, size_t C, float tau) {
+void nn_retemper(float *p, size_t C, float tau) {
   if (tau == 1.0f) return;
   double mx = -INFINITY, s = 0;
   for (size_t k = 0; k < C; k++) {
@@ -120,7 +119,7 @@ static finch_status ens_predict_many(const nn_model *m, const char *const *texts
   for (size_t r = 0; !st && r < n; r++) {
     float *p = acc + r * C;
     if (bad[r]) nn__uniform(p, C);
-    else retemper(p, C, temperature);
+    else nn_retemper(p, C, temperature);
     if (pred) pred[r] = bad[r] ? -1 : nn__argmax(p, C);
     if (probs) memcpy(probs + r * C, p, C * sizeof *p);
   }
