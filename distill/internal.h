@@ -63,6 +63,16 @@ finch_status finch_distill__teacher_soft(finch_db *db, long long teacher_id, con
 finch_status finch_distill__train_rows(finch_db *db, const char *dataset, const finch_negatives_query *neg,
                                        unsigned long long seed, finch_dataset_split **out, finch_err *err);
 
+/* The general stage's texts: the named general datasets, then the
+ * Wikipedia sentences (finch_dataset_general_texts), at most cap of them
+ * spread evenly and deterministically over the whole list. *gen owns the
+ * strings (the caller frees it with finch_dataset_texts_free, also on
+ * error), *texts (malloc'd) points into it, *k of them; FINCH_ENOTFOUND,
+ * naming --stage stage, when there are none (distill/rows.c). */
+finch_status finch_distill__general_sample(finch_db *db, const char *names, size_t cap, const char *stage,
+                                           finch_dataset_texts **gen, const char ***texts, size_t *k,
+                                           finch_err *err);
+
 /* The pretrained encoder member of teacher m (m itself when it is one), or NULL. */
 const nn_model *finch_distill__find_bert(const nn_model *m);
 

@@ -1,6 +1,7 @@
-/* The training rows of a teacher or a student: the dataset's split train,
- * and, with negatives named, out-of-scope rows from other datasets under one
- * more label (distill/internal.h). */
+/* The rows a teacher or a student learns from: the dataset's split train,
+ * with negatives named, out-of-scope rows from other datasets under one
+ * more label; and the general stage's texts (distill/internal.h). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
@@ -40,4 +41,30 @@ out:
   finch_dataset_split_free(train);
   finch_dataset_split_free(negs);
   return st;
+}
+
+finch_status finch_distill__general_sample(finch_db *db, const char *names, size_t cap, const char *stage,
+                                           finch_dataset_texts **gen, const char ***texts, size_t *k,
+                                           finch_err *err) {
+  *texts = NULL;
+  *k = 0;
+  finch_status st = finch_dataset_general_texts(db, names, 1, gen, err);
+  if (st) return st;
+  size_t n = (*gen)->n;
+  const char **t = malloc((n + 1) * sizeof *t);
+  if (!t) return finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  /* An even, deterministic spread over the sources when capped. */
+  for (size_t i = 0; i < n; i++) t[i] = (*gen)->texts[i];
+  if (n > cap) {
+    for (size_t i = 0; i < cap; i++) t[i] = t[(size_t)((double)i * (double)n / (double)cap)];
+    n = cap;
+  }
+  if (n == 0) {
+    free(t);
+    return finch_err_set(err, FINCH_ENOTFOUND, "--stage %s: no general-domain texts (ingest sgd_general or clinc150 "
+                         "and name them with --general, or provide clinc150/wiki_sents.txt)", stage);
+  }
+  *texts = t;
+  *k = n;
+  return FINCH_OK;
 }

@@ -77,27 +77,11 @@ finch_status finch_distill__tfm_student(const finch_distill__tfm_args *a, nn_mod
   if (do_general) {
     /* General stage: the teacher encoder's hidden states and attention on
      * general-domain text (no labels there for the finance head). */
-    /* The named general datasets, then the Wikipedia sentences. */
-    if ((st = finch_dataset_general_texts(a->db, o->general, 1, &gen, err)) != FINCH_OK) goto out;
-    size_t cap = o->general_max > 0 ? (size_t)o->general_max : 50000;
-    const char **texts = malloc((gen->n + 1) * sizeof *texts);
-    if (!texts) {
-      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-      goto out;
-    }
-    /* An even spread over both sources, deterministic. */
+    const char **texts = NULL;
     size_t k = 0;
-    for (size_t i = 0; i < gen->n; i++) texts[k++] = gen->texts[i];
-    if (k > cap) {
-      for (size_t i = 0; i < cap; i++) texts[i] = texts[(size_t)((double)i * (double)k / (double)cap)];
-      k = cap;
-    }
-    if (k == 0) {
-      st = finch_err_set(err, FINCH_ENOTFOUND, "--stage %s: no general-domain texts (ingest sgd_general or clinc150 "
-                         "and name them with --general, or provide clinc150/wiki_sents.txt)", stage);
-      free(texts);
+    if ((st = finch_distill__general_sample(a->db, o->general, o->general_max > 0 ? (size_t)o->general_max : 50000,
+                                            stage, &gen, &texts, &k, err)) != FINCH_OK)
       goto out;
-    }
     st = encode_pair(a, nn_model_tokenizer(tt), texts, k, T, match ? tt : NULL, &xs, &xt, err);
     free(texts);
     if (st) goto out;

@@ -68,23 +68,11 @@ finch_status finch_distill__bow_student(const finch_distill__bow_args *a, nn_mod
     prior.ctx = &ec;
   }
   if (general) {
-    if ((st = finch_dataset_general_texts(a->db, o->general, 1, &gen, err)) != FINCH_OK) goto out;
-    size_t cap = o->general_max > 0 ? (size_t)o->general_max : BOW_GENERAL_MAX, k = gen->n;
-    if (!(texts = malloc((k + 1) * sizeof *texts))) {
-      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    size_t k = 0;
+    if ((st = finch_distill__general_sample(a->db, o->general,
+                                            o->general_max > 0 ? (size_t)o->general_max : BOW_GENERAL_MAX, "both",
+                                            &gen, &texts, &k, err)) != FINCH_OK)
       goto out;
-    }
-    /* An even, deterministic spread over the sources when capped. */
-    for (size_t i = 0; i < k; i++) texts[i] = gen->texts[i];
-    if (k > cap) {
-      for (size_t i = 0; i < cap; i++) texts[i] = texts[(size_t)((double)i * (double)k / (double)cap)];
-      k = cap;
-    }
-    if (k == 0) {
-      st = finch_err_set(err, FINCH_ENOTFOUND, "--stage both: no general-domain texts (ingest sgd_general or clinc150 "
-                         "and name them with --general, or provide clinc150/wiki_sents.txt)");
-      goto out;
-    }
     const uint32_t E = nn_bert_get_config(nn_model_bert(bert))->dim;
     if (!(targets = malloc(k * E * sizeof *targets))) {
       st = finch_err_set(err, FINCH_ENOMEM, "out of memory for %zu sentence vectors", k);
