@@ -21,7 +21,8 @@ static const finch_opt teacher_opts[] = {
     {"members", 0, FINCH_OPT_LIST, F(members), .arg = "LIST",
      .help = "ensemble members, at most 12: slr, bow, tfm (repeat bow or tfm for several seeds), ktfm (an encoder "
              "taught by the members before it, on augmented rows too), bert (the pretrained all-MiniLM-L6-v2, frozen, "
-             "with a fitted head, or fine-tuned with --bert-epochs; needs scripts/fetch-pretrained.sh); default "
+             "with a fitted head, or fine-tuned with --bert-epochs; needs scripts/fetch-pretrained.sh), bertft (that "
+             "encoder fine-tuned for --bert-epochs, default 3, beside a frozen bert); default "
              "bert,slr,bow when that encoder is installed, "
              "else slr,bow,tfm"},
     CLI_NEGATIVES_OPTIONS,

@@ -36,6 +36,7 @@ typedef struct {
 
 typedef struct {
   char name[32];
+  int bert_epochs; /* a "bert" or "bertft" member: its fine-tuning epochs, 0 = frozen */
   nn_model *model;
   float *sel_probs, *rep_probs; /* (n_sel, C), (n_rep, C): the holdout halves' rows at T = 1 */
   float temperature;             /* fitted on the selection half */
@@ -291,7 +292,7 @@ static finch_status train_bert(ctx *c, member *m, finch_err *err) {
   finch_distill__steplog sl = {.member = m->name, .phase = "finetune", .tty = isatty(2), .quiet = c->o->quiet,
                                .run_id = c->run_id};
   char ck[PATH_MAX + 64] = "";
-  finch_teacher__bert_tune tune = {.epochs = c->o->bert_epochs > 0 ? (uint32_t)c->o->bert_epochs : 0,
+  finch_teacher__bert_tune tune = {.epochs = m->bert_epochs > 0 ? (uint32_t)m->bert_epochs : 0,
                                    .seed = c->o->seed, .checkpoint = ck, .resume = c->o->resume,
                                    .cb = on_bert_step, .cb_ctx = &sl};
   if (!st && tune.epochs) {
@@ -382,22 +383,29 @@ static void cache_base(const ctx *c, char out[FINCH_SHA256_HEX_LEN]) {
   finch_sha256_final(h, out);
 }
 
+/* 1 when name is a pretrained-encoder member ("bert" or "bertft"). */
+static int is_bert_member(const char *name) { return !strcmp(name, "bert") || !strcmp(name, "bertft"); }
+
 /* Member i's key: the run's, its name (which carries its ordinal, hence its
  * seed), for a ktfm member the keys of the members it learns from, and for
  * the bert member the identity of the pretrained weights (the SHA-256 of
  * model.safetensors and tokenizer.json, finch_teacher__bert_identity) and
  * its recipe. */
-static void cache_key(const char *base, const char *bert_id, int bert_epochs, const member *ms, size_t i,
+static void cache_key(const char *base, const char *bert_id, const member *ms, size_t i,
                       char out[FINCH_SHA256_HEX_LEN]) {
   out[0] = '\0';
   if (!*base) return;
   finch_sha256 *h = finch_sha256_new();
   if (!h) return;
   sha_str(h, base);
-  sha_str(h, ms[i].name);
+  /* A fine-tuned encoder is the same model whether listed as "bertft" or as
+   * "bert" with --bert-epochs: one name, told apart by the recipe. */
+  const int is_bert = is_bert_member(ms[i].name);
+  const int bert_epochs = ms[i].bert_epochs;
+  sha_str(h, is_bert ? "bert" : ms[i].name);
   if (!strncmp(ms[i].name, "ktfm", 4))
     for (size_t j = 0; j < i; j++) sha_str(h, ms[j].key);
-  if (!strcmp(ms[i].name, "bert")) {
+  if (is_bert) {
     /* The weights, and the recipe: which rows, the head's fit, the length. */
     char recipe[256];
     nn_bert_head_config hc = nn_bert_head_defaults();
@@ -526,16 +534,19 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     char name[32];
     snprintf(name, sizeof name, "%.*s", (int)(len < 31 ? len : 31), p);
     if (strcmp(name, "slr") && strcmp(name, "bow") && strcmp(name, "tfm") && strcmp(name, "ktfm") &&
-        strcmp(name, "bert")) {
-      st = finch_err_set(err, FINCH_EINVAL, "--members: unknown member '%s' (slr, bow, tfm, ktfm or bert)", name);
+        !is_bert_member(name)) {
+      st = finch_err_set(err, FINCH_EINVAL, "--members: unknown member '%s' (slr, bow, tfm, ktfm, bert or bertft)",
+                         name);
       goto out;
     }
-    if (!strcmp(name, "bert") && c.bert_dir[0]) {
-      st = finch_err_set(err, FINCH_EINVAL, "--members: bert is listed twice (its fit is deterministic)");
-      goto out;
-    }
+    for (size_t j = 0; j < k; j++)
+      if (is_bert_member(name) && !strcmp(ms[j].name, name)) {
+        st = finch_err_set(err, FINCH_EINVAL, "--members: %s is listed twice (its fit is deterministic)", name);
+        goto out;
+      }
     /* Missing weights fail the run before any member trains. */
-    if (!strcmp(name, "bert") && (st = finch_teacher__bert_dir(c.bert_dir, sizeof c.bert_dir, err)) != FINCH_OK)
+    if (is_bert_member(name) && !c.bert_dir[0] &&
+        (st = finch_teacher__bert_dir(c.bert_dir, sizeof c.bert_dir, err)) != FINCH_OK)
       goto out;
     if (!strcmp(name, "ktfm") && k == 0) {
       st = finch_err_set(err, FINCH_EINVAL, "--members: ktfm learns from the members listed before it; list one first");
@@ -573,7 +584,16 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     finch_info("tokenizer: %u pieces from %zu texts in %.1f s", nn_tokenizer_size(c.tok), nt, finch_clock_s() - t0);
   }
   /* One training run for every member that logs steps. */
-  const int logs_steps = want_tfm || (c.bert_dir[0] && opts->bert_epochs > 0);
+  /* "bertft" is fine-tuned for --bert-epochs (default 3); "bert" is frozen
+   * beside it, and alone is fine-tuned only when --bert-epochs is given. */
+  int has_bertft = 0, bert_epochs = 0;
+  for (size_t i = 0; i < k; i++) has_bertft |= !strcmp(ms[i].name, "bertft");
+  for (size_t i = 0; i < k; i++) {
+    if (!strcmp(ms[i].name, "bertft")) ms[i].bert_epochs = opts->bert_epochs > 0 ? opts->bert_epochs : 3;
+    else if (!strcmp(ms[i].name, "bert") && !has_bertft && opts->bert_epochs > 0) ms[i].bert_epochs = opts->bert_epochs;
+    if (ms[i].bert_epochs) bert_epochs = ms[i].bert_epochs;
+  }
+  const int logs_steps = want_tfm || bert_epochs > 0;
   if (logs_steps && (st = finch_distill__run_begin(db, "teacher", opts->dataset, &c.run_id, err)) != FINCH_OK) goto out;
   char base[FINCH_SHA256_HEX_LEN] = "";
   if (opts->reuse_members) cache_base(&c, base);
@@ -591,7 +611,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     int is_bow = !strncmp(m->name, "bow", 3);
     int ordinal = is_tfm ? ++c.n_tfm : is_bow ? ++n_bow : 1;
     if (opts->reuse_members) {
-      cache_key(base, c.bert_id, opts->bert_epochs, ms, i, m->key);
+      cache_key(base, c.bert_id, ms, i, m->key);
       m->cached = cache_load(m);
     }
     if (m->cached) finch_info("teacher member %s: reused from the member cache", m->name);
@@ -601,7 +621,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     if (st || m->cached) {
     } else if (!strcmp(m->name, "slr")) st = train_slr(&c, m, err);
     else if (is_bow) st = train_bow(&c, m, ordinal, err);
-    else if (!strcmp(m->name, "bert")) st = train_bert(&c, m, err);
+    else if (is_bert_member(m->name)) st = train_bert(&c, m, err);
     else if (!strncmp(m->name, "ktfm", 4)) {
       float *soft = NULL;
       st = members_soft_labels(&c, ms, i, KTFM_TAU, &soft, err);
@@ -681,8 +701,7 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
                            opts->pretrain_epochs, "ngrams", opts->ngrams, "augmented", opts->augmented, "n_general",
                            (json_int_t)c.n_general);
   /* Only when fine-tuned: a frozen bert member's teacher keeps the bytes it had. */
-  if (meta && c.bert_dir[0] && opts->bert_epochs > 0)
-    json_object_set_new(meta, "bert_epochs", json_integer(opts->bert_epochs));
+  if (meta && bert_epochs > 0) json_object_set_new(meta, "bert_epochs", json_integer(bert_epochs));
   meta_s = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(meta);
   if (!meta_s || (st = nn_model_set_meta(ens, meta_s, err)) != FINCH_OK) {

@@ -22,7 +22,10 @@
  *          unless tfm_augmented), embedded on the run's device; with
  *          bert_epochs > 0 encoder and head are then fine-tuned together
  *          (nn/bert_train.h), each step logged like an encoder's. At most one
- *          (its fit is deterministic). The weights come from the
+ *          (its fit is deterministic);
+ *   "bertft" the same encoder fine-tuned for bert_epochs (default 3), listed
+ *          beside a frozen "bert": the two err on different rows, and their
+ *          average beats either. With "bertft" listed, "bert" stays frozen. The weights come from the
  *          pretrained_dir setting (scripts/fetch-pretrained.sh installs
  *          them); when they are missing, a run listing bert fails before any
  *          member trains, with finch_pretrained_dir's one line. The vectors

@@ -347,6 +347,20 @@ int main(int argc, char **argv) {
   CHECK_INT_EQ(finch_teacher_train(db, &o, &f2, &err), FINCH_OK);
   CHECK(f2.members[0].cached && f2.members[1].cached);
   CHECK(f2.members[0].dev_acc == f.members[0].dev_acc && f2.members[0].sel_nll == f.members[0].sel_nll);
+  /* "bertft" beside "bert": the frozen member and the fine-tuned one, each
+   * the same model as before (both from the cache, same figures). */
+  finch_teacher_result g;
+  o.members = "bertft,slr,bertft";
+  CHECK_INT_EQ(finch_teacher_train(db, &o, &g, &err), FINCH_EINVAL);
+  CHECK_CONTAINS(err.msg, "bertft is listed twice");
+  o.members = "bert,bertft,slr";
+  CHECK_INT_EQ(finch_teacher_train(db, &o, &g, &err), FINCH_OK);
+  CHECK_INT_EQ(g.n_members, 3);
+  CHECK_STR_EQ(g.members[1].name, "bertft");
+  CHECK(g.members[0].cached && g.members[1].cached && g.members[2].cached);
+  CHECK(g.members[0].sel_nll == r2.members[0].sel_nll);
+  CHECK(g.members[1].sel_nll == f.members[0].sel_nll);
+  o.members = "bert,slr";
   o.bert_epochs = 0;
   test_distill(db, &o);
   snprintf(cmd, sizeof cmd, "rm -rf %s", root);
