@@ -162,7 +162,7 @@ enum MHD_Result serve__turn(const serve_call *c) {
   if (srv->log_text) req->log_text = strdup(red);
   const serve_model *m = serve__req_model(srv, req);
   finch_turn_in in = {.deployment = deployment, .conversation = req->arg, .speaker = speaker, .text = red,
-                      .model_sha = m->sha256, .key_id = c->who->id};
+                      .model_sha = m->sha256, .key_id = c->who->id, .t0_ns = req->t0_ns};
   int user = strcmp(speaker, "user") == 0;
   if (user) {
     probs = malloc(m->n_labels * sizeof *probs);

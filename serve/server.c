@@ -38,7 +38,9 @@
  * Requests. Each gets an id (a valid X-Request-Id header's, else a fresh one),
  * returned in X-Request-Id and in JSON error bodies. serve_completed() runs
  * when the response has gone out: it counts the request (serve/metrics.h)
- * and writes its access log line.
+ * and writes its access log line; in database mode it also counts a POST
+ * /v1/intent answer for monitoring (serve/monitor.h: in memory per minute,
+ * written by the recorder's own thread, the rest when the server stops).
  *
  * Errors. A bad request is answered (400/404/405/413 with a JSON error body)
  * and never stops the server. Nothing derived from the request text is
@@ -337,6 +339,10 @@ static void serve_completed(void *cls, struct MHD_Connection *conn, void **con_c
   uint64_t ns = finch_clock_ns() - req->t0_ns;
   if (req->status) serve__metrics_request(&srv->metrics, req->metric, req->status, ns);
   if (srv->log_fd >= 0) serve__log_request(srv, req, ns);
+  /* A /v1/intent answer is counted for monitoring here (its turns
+   * counterpart is the turn's row); an out-of-scope answer has no intent. */
+  if (srv->minutes && req->status == MHD_HTTP_OK && req->route && req->route->handler == serve__intent && req->model)
+    serve_minutes_add(srv->minutes, req->model->sha256, req->intent == NULL, (double)ns / 1e6, time(NULL));
   serve__model_put(req->model);
   json_decref(req->root);
   free(req->probs);
@@ -366,6 +372,7 @@ static void serve_mhd_log(void *cls, const char *fmt, va_list ap) {
 static void serve_free(finch_server *s) {
   if (!s) return;
   finch_webhook_worker_stop(s->webhooks);
+  serve_minutes_close(s->minutes);
   for (size_t i = 0; i < s->n_slots; i++) {
     PQfinish(s->slots[i].conn);
     finch_redactor_free(s->slots[i].redactor);
@@ -490,6 +497,7 @@ static finch_status serve_open_db(finch_server *s, const finch_serve_opts *opts,
     return FINCH_EDB;
   }
   PQclear(r);
+  if ((st = serve_minutes_open(&s->minutes, opts->conninfo, s->deployment, 0, err))) return st;
   if (!opts->no_webhook_worker) {
     finch_webhook_opts wo = {.conninfo = opts->conninfo, .poll_ms = opts->webhook_poll_ms,
                              .max_attempts = opts->webhook_max_attempts,

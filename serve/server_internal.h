@@ -22,6 +22,7 @@
 #include "serve/auth.h"
 #include "serve/batcher.h"
 #include "serve/metrics.h"
+#include "serve/monitor.h"
 #include "core/db.h"
 #include "serve/rollout.h"
 #include "serve/rules.h"
@@ -87,6 +88,7 @@ struct finch_server {
   finch_gate_opts gate;
   finch_ratelimit *rl;
   finch_webhook_worker *webhooks;
+  serve_minutes *minutes; /* POST /v1/intent answers per minute (serve/monitor.h) */
   serve_slot *slots;
   size_t n_slots;
   int *slot_free; /* stack of free slot indices */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/db.h"
 #include "serve/labeling.h"
 #include "serve/webhook.h"
@@ -54,11 +55,12 @@ finch_status finch_turn_record(PGconn *c, const finch_turn_policy *p, const finc
     /* A model that answers out of scope has no intent to give: a human takes over. */
     o->handoff = o->d.confidence < p->handoff_below || (o->d.out_of_scope && o->d.engine == FINCH_ENGINE_MODEL);
   }
-  char conf[32], mconf[32], key[32];
+  char conf[32], mconf[32], key[32], lat[32];
   snprintf(conf, sizeof conf, "%.6f", o->d.confidence);
+  if (in->t0_ns) snprintf(lat, sizeof lat, "%.4f", (double)(finch_clock_ns() - in->t0_ns) / 1e6);
   snprintf(mconf, sizeof mconf, "%.6f", in->model_conf);
   snprintf(key, sizeof key, "%lld", in->key_id);
-  const char *tp[16] = {in->deployment,
+  const char *tp[17] = {in->deployment,
                         in->conversation,
                         in->speaker,
                         in->text,
@@ -73,16 +75,17 @@ finch_status finch_turn_record(PGconn *c, const finch_turn_policy *p, const finc
                         user && o->stage == FINCH_STAGE_CANARY ? (o->d.in_canary ? "true" : "false") : NULL,
                         o->handoff ? "true" : "false",
                         in->key_id ? key : NULL,
-                        o->d.out_of_scope ? "true" : "false"};
+                        o->d.out_of_scope ? "true" : "false",
+                        in->t0_ns ? lat : NULL};
   PGresult *r = finch_db_query_on(c,
                                   "INSERT INTO conversation_turns (deployment, conversation_id, turn_index, speaker, text, stage,"
                                   " engine, intent, confidence, rule_intent, model_intent, model_confidence, model_sha256,"
-                                  " in_canary, handoff, api_key_id, out_of_scope)"
+                                  " in_canary, handoff, api_key_id, out_of_scope, latency_ms)"
                                   " SELECT $1, $2, coalesce(max(turn_index) + 1, 0), $3, $4, $5, $6, $7, $8::real, $9, $10,"
-                                  " $11::real, $12, $13::boolean, $14::boolean, $15::bigint, $16::boolean"
+                                  " $11::real, $12, $13::boolean, $14::boolean, $15::bigint, $16::boolean, $17::real"
                                   " FROM conversation_turns WHERE deployment = $1 AND conversation_id = $2"
                                   " RETURNING id, turn_index",
-                                  16, tp, err);
+                                  17, tp, err);
   if (!r) {
     st = FINCH_EDB;
     goto fail;

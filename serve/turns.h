@@ -15,6 +15,7 @@
 #define FINCH_SERVE_TURNS_H
 
 #include <libpq-fe.h>
+#include <stdint.h>
 
 #include "core/status.h"
 #include "serve/rollout.h"
@@ -36,6 +37,8 @@ typedef struct {
   const char *rule_intent;  /* NULL: no rule fired */
   const char *model_sha;    /* the model's SHA-256 (hex) */
   long long key_id;         /* the API key's id; 0: none */
+  uint64_t t0_ns;           /* the request's start (core/clock.h); the turn's latency_ms runs from it to
+                             * just before the insert. 0: no latency stored */
 } finch_turn_in;
 
 typedef struct {
