@@ -96,7 +96,7 @@ void serve_monitor_front(const double *acc, const double *lat, size_t n, int *on
 typedef struct {
   char key[80]; /* the bucket's start, or the model's SHA-256 */
   long long requests, turns, intents, oos, handoffs, eng_model, eng_rules;
-  long long labelled, correct; /* buckets and total: the served answer; models: the model's own */
+  long long labelled, correct, model_correct; /* labelled tasks; the served answer right; the model's right */
   long long hist[SERVE_MONITOR_BINS];
 } monitor_agg;
 
@@ -169,6 +169,7 @@ static json_t *monitor_bucket_json(const monitor_agg *g, const char *start) {
   json_object_set_new(o, "labelled", json_integer(g->labelled));
   json_object_set_new(o, "labelled_correct", json_integer(g->correct));
   json_object_set_new(o, "accuracy", monitor_ratio(g->correct, g->labelled));
+  json_object_set_new(o, "model_accuracy", monitor_ratio(g->model_correct, g->labelled));
   json_object_set_new(o, "latency_ms", monitor_latency(g));
   return o;
 }
@@ -251,7 +252,8 @@ static finch_status monitor_add(finch_db *db, monitor_state *s, int kind, const 
         if (bin >= 0 && bin < SERVE_MONITOR_BINS) g[t]->hist[bin] += v[1];
       } else {
         g[t]->labelled += v[0];
-        g[t]->correct += t == 1 ? v[2] : v[1];
+        g[t]->correct += v[1];
+        g[t]->model_correct += v[2];
       }
     }
   }
@@ -284,8 +286,8 @@ static json_t *monitor_model_json(finch_db *db, const monitor_agg *g, int on_fro
     json_object_set_new(o, "dtype", known ? json_string(PQgetvalue(r, 0, 3)) : json_null());
     json_object_set_new(o, "requests", json_integer(g->requests));
     json_object_set_new(o, "labelled", json_integer(g->labelled));
-    json_object_set_new(o, "labelled_correct", json_integer(g->correct));
-    json_object_set_new(o, "accuracy", monitor_ratio(g->correct, g->labelled));
+    json_object_set_new(o, "labelled_correct", json_integer(g->model_correct));
+    json_object_set_new(o, "accuracy", monitor_ratio(g->model_correct, g->labelled));
     json_object_set_new(o, "latency_ms", monitor_latency(g));
     json_object_set_new(o, "on_front", json_boolean(on_front));
   }
@@ -377,7 +379,7 @@ finch_status serve_monitor_json(finch_db *db, const serve_monitor_opts *o, json_
   size_t nf = 0;
   for (size_t i = 0; i < nm; i++) {
     const monitor_agg *g = &s.models.v[i];
-    acc[i] = g->labelled ? (double)g->correct / (double)g->labelled : NAN;
+    acc[i] = g->labelled ? (double)g->model_correct / (double)g->labelled : NAN;
     lat[i] = monitor_pct(g, 50, NULL);
   }
   serve_monitor_front(acc, lat, nm, on);

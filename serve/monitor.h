@@ -71,12 +71,13 @@ finch_status serve_monitor_parse_bucket(const char *text, serve_monitor_bucket *
  *   deployment, bucket ("hour"|"day"), since, until (ISO-8601 UTC or null),
  *   latency_note, buckets: [{start, requests, turns, intents, out_of_scope,
  *     out_of_scope_rate, handoffs, handoff_rate, engine: {model, rules},
- *     model_share, labelled, labelled_correct, accuracy, latency_ms: {n, p50,
- *     p99}}] in time order, only buckets with requests,
+ *     model_share, labelled, labelled_correct, accuracy (the served answer's),
+ *     model_accuracy (the model's own answer's on the same tasks), latency_ms:
+ *     {n, p50, p99}}] in time order, only buckets with requests,
  *   total: the same figures over the period (without start),
  *   models: [{model_sha256, model_id, kind, arch, dtype, requests, labelled,
- *     labelled_correct, accuracy, latency_ms: {n, p50, p99}, on_front}]
- *     by model_sha256,
+ *     labelled_correct, accuracy (the model's own answer's), latency_ms: {n,
+ *     p50, p99}, on_front}] by model_sha256 (null: turns without one),
  *   front: [model_sha256, ...] by latency then accuracy descending.
  * Rates and accuracies are null where their denominator is 0, and so are
  * percentiles without latencies. FINCH_ENOTFOUND when the deployment has no
