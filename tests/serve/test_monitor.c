@@ -5,19 +5,26 @@
  * recomputed here from what the serve functions returned, the latency
  * percentiles against the sorted latencies within the histogram's bound;
  * then the front on its own, the period bounds, an empty and an unknown
- * deployment, the recorder's writes, malformed options, and `finch monitor`
- * itself. */
+ * deployment, the recorder's writes, malformed options, `finch monitor`
+ * itself, and a real server that stores a turn's latency and writes its
+ * /v1/intent answers when it stops. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
+#include <curl/curl.h>
+
 #include "core/clock.h"
+#include "serve/auth.h"
 #include "serve/labeling.h"
+#include "serve/serve.h"
 #include "serve/monitor.h"
 #include "serve/turns.h"
 #include "tests/dbtest.h"
+#include "tests/serve/api_fixture.h"
+#include "tests/serve/fixture.h"
 
 #define SHA_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define SHA_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
@@ -461,6 +468,51 @@ static void test_cli(finch_db *db) {
   CHECK_CONTAINS(out, "  cccccccccccccccc");
 }
 
+/* A server in database mode: a turn gets its latency, /v1/intent answers
+ * reach serve_minutes when the server stops, and monitor counts them. */
+static void test_server(finch_db *db, const char *url) {
+  char path[4096], sha[65], key[FINCH_API_KEY_LEN + 1];
+  finch_err err;
+  if (!fixture_tmp_path(path, sizeof path, "test_monitor.model") || fixture_build_model(path, sha, &err)) {
+    TEST_FAIL_("model: %s", err.msg);
+    return;
+  }
+  if (finch_auth_key_create(finch_db_conn(db), "cc", FINCH_ROLE_INTEGRATION, "test", key, NULL, &err)) {
+    TEST_FAIL_("key: %s", err.msg);
+    return;
+  }
+  finch_serve_opts o = {.model_path = path, .port = 0, .threads = 2, .conninfo = url, .no_webhook_worker = 1,
+                        .rate_per_s = 1000, .rate_burst = 1000, .access_log = "off", .deployment = "live"};
+  finch_server *s = NULL;
+  if (finch_server_start(&s, &o, &err)) {
+    TEST_FAIL_("start: %s", err.msg);
+    return;
+  }
+  unsigned port = finch_server_port(s);
+  for (int i = 0; i < 3; i++) {
+    api_reply r = api_http(port, "POST", "/v1/intent", key, "{\"text\": \"my card has not arrived\"}");
+    CHECK_INT_EQ(r.status, 200);
+    api_reply_free(&r);
+  }
+  api_reply r = api_http(port, "POST", "/v1/conversations/k1/turns", key, "{\"text\": \"i want a refund\"}");
+  CHECK_INT_EQ(r.status, 200);
+  api_reply_free(&r);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM conversation_turns WHERE deployment = 'live'"
+                               " AND latency_ms > 0 AND latency_ms < 60000"),
+               1);
+  finch_server_stop(s);
+  CHECK_INT_EQ(test_scalar(db, "SELECT coalesce(sum(requests), 0) FROM serve_minutes WHERE deployment = 'live'"), 3);
+  json_t *m = run_monitor(db, "live", 0, 0, SERVE_MONITOR_DAY, FINCH_OK);
+  json_t *t = json_object_get(m, "total");
+  CHECK_INT_EQ(json_integer_value(json_object_get(t, "requests")), 4);
+  CHECK_INT_EQ(json_integer_value(json_object_get(t, "intents")), 3);
+  CHECK_INT_EQ(json_integer_value(json_object_get(json_object_get(t, "latency_ms"), "n")), 4);
+  CHECK_STR_EQ(json_string_value(json_object_get(json_array_get(json_object_get(m, "models"), 0), "model_sha256")),
+               sha);
+  json_decref(m);
+  remove(path);
+}
+
 int main(void) {
   finch_db *db = test_db_open();
   finch_err err;
@@ -475,6 +527,9 @@ int main(void) {
   test_figures(db);
   test_empty_and_unknown(db);
   test_cli(db);
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  test_server(db, url);
+  curl_global_cleanup();
   finch_db_close(db);
   TEST_DONE();
 }
