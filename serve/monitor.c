@@ -348,8 +348,8 @@ finch_status serve_monitor_json(finch_db *db, const serve_monitor_opts *o, json_
   int *on = NULL;
   for (int k = 0; k < 3 && !st; k++) st = monitor_add(db, &s, k, p, err);
   if (st) goto out;
-  qsort(s.buckets.v, s.buckets.n, sizeof *s.buckets.v, monitor_cmp_key);
-  qsort(s.models.v, s.models.n, sizeof *s.models.v, monitor_cmp_key);
+  if (s.buckets.n) qsort(s.buckets.v, s.buckets.n, sizeof *s.buckets.v, monitor_cmp_key);
+  if (s.models.n) qsort(s.models.v, s.models.n, sizeof *s.models.v, monitor_cmp_key);
 
   size_t nm = s.models.n;
   acc = calloc(nm + 1, sizeof *acc);
