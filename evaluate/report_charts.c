@@ -1,0 +1,209 @@
+/* The results and comparison sections of the HTML report: headline figures
+ * with their intervals, tables, and the charts (evaluate/svg.h) drawn from
+ * the same JSON the report's body holds, so the page shows nothing the
+ * body does not. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "evaluate/metrics.h"
+#include "evaluate/report_html_internal.h"
+#include "evaluate/svg.h"
+
+static double num(const json_t *o, const char *k) {
+  const json_t *v = json_object_get(o, k);
+  return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+/* "0.9312 (95% CI 0.9150-0.9460)" for an {value, ci95} object, or the plain
+ * number. */
+static void estimate(FILE *fp, const json_t *e) {
+  if (json_is_number(e)) {
+    fprintf(fp, "%.4f", json_number_value(e));
+    return;
+  }
+  const json_t *ci = json_object_get(e, "ci95");
+  fprintf(fp, "<strong>%.4f</strong>", num(e, "value"));
+  if (json_array_size(ci) == 2)
+    fprintf(fp, " (95%% CI %.4f&ndash;%.4f)", json_number_value(json_array_get(ci, 0)),
+            json_number_value(json_array_get(ci, 1)));
+}
+
+/* Calibration bins from the body's array of {lo, hi, count, confidence, accuracy}. */
+static finch_calib_bin *bins_of(const json_t *a, size_t *n) {
+  *n = json_array_size(a);
+  finch_calib_bin *b = calloc(*n + 1, sizeof *b);
+  if (!b) return NULL;
+  for (size_t i = 0; i < *n; i++) {
+    const json_t *o = json_array_get(a, i);
+    b[i] = (finch_calib_bin){.lo = num(o, "lo"), .hi = num(o, "hi"),
+                             .count = json_integer_value(json_object_get(o, "count")),
+                             .confidence = num(o, "confidence"), .accuracy = num(o, "accuracy")};
+  }
+  return b;
+}
+
+static void confusion_chart(FILE *fp, const json_t *conf) {
+  const json_t *labels = json_object_get(conf, "labels"), *m = json_object_get(conf, "matrix");
+  size_t C = json_array_size(labels);
+  if (!C || json_array_size(m) != C) return;
+  const char **names = calloc(C, sizeof *names);
+  double *v = calloc(C * C, sizeof *v);
+  if (names && v) {
+    for (size_t i = 0; i < C; i++) {
+      names[i] = json_string_value(json_array_get(labels, i));
+      const json_t *row = json_array_get(m, i);
+      for (size_t j = 0; j < C && j < json_array_size(row); j++)
+        v[i * C + j] = (double)json_integer_value(json_array_get(row, j));
+    }
+    finch_report__figure(fp, finch_svg_heatmap("Confusion matrix", names, names, v, C, C, "predicted", "gold"),
+                         "Rows: the gold intent; columns: the intent predicted; darker cells hold more rows (square-root "
+                         "scale). Off-diagonal cells are the errors.");
+  }
+  free(names);
+  free(v);
+}
+
+static void calibration_chart(FILE *fp, const json_t *cal) {
+  size_t nb = 0, na = 0;
+  finch_calib_bin *b = bins_of(json_object_get(cal, "bins"), &nb);
+  finch_calib_bin *a = bins_of(json_object_get(cal, "bins_after"), &na);
+  if (b && nb && (!a || na == nb)) {
+    char cap[320];
+    snprintf(cap, sizeof cap,
+             "Reliability: accuracy within each confidence bin against the diagonal of perfect calibration. "
+             "ECE %.4f as is; %.4f after temperature scaling (T = %.3f, fitted on these rows).",
+             num(cal, "ece"), num(cal, "ece_after"), num(cal, "temperature"));
+    finch_report__figure(fp, finch_svg_reliability("Reliability diagram", b, na ? a : NULL, nb), cap);
+  }
+  free(b);
+  free(a);
+}
+
+static void coverage_chart(FILE *fp, const json_t *curve) {
+  size_t n = json_array_size(curve);
+  if (!n) return;
+  double *x = calloc(n, sizeof *x), *acc = calloc(n, sizeof *acc), *cov = calloc(n, sizeof *cov);
+  if (x && acc && cov) {
+    for (size_t i = 0; i < n; i++) {
+      const json_t *p = json_array_get(curve, i);
+      x[i] = num(p, "threshold");
+      acc[i] = num(p, "accuracy");
+      cov[i] = num(p, "coverage");
+    }
+    finch_svg_series s[2] = {{"accuracy of the answered rows", x, acc, n}, {"coverage (share answered)", x, cov, n}};
+    finch_report__figure(fp, finch_svg_lines("Accuracy and coverage over confidence thresholds",
+                                             "confidence threshold", "share", s, 2),
+                         "A row is answered when the model's top probability reaches the threshold; the rest would "
+                         "be refused or handed to an agent.");
+  }
+  free(x);
+  free(acc);
+  free(cov);
+}
+
+/* Per-intent rows sorted by F1, lowest first: the intents a reviewer should
+ * read first. */
+static int by_f1(const void *a, const void *b) {
+  double x = num(*(json_t *const *)a, "f1"), y = num(*(json_t *const *)b, "f1");
+  if (x != y) return (x > y) - (x < y);
+  return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "label")),
+                json_string_value(json_object_get(*(json_t *const *)b, "label")));
+}
+
+static void per_intent(FILE *fp, const json_t *pi) {
+  size_t n = json_array_size(pi);
+  if (!n) return;
+  const json_t **rows = calloc(n, sizeof *rows);
+  if (!rows) return;
+  for (size_t i = 0; i < n; i++) rows[i] = json_array_get(pi, i);
+  qsort(rows, n, sizeof *rows, by_f1);
+  fputs("<h3>Per intent (lowest F1 first)</h3>\n<table class=\"grid\"><thead><tr><th>intent</th><th>precision</th>"
+        "<th>recall</th><th>F1</th><th>support</th></tr></thead><tbody>",
+        fp);
+  for (size_t i = 0; i < n; i++) {
+    fputs("<tr><td>", fp);
+    finch_report__scalar(fp, json_object_get(rows[i], "label"));
+    fprintf(fp, "</td><td class=\"num\">%.3f</td><td class=\"num\">%.3f</td><td class=\"num\">%.3f</td>"
+                "<td class=\"num\">%lld</td></tr>",
+            num(rows[i], "precision"), num(rows[i], "recall"), num(rows[i], "f1"),
+            (long long)json_integer_value(json_object_get(rows[i], "support")));
+  }
+  fputs("</tbody></table>\n", fp);
+  free(rows);
+}
+
+/* The keys drawn or tabled above; the rest of the section follows as a
+ * generic table so that nothing in the body is left off the page. */
+static int drawn(const char *k) {
+  static const char *const keys[] = {"accuracy", "macro_f1", "per_intent", "confusion", "calibration",
+                                     "coverage_curve", "most_confused"};
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+    if (!strcmp(keys[i], k)) return 1;
+  return 0;
+}
+
+void finch_report__results_html(FILE *fp, const json_t *r) {
+  fputs("<p>Accuracy ", fp);
+  estimate(fp, json_object_get(r, "accuracy"));
+  fputs("; macro-F1 ", fp);
+  estimate(fp, json_object_get(r, "macro_f1"));
+  fprintf(fp, " on %lld rows (intervals: percentile bootstrap over the rows).</p>\n",
+          (long long)json_integer_value(json_object_get(r, "n")));
+  const json_t *cal = json_object_get(r, "calibration");
+  if (cal) calibration_chart(fp, cal);
+  coverage_chart(fp, json_object_get(r, "coverage_curve"));
+  const json_t *conf = json_object_get(r, "confusion");
+  if (conf) confusion_chart(fp, conf);
+  const json_t *mc = json_object_get(r, "most_confused");
+  if (json_array_size(mc)) {
+    fputs("<h3>Most-confused pairs</h3>\n", fp);
+    finch_report__table(fp, mc);
+  }
+  per_intent(fp, json_object_get(r, "per_intent"));
+  json_t *rest = json_object();
+  const char *k;
+  json_t *v;
+  json_object_foreach((json_t *)r, k, v) if (!drawn(k)) json_object_set(rest, k, v);
+  if (json_object_size(rest)) {
+    fputs("<h3>Further figures</h3>\n", fp);
+    finch_report__value(fp, rest, 0);
+  }
+  json_decref(rest);
+}
+
+/* The comparison: its table of models, the paired tests, and the front of
+ * accuracy against latency. */
+void finch_report__comparison_html(FILE *fp, const json_t *c) {
+  const json_t *models = json_object_get(c, "models");
+  size_t n = json_array_size(models);
+  if (n) {
+    finch_svg_point *pts = calloc(n, sizeof *pts);
+    if (pts) {
+      size_t k = 0;
+      for (size_t i = 0; i < n; i++) {
+        const json_t *m = json_array_get(models, i);
+        double lat = num(m, "latency_ms_p50"), acc = num(json_object_get(m, "accuracy"), "value");
+        if (isnan(acc)) acc = num(m, "accuracy");
+        if (isnan(lat) || isnan(acc)) continue;
+        pts[k++] = (finch_svg_point){.name = json_string_value(json_object_get(m, "name")), .x = lat, .y = acc,
+                                     .on_front = json_is_true(json_object_get(m, "on_front"))};
+      }
+      if (k)
+        finch_report__figure(fp, finch_svg_scatter_front("Accuracy against latency", "median latency per query (ms)",
+                                                         "accuracy", pts, k),
+                             "Each model on the same rows; the line joins the models no other beats on both "
+                             "accuracy and latency (the Pareto front).");
+      free(pts);
+    }
+  }
+  const char *k;
+  const json_t *v;
+  json_object_foreach((json_t *)c, k, v) {
+    fputs("<h3>", fp);
+    finch_report__esc(fp, k);
+    fputs("</h3>\n", fp);
+    finch_report__value(fp, v, 0);
+  }
+}
