@@ -96,6 +96,34 @@ finch_status finch_models_pick(finch_db *db, const char *which, const char *kind
   return st;
 }
 
+finch_status finch_models_lookup(finch_db *db, const char *ref, const char *want_kind, const char *dataset,
+                                 long long *id, finch_err *err) {
+  *id = 0;
+  if (!*ref) return finch_err_set(err, FINCH_EINVAL, "model reference is empty");
+  char idtext[32];
+  finch_status st;
+  if (all_digits(ref)) {
+    if (strlen(ref) > 18) return finch_err_set(err, FINCH_EINVAL, "model id '%s' is out of range", ref);
+    snprintf(idtext, sizeof idtext, "%s", ref);
+  } else if (!strcmp(ref, "best") || !strcmp(ref, "latest")) {
+    return finch_models_pick(db, ref, want_kind, dataset, id, err);
+  } else {
+    finch_err why;
+    if (!finch_models_alias_valid(ref, &why))
+      return finch_err_set(err, FINCH_ENOTFOUND, "model '%s': no such file, and not a model id, best, latest or an "
+                           "alias", ref);
+    if ((st = alias_id(db, ref, dataset, idtext, sizeof idtext, err)) != FINCH_OK) return st;
+  }
+  const char *p[] = {idtext};
+  PGresult *r = finch_db_query(db, "SELECT id FROM models WHERE id = $1", 1, p, err);
+  if (!r) return FINCH_EDB;
+  int k = PQntuples(r);
+  PQclear(r);
+  if (!k) return finch_err_set(err, FINCH_ENOTFOUND, "model %s is not registered (see `finch models list`)", idtext);
+  *id = atoll(idtext);
+  return FINCH_OK;
+}
+
 finch_status finch_models_resolve_in(finch_db *db, const char *ref, const char *want_kind, const char *dataset,
                                      char *path, size_t n, long long *id, char *kind, finch_err *err) {
   *id = 0;
@@ -125,18 +153,10 @@ finch_status finch_models_resolve_in(finch_db *db, const char *ref, const char *
   }
   char idtext[32];
   if (!all_digits(ref)) {
-    finch_status st;
-    if (!strcmp(ref, "best") || !strcmp(ref, "latest")) {
-      long long pid;
-      if ((st = finch_models_pick(db, ref, want_kind, dataset, &pid, err)) != FINCH_OK) return st;
-      snprintf(idtext, sizeof idtext, "%lld", pid);
-    } else {
-      finch_err why;
-      if (!finch_models_alias_valid(ref, &why))
-        return finch_err_set(err, FINCH_ENOTFOUND, "model '%s': no such file, and not a model id, best, latest or an "
-                             "alias", ref);
-      if ((st = alias_id(db, ref, dataset, idtext, sizeof idtext, err)) != FINCH_OK) return st;
-    }
+    long long lid;
+    finch_status st = finch_models_lookup(db, ref, want_kind, dataset, &lid, err);
+    if (st) return st;
+    snprintf(idtext, sizeof idtext, "%lld", lid);
     ref = idtext;
   }
   const char *p[] = {ref};

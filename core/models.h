@@ -41,6 +41,11 @@ finch_status finch_models_resolve(finch_db *db, const char *ref, char *path, siz
 finch_status finch_models_resolve_in(finch_db *db, const char *ref, const char *want_kind, const char *dataset,
                                      char *path, size_t n, long long *id, char *kind, finch_err *err);
 
+/* The registered id a reference that is not a file names: an id (checked
+ * to be registered), best, latest or an alias, within the scope as above. */
+finch_status finch_models_lookup(finch_db *db, const char *ref, const char *want_kind, const char *dataset,
+                                 long long *id, finch_err *err);
+
 /* "best": the model of that kind (NULL = any) and dataset with the highest
  * metrics.dev_accuracy (the accuracy each trainer registers: a teacher's on
  * its holdout's report half, a student's on the holdout), the newest among

@@ -49,6 +49,8 @@ typedef struct {
   const int32_t *dev_labels;
   size_t n_dev;
   int owned; /* dev_texts and dev_labels are this logger's (finch_distill__selection_rows) */
+  uint32_t iters;            /* finch_distill__on_slr_iter: iterations so far, */
+  double last_loss, last_lr; /* and the last one's objective and step length */
 } finch_distill__epochlog;
 
 /* nn_epoch_info_cb for a finch_distill__epochlog. */
@@ -56,11 +58,11 @@ void finch_distill__on_epoch(void *ctx, const nn_epoch_info *e);
 /* nn_sparse_lr_iter_cb for a finch_distill__epochlog: the objective as the
  * loss, the step length as the learning rate. */
 void finch_distill__on_slr_iter(void *ctx, uint32_t it, uint32_t max_iter, double objective, double step);
-/* Sets el's dev rows to the selection half of dev (labels indexed in a list
- * of C labels) under seed, as nn_split_halves deals them; rows whose label
+/* Sets el's dev rows to the selection half of the holdout rows texts, y (n;
+ * labels indexed in a list of C labels) under seed, as nn_split_halves deals them; rows whose label
  * is unknown (-1) are left out. */
-void finch_distill__selection_rows(const finch_dataset_split *dev, size_t C, unsigned long long seed,
-                                   finch_distill__epochlog *el);
+void finch_distill__selection_rows(const char *const *texts, const int32_t *y, size_t n, size_t C,
+                                   unsigned long long seed, finch_distill__epochlog *el);
 void finch_distill__epochlog_free(finch_distill__epochlog *el);
 
 /* A training run: one finch teacher train or one transformer student's
@@ -118,8 +120,10 @@ typedef struct {
   size_t nl;
   const nn_train_config *cfg;
   const nn_kd_config *kd; /* NULL = hard labels only */
-  nn_epoch_cb cb;
+  nn_epoch_info_cb cb;     /* after each labelled epoch */
   void *cb_ctx;
+  nn_epoch_info_cb gen_cb; /* after each general-stage epoch */
+  void *gen_ctx;
   finch_distill_result *res; /* n_general_stage, general_loss, teacher_init */
 } finch_distill__bow_args;
 

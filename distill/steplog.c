@@ -113,25 +113,26 @@ void finch_distill__on_epoch(void *ctx, const nn_epoch_info *e) {
 void finch_distill__on_slr_iter(void *ctx, uint32_t it, uint32_t max_iter, double objective, double step) {
   (void)max_iter;
   finch_distill__epochlog *el = ctx;
+  el->iters = it, el->last_loss = objective, el->last_lr = step;
   finch_distill__log_epoch(el->log, it, it, objective, step, -1, -1);
 }
 
-void finch_distill__selection_rows(const finch_dataset_split *dev, size_t C, unsigned long long seed,
-                                   finch_distill__epochlog *el) {
+void finch_distill__selection_rows(const char *const *texts, const int32_t *y, size_t n, size_t C,
+                                   unsigned long long seed, finch_distill__epochlog *el) {
   el->n_dev = 0;
-  uint8_t *half = malloc(dev->n + 1);
-  const char **texts = malloc((dev->n + 1) * sizeof *texts);
-  int32_t *labels = malloc((dev->n + 1) * sizeof *labels);
-  el->dev_texts = texts, el->dev_labels = labels, el->owned = 1;
-  if (!half || !texts || !labels) {
+  uint8_t *half = malloc(n + 1);
+  const char **t = malloc((n + 1) * sizeof *t);
+  int32_t *labels = malloc((n + 1) * sizeof *labels);
+  el->dev_texts = t, el->dev_labels = labels, el->owned = 1;
+  if (!half || !t || !labels) {
     free(half);
     return;
   }
-  nn_split_halves(dev->labels, dev->n, C, seed, half);
-  for (size_t i = 0; i < dev->n; i++) {
-    if (half[i] != 0 || dev->labels[i] < 0) continue;
-    texts[el->n_dev] = dev->texts[i];
-    labels[el->n_dev++] = dev->labels[i];
+  nn_split_halves(y, n, C, seed, half);
+  for (size_t i = 0; i < n; i++) {
+    if (half[i] != 0 || y[i] < 0) continue;
+    t[el->n_dev] = texts[i];
+    labels[el->n_dev++] = y[i];
   }
   free(half);
 }
