@@ -45,7 +45,7 @@ static json_t *query_json(finch_db *db, const char *sql, int n, const char *cons
     return NULL;
   }
   json_error_t je;
-  json_t *j = json_loads(PQgetvalue(r, 0, 0), 0, &je);
+  json_t *j = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, &je);
   PQclear(r);
   if (!j) fprintf(stderr, "finch: error: the database's JSON did not parse: %s\n", je.text);
   return j;

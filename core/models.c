@@ -66,6 +66,22 @@ static finch_status alias_id(finch_db *db, const char *alias, const char *datase
   return st;
 }
 
+/* The order of "best": passed the gate first, then the highest dev accuracy, then the newest. */
+#define BEST_ORDER " ORDER BY m.status = 'ok' DESC, (m.metrics->>'dev_accuracy')::float8 DESC NULLS LAST, m.id DESC"
+
+finch_status finch_models_ranked(finch_db *db, const char *kind, const char *dataset, long long *ids, size_t max,
+                                 size_t *n, finch_err *err) {
+  *n = 0;
+  const char *p[] = {dataset, kind};
+  PGresult *r = finch_db_query(db, "SELECT m.id FROM models m JOIN datasets d ON d.id = m.dataset_id"
+                                   " WHERE d.name = $1 AND ($2::text IS NULL OR m.kind = $2) AND m.status = 'ok'"
+                                   BEST_ORDER, 2, p, err);
+  if (!r) return FINCH_EDB;
+  for (int i = 0; i < PQntuples(r) && *n < max; i++) ids[(*n)++] = atoll(PQgetvalue(r, i, 0));
+  PQclear(r);
+  return FINCH_OK;
+}
+
 finch_status finch_models_pick(finch_db *db, const char *which, const char *kind, const char *dataset, long long *id,
                                finch_err *err) {
   *id = 0;
@@ -76,8 +92,7 @@ finch_status finch_models_pick(finch_db *db, const char *which, const char *kind
   const char *p[] = {dataset, kind};
   PGresult *r = finch_db_query(db, best
       ? "SELECT m.id, m.status FROM models m JOIN datasets d ON d.id = m.dataset_id"
-        " WHERE d.name = $1 AND ($2::text IS NULL OR m.kind = $2)"
-        " ORDER BY m.status = 'ok' DESC, (m.metrics->>'dev_accuracy')::float8 DESC NULLS LAST, m.id DESC LIMIT 1"
+        " WHERE d.name = $1 AND ($2::text IS NULL OR m.kind = $2)" BEST_ORDER " LIMIT 1"
       : "SELECT m.id, m.status FROM models m JOIN datasets d ON d.id = m.dataset_id"
         " WHERE d.name = $1 AND ($2::text IS NULL OR m.kind = $2) ORDER BY m.status = 'ok' DESC, m.id DESC LIMIT 1",
       2, p, err);

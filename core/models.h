@@ -55,6 +55,12 @@ finch_status finch_models_lookup(finch_db *db, const char *ref, const char *want
 finch_status finch_models_pick(finch_db *db, const char *which, const char *kind, const char *dataset, long long *id,
                                finch_err *err);
 
+/* Up to max ids of the models of that kind (NULL = any) and dataset that
+ * passed the quality gate, best first (the order of "best" above), in ids;
+ * *n how many. */
+finch_status finch_models_ranked(finch_db *db, const char *kind, const char *dataset, long long *ids, size_t max,
+                                 size_t *n, finch_err *err);
+
 /* An alias name: a letter, then up to 63 letters, digits, '_', '.' or '-';
  * not "best", "latest" or "none". 1 when valid, else 0 with the reason in err. */
 int finch_models_alias_valid(const char *alias, finch_err *err);

@@ -187,6 +187,30 @@ static finch_status external_soft_labels(finch_db *db, long long teacher_id, con
   return st;
 }
 
+/* The best registered teacher of dataset that passed the gate and has an
+ * encoder (a transformer student learns from it): res->teacher_id, or
+ * FINCH_ENOTFOUND. */
+static finch_status best_with_encoder(finch_db *db, const char *dataset, finch_distill_result *res, finch_err *err) {
+  enum { MAX_TRIED = 32 };
+  long long ids[MAX_TRIED];
+  size_t n;
+  finch_status st = finch_models_ranked(db, "teacher", dataset, ids, MAX_TRIED, &n, err);
+  for (size_t i = 0; !st && i < n; i++) {
+    char ref[32], path[4096];
+    long long id;
+    nn_model *m = NULL;
+    snprintf(ref, sizeof ref, "%lld", ids[i]);
+    if (finch_models_resolve(db, ref, path, sizeof path, &id, NULL, err) || nn_model_load(&m, path, err)) continue;
+    int has = nn_model_find_tfm(m) != NULL;
+    nn_model_free(m);
+    if (has) {
+      res->teacher_id = id;
+      return FINCH_OK;
+    }
+  }
+  return st ? st : finch_err_set(err, FINCH_ENOTFOUND, "no teacher of dataset '%s' has an encoder", dataset);
+}
+
 /* Loads the teacher named by opts->teacher and checks it speaks the
  * dataset's label list, in the same order. */
 static finch_status load_teacher(finch_db *db, const finch_distill_opts *opts, const char *const *labels, size_t nl,
@@ -290,12 +314,8 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   if (!(opts->teacher && *opts->teacher)) {
     o2 = *opts;
     o2.teacher = "best";
-    st = load_teacher(db, &o2, labels, nl, &teacher, res, err);
-    if (st == FINCH_OK && want_tfm && teacher && !nn_model_find_tfm(teacher)) {
-      nn_model_free(teacher);
-      teacher = NULL;
-      st = FINCH_ENOTFOUND;
-    }
+    if (want_tfm) st = best_with_encoder(db, opts->dataset, res, err);
+    else st = load_teacher(db, &o2, labels, nl, &teacher, res, err);
     if (st == FINCH_ENOTFOUND && want_tfm) {
       finch_info("no teacher of dataset '%s' has an encoder: training one (finch teacher train --dataset %s)",
                  opts->dataset, opts->dataset);
