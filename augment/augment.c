@@ -129,30 +129,26 @@ static finch_status flush_rows(finch_db *db, finch_copybuf *b, finch_augment_res
   return finch_db_exec(db, "TRUNCATE augment_stage", err);
 }
 
-/* The guard's teacher: opts->teacher, else the dataset's latest registered
- * teacher; NULL (no guard) when there is none or "none" was asked. */
+/* The guard's teacher: opts->teacher (a file, id, alias, best or latest),
+ * else the dataset's best registered teacher that passed the quality gate;
+ * NULL (no guard) when there is none or "none" was asked. */
 static finch_status open_teacher(finch_db *db, const finch_augment_opts *o, nn_model **m, long long *id,
                                  finch_err *err) {
   *m = NULL;
   *id = 0;
   if (o->teacher && strcmp(o->teacher, "none") == 0) return FINCH_OK;
-  char ref[32], path[4096];
-  const char *use = o->teacher;
-  if (!use) {
-    const char *p[] = {o->dataset};
-    PGresult *r = finch_db_query(db, "SELECT m.id FROM models m JOIN datasets d ON d.id = m.dataset_id"
-                                     " WHERE d.name = $1 AND m.kind = 'teacher' ORDER BY m.id DESC LIMIT 1", 1, p, err);
-    if (!r) return FINCH_EDB;
-    int none = PQntuples(r) == 0;
-    if (!none) snprintf(ref, sizeof ref, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    if (none) {
-      finch_info("no teacher registered for %s: candidates are not label-guarded", o->dataset);
-      return FINCH_OK;
-    }
-    use = ref;
+  char path[4096];
+  finch_status st = finch_models_resolve_in(db, o->teacher ? o->teacher : "best", "teacher", o->dataset, path,
+                                            sizeof path, id, NULL, err);
+  if (st == FINCH_ENOTFOUND && !o->teacher) {
+    finch_info("%s: candidates are not label-guarded", err->msg);
+    return FINCH_OK;
   }
-  finch_status st = finch_models_resolve(db, use, path, sizeof path, id, NULL, err);
+  if (!st && *id) {
+    char status[16], why[256];
+    if ((st = finch_models_status(db, *id, status, sizeof status, why, sizeof why, err)) != FINCH_OK) return st;
+    if (strcmp(status, "ok") != 0) finch_warn("label guard: teacher %lld failed the quality gate (%s)", *id, why);
+  }
   if (!st) st = nn_model_load(m, path, err);
   return st;
 }

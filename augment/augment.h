@@ -38,7 +38,8 @@ typedef struct {
   const char *methods;      /* comma-separated; NULL = "eda,synonyms,entities,noise,templates" */
   int proportional;         /* share the target by intent size instead of uniformly */
   int progress;             /* progress on stderr */
-  const char *teacher;      /* model id or file; NULL = the dataset's latest teacher, if any; "none" = no guard */
+  const char *teacher;      /* model id, file, alias, best or latest; NULL = the dataset's best teacher that
+                               passed the quality gate, if any; "none" = no guard */
   double guard_threshold;   /* 0 = 0.5 */
   double temperature;       /* of the stored probabilities; 0 = 2 */
 } finch_augment_opts;

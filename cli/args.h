@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "core/config.h"
+#include "core/models.h"
 
 #define CLI_N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -23,6 +24,21 @@
            "CLINC150's finance intents)"},                                                                    \
   {"negatives-max", 0, FINCH_OPT_INT, F(negatives.max), .def = "3000", .min = 0, .max = 1e308, .arg = "N",     \
    .help = "negatives: at most N rows, a sample seeded by --seed (0 = all)"}
+/* The quality gate's options (core/models.h), for the commands that register
+ * a teacher (min_margin, allow_failed) or a student (min_teacher_ratio too);
+ * F(m) as above. */
+#define CLI_GATE_TEACHER_OPTIONS                                                                                  \
+  {"min-margin", 0, FINCH_OPT_FLOAT, F(min_margin), .def = FINCH_GATE_MIN_MARGIN, .min = 0, .max = 1,           \
+   .arg = "M",                                                                                                  \
+   .help = "quality gate: a teacher's holdout accuracy must be above the holdout's majority-class rate by more "  \
+           "than M (absolute), else it is registered as failed and the command exits 1"},                      \
+  {"allow-failed", 0, FINCH_OPT_BOOL, F(allow_failed),                                                          \
+   .help = "a model that fails the quality gate is still registered as failed, but the command goes on and exits 0"}
+#define CLI_GATE_STUDENT_OPTION                                                                                   \
+  {"min-teacher-ratio", 0, FINCH_OPT_FLOAT, F(min_teacher_ratio), .def = FINCH_GATE_MIN_TEACHER_RATIO, .min = 0, \
+   .max = 1, .arg = "R",                                                                                        \
+   .help = "quality gate: the student's holdout accuracy must be at least R times its teacher's, else it is "    \
+           "registered as failed and the command exits 1 (0 = no gate)"}
 #define CLI_MAX_POS 4
 
 typedef struct {

@@ -121,8 +121,9 @@ static const finch_opt augment_opts[] = {
      .help = "comma-separated: eda, synonyms, entities, noise, templates (default all)"},
     {"proportional", 0, FINCH_OPT_BOOL, F(proportional),
      .help = "share the target by intent size (default: the same for every intent)"},
-    {"teacher", 0, FINCH_OPT_STRING, F(teacher), .arg = "ID|FILE",
-     .help = "label guard: this teacher (default: the dataset's latest; 'none' for no guard)"},
+    {"teacher", 0, FINCH_OPT_STRING, F(teacher), .arg = "REF",
+     .help = "label guard: this teacher: id, file, alias, best or latest (default: the dataset's best that passed "
+             "the quality gate; 'none' for no guard)"},
     {"guard-threshold", 0, FINCH_OPT_FLOAT, F(guard_threshold), .arg = "P",
      .help = "drop a candidate the teacher gives another intent with probability >= P (default 0.5)"},
     {"temperature", 0, FINCH_OPT_FLOAT, F(temperature), .arg = "T",
@@ -225,9 +226,9 @@ static const finch_opt distill_opts[] = {
              "data directory)"},
     {"temperature", 0, FINCH_OPT_FLOAT, F(temperature), .def = "2", .min = 0, .max = 1e308,
      .flags = FINCH_OPT_MIN_OPEN, .arg = "T", .help = "softmax temperature of the soft labels"},
-    {"teacher", 0, FINCH_OPT_STRING, F(teacher), .arg = "ID|FILE|latest",
-     .help = "distil this trained teacher (e.g. from finch teacher train) instead of training a bag-of-n-grams "
-             "teacher here"},
+    {"teacher", 0, FINCH_OPT_STRING, F(teacher), .arg = "REF",
+     .help = "distil this trained teacher: id, file, alias, best (highest holdout accuracy that passed the quality "
+             "gate) or latest (default: best; a bag-of-n-grams teacher is trained here when the dataset has none)"},
     {"teacher-epochs", 0, FINCH_OPT_INT, F(teacher_epochs), ANY_INT, .arg = "N",
      .help = "teacher training epochs (default: model default)"},
     {"student", 0, FINCH_OPT_ENUM, F(student), .choices = "bow|tfm", .arg = "ARCH",
@@ -267,6 +268,8 @@ static const finch_opt distill_opts[] = {
     {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", ANY_INT, .arg = "N",
      .help = "seed for initialisation, dropout and shuffling"},
     {"device", 0, FINCH_OPT_STRING, F(device), .setting = "device", .arg = "DEV", .help = "cpu, cuda or auto"},
+    CLI_GATE_TEACHER_OPTIONS,
+    CLI_GATE_STUDENT_OPTION,
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(distill_args, json), .help = "print the summary as JSON"},
 };
 #undef F
@@ -318,6 +321,9 @@ static int distill_run(void *opts, const char **pos, size_t npos) {
     printf("teacher: model %lld, %lld parameters, dev accuracy %.4f\n"
            "student: model %lld, %lld parameters, dev accuracy %.4f\n",
            r.teacher_id, r.teacher_params, r.teacher_dev_acc, r.student_id, r.student_params, r.student_dev_acc);
+  if (r.teacher_failed || r.student_failed)
+    fprintf(stderr, "finch: warning: failed the quality gate: %s (registered as failed; allowed by --allow-failed)\n",
+            r.gate);
   return 0;
 }
 
@@ -436,54 +442,5 @@ static int eval_run(void *opts, const char **pos, size_t npos) {
     printf("report %lld: %s\n", r.report_id, r.report_path);
   }
   finch_eval_result_free(&r);
-  return 0;
-}
-
-typedef struct {
-  int json;
-} models_args;
-
-static const finch_opt models_opts[] = {
-    {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(models_args, json), .help = "print a JSON array"},
-};
-
-static int models_run(void *opts, const char **pos, size_t npos);
-const cli_cmd cli_models = {"models", "list registered models", "list [--json]", "List every registered model.", NULL,
-                            models_opts, CLI_N(models_opts), sizeof(models_args), NULL, 1, models_run, 0};
-
-static int models_run(void *opts, const char **pos, size_t npos) {
-  models_args a = *(models_args *)opts;
-  if (npos != 1 || strcmp(pos[0], "list") != 0) return cli_usage_error(&cli_models, &a);
-  finch_db *db = cli_db_open();
-  if (!db) return 1;
-  finch_err err;
-  if (a.json) {
-    char *json;
-    finch_status st = finch_models_list_json(db, &json, &err);
-    finch_db_close(db);
-    if (st) return cli_fail(&err);
-    printf("%s\n", json);
-    free(json);
-    return 0;
-  }
-  PGresult *r = finch_db_query(db,
-      "SELECT m.id, m.kind, m.stage, m.arch, m.dtype, m.params, m.bytes, coalesce(m.metrics->>'dev_accuracy', ''),"
-      " m.path, coalesce((SELECT string_agg(format('%s %s (holdout %s, T %s)', x->>'name',"
-      "   CASE WHEN (x->>'chosen')::boolean THEN 'in' ELSE 'out' END, round((x->>'dev_accuracy')::numeric, 4),"
-      "   round((x->>'temperature')::numeric, 2)), '; ')"
-      "   FROM jsonb_array_elements(CASE WHEN jsonb_typeof(m.config->'members') = 'array'"
-      "                                  THEN m.config->'members' ELSE '[]'::jsonb END) x), '')"
-      " FROM models m ORDER BY m.id", 0, NULL, &err);
-  finch_db_close(db);
-  if (!r) return cli_fail(&err);
-  printf("%-5s %-8s %-9s %-8s %-5s %10s %10s %8s  %s\n", "id", "kind", "stage", "arch", "dtype", "params", "bytes",
-         "dev_acc", "path");
-  for (int i = 0; i < PQntuples(r); i++) {
-    printf("%-5s %-8s %-9s %-8s %-5s %10s %10s %8.8s  %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
-           PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), PQgetvalue(r, i, 6),
-           PQgetvalue(r, i, 7), PQgetvalue(r, i, 8));
-    if (*PQgetvalue(r, i, 9)) printf("      members: %s\n", PQgetvalue(r, i, 9));
-  }
-  PQclear(r);
   return 0;
 }

@@ -57,6 +57,7 @@ static const finch_opt teacher_opts[] = {
     {"resume", 0, FINCH_OPT_BOOL, F(resume), .help = "continue the encoders from their checkpoints after a crash (same options)"},
     {"device", 0, FINCH_OPT_STRING, F(device), .setting = "device", .arg = "DEV", .help = "cpu, cuda or auto"},
     {"quiet", 'q', FINCH_OPT_BOOL, F(quiet), .help = "no progress output"},
+    CLI_GATE_TEACHER_OPTIONS,
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(teacher_args, json), .help = "print the summary as JSON"},
 };
 
@@ -109,5 +110,8 @@ static int teacher_run(void *opts, const char **pos, size_t npos) {
     printf("teacher: model %lld (%s), %lld parameters, report accuracy %.4f on %lld holdout rows (selection accuracy "
            "%.4f on the other %lld)\n", r.model_id, r.chosen, r.params, r.dev_acc, r.n_report, r.sel_acc, r.n_sel);
   }
+  if (r.failed)
+    fprintf(stderr, "finch: warning: teacher %lld failed the quality gate: %s (registered as failed; allowed by "
+            "--allow-failed)\n", r.model_id, r.gate);
   return 0;
 }

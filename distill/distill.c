@@ -34,8 +34,23 @@ static uint32_t scaled_epochs(uint32_t epochs, size_t n_source, size_t n_train) 
   return e < 1 ? 1 : (uint32_t)(e + 0.5);
 }
 
-static void on_epoch(void *ctx, uint32_t epoch, float loss) {
-  finch_info("%s epoch %u: loss %.4f", (const char *)ctx, epoch, loss);
+/* nn_model_train_watched logging each epoch to run run_id under phase, with
+ * dev figures on dev's selection half. */
+static finch_status train_logged(finch_db *db, const finch_distill_opts *opts, const char *member, const char *phase,
+                                 long long run_id, const rows *dev, size_t nl, nn_model **out, const nn_dataset *ds,
+                                 const char *const *labels, const nn_train_config *cfg, const nn_kd_config *kd,
+                                 nn_backend *be, finch_err *err) {
+  finch_distill__steplog sl = {.member = member, .phase = phase, .quiet = opts->quiet, .run_id = run_id};
+  char tag[64];
+  finch_unique_tag(tag, sizeof tag);
+  snprintf(sl.run, sizeof sl.run, "%s-%s-%s", opts->dataset, member, tag);
+  finch_distill__epochlog el = {.log = &sl};
+  finch_distill__selection_rows((const char *const *)dev->texts, dev->labels, dev->n, nl, opts->seed, &el);
+  finch_status st = nn_model_train_watched(out, ds, labels, nl, cfg, kd, NULL, be, finch_distill__on_epoch, &el, err);
+  if (!st) st = finch_distill__flush_steps(db, &sl, err);
+  finch_distill__epochlog_free(&el);
+  free(sl.buf);
+  return st;
 }
 
 static double accuracy(const nn_model *m, const rows *r) {
@@ -48,8 +63,8 @@ static double accuracy(const nn_model *m, const rows *r) {
 /* Writes m to $FINCH_HOME/models and registers it. */
 static finch_status save_and_register(finch_db *db, nn_model *m, const char *kind, const char *stage,
                                       const char *dataset, long long parent, double dev_acc, double seconds, long long n_train,
-                                      unsigned long long seed, long long *id, char *path, size_t pathn,
-                                      finch_err *err) {
+                                      unsigned long long seed, const char *gate, long long *id, char *path,
+                                      size_t pathn, finch_err *err) {
   char dir[PATH_MAX];
   finch_status st = finch_home_subdir("models", dir, sizeof dir, err);
   if (st) return st;
@@ -59,7 +74,7 @@ static finch_status save_and_register(finch_db *db, nn_model *m, const char *kin
   json_t *meta = json_pack("{s:s, s:s, s:s, s:I, s:I, s:f}", "kind", kind, "stage", stage,
                            "dataset", dataset, "seed", (json_int_t)seed, "n_train", (json_int_t)n_train,
                            "dev_accuracy", dev_acc);
-  char *meta_s = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
+  char *meta_s = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS), *metrics = NULL;
   json_decref(meta);
   st = nn_model_set_meta(m, meta_s, err);
   if (st) goto out;
@@ -71,14 +86,21 @@ static finch_status save_and_register(finch_db *db, nn_model *m, const char *kin
   if (st) goto out;
   struct stat sb;
   stat(path, &sb);
-  char metrics[128];
-  snprintf(metrics, sizeof metrics, "{\"dev_accuracy\": %.6f, \"train_seconds\": %.3f}", dev_acc, seconds);
+  json_t *mj = json_pack("{s:f, s:f}", "dev_accuracy", dev_acc, "train_seconds", seconds);
+  if (mj && gate) json_object_set_new(mj, "gate", json_string(gate));
+  metrics = mj ? json_dumps(mj, JSON_COMPACT) : NULL;
+  json_decref(mj);
+  if (!metrics) {
+    st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    goto out;
+  }
   finch_model_rec rec = {.kind = kind, .stage = stage, .arch = nn_model_arch_name(m), .dtype = "f32",
                          .dataset = dataset, .parent_id = parent, .path = path, .sha256 = sha,
                          .params = (long long)nn_model_n_params(m), .bytes = (long long)sb.st_size,
-                         .config_json = meta_s, .metrics_json = metrics};
+                         .config_json = meta_s, .metrics_json = metrics, .status = gate ? "failed" : "ok"};
   st = finch_models_register(db, &rec, id, err);
 out:
+  free(metrics);
   free(meta_s);
   return st;
 }
@@ -165,27 +187,48 @@ static finch_status external_soft_labels(finch_db *db, long long teacher_id, con
   return st;
 }
 
+/* The best registered teacher of dataset that passed the gate and has an
+ * encoder (a transformer student learns from it): res->teacher_id, or
+ * FINCH_ENOTFOUND. */
+static finch_status best_with_encoder(finch_db *db, const char *dataset, finch_distill_result *res, finch_err *err) {
+  enum { MAX_TRIED = 32 };
+  long long ids[MAX_TRIED];
+  size_t n;
+  finch_status st = finch_models_ranked(db, "teacher", dataset, ids, MAX_TRIED, &n, err);
+  for (size_t i = 0; !st && i < n; i++) {
+    char ref[32], path[4096];
+    long long id;
+    nn_model *m = NULL;
+    snprintf(ref, sizeof ref, "%lld", ids[i]);
+    if (finch_models_resolve(db, ref, path, sizeof path, &id, NULL, err) || nn_model_load(&m, path, err)) continue;
+    int has = nn_model_find_tfm(m) != NULL;
+    nn_model_free(m);
+    if (has) {
+      res->teacher_id = id;
+      return FINCH_OK;
+    }
+  }
+  return st ? st : finch_err_set(err, FINCH_ENOTFOUND, "no teacher of dataset '%s' has an encoder", dataset);
+}
+
 /* Loads the teacher named by opts->teacher and checks it speaks the
  * dataset's label list, in the same order. */
 static finch_status load_teacher(finch_db *db, const finch_distill_opts *opts, const char *const *labels, size_t nl,
                                  nn_model **out, finch_distill_result *res, finch_err *err) {
   char ref[64];
   const char *name = opts->teacher;
-  if (strcmp(name, "latest") == 0) {
-    const char *p[] = {opts->dataset};
-    PGresult *r = finch_db_query(db, "SELECT m.id FROM models m JOIN datasets d ON d.id = m.dataset_id"
-                                     " WHERE d.name = $1 AND m.kind = 'teacher' ORDER BY m.id DESC LIMIT 1", 1, p, err);
-    if (!r) return FINCH_EDB;
-    if (PQntuples(r) == 0) {
-      PQclear(r);
-      return finch_err_set(err, FINCH_ENOTFOUND, "no registered teacher for dataset '%s' (run finch teacher train "
-                           "--dataset %s)", opts->dataset, opts->dataset);
-    }
-    snprintf(ref, sizeof ref, "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    name = ref;
-  }
   if (finch_models_ref_is_file(name) == 0) {
+    /* An id, best, latest or an alias: the registered teacher it names. */
+    long long tid;
+    char status[16], why[256];
+    finch_status st = finch_models_lookup(db, name, "teacher", opts->dataset, &tid, err);
+    if (!st) st = finch_models_status(db, tid, status, sizeof status, why, sizeof why, err);
+    if (st) return st;
+    if (strcmp(status, "ok") != 0 && !opts->allow_failed)
+      return finch_err_set(err, FINCH_EINVAL, "teacher %lld failed the quality gate%s%s; --allow-failed distils it "
+                           "anyway", tid, *why ? ": " : "", why);
+    snprintf(ref, sizeof ref, "%lld", tid);
+    name = ref;
     /* An external teacher has no model file: its soft labels are rows of teacher_outputs. */
     const char *p[] = {name};
     PGresult *r = finch_db_query(db, "SELECT id, path FROM models WHERE id::text = $1 AND arch = 'external'", 1, p, err);
@@ -268,37 +311,41 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   const int want_tfm = (opts->student && strcmp(opts->student, "tfm") == 0) ||
                        (!opts->student && opts->stage && *opts->stage && !opts->teacher_init);
   finch_distill_opts o2;
-  if (want_tfm && !(opts->teacher && *opts->teacher)) {
+  if (!(opts->teacher && *opts->teacher)) {
     o2 = *opts;
-    o2.teacher = "latest";
-    st = load_teacher(db, &o2, labels, nl, &teacher, res, err);
-    if (st == FINCH_OK && teacher && !nn_model_find_tfm(teacher)) {
-      nn_model_free(teacher);
-      teacher = NULL;
-      st = FINCH_ENOTFOUND;
-    }
-    if (st == FINCH_ENOTFOUND) {
+    o2.teacher = "best";
+    if (want_tfm) st = best_with_encoder(db, opts->dataset, res, err);
+    else st = load_teacher(db, &o2, labels, nl, &teacher, res, err);
+    if (st == FINCH_ENOTFOUND && want_tfm) {
       finch_info("no teacher of dataset '%s' has an encoder: training one (finch teacher train --dataset %s)",
                  opts->dataset, opts->dataset);
       finch_teacher_opts to = {.dataset = opts->dataset, .seed = opts->seed, .augmented = 1, .ngrams = 1,
-                               .negatives = opts->negatives,
-                               .device = opts->device, .quiet = opts->quiet};
+                               .negatives = opts->negatives, .device = opts->device, .quiet = opts->quiet,
+                               .min_margin = opts->min_margin, .allow_failed = opts->allow_failed};
       finch_teacher_result tr;
       if ((st = finch_teacher_train(db, &to, &tr, err)) != FINCH_OK) goto out;
       res->teacher_id = tr.model_id;
+      res->teacher_failed = tr.failed;
+      if (tr.failed) snprintf(res->gate, sizeof res->gate, "teacher: %s", tr.gate);
+    } else if (st == FINCH_ENOTFOUND) {
+      finch_info("%s: a bag-of-n-grams teacher is trained here", err->msg);
+      st = FINCH_OK;
+      res->teacher_id = 0;
     } else if (st) {
       goto out;
     }
     /* Reloaded below like a named teacher, so both paths check labels alike. */
     nn_model_free(teacher);
     teacher = NULL;
-    if (!(owned_ref = malloc(32))) {
-      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
-      goto out;
+    if (res->teacher_id) {
+      if (!(owned_ref = malloc(32))) {
+        st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+        goto out;
+      }
+      snprintf(owned_ref, 32, "%lld", res->teacher_id);
+      o2.teacher = owned_ref;
+      opts = &o2;
     }
-    snprintf(owned_ref, 32, "%lld", res->teacher_id);
-    o2.teacher = owned_ref;
-    opts = &o2;
   }
   if (opts->teacher && *opts->teacher) {
     st = load_teacher(db, opts, labels, nl, &teacher, res, err);
@@ -320,17 +367,26 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
                                          : scaled_epochs(tc.epochs, n_source, train->n);
     finch_info("training the teacher on %zu rows, %zu intents (%u epochs)", train->n, nl, tc.epochs);
     t0 = finch_clock_s();
-    st = nn_model_train(&teacher, &ds, labels, nl, &tc, NULL, be,
-                        opts->quiet ? NULL : on_epoch, "teacher", err);
+    long long trun = 0;
+    if ((st = finch_distill__run_begin(db, "teacher", opts->dataset, &trun, err)) != FINCH_OK) goto out;
+    st = train_logged(db, opts, "teacher", "train", trun, dev, nl, &teacher, &ds, labels, &tc, NULL, be, err);
     if (st) goto out;
     res->teacher_seconds = finch_clock_s() - t0;
     res->teacher_dev_acc = accuracy(teacher, dev);
     res->teacher_params = (long long)nn_model_n_params(teacher);
     finch_info("teacher: %lld parameters, dev accuracy %.4f (%zu rows), %.1f s", res->teacher_params,
                res->teacher_dev_acc, dev->n, res->teacher_seconds);
+    char why[256];
+    res->teacher_failed = !finch_models_gate_teacher(res->teacher_dev_acc, finch_models_majority_rate(dev->labels, dev->n),
+                                                     opts->min_margin, why, sizeof why);
+    if (res->teacher_failed) snprintf(res->gate, sizeof res->gate, "teacher: %s", why);
     st = save_and_register(db, teacher, "teacher", "finance", opts->dataset, 0, res->teacher_dev_acc, res->teacher_seconds,
-                           res->n_train, opts->seed, &res->teacher_id, res->teacher_path,
-                           sizeof res->teacher_path, err);
+                           res->n_train, opts->seed, res->teacher_failed ? why : NULL, &res->teacher_id,
+                           res->teacher_path, sizeof res->teacher_path, err);
+    if (!st) st = finch_distill__run_finish(db, trun, res->teacher_id, err);
+    if (!st && res->teacher_failed && !opts->allow_failed)
+      st = finch_err_set(err, FINCH_EINVAL, "teacher %lld failed the quality gate: %s (registered as failed; "
+                         "--allow-failed distils it anyway)", res->teacher_id, why);
     if (st) goto out;
   }
 
@@ -458,10 +514,26 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
     else
       finch_info("distilling the student (alpha %.2f, temperature %.1f, %u epochs)", kd.alpha, kd.temperature,
                  sc.epochs);
+    if ((st = finch_distill__run_begin(db, "student", opts->dataset, &run_id, err)) != FINCH_OK) goto out;
+    finch_distill__steplog sl = {.member = "student", .phase = "vertical", .quiet = opts->quiet, .run_id = run_id};
+    finch_distill__steplog gl = sl;
+    gl.phase = "general";
+    char tag[64];
+    finch_unique_tag(tag, sizeof tag);
+    snprintf(sl.run, sizeof sl.run, "%s-student-%s", opts->dataset, tag);
+    snprintf(gl.run, sizeof gl.run, "%s", sl.run);
+    finch_distill__epochlog el = {.log = &sl}, gel = {.log = &gl};
+    finch_distill__selection_rows((const char *const *)dev->texts, dev->labels, dev->n, nl, opts->seed, &el);
     finch_distill__bow_args ba = {.db = db, .opts = opts, .be = be, .teacher = teacher, .ds = &ds, .labels = labels,
-                                  .nl = nl, .cfg = &sc, .kd = ds.soft ? &kd : NULL,
-                                  .cb = opts->quiet ? NULL : on_epoch, .cb_ctx = "student", .res = res};
+                                  .nl = nl, .cfg = &sc, .kd = ds.soft ? &kd : NULL, .cb = finch_distill__on_epoch,
+                                  .cb_ctx = &el, .gen_cb = finch_distill__on_epoch, .gen_ctx = &gel, .res = res};
     st = finch_distill__bow_student(&ba, &student, err);
+    if (!st) st = finch_distill__flush_steps(db, &gl, err);
+    if (!st) st = finch_distill__flush_steps(db, &sl, err);
+    finch_distill__epochlog_free(&el);
+    free(sl.buf);
+    free(gl.buf);
+    snprintf(res->run, sizeof res->run, "%s", sl.run);
     if (st) goto out;
   }
   res->student_seconds = finch_clock_s() - t0;
@@ -469,11 +541,24 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   res->student_params = (long long)nn_model_n_params(student);
   finch_info("student: %lld parameters, dev accuracy %.4f, %.1f s", res->student_params, res->student_dev_acc,
              res->student_seconds);
+  char why[256] = "";
+  /* An external teacher has no accuracy here to hold the student to. */
+  if (!res->external_teacher && opts->min_teacher_ratio > 0)
+    res->student_failed = !finch_models_gate_student(res->student_dev_acc, res->teacher_dev_acc,
+                                                     opts->min_teacher_ratio, why, sizeof why);
   st = save_and_register(db, student, "student", res->stage, opts->dataset, res->teacher_id, res->student_dev_acc,
-                         res->student_seconds, res->n_train, opts->seed, &res->student_id, res->student_path,
-                         sizeof res->student_path, err);
+                         res->student_seconds, res->n_train, opts->seed, res->student_failed ? why : NULL,
+                         &res->student_id, res->student_path, sizeof res->student_path, err);
   if (!st && cx) st = store_complexity(db, res->student_id, train, cx, alphas, err);
   if (!st && run_id) st = finch_distill__run_finish(db, run_id, res->student_id, err);
+  res->run_id = run_id;
+  if (!st && res->student_failed) {
+    size_t L = strlen(res->gate);
+    snprintf(res->gate + L, sizeof res->gate - L, "%sstudent: %s", L ? "; " : "", why);
+    if (!opts->allow_failed)
+      st = finch_err_set(err, FINCH_EINVAL, "student %lld failed the quality gate: %s (registered as failed; "
+                         "--allow-failed accepts it)", res->student_id, why);
+  }
 out:
   free(owned_ref);
   free(cx);

@@ -24,9 +24,10 @@ typedef struct {
   const char *general;  /* general-domain datasets (comma-separated) for the domain term; NULL =
                            $FINCH_DATA_DIR/clinc150/wiki_sents.txt when present */
   float temperature;    /* default 2 */
-  const char *teacher;  /* a trained teacher to distil: registered id, model file, or "latest" (the
-                           newest registered teacher of the dataset); NULL = train the bag-of-n-grams
-                           teacher here */
+  const char *teacher;  /* a trained teacher to distil: registered id, model file, alias, "best" (the
+                           dataset's registered teacher with the highest dev accuracy that passed the quality
+                           gate) or "latest" (the newest that passed); NULL = "best" when the dataset has
+                           one, else a bag-of-n-grams teacher is trained here */
   int teacher_epochs;   /* 0 = the model defaults */
   const char *student;  /* "bow" (default: the bag-of-n-grams student) or "tfm" (a small encoder) */
   const char *stage;    /* "vertical" (default); "both": a general stage first (tfm: the teacher encoder's layers;
@@ -50,6 +51,13 @@ typedef struct {
                                       been trained with the same ones */
   const char *device;   /* cpu, cuda or auto */
   int quiet;            /* no per-epoch progress */
+  double min_margin;    /* quality gate of a teacher trained here (core/models.h): its dev accuracy must be above
+                           the dev rows' majority-class rate by more than this (CLI default 0.10) */
+  double min_teacher_ratio; /* quality gate of the student: its dev accuracy at least this times its teacher's
+                               (CLI default 0.9; 0 = no gate); an external teacher has no accuracy to compare */
+  int allow_failed;     /* 1 = a model that fails the gate is registered 'failed' and the run goes on (a failed
+                           teacher named here is distilled); 0 = FINCH_EINVAL naming the reason, after the
+                           failed model is registered */
 } finch_distill_opts;
 
 typedef struct {
@@ -74,6 +82,9 @@ typedef struct {
   double general_loss;        /* bow student: its last epoch's unexplained variance */
   int teacher_init;           /* bow student: word rows started from the teacher's encoder */
   long long soft_stored, soft_computed; /* training rows whose soft labels were read from teacher_outputs, computed */
+  int teacher_failed, student_failed; /* registered 'failed' by the quality gate; gate says why */
+  char gate[256];
+  long long run_id;           /* the student's training_runs row */
 } finch_distill_result;
 
 finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, finch_distill_result *res,

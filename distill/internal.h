@@ -32,6 +32,39 @@ void finch_distill__on_step(void *ctx, const nn_tfm_progress *p);
 /* COPYs the buffered rows into training_metrics and empties the buffer. */
 finch_status finch_distill__flush_steps(finch_db *db, finch_distill__steplog *s, finch_err *err);
 
+/* One training_metrics row of per-epoch figures (no per-step columns);
+ * dev_acc or dev_loss < 0 = NULL. */
+void finch_distill__log_epoch(finch_distill__steplog *s, uint64_t step, uint32_t epoch, double loss, double lr,
+                              double dev_acc, double dev_loss);
+
+/* Per-epoch figures of a trainer without per-step rows (a bag-of-n-grams
+ * teacher member or student, the student's general stage, the sparse LR's
+ * L-BFGS iterations): one training_metrics row an epoch into log, with the
+ * accuracy and mean NLL on the dev rows when the trainer shows its model and
+ * dev rows are given. The dev rows are the holdout's selection half, never
+ * the report half, which takes no part in any choice. */
+typedef struct {
+  finch_distill__steplog *log;
+  const char *const *dev_texts;
+  const int32_t *dev_labels;
+  size_t n_dev;
+  int owned; /* dev_texts and dev_labels are this logger's (finch_distill__selection_rows) */
+  uint32_t iters;            /* finch_distill__on_slr_iter: iterations so far, */
+  double last_loss, last_lr; /* and the last one's objective and step length */
+} finch_distill__epochlog;
+
+/* nn_epoch_info_cb for a finch_distill__epochlog. */
+void finch_distill__on_epoch(void *ctx, const nn_epoch_info *e);
+/* nn_sparse_lr_iter_cb for a finch_distill__epochlog: the objective as the
+ * loss, the step length as the learning rate. */
+void finch_distill__on_slr_iter(void *ctx, uint32_t it, uint32_t max_iter, double objective, double step);
+/* Sets el's dev rows to the selection half of the holdout rows texts, y (n;
+ * labels indexed in a list of C labels) under seed, as nn_split_halves deals them; rows whose label
+ * is unknown (-1) are left out. */
+void finch_distill__selection_rows(const char *const *texts, const int32_t *y, size_t n, size_t C,
+                                   unsigned long long seed, finch_distill__epochlog *el);
+void finch_distill__epochlog_free(finch_distill__epochlog *el);
+
 /* A training run: one finch teacher train or one transformer student's
  * training, a row of training_runs whose id every training_metrics row of
  * the run carries. kind is "teacher" or "student". */
@@ -87,8 +120,10 @@ typedef struct {
   size_t nl;
   const nn_train_config *cfg;
   const nn_kd_config *kd; /* NULL = hard labels only */
-  nn_epoch_cb cb;
+  nn_epoch_info_cb cb;     /* after each labelled epoch */
   void *cb_ctx;
+  nn_epoch_info_cb gen_cb; /* after each general-stage epoch */
+  void *gen_ctx;
   finch_distill_result *res; /* n_general_stage, general_loss, teacher_init */
 } finch_distill__bow_args;
 

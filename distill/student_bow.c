@@ -88,8 +88,10 @@ finch_status finch_distill__bow_student(const finch_distill__bow_args *a, nn_mod
     prior.gen_dim = E;
     prior.gen_epochs = o->general_epochs > 0 ? (uint32_t)o->general_epochs : BOW_GENERAL_EPOCHS;
   }
-  st = nn_model_train_prior(out, a->ds, a->labels, a->nl, a->cfg, a->kd, (o->teacher_init || general) ? &prior : NULL,
-                            a->be, a->cb, a->cb_ctx, err);
+  prior.gen_cb = a->gen_cb;
+  prior.gen_ctx = a->gen_ctx;
+  st = nn_model_train_watched(out, a->ds, a->labels, a->nl, a->cfg, a->kd, (o->teacher_init || general) ? &prior : NULL,
+                              a->be, a->cb, a->cb_ctx, err);
   if (st) goto out;
   if (o->teacher_init)
     finch_info("bow student: %zu word rows and %zu n-gram rows started from the teacher's encoder (%u principal axes "

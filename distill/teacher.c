@@ -67,13 +67,43 @@ typedef struct {
   int n_tfm;
 } ctx;
 
+static void run_name(char *buf, size_t n, const ctx *c, const char *member_name);
+
+/* Per-epoch (slr: per-iteration) figures of a bag-of-n-grams or sparse LR
+ * member, with dev figures on the holdout's selection half. */
+static void member_log(ctx *c, member *m, const char *phase, finch_distill__steplog *sl, finch_distill__epochlog *el) {
+  *sl = (finch_distill__steplog){.member = m->name, .phase = phase, .quiet = c->o->quiet, .run_id = c->run_id};
+  run_name(sl->run, sizeof sl->run, c, m->name);
+  *el = (finch_distill__epochlog){.log = sl};
+  finch_distill__selection_rows(c->dev.texts, c->dev.labels, c->dev.n, c->C, c->o->seed, el);
+}
+
+static finch_status member_log_end(ctx *c, finch_distill__steplog *sl, finch_distill__epochlog *el, finch_status st,
+                                   finch_err *err) {
+  if (!st) st = finch_distill__flush_steps(c->db, sl, err);
+  finch_distill__epochlog_free(el);
+  free(sl->buf);
+  return st;
+}
+
 static finch_status train_slr(ctx *c, member *m, finch_err *err) {
   nn_sparse_lr_config sc = nn_sparse_lr_defaults();
   sc.seed = c->o->seed;
   nn_sparse_lr *s = NULL;
-  finch_status st = nn_sparse_lr_train(&s, c->train.texts, c->train.labels, c->train.n, c->C, &sc, err);
-  if (st) return st;
-  return nn_model_from_sparse_lr(&m->model, s, (const char *const *)c->labels, c->C, err);
+  finch_distill__steplog sl;
+  finch_distill__epochlog el;
+  member_log(c, m, "lbfgs", &sl, &el);
+  finch_status st = nn_sparse_lr_train_watched(&s, c->train.texts, c->train.labels, c->train.n, c->C, &sc,
+                                               finch_distill__on_slr_iter, &el, err);
+  if (!st) st = nn_model_from_sparse_lr(&m->model, s, (const char *const *)c->labels, c->C, err);
+  if (!st) {
+    /* The iterations show no model: the fitted one's dev figures join the
+     * last iteration's row (same iteration, same loss and step length). */
+    nn_epoch_info e = {.epoch = el.iters, .epochs = sc.epochs, .step = el.iters, .loss = (float)el.last_loss,
+                       .lr = (float)el.last_lr, .model = m->model};
+    finch_distill__on_epoch(&el, &e);
+  }
+  return member_log_end(c, &sl, &el, st, err);
 }
 
 /* The bow-th "bow" member (1-based): the first keeps the run's seed, the
@@ -88,7 +118,12 @@ static finch_status train_bow(ctx *c, member *m, int bow, finch_err *err) {
     double e = (double)tc.epochs * (double)n_source / (double)c->train.n;
     tc.epochs = e < 1 ? 1 : (uint32_t)(e + 0.5);
   }
-  return nn_model_train(&m->model, &ds, (const char *const *)c->labels, c->C, &tc, NULL, c->be, NULL, NULL, err);
+  finch_distill__steplog sl;
+  finch_distill__epochlog el;
+  member_log(c, m, "train", &sl, &el);
+  finch_status st = nn_model_train_watched(&m->model, &ds, (const char *const *)c->labels, c->C, &tc, NULL, NULL,
+                                           c->be, finch_distill__on_epoch, &el, err);
+  return member_log_end(c, &sl, &el, st, err);
 }
 
 static nn_tfm_config tfm_config(const ctx *c, uint32_t n_labels) {
@@ -593,8 +628,8 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
     else if (!strcmp(ms[i].name, "bert") && !has_bertft && opts->bert_epochs > 0) ms[i].bert_epochs = opts->bert_epochs;
     if (ms[i].bert_epochs) bert_epochs = ms[i].bert_epochs;
   }
-  const int logs_steps = want_tfm || bert_epochs > 0;
-  if (logs_steps && (st = finch_distill__run_begin(db, "teacher", opts->dataset, &c.run_id, err)) != FINCH_OK) goto out;
+  if ((st = finch_distill__run_begin(db, "teacher", opts->dataset, &c.run_id, err)) != FINCH_OK) goto out;
+  res->run_id = c.run_id;
   char base[FINCH_SHA256_HEX_LEN] = "";
   if (opts->reuse_members) cache_base(&c, base);
   if (opts->reuse_members && c.bert_dir[0]) {
@@ -673,6 +708,8 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   res->sel_nll = sel_nll;
   res->n_sel = (long long)c.n_sel;
   res->n_report = (long long)c.n_rep;
+  res->majority = finch_models_majority_rate(c.rep_y, c.n_rep);
+  res->failed = !finch_models_gate_teacher(acc, res->majority, opts->min_margin, res->gate, sizeof res->gate);
   finch_info("teacher: members %s chosen on %zu selection rows (accuracy %.4f); on the %zu report rows accuracy "
              "%.4f, NLL %.4f", res->chosen, c.n_sel, sel_acc, c.n_rep, acc, nll);
   if ((st = nn_model_ensemble(&ens, chosen, temps, weights, nc, err)) != FINCH_OK) goto out;
@@ -718,16 +755,22 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   struct stat sb;
   stat(res->path, &sb);
   res->seconds = finch_clock_s() - t_start;
-  json_t *metrics = json_pack("{s:f, s:f, s:f, s:f, s:o}", "dev_accuracy", acc, "dev_nll", nll,
-                              "selection_accuracy", sel_acc, "train_seconds", res->seconds, "members", member_runs);
+  json_t *metrics = json_pack("{s:f, s:f, s:f, s:f, s:o, s:f}", "dev_accuracy", acc, "dev_nll", nll,
+                              "selection_accuracy", sel_acc, "train_seconds", res->seconds, "members", member_runs,
+                              "majority_rate", res->majority);
   member_runs = NULL;
+  if (metrics && res->failed) json_object_set_new(metrics, "gate", json_string(res->gate));
   metrics_s = json_dumps(metrics, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(metrics);
   finch_model_rec rec = {.kind = "teacher", .stage = "finance", .arch = "ensemble", .dtype = "f32",
                          .dataset = opts->dataset, .path = res->path, .sha256 = sha, .params = res->params,
-                         .bytes = (long long)sb.st_size, .config_json = meta_s, .metrics_json = metrics_s};
+                         .bytes = (long long)sb.st_size, .config_json = meta_s, .metrics_json = metrics_s,
+                         .status = res->failed ? "failed" : "ok"};
   if ((st = finch_models_register(db, &rec, &res->model_id, err)) != FINCH_OK) goto out;
   if (c.run_id) st = finch_distill__run_finish(db, c.run_id, res->model_id, err);
+  if (!st && res->failed && !opts->allow_failed)
+    st = finch_err_set(err, FINCH_EINVAL, "teacher %lld failed the quality gate: %s (registered as failed; "
+                       "--allow-failed accepts it)", res->model_id, res->gate);
 out:
   json_decref(member_runs);
   for (size_t i = 0; i < k; i++) {

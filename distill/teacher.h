@@ -95,6 +95,10 @@ typedef struct {
   int quiet;
   int reuse_members;        /* 1 = keep trained members in the member cache and reuse them (above) */
   finch_negatives_query negatives; /* names set: out-of-scope training rows from these datasets, one more label */
+  double min_margin;        /* quality gate (core/models.h): the report-half accuracy must be above that half's
+                               majority-class rate by more than this (absolute; the CLI's default 0.10) */
+  int allow_failed;         /* 1 = a teacher that fails the gate is registered 'failed' and FINCH_OK returned;
+                               0 = registered 'failed', and FINCH_EINVAL returned naming the reason */
 } finch_teacher_opts;
 
 typedef struct {
@@ -117,6 +121,10 @@ typedef struct {
   finch_teacher_member members[16];
   char chosen[256]; /* names of the chosen members, "+"-joined */
   double seconds;
+  double majority;  /* the report half's majority-class rate */
+  int failed;       /* 1 = registered 'failed' by the quality gate; gate says why */
+  char gate[256];
+  long long run_id; /* the training_runs row of its members' figures */
 } finch_teacher_result;
 
 /* The members a run without a list trains: "bert,slr,bow" when the

@@ -309,10 +309,29 @@ finch_status nn_model_train(nn_model **out, const nn_dataset *train, const char 
   return nn_model_train_prior(out, train, label_names, n_labels, cfg, kd, NULL, be, cb, cb_ctx, err);
 }
 
+/* An nn_epoch_cb seen as an nn_epoch_info_cb. */
+typedef struct {
+  nn_epoch_cb cb;
+  void *ctx;
+} plain_cb;
+static void plain_epoch(void *ctx, const nn_epoch_info *e) {
+  const plain_cb *p = ctx;
+  p->cb(p->ctx, e->epoch, e->loss);
+}
+
 finch_status nn_model_train_prior(nn_model **out, const nn_dataset *train, const char *const *label_names,
                                   size_t n_labels, const nn_train_config *cfg, const nn_kd_config *kd,
                                   nn_bow_prior *prior, nn_backend *be, nn_epoch_cb cb, void *cb_ctx,
                                   finch_err *err) {
+  plain_cb p = {cb, cb_ctx};
+  return nn_model_train_watched(out, train, label_names, n_labels, cfg, kd, prior, be, cb ? plain_epoch : NULL, &p,
+                                err);
+}
+
+finch_status nn_model_train_watched(nn_model **out, const nn_dataset *train, const char *const *label_names,
+                                    size_t n_labels, const nn_train_config *cfg, const nn_kd_config *kd,
+                                    nn_bow_prior *prior, nn_backend *be, nn_epoch_info_cb cb, void *cb_ctx,
+                                    finch_err *err) {
   *out = NULL;
   if (!train || train->n == 0 || !train->texts || !train->labels)
     return finch_err_set(err, FINCH_EINVAL, "training set is empty");
@@ -385,6 +404,7 @@ finch_status nn_model_train_prior(nn_model **out, const nn_dataset *train, const
   nn_rng_seed(&rng_drop, cfg->seed, 2);
   nn_rng_seed(&rng_shuf, cfg->seed, 3);
   uint64_t t = 0;
+  float last_lr = 0.0f;
   for (uint32_t epoch = 0; epoch < cfg->epochs; epoch++) {
     for (size_t i = train->n - 1; i > 0; i--) {
       size_t j = (size_t)nn_rng_below(&rng_shuf, i + 1);
@@ -417,6 +437,7 @@ finch_status nn_model_train_prior(nn_model **out, const nn_dataset *train, const
       double sq = nn_sum_sq(w.grads, w.n_dense) + nn_sum_sq(w.rg.g, w.rg.n * m->D);
       float gscale = nn_clip_scale(sq, NN_CLIP_NORM);
       float lr = nn_lr_schedule(cfg->lr, t, warmup, total);
+      last_lr = lr;
       t++;
       float wd = cfg->weight_decay;
       nn_adamw_update(dense, w.dW1, dm1, dm2, nW1, lr, wd, gscale, t, &ac);
@@ -426,7 +447,14 @@ finch_status nn_model_train_prior(nn_model **out, const nn_dataset *train, const
                       0.0f, gscale, t, &ac);
       nn_adamw_update_rows(m->emb, w.rg.g, w.rg.rows, w.rg.n, (int)m->D, mom1, mom2, lr, wd, gscale, t, &ac);
     }
-    if (cb) cb(cb_ctx, epoch + 1, (float)(epoch_loss / (double)train->n));
+    if (cb) {
+      /* A view of the model being trained, owning nothing. */
+      nn_model view = {.vt = &nn__bow_vt, .impl = m, .dtype = NN_DTYPE_F32, .n_labels = n_labels,
+                       .labels = (char **)label_names};
+      nn_epoch_info e = {.epoch = epoch + 1, .epochs = cfg->epochs, .step = t,
+                         .loss = (float)(epoch_loss / (double)train->n), .lr = last_lr, .model = &view};
+      cb(cb_ctx, &e);
+    }
   }
   st = nn__model_new(out, &nn__bow_vt, m, label_names, n_labels, err);
   if (st == FINCH_OK) m = NULL;

@@ -212,6 +212,7 @@ static finch_status general_stage(nn_bow *m, nn_bow_prior *pr, nn_backend *be, f
   const uint64_t steps = (uint64_t)((n + Bmax - 1) / Bmax) * pr->gen_epochs;
   const uint64_t warm = steps / 20;
   uint64_t t = 0;
+  float last_lr = 0.0f;
   for (uint32_t ep = 0; ep < pr->gen_epochs; ep++) {
     for (size_t i = n - 1; i > 0; i--) {
       size_t j = (size_t)nn_rng_below(&rng, i + 1), tmp = perm[i];
@@ -245,6 +246,7 @@ static finch_status general_stage(nn_bow *m, nn_bow_prior *pr, nn_backend *be, f
       nn_linear_backward(be, dz, h0, Pc, B, (int)D, (int)E, dh0, dP, dc);
       nn_embed_mean_backward(dh0, bids, boffs, B, &rg);
       float lr = nn_lr_schedule(m->cfg.lr, t, warm, steps);
+      last_lr = lr;
       t++;
       double sq = nn_sum_sq(dP, nP + E) + nn_sum_sq(rg.g, rg.n * D);
       float gs = nn_clip_scale(sq, 5.0f);
@@ -257,6 +259,10 @@ static finch_status general_stage(nn_bow *m, nn_bow_prior *pr, nn_backend *be, f
     if (ep == 0) pr->gen_loss_first = mean;
     pr->gen_loss_last = mean;
     finch_debug("bow general stage epoch %u: unexplained variance %.4f", ep + 1, mean);
+    if (pr->gen_cb) {
+      nn_epoch_info e = {.epoch = ep + 1, .epochs = pr->gen_epochs, .step = t, .loss = (float)mean, .lr = last_lr};
+      pr->gen_cb(pr->gen_ctx, &e);
+    }
   }
   if ((st = nn_backend_check(be, err)) != FINCH_OK) finch_err_prefix(err, "the bow general stage");
 out:

@@ -70,6 +70,19 @@ nn_train_config nn_train_config_student(void);
 /* Per-epoch progress, called after each epoch when non-NULL. */
 typedef void (*nn_epoch_cb)(void *ctx, uint32_t epoch, float mean_loss);
 
+/* What a trainer reports after each epoch (or optimiser iteration) to an
+ * nn_epoch_info_cb. model is the model as trained so far, valid during the
+ * call only, for predictions (e.g. a dev accuracy); NULL where the trainer
+ * has no model to show (a general stage, an L-BFGS iteration). */
+typedef struct {
+  uint32_t epoch, epochs; /* 1-based */
+  uint64_t step;          /* optimiser steps so far */
+  float loss;             /* the epoch's mean training loss */
+  float lr;               /* the learning rate of its last step (L-BFGS: the accepted step length) */
+  const nn_model *model;
+} nn_epoch_info;
+typedef void (*nn_epoch_info_cb)(void *ctx, const nn_epoch_info *e);
+
 /* Builds the vocabulary from train->texts, initialises and trains a model.
  * kd may be NULL (hard labels only); train->soft must then be NULL or ignored.
  * be may be NULL (CPU). label_names are copied into the model. */
@@ -107,6 +120,8 @@ typedef struct {
   double words_explained;  /* out: share of the word vectors' variance the D components keep */
   size_t words_init, rows_init; /* out: word rows and n-gram rows initialised */
   double gen_loss_first, gen_loss_last; /* out */
+  nn_epoch_info_cb gen_cb; /* after each general-stage epoch (model NULL), when non-NULL */
+  void *gen_ctx;
 } nn_bow_prior;
 
 /* nn_model_train with a prior (NULL = nn_model_train). */
@@ -114,6 +129,12 @@ finch_status nn_model_train_prior(nn_model **out, const nn_dataset *train, const
                                   size_t n_labels, const nn_train_config *cfg, const nn_kd_config *kd,
                                   nn_bow_prior *prior, nn_backend *be, nn_epoch_cb cb, void *cb_ctx,
                                   finch_err *err);
+
+/* nn_model_train_prior reporting each epoch through cb (may be NULL). */
+finch_status nn_model_train_watched(nn_model **out, const nn_dataset *train, const char *const *label_names,
+                                    size_t n_labels, const nn_train_config *cfg, const nn_kd_config *kd,
+                                    nn_bow_prior *prior, nn_backend *be, nn_epoch_info_cb cb, void *cb_ctx,
+                                    finch_err *err);
 
 /* Returns the arg-max label index of text and, when probs is non-NULL, fills
  * probs[n_labels] with softmax(logits / temperature) (temperature 1 = the

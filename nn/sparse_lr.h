@@ -97,6 +97,14 @@ finch_status nn_sparse_lr_train(nn_sparse_lr **out, const char *const *texts, co
                                 size_t n, size_t n_labels, const nn_sparse_lr_config *cfg,
                                 finch_err *err);
 
+/* nn_sparse_lr_train calling cb (may be NULL) after each L-BFGS iteration
+ * with the iteration (1-based), the objective (mean loss plus the L2 term)
+ * after it and the accepted step length. */
+typedef void (*nn_sparse_lr_iter_cb)(void *ctx, uint32_t iter, uint32_t max_iter, double objective, double step);
+finch_status nn_sparse_lr_train_watched(nn_sparse_lr **out, const char *const *texts, const int32_t *labels,
+                                        size_t n, size_t n_labels, const nn_sparse_lr_config *cfg,
+                                        nn_sparse_lr_iter_cb cb, void *cb_ctx, finch_err *err);
+
 /* Fills probs (n_labels, may be NULL) with softmax(logits / temperature) and
  * returns the arg-max label (the lowest index on ties). Returns -1 with probs
  * uniform when text is not valid UTF-8, temperature is not > 0, or memory

@@ -142,7 +142,7 @@ static void axpy(float *y, float a, const float *x, size_t n) {
 }
 
 /* Minimises the objective over m->params (starting from its content, zeros). */
-static finch_status lbfgs(nn_sparse_lr *m, const csr *x, finch_err *err) {
+static finch_status lbfgs(nn_sparse_lr *m, const csr *x, nn_sparse_lr_iter_cb cb, void *cb_ctx, finch_err *err) {
   const size_t F = m->F, C = m->C, D = (F + 1) * C, H = NN_SLR_HISTORY;
   const double lambda = 1.0 / ((double)m->cfg.C * (double)x->n);
   float *mem = malloc((3 + 2 * H) * D * sizeof *mem);
@@ -220,6 +220,7 @@ static finch_status lbfgs(nn_sparse_lr *m, const csr *x, finch_err *err) {
     g = gn;
     gn = tg;
     f = fn;
+    if (cb) cb(cb_ctx, it + 1, m->cfg.epochs, f, applied);
     double f_then = fhist[it % NN_SLR_WINDOW]; /* after iteration it - NN_SLR_WINDOW */
     fhist[it % NN_SLR_WINDOW] = f;
     if (it >= NN_SLR_WINDOW && f_then - f <= NN_SLR_FTOL * f) break;
@@ -232,6 +233,12 @@ static finch_status lbfgs(nn_sparse_lr *m, const csr *x, finch_err *err) {
 finch_status nn_sparse_lr_train(nn_sparse_lr **out, const char *const *texts, const int32_t *labels,
                                 size_t n, size_t n_labels, const nn_sparse_lr_config *cfg,
                                 finch_err *err) {
+  return nn_sparse_lr_train_watched(out, texts, labels, n, n_labels, cfg, NULL, NULL, err);
+}
+
+finch_status nn_sparse_lr_train_watched(nn_sparse_lr **out, const char *const *texts, const int32_t *labels,
+                                        size_t n, size_t n_labels, const nn_sparse_lr_config *cfg,
+                                        nn_sparse_lr_iter_cb cb, void *cb_ctx, finch_err *err) {
   *out = NULL;
   finch_status st = nn__slr_check_config(cfg, FINCH_EINVAL, err);
   if (st != FINCH_OK) return st;
@@ -249,7 +256,7 @@ finch_status nn_sparse_lr_train(nn_sparse_lr **out, const char *const *texts, co
   csr x = {0};
   st = nn__slr_build_vocab(m, texts, n, err);
   if (st == FINCH_OK) st = build_csr(m, texts, labels, n, &x, err);
-  if (st == FINCH_OK) st = lbfgs(m, &x, err);
+  if (st == FINCH_OK) st = lbfgs(m, &x, cb, cb_ctx, err);
   csr_free(&x);
   if (st != FINCH_OK) {
     nn_sparse_lr_free(m);
