@@ -8,6 +8,7 @@
  * summarised per epoch and listed only with --steps. The JSON is the data
  * a learning-curve plot needs, in epoch order. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +16,10 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "core/models.h"
+#include "evaluate/svg.h"
 
 typedef struct {
-  const char *dataset;
+  const char *dataset, *svg;
   int json, steps;
 } runs_args;
 
@@ -26,12 +28,15 @@ static const finch_opt runs_opts[] = {
     {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME", .help = "list: only this dataset's runs"},
     {"steps", 0, FINCH_OPT_BOOL, F(steps), .help = "show: every per-step row too, not only the per-epoch summary"},
     {"json", 0, FINCH_OPT_BOOL, F(json), .help = "print JSON"},
+    {"svg", 0, FINCH_OPT_STRING, F(svg), .arg = "DIR",
+     .help = "show: also write the learning curves as SVG into DIR: run-<id>-loss.svg (mean training loss per "
+             "epoch) and run-<id>-dev.svg (dev accuracy per epoch, where measured)"},
 };
 #undef F
 
 static int runs_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_runs = {
-    "runs", "training runs and their per-epoch figures", "list [--dataset D] [--json] | show RUN [--steps] [--json]",
+    "runs", "training runs and their per-epoch figures", "list [--dataset D] [--json] | show RUN [--steps] [--json] [--svg DIR]",
     "List the training runs (finch teacher train, distill), or show one run's series: per epoch the step, mean "
     "loss,\nlearning rate and dev accuracy (the holdout's selection half) of each member or stage.",
     NULL, runs_opts, CLI_N(runs_opts), sizeof(runs_args), NULL, 2, runs_run, 0};
@@ -99,6 +104,60 @@ static int is_id(const char *s) {
   return 1;
 }
 
+/* One chart of field per epoch, a line per series that has it; 0 = written
+ * (or nothing to draw), 1 = failed (printed). */
+static int curve_svg(const json_t *series, const char *field, const char *title, const char *y_title,
+                     const char *path) {
+  size_t ns = json_array_size(series), k = 0;
+  finch_svg_series *ss = calloc(ns + 1, sizeof *ss);
+  double *buf = NULL;
+  size_t total = 0, i, j;
+  json_t *s, *e;
+  json_array_foreach(series, i, s) total += json_array_size(json_object_get(s, "epochs"));
+  buf = calloc(2 * total + 1, sizeof *buf);
+  char (*names)[96] = calloc(ns + 1, sizeof *names);
+  int rc = 1;
+  if (!ss || !buf || !names) {
+    fprintf(stderr, "finch: error: out of memory drawing %s\n", path);
+    goto out;
+  }
+  double *x = buf, *y = buf + total;
+  size_t at = 0;
+  json_array_foreach(series, i, s) {
+    size_t n = 0, has = 0;
+    json_array_foreach(json_object_get(s, "epochs"), j, e) {
+      const json_t *v = json_object_get(e, field);
+      x[at + n] = (double)json_integer_value(json_object_get(e, "epoch"));
+      y[at + n] = json_is_number(v) ? json_number_value(v) : NAN;
+      has += json_is_number(v);
+      n++;
+    }
+    if (has) {
+      snprintf(names[k], sizeof names[k], "%s %s", json_string_value(json_object_get(s, "name")),
+               json_string_value(json_object_get(s, "phase")));
+      ss[k] = (finch_svg_series){names[k], x + at, y + at, n};
+      k++;
+    }
+    at += n;
+  }
+  rc = 0;
+  if (!k) goto out;
+  char *svg = finch_svg_lines(title, "epoch", y_title, ss, k);
+  FILE *fp = svg ? fopen(path, "w") : NULL;
+  if (!fp || fputs(svg, fp) < 0 || fclose(fp) != 0) {
+    fprintf(stderr, "finch: error: cannot write %s\n", path);
+    rc = 1;
+  } else {
+    fprintf(stderr, "finch: wrote %s\n", path);
+  }
+  free(svg);
+out:
+  free(ss);
+  free(buf);
+  free(names);
+  return rc;
+}
+
 static int runs_show(finch_db *db, const runs_args *a, const char *run) {
   if (!is_id(run)) {
     fprintf(stderr, "finch runs: run '%s' is not a run id (a number from finch runs list)\n", run);
@@ -136,6 +195,19 @@ static int runs_show(finch_db *db, const runs_args *a, const char *run) {
   size_t i, k;
   json_t *s, *e;
   json_array_foreach(series, i, s) json_object_del(s, "first");
+  if (a->svg) {
+    char lp[4200], dp[4200], title[128];
+    snprintf(lp, sizeof lp, "%s/run-%s-loss.svg", a->svg, run);
+    snprintf(dp, sizeof dp, "%s/run-%s-dev.svg", a->svg, run);
+    snprintf(title, sizeof title, "Run %s: training loss", run);
+    int bad = curve_svg(series, "loss", title, "mean training loss", lp);
+    snprintf(title, sizeof title, "Run %s: dev accuracy", run);
+    bad |= curve_svg(series, "dev_accuracy", title, "accuracy (selection half)", dp);
+    if (bad) {
+      json_decref(j);
+      return 1;
+    }
+  }
   if (a->json) {
     cli_print_json(j);
     return 0;

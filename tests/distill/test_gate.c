@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/models.h"
 #include "distill/distill.h"
@@ -246,6 +247,27 @@ int main(void) {
     expect(bin, args, 0, "lbfgs");
     snprintf(args, sizeof args, "runs show %lld --steps --json", student_run);
     expect(bin, args, 0, "\"steps\":[{\"step\"");
+    /* Learning curves as SVG: the loss chart names every series, the dev
+     * chart only those that measured it; both are well-formed pages. */
+    const char *tmp = getenv("FINCH_TEST_TMP");
+    char dir[1024], svgp[1200];
+    snprintf(dir, sizeof dir, "%s/gate-svg", tmp && *tmp ? tmp : "/tmp");
+    snprintf(args, sizeof args, "mkdir -p '%s'", dir);
+    CHECK_INT_EQ(system(args), 0);
+    snprintf(args, sizeof args, "runs show %lld --svg '%s'", g.run_id, dir);
+    expect(bin, args, 0, "run-");
+    snprintf(svgp, sizeof svgp, "%s/run-%lld-loss.svg", dir, g.run_id);
+    int rc = 0;
+    snprintf(args, sizeof args, "cat '%s'", svgp);
+    char *svg = run(args, &rc);
+    CHECK_INT_EQ(rc, 0);
+    CHECK(svg && !strncmp(svg, "<svg", 4) && strstr(svg, "</svg>") && strstr(svg, "lbfgs") &&
+          strstr(svg, "mean training loss") && !strstr(svg, "<script"));
+    free(svg);
+    snprintf(svgp, sizeof svgp, "%s/run-%lld-dev.svg", dir, g.run_id);
+    CHECK(access(svgp, R_OK) == 0);
+    snprintf(args, sizeof args, "runs show %lld --svg /nonexistent/dir", g.run_id);
+    expect(bin, args, 1, "cannot write /nonexistent/dir/run-");
     snprintf(args, sizeof args, "models tag %lld staging", g.model_id);
     expect(bin, args, 0, "is now 'staging'");
     expect(bin, "models list", 0, "staging");
