@@ -38,14 +38,16 @@ static char *slurp(const char *path, size_t *len) {
 
 /* Puts data at path unless a file is there: through a temporary file in the
  * same directory and a rename, so a reader never sees half a report. An
- * existing file with the same bytes is accepted; with other bytes refused. */
-static finch_status write_once(const char *path, const char *data, size_t len, finch_err *err) {
+ * existing file with the same bytes is accepted; with other bytes refused,
+ * unless keep: then the existing file stays as it is (a rendering of the
+ * same body, made on another run). */
+static finch_status write_once(const char *path, const char *data, size_t len, int keep, finch_err *err) {
   size_t have_len;
   char *have = slurp(path, &have_len);
   if (have) {
     int same = have_len == len && memcmp(have, data, len) == 0;
     free(have);
-    if (same) return FINCH_OK;
+    if (same || keep) return FINCH_OK;
     return finch_err_set(err, FINCH_ECHECKSUM, "%s: a different file is already there; reports are never "
                          "overwritten", path);
   }
@@ -60,7 +62,7 @@ static finch_status write_once(const char *path, const char *data, size_t len, f
   if (bad || link(tmp, path) != 0) {
     int e = errno;
     unlink(tmp);
-    if (!bad && e == EEXIST) return write_once(path, data, len, err);
+    if (!bad && e == EEXIST) return write_once(path, data, len, keep, err);
     return finch_err_set(err, FINCH_EIO, "%s: %s", path, bad ? "write failed" : strerror(e));
   }
   unlink(tmp);
@@ -82,7 +84,7 @@ static finch_status write_md(const finch_report *r, finch_err *err) {
   int bad = ferror(fp);
   fclose(fp);
   finch_status st = bad ? finch_err_set(err, FINCH_ENOMEM, "%s: out of memory", r->md_path)
-                        : write_once(r->md_path, buf, len, err);
+                        : write_once(r->md_path, buf, len, 1, err);
   free(buf);
   return st;
 }
@@ -136,8 +138,12 @@ finch_status finch_report_store(finch_db *db, const json_t *body, const json_t *
     out->unchanged = 1;
     report_paths(dir, out->id, out->body_sha256, out->json_path, out->md_path);
   }
-  if (!st) st = write_once(out->json_path, bytes, strlen(bytes), err);
-  if (!st && !(out->unchanged && finch_file_exists(out->md_path))) {
+  if (!st) st = write_once(out->json_path, bytes, strlen(bytes), 0, err);
+  /* The Markdown is written where it is missing. One already at its path
+   * renders this same body (the JSON beside it was just found identical):
+   * made by an earlier run, perhaps against another database sharing this
+   * home, with that run's measurements; it is kept, not rewritten. */
+  if (!st && !finch_file_exists(out->md_path)) {
     finch_report rep;
     st = finch_report_load(db, out->id, &rep, err);
     if (!st) {

@@ -6,9 +6,11 @@
  *   report-<id>-<sha12>.md    the Markdown made from the body and the run's
  *                             measurements when the report was made.
  * <sha12> is the first 12 hex digits of body_sha256. Files are written to a
- * temporary name in the same directory and renamed into place; an existing
- * file is never overwritten: the same bytes are accepted, different ones
- * refused (FINCH_ECHECKSUM naming the path).
+ * temporary name in the same directory and linked into place; an existing
+ * file is never overwritten: for the JSON the same bytes are accepted,
+ * different ones refused (FINCH_ECHECKSUM naming the path); a Markdown
+ * file already there is kept as it is (it renders the same body, on an
+ * earlier run with that run's measurements).
  *
  * Storing a body whose hash is already stored adds nothing: the existing
  * report is returned with unchanged = 1 (its files are written only where
