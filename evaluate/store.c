@@ -102,42 +102,46 @@ finch_status finch_report_store(finch_db *db, const json_t *body, const json_t *
   char mid[32], nbuf[32];
   snprintf(mid, sizeof mid, "%lld", row->model_id);
   snprintf(nbuf, sizeof nbuf, "%lld", row->n);
-  /* ON CONFLICT: one report per body, even with two evaluations at once. */
+  /* Looked up first, so that a repeated evaluation takes no id from the
+   * sequence; ON CONFLICT keeps one report per body when two evaluations of
+   * the same body insert at once (the loser then finds the winner's). */
+  const char *p1[] = {out->body_sha256};
   const char *p[] = {row->model_id ? mid : NULL, row->model_sha256, row->model_path, row->source, nbuf, metrics,
                      bytes, out->body_sha256, meas};
-  PGresult *r = finch_db_query(db,
-      "INSERT INTO eval_reports (model_id, model_sha256, model_path, source, n, metrics, body, body_sha256,"
-      " measurements) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9::jsonb)"
-      " ON CONFLICT (body_sha256) WHERE body_sha256 IS NOT NULL DO NOTHING RETURNING id", 9, p, err);
-  if (!r) {
-    st = FINCH_EDB;
-    goto out;
-  }
-  if (PQntuples(r)) {
-    out->id = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    report_paths(dir, out->id, out->body_sha256, out->json_path, out->md_path);
-    char idbuf[32];
-    snprintf(idbuf, sizeof idbuf, "%lld", out->id);
-    const char *p3[] = {idbuf, out->md_path, out->json_path};
-    st = finch_db_run(db, "UPDATE eval_reports SET report_path = $2, json_path = $3 WHERE id = $1", 3, p3, err);
-  } else {
-    PQclear(r);
-    const char *p1[] = {out->body_sha256};
-    r = finch_db_query(db, "SELECT id FROM eval_reports WHERE body_sha256 = $1", 1, p1, err);
+  for (int attempt = 0; !st && !out->id && attempt < 2; attempt++) {
+    PGresult *r = finch_db_query(db, "SELECT id FROM eval_reports WHERE body_sha256 = $1", 1, p1, err);
     if (!r) {
       st = FINCH_EDB;
-      goto out;
+      break;
     }
-    out->id = PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0;
+    if (PQntuples(r)) {
+      out->id = atoll(PQgetvalue(r, 0, 0));
+      out->unchanged = 1;
+    }
     PQclear(r);
-    if (!out->id) {
-      st = finch_err_set(err, FINCH_EINTERNAL, "report with body %s neither inserted nor found", out->body_sha256);
-      goto out;
+    if (out->id || attempt) break;
+    r = finch_db_query(db,
+        "INSERT INTO eval_reports (model_id, model_sha256, model_path, source, n, metrics, body, body_sha256,"
+        " measurements) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9::jsonb)"
+        " ON CONFLICT (body_sha256) WHERE body_sha256 IS NOT NULL DO NOTHING RETURNING id", 9, p, err);
+    if (!r) {
+      st = FINCH_EDB;
+      break;
     }
-    out->unchanged = 1;
-    report_paths(dir, out->id, out->body_sha256, out->json_path, out->md_path);
+    if (PQntuples(r)) out->id = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (out->id) {
+      report_paths(dir, out->id, out->body_sha256, out->json_path, out->md_path);
+      char idbuf[32];
+      snprintf(idbuf, sizeof idbuf, "%lld", out->id);
+      const char *p3[] = {idbuf, out->md_path, out->json_path};
+      st = finch_db_run(db, "UPDATE eval_reports SET report_path = $2, json_path = $3 WHERE id = $1", 3, p3, err);
+    }
   }
+  if (!st && !out->id)
+    st = finch_err_set(err, FINCH_EINTERNAL, "report with body %s neither inserted nor found", out->body_sha256);
+  if (st) goto out;
+  report_paths(dir, out->id, out->body_sha256, out->json_path, out->md_path);
   if (!st) st = write_once(out->json_path, bytes, strlen(bytes), 0, err);
   /* The Markdown is written where it is missing. One already at its path
    * renders this same body (the JSON beside it was just found identical):
