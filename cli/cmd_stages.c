@@ -420,9 +420,9 @@ const cli_cmd cli_eval = {
     "Measure accuracy, macro-F1, calibration and latency, with the legacy rules on the same rows as\n"
     "the baseline, and write one immutable report (eval_reports; report-ID-HASH.json and .md under\n"
     "$FINCH_HOME/reports): the same evaluation again finds that report ('unchanged: report N')\n"
-    "instead of adding another. finch report list|show|approve reads and signs them. Rows are decided by the model's\n"
-    "abstention policy; with out-of-scope rows or a policy, the run also measures in-scope\n"
-    "accuracy and coverage, out-of-scope recall and precision, AUROC and FPR at 95% in-scope recall.",
+    "instead of adding another; finch report list|show|approve reads and signs them. Rows are\n"
+    "decided by the model's abstention policy; with out-of-scope rows or a policy, the run also\n"
+    "measures in-scope accuracy and coverage, out-of-scope recall and precision, AUROC and FPR at 95% in-scope recall.",
     NULL, eval_opts, CLI_N(eval_opts), sizeof(eval_args), NULL, 0, eval_run, 0};
 
 static int eval_run(void *opts, const char **pos, size_t npos) {

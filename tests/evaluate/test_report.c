@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/hash.h"
+#include "core/version.h"
 #include "distill/distill.h"
 #include "evaluate/body.h"
 #include "evaluate/evaluate.h"
@@ -155,7 +156,21 @@ int main(void) {
   CHECK(json_object_get(body, "signoff") == NULL && !strstr(file1, "created_at") && !strstr(file1, "latency_ms_p50"));
   CHECK(!strstr(file1, test_tmpdir())); /* no path of this machine */
   const json_t *sw = json_object_get(body, "software"), *data = json_object_get(body, "data");
-  CHECK(strlen(json_string_value(json_object_get(sw, "source_commit"))) >= 7);
+  /* The commit compiled in is this checkout's HEAD (built after the last commit), or "unknown" outside git. */
+  char head[128] = "";
+  FILE *git = popen("git -C '" FINCH_SOURCE_DIR "' rev-parse HEAD 2>/dev/null", "r");
+  if (git) {
+    if (!fgets(head, sizeof head, git)) head[0] = '\0';
+    pclose(git);
+  }
+  head[strcspn(head, "\n")] = '\0';
+  const char *commit = json_string_value(json_object_get(sw, "source_commit"));
+  CHECK_STR_EQ(commit, finch_source_commit());
+  if (strlen(head) == 40)
+    CHECK(strncmp(commit, head, 40) == 0 && (commit[40] == '\0' || !strcmp(commit + 40, "-dirty")));
+  else
+    CHECK_STR_EQ(commit, "unknown");
+  CHECK_STR_EQ(json_string_value(json_object_get(sw, "finch_version")), finch_version());
   CHECK_STR_EQ(json_string_value(json_object_get(data, "source_sha256")), sample_sha);
   CHECK_INT_EQ(json_integer_value(json_object_get(data, "n")),
                test_scalar(db, "SELECT count(*) FROM utterances WHERE split = 'dev'"));
