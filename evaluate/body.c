@@ -213,13 +213,17 @@ static json_t *limitations_json(const finch_eval_body_in *in) {
                    "intents_not_covered", uncovered);
 }
 
+double finch_eval_cpu_price(const finch_eval_opts *opts) {
+  return opts->cpu_price_hour > 0 ? opts->cpu_price_hour : FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR;
+}
+
 finch_status finch_eval_body(finch_db *db, const finch_eval_body_in *in, json_t **out, finch_err *err) {
   *out = NULL;
   const finch_eval_opts *o = in->opts;
   json_t *lineage = NULL;
   finch_status st = finch_eval_lineage(db, in->model_id, o->input ? NULL : o->dataset, &lineage, err);
   if (st) return st;
-  double price = o->cpu_price_hour > 0 ? o->cpu_price_hour : FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR;
+  double price = finch_eval_cpu_price(o);
   json_t *body = json_pack(
       "{s:o, s:o, s:{s:s, s:s}, s:o, s:o, s:o, s:{s:s, s:I, s:s}, s:{s:f, s:s, s:s}, s:o, s:o}",
       "purpose_and_intended_use", purpose_json(db, in), "model", model_json(in), "software", "finch_version",

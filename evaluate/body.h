@@ -72,6 +72,10 @@ typedef struct {
   const json_t *metrics;
 } finch_eval_body_in;
 
+/* The CPU price the cost figure uses: opts->cpu_price_hour, or the default
+ * when it is 0. */
+double finch_eval_cpu_price(const finch_eval_opts *opts);
+
 /* Builds the body (a new reference in *out, NULL on error). */
 finch_status finch_eval_body(finch_db *db, const finch_eval_body_in *in, json_t **out, finch_err *err);
 

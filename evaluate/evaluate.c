@@ -213,39 +213,20 @@ static json_t *oos_json(const nn_model *m, const nn_abstain *pol, const char *la
                    "threshold_at_95_in_scope_recall", real_or_null(o->threshold_at_95), "curve", curve);
 }
 
-/* The report of a finished evaluation: its body (evaluate/body.h) and the
- * run's measurements, stored once (evaluate/store.h); fills res's report
- * fields. metrics: the flat metrics object (eval_reports.metrics). */
-static finch_status store_report(finch_db *db, const finch_eval_opts *opts, const nn_model *m, long long model_id,
-                                 const char *kind, const char *path, const char *sha, const char *source,
-                                 const char *src_sha, const char *rows_sha, const examples *ex,
-                                 long long unknown_rows, const json_t *metrics, const char *stamp, double p50,
-                                 double p90, double p99, double mean, finch_eval_result *res, finch_err *err) {
-  struct stat sb;
-  finch_eval_body_in in = {.model = m, .model_id = model_id, .model_sha256 = sha, .kind = kind,
-                           .model_bytes = stat(path, &sb) == 0 ? (long long)sb.st_size : 0,
-                           .pretrained = json_object_get(json_object_get(metrics, "model"), "pretrained"),
-                           .opts = opts, .texts = (const char *const *)ex->texts,
-                           .labels = (const char *const *)ex->labels, .n = ex->n, .skipped = ex->skipped,
-                           .unknown_label_rows = unknown_rows, .source_sha256 = src_sha, .rows_sha256 = rows_sha,
-                           .metrics = metrics};
+/* The report of a finished evaluation: the body made of in (evaluate/body.h)
+ * and the run's measurements meas, stored once (evaluate/store.h); fills
+ * res's report fields. The legacy columns: model_path, source and in's
+ * metrics (eval_reports.metrics). */
+static finch_status store_report(finch_db *db, const finch_eval_body_in *in, const json_t *meas,
+                                 const char *model_path, const char *source, finch_eval_result *res, finch_err *err) {
   json_t *body = NULL;
-  finch_status st = finch_eval_body(db, &in, &body, err);
+  finch_status st = finch_eval_body(db, in, &body, err);
   if (st) return st;
-  double price = opts->cpu_price_hour > 0 ? opts->cpu_price_hour : FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR;
-  char abs[PATH_MAX] = "";
-  if (opts->input && !realpath(opts->input, abs)) snprintf(abs, sizeof abs, "%s", opts->input);
-  json_t *meas = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:s, s:s, s:s}", "created_at", stamp, "latency_ms_p50",
-                           p50, "latency_ms_p90", p90, "latency_ms_p99", p99, "latency_ms_mean", mean,
-                           "cost_per_1000_requests", price * mean / 3600.0, "model_path", path, "input_path", abs,
-                           "command_line", opts->command_line ? opts->command_line : "");
-  finch_report_row row = {.model_id = model_id, .model_sha256 = sha, .model_path = path, .source = source,
-                          .n = (long long)ex->n, .metrics = metrics};
+  finch_report_row row = {.model_id = in->model_id, .model_sha256 = in->model_sha256, .model_path = model_path,
+                          .source = source, .n = (long long)in->n, .metrics = in->metrics};
   finch_report_ref ref;
-  st = meas ? finch_report_store(db, body, meas, &row, &ref, err)
-            : finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  st = finch_report_store(db, body, meas, &row, &ref, err);
   json_decref(body);
-  json_decref(meas);
   if (st) return st;
   res->report_id = ref.id;
   res->unchanged = ref.unchanged;
@@ -400,8 +381,24 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     res->n = (long long)n;
     res->accuracy = mt.accuracy;
     res->macro_f1 = mt.macro_f1;
-    st = store_report(db, opts, m, model_id, kind, path, sha, source, src_sha, rows_sha, &ex, unknown_rows, out,
-                      stamp, p50, p90, p99, mean, res, err);
+    struct stat sb;
+    finch_eval_body_in in = {.model = m, .model_id = model_id, .model_sha256 = sha, .kind = kind,
+                             .model_bytes = stat(path, &sb) == 0 ? (long long)sb.st_size : 0,
+                             .pretrained = json_object_get(json_object_get(out, "model"), "pretrained"),
+                             .opts = opts, .texts = (const char *const *)ex.texts,
+                             .labels = (const char *const *)ex.labels, .n = n, .skipped = ex.skipped,
+                             .unknown_label_rows = unknown_rows, .source_sha256 = src_sha, .rows_sha256 = rows_sha,
+                             .metrics = out};
+    char abs[PATH_MAX] = "";
+    if (opts->input && !realpath(opts->input, abs)) snprintf(abs, sizeof abs, "%s", opts->input);
+    json_t *meas = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:s, s:s, s:s}", "created_at", stamp,
+                             "latency_ms_p50", p50, "latency_ms_p90", p90, "latency_ms_p99", p99, "latency_ms_mean",
+                             mean, "cost_per_1000_requests", finch_eval_cpu_price(opts) * mean / 3600.0,
+                             "model_path", path, "input_path", abs, "command_line",
+                             opts->command_line ? opts->command_line : "");
+    st = meas ? store_report(db, &in, meas, path, source, res, err)
+              : finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    json_decref(meas);
     if (!st) {
       json_object_set_new(out, "report_id", json_integer(res->report_id));
       json_object_set_new(out, "report_path", json_string(res->report_path));

@@ -47,7 +47,7 @@ typedef struct {
   const char *half;         /* "selection" or "report": only that half of the rows, halved as the teacher's
                                holdout and finch compile --abstain halve it (nn/halves.h); NULL = every row */
   unsigned long long seed;  /* the halves' seed */
-  double cpu_price_hour;    /* price of one CPU core-hour for the cost figure; 0 = FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR */
+  double cpu_price_hour;    /* price of one CPU core-hour for the cost figure; 0 = FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR (body.h) */
   const finch_eval_baseline *baseline; /* NULL: the report says no baseline was run */
 } finch_eval_opts;
 
