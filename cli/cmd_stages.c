@@ -12,10 +12,13 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/dataset.h"
+#include "core/hash.h"
 #include "core/models.h"
 #include "distill/distill.h"
+#include "evaluate/body.h"
 #include "evaluate/evaluate.h"
 #include "ingest/ingest.h"
+#include "serve/rules.h"
 
 #define ANY_INT .min = 0, .max = 0  /* no bounds beyond the field's type */
 #define NON_NEG .min = 0, .max = 1e308
@@ -387,6 +390,7 @@ static int compile_run(void *opts, const char **pos, size_t npos) {
 
 typedef struct {
   finch_eval_opts s;
+  const char *rules;
   int json;
 } eval_args;
 
@@ -402,18 +406,29 @@ static const finch_opt eval_opts[] = {
      .help = "only this half of the rows, halved by label and --seed as the teacher's holdout: report = the rows no "
              "choice was made on"},
     {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", ANY_INT, .arg = "N", .help = "seed of the halves"},
+    {"cpu-price-hour", 0, FINCH_OPT_FLOAT, F(cpu_price_hour), .def = FINCH_OPT_DEF(FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR),
+     .min = 0, .max = 1e308, .arg = "USD", .help = "price of one CPU core-hour for the report's cost per 1,000 requests"},
+    {"rules", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(eval_args, rules), .def = FINCH_SOURCE_DIR "/serve/rules/banking77.rules",
+     .arg = "FILE", .help = "the legacy rule pack measured on the same rows as the baseline (\"\" for none)"},
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(eval_args, json), .help = "print the metrics as one JSON object"},
 };
 #undef F
 
+static const char *eval_rules_answer(void *ctx, const char *text) {
+  return finch_rules_match(ctx, text, strlen(text), NULL, NULL);
+}
+
 static int eval_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_eval = {
     "eval", "measure a model on labelled rows; store and write a report",
-    "--model M (--format banking77 --input FILE | --dataset NAME [--split dev]) [--oos-label L] [--json]",
-    "Measure accuracy, macro-F1, calibration and latency; store the run in eval_reports and\n"
-    "write a Markdown report under $FINCH_HOME/reports. Rows are decided by the model's\n"
-    "abstention policy; with out-of-scope rows or a policy, the run also measures in-scope\n"
-    "accuracy and coverage, out-of-scope recall and precision, AUROC and FPR at 95% in-scope recall.",
+    "--model M (--format banking77 --input FILE | --dataset NAME [--split dev]) [--oos-label L] [--rules FILE]\n"
+    "            [--cpu-price-hour USD] [--json]",
+    "Measure accuracy, macro-F1, calibration and latency, with the legacy rules on the same rows as\n"
+    "the baseline, and write one immutable report (eval_reports; report-ID-HASH.json and .md under\n"
+    "$FINCH_HOME/reports): the same evaluation again finds that report ('unchanged: report N')\n"
+    "instead of adding another; finch report list|show|approve reads and signs them. Rows are\n"
+    "decided by the model's abstention policy; with out-of-scope rows or a policy, the run also\n"
+    "measures in-scope accuracy and coverage, out-of-scope recall and precision, AUROC and FPR at 95% in-scope recall.",
     NULL, eval_opts, CLI_N(eval_opts), sizeof(eval_args), NULL, 0, eval_run, 0};
 
 static int eval_run(void *opts, const char **pos, size_t npos) {
@@ -421,12 +436,30 @@ static int eval_run(void *opts, const char **pos, size_t npos) {
   finch_eval_opts o = a.s;
   if (!o.model || !o.input == !o.dataset) return cli_usage_error(&cli_eval, &a);
   o.command_line = cli_command_line();
-  finch_db *db = cli_db_open();
-  if (!db) return 1;
-  finch_eval_result r;
   finch_err err;
+  finch_rules *rules = NULL;
+  char rules_sha[FINCH_SHA256_HEX_LEN];
+  finch_eval_baseline base = {.answer = eval_rules_answer};
+  if (a.rules && *a.rules) {
+    if (finch_rules_load(&rules, a.rules, &err) || finch_sha256_file(a.rules, rules_sha, &err)) {
+      finch_rules_free(rules);
+      return cli_fail(&err);
+    }
+    const char *slash = strrchr(a.rules, '/');
+    base = (finch_eval_baseline){.name = slash ? slash + 1 : a.rules, .sha256 = rules_sha,
+                                 .n_rules = (long long)finch_rules_count(rules), .answer = eval_rules_answer,
+                                 .ctx = rules};
+    o.baseline = &base;
+  }
+  finch_db *db = cli_db_open();
+  if (!db) {
+    finch_rules_free(rules);
+    return 1;
+  }
+  finch_eval_result r;
   finch_status st = finch_eval_run(db, &o, &r, &err);
   finch_db_close(db);
+  finch_rules_free(rules);
   if (st) {
     finch_eval_result_free(&r);
     return cli_fail(&err);
@@ -439,7 +472,8 @@ static int eval_run(void *opts, const char **pos, size_t npos) {
       printf("in scope %lld: accuracy %.4f, coverage %.4f; out of scope %lld: recall %.4f, precision %.4f, "
              "AUROC %.4f, FPR@95 %.4f\n", r.oos.n_in, r.oos.in_accuracy, r.oos.in_coverage, r.oos.n_oos,
              r.oos.oos_recall, r.oos.oos_precision, r.oos.auroc, r.oos.fpr_at_95);
-    printf("report %lld: %s\n", r.report_id, r.report_path);
+    if (r.unchanged) printf("unchanged: report %lld (the same evaluation was reported before)\n", r.report_id);
+    printf("report %lld: %s (body sha256 %s)\n", r.report_id, r.report_path, r.body_sha256);
   }
   finch_eval_result_free(&r);
   return 0;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "core/clock.h"
@@ -17,9 +18,11 @@
 #include "core/models.h"
 #include "core/paths.h"
 #include "core/text.h"
+#include "evaluate/body.h"
+#include "evaluate/lineage.h"
 #include "evaluate/metrics.h"
 #include "evaluate/oos.h"
-#include "evaluate/report.h"
+#include "evaluate/store.h"
 #include "nn/abstain.h"
 #include "nn/halves.h"
 #include "nn/model.h"
@@ -210,6 +213,29 @@ static json_t *oos_json(const nn_model *m, const nn_abstain *pol, const char *la
                    "threshold_at_95_in_scope_recall", real_or_null(o->threshold_at_95), "curve", curve);
 }
 
+/* The report of a finished evaluation: the body made of in (evaluate/body.h)
+ * and the run's measurements meas, stored once (evaluate/store.h); fills
+ * res's report fields. The legacy columns: model_path, source and in's
+ * metrics (eval_reports.metrics). */
+static finch_status store_report(finch_db *db, const finch_eval_body_in *in, const json_t *meas,
+                                 const char *model_path, const char *source, finch_eval_result *res, finch_err *err) {
+  json_t *body = NULL;
+  finch_status st = finch_eval_body(db, in, &body, err);
+  if (st) return st;
+  finch_report_row row = {.model_id = in->model_id, .model_sha256 = in->model_sha256, .model_path = model_path,
+                          .source = source, .n = (long long)in->n, .metrics = in->metrics};
+  finch_report_ref ref;
+  st = finch_report_store(db, body, meas, &row, &ref, err);
+  json_decref(body);
+  if (st) return st;
+  res->report_id = ref.id;
+  res->unchanged = ref.unchanged;
+  snprintf(res->body_sha256, sizeof res->body_sha256, "%s", ref.body_sha256);
+  snprintf(res->report_path, sizeof res->report_path, "%s", ref.md_path);
+  snprintf(res->json_path, sizeof res->json_path, "%s", ref.json_path);
+  return FINCH_OK;
+}
+
 finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err) {
   memset(res, 0, sizeof *res);
   const char *split = opts->split ? opts->split : "dev";
@@ -252,6 +278,10 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     oos_label = oos_copy;
   }
   if (!st && opts->half) st = keep_half(m, opts, oos_label ? oos_label : class_label, &ex, source, sizeof source, err);
+  char rows_sha[FINCH_SHA256_HEX_LEN] = "";
+  if (!st)
+    st = finch_eval_rows_sha256((const char *const *)ex.texts, (const char *const *)ex.labels, ex.n, rows_sha, err);
+  if (!st && !opts->input) st = finch_eval_dataset_source_sha256(db, opts->dataset, src_sha, sizeof src_sha, err);
   /* A model trained with the rows' out-of-scope label but no policy answers
    * it as an intent: the out-of-scope figures count that answer a refusal. */
   const int oos_answer = oos_label ? nn_model_label_index(m, oos_label) : -1;
@@ -321,7 +351,7 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     double mean = 0;
     for (size_t i = 0; i < n; i++) mean += lat[i];
     mean = n ? mean / (double)n : 0;
-    double p50 = finch_quantile(lat, n, 0.50), p99 = finch_quantile(lat, n, 0.99);
+    double p50 = finch_quantile(lat, n, 0.50), p90 = finch_quantile(lat, n, 0.90), p99 = finch_quantile(lat, n, 0.99);
     json_t *per = json_array();
     for (size_t l = 0; l < refused_index; l++) {
       const finch_label_metrics *pl = &mt.per_label[l];
@@ -334,12 +364,12 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     time_t now = time(NULL);
     char stamp[32];
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    out = json_pack("{s:{s:s, s:s, s:s}, s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:s}",
+    out = json_pack("{s:{s:s, s:s, s:s}, s:s, s:s, s:s, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:s}",
                     "model", "path", path, "sha256", sha, "kind", kind, "source", source, "source_sha256",
-                    src_sha, "n", (json_int_t)n, "skipped", (json_int_t)ex.skipped, "unknown_label_rows",
-                    (json_int_t)unknown_rows, "accuracy", mt.accuracy, "macro_f1", mt.macro_f1, "ece", mt.ece,
-                    "latency_ms_p50", p50, "latency_ms_p99", p99, "latency_ms_mean", mean, "per_intent", per,
-                    "created_at", stamp);
+                    src_sha, "rows_sha256", rows_sha, "n", (json_int_t)n, "skipped", (json_int_t)ex.skipped,
+                    "unknown_label_rows", (json_int_t)unknown_rows, "accuracy", mt.accuracy, "macro_f1", mt.macro_f1,
+                    "ece", mt.ece, "latency_ms_p50", p50, "latency_ms_p90", p90, "latency_ms_p99", p99,
+                    "latency_ms_mean", mean, "per_intent", per, "created_at", stamp);
     if (model_id) json_object_set_new(json_object_get(out, "model"), "id", json_integer(model_id));
     const char *built_on = pretrained_use(db, m, model_id);
     if (built_on)
@@ -351,35 +381,30 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     res->n = (long long)n;
     res->accuracy = mt.accuracy;
     res->macro_f1 = mt.macro_f1;
-
-    char *metrics_s = json_dumps(out, JSON_COMPACT);
-    char mid[32], nbuf[32];
-    snprintf(mid, sizeof mid, "%lld", model_id);
-    snprintf(nbuf, sizeof nbuf, "%zu", n);
-    const char *p5[] = {model_id ? mid : NULL, sha, path, source, nbuf, metrics_s};
-    PGresult *r = finch_db_query(db,
-        "INSERT INTO eval_reports (model_id, model_sha256, model_path, source, n, metrics)"
-        " VALUES ($1, $2, $3, $4, $5, $6::jsonb) RETURNING id", 6, p5, err);
-    free(metrics_s);
-    if (!r) {
-      st = FINCH_EDB;
-    } else {
-      res->report_id = atoll(PQgetvalue(r, 0, 0));
-      PQclear(r);
-      char dir[PATH_MAX];
-      st = finch_home_subdir("reports", dir, sizeof dir, err);
-      if (!st) {
-        snprintf(res->report_path, sizeof res->report_path, "%s/eval-%lld.md", dir, res->report_id);
-        st = finch_eval_write_markdown(res->report_path, res->report_id, out, opts->command_line, err);
-      }
-      if (!st) {
-        char rid[32];
-        snprintf(rid, sizeof rid, "%lld", res->report_id);
-        const char *p2[] = {rid, res->report_path};
-        st = finch_db_run(db, "UPDATE eval_reports SET report_path = $2 WHERE id = $1", 2, p2, err);
-      }
+    struct stat sb;
+    finch_eval_body_in in = {.model = m, .model_id = model_id, .model_sha256 = sha, .kind = kind,
+                             .model_bytes = stat(path, &sb) == 0 ? (long long)sb.st_size : 0,
+                             .pretrained = json_object_get(json_object_get(out, "model"), "pretrained"),
+                             .opts = opts, .texts = (const char *const *)ex.texts,
+                             .labels = (const char *const *)ex.labels, .n = n, .skipped = ex.skipped,
+                             .unknown_label_rows = unknown_rows, .source_sha256 = src_sha, .rows_sha256 = rows_sha,
+                             .metrics = out};
+    char abs[PATH_MAX] = "";
+    if (opts->input && !realpath(opts->input, abs)) snprintf(abs, sizeof abs, "%s", opts->input);
+    json_t *meas = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:s, s:s, s:s}", "created_at", stamp,
+                             "latency_ms_p50", p50, "latency_ms_p90", p90, "latency_ms_p99", p99, "latency_ms_mean",
+                             mean, "cost_per_1000_requests", finch_eval_cpu_price(opts) * mean / 3600.0,
+                             "model_path", path, "input_path", abs, "command_line",
+                             opts->command_line ? opts->command_line : "");
+    st = meas ? store_report(db, &in, meas, path, source, res, err)
+              : finch_err_set(err, FINCH_ENOMEM, "out of memory");
+    json_decref(meas);
+    if (!st) {
       json_object_set_new(out, "report_id", json_integer(res->report_id));
       json_object_set_new(out, "report_path", json_string(res->report_path));
+      json_object_set_new(out, "json_path", json_string(res->json_path));
+      json_object_set_new(out, "body_sha256", json_string(res->body_sha256));
+      json_object_set_new(out, "unchanged", json_boolean(res->unchanged));
     }
     res->json = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   }

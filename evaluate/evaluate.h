@@ -1,8 +1,11 @@
 /* Evaluate: a model (teacher or student, registered id or file) on labelled
- * rows from a file or from the database. Every run is stored in
- * eval_reports with its metrics and written as a Markdown report under
- * $FINCH_HOME/reports, so that a reviewer can see what was measured, on
- * what, with which model file (by SHA-256), and how to reproduce it.
+ * rows from a file or from the database. Each distinct evaluation is one
+ * immutable report (evaluate/body.h: its data model; evaluate/store.h: its
+ * row in eval_reports and its files under $FINCH_HOME/reports, JSON and
+ * Markdown), so that a reviewer can see what was measured, on what, with
+ * which model file (by SHA-256) and code, where the model came from, and
+ * how to reproduce it. Re-running the same evaluation finds the same body
+ * and returns that report (res->unchanged) instead of adding another.
  *
  * Out of scope: every row is decided by the model's abstention policy
  * (nn/abstain.h, nn_abstain_decide on its probabilities at temperature 1),
@@ -21,6 +24,18 @@
 #include "core/status.h"
 #include "evaluate/oos.h"
 
+/* The legacy baseline run on the same rows (the rule pack the server
+ * falls back to: serve/rules.h). The evaluate room does not call serve; the
+ * caller hands in the engine as a function. */
+typedef struct {
+  const char *name;   /* the rule file's name (no directory), as the report states it */
+  const char *sha256; /* of the rule file */
+  long long n_rules;
+  /* The intent the engine answers for text, or NULL when no rule fires. */
+  const char *(*answer)(void *ctx, const char *text);
+  void *ctx;
+} finch_eval_baseline;
+
 typedef struct {
   const char *model;        /* registered id or model file */
   const char *format;       /* "banking77" when input is given */
@@ -32,16 +47,22 @@ typedef struct {
   const char *half;         /* "selection" or "report": only that half of the rows, halved as the teacher's
                                holdout and finch compile --abstain halve it (nn/halves.h); NULL = every row */
   unsigned long long seed;  /* the halves' seed */
+  double cpu_price_hour;    /* price of one CPU core-hour for the cost figure; 0 = FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR (body.h) */
+  const finch_eval_baseline *baseline; /* NULL: the report says no baseline was run */
 } finch_eval_opts;
 
 typedef struct {
   long long report_id;
+  int unchanged;         /* 1: a report with this body existed; report_id names it and nothing was written */
+  char body_sha256[65];  /* the report's body hash */
   long long n;
   double accuracy, macro_f1;
   int has_oos;           /* the metrics have an "out_of_scope" section, summarised in oos */
   finch_oos_metrics oos;
-  char report_path[4096];
-  char *json; /* the metrics object, malloc'd; release with finch_eval_result_free */
+  char report_path[4096]; /* the Markdown report */
+  char json_path[4096];   /* the body, byte for byte as hashed */
+  char *json; /* the metrics object with report_id, report_path, json_path, body_sha256 and unchanged;
+                 malloc'd; release with finch_eval_result_free */
 } finch_eval_result;
 
 finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err);

@@ -1,14 +1,17 @@
-/* The Markdown evaluation report. */
+/* The Markdown rendering of an evaluation report (evaluate/store.h's
+ * finch_report): every section of the body (evaluate/body.h), the run's
+ * measurements (latency, cost, date, paths, command line) and the sign-off
+ * block with the approvals r carries. The file written when the report is
+ * made has the approvals of that moment (none); `finch report show ID
+ * --format md` renders the current ones. */
 #ifndef FINCH_EVALUATE_REPORT_H
 #define FINCH_EVALUATE_REPORT_H
 
-#include <jansson.h>
+#include <stdio.h>
 
-#include "core/status.h"
+#include "evaluate/store.h"
 
-/* Writes the report for the metrics object produced by finch_eval_run
- * (keys: model, source, n, accuracy, macro_f1, ece, latency_ms_*, per_intent[]). */
-finch_status finch_eval_write_markdown(const char *path, long long report_id, const json_t *metrics,
-                                       const char *command_line, finch_err *err);
+/* Writes to fp; the caller checks ferror(fp). */
+void finch_report_write_markdown(FILE *fp, const finch_report *r);
 
 #endif
