@@ -313,14 +313,14 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   }
   double wall = finch_clock_s() - t_start;
   printf("\nteacher holdout accuracy %.4f, student holdout accuracy %.4f\n", ev_t.accuracy, ev_s.accuracy);
-  printf("student model file: %s (see finch models list)\nreport: %s\ndemo wall time: %.1f s\n", out,
-         ev_s.report_path, wall);
+  printf("student model file: %s (see finch models list)\nreport: %s\nreport page: %s\ndemo wall time: %.1f s\n",
+         out, ev_s.report_path, ev_s.html_path, wall);
   if (a.json) {
-    json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:s, s:s, s:s, s:f}", "dataset", dataset, "n_train",
+    json_t *j = json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:s, s:s, s:s, s:s, s:f}", "dataset", dataset, "n_train",
                           (json_int_t)dr.n_train, "n_dev", (json_int_t)ev_s.n, "teacher_accuracy", ev_t.accuracy,
                           "student_accuracy", ev_s.accuracy, "majority_accuracy",
                           ev_s.n ? (double)majority / (double)ev_s.n : 0.0, "student_model", out, "report",
-                          ev_s.report_path, "served_intent", intent, "wall_seconds", wall);
+                          ev_s.report_path, "report_html", ev_s.html_path, "served_intent", intent, "wall_seconds", wall);
     if (cr.abstain) {
       json_object_set_new(j, "in_scope_coverage", json_real(ev_s.has_oos ? ev_s.oos.in_coverage : 1.0));
       json_object_set_new(j, "out_of_domain_refused", json_real(refusal));

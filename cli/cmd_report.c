@@ -9,6 +9,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "evaluate/report.h"
+#include "evaluate/report_html.h"
 #include "evaluate/store.h"
 
 typedef struct {
@@ -20,8 +21,9 @@ typedef struct {
 #define F(m) FINCH_OPT_FIELD(report_args, m)
 static const finch_opt report_opts[] = {
     {"json", 0, FINCH_OPT_BOOL, F(json), .help = "list, show: print JSON"},
-    {"format", 0, FINCH_OPT_ENUM, F(format), .choices = "text|md", .def = "text", .arg = "FMT",
-     .help = "show: text (a summary) or md (the Markdown report with the current sign-off)"},
+    {"format", 0, FINCH_OPT_ENUM, F(format), .choices = "text|md|html", .def = "text", .arg = "FMT",
+     .help = "show: text (a summary), md (the Markdown report) or html (the self-contained HTML page), each with "
+             "the current sign-off"},
     {"reviewer", 0, FINCH_OPT_STRING, F(reviewer), .arg = "NAME", .help = "approve: who decides (required)"},
     {"decision", 0, FINCH_OPT_STRING, F(decision), .arg = "D", .help = "approve: approve or reject (required)"},
     {"comment", 0, FINCH_OPT_STRING, F(comment), .arg = "TEXT", .help = "approve: the reviewer's reasons"},
@@ -31,7 +33,7 @@ static const finch_opt report_opts[] = {
 static int report_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_report = {
     "report", "list, show and sign off evaluation reports",
-    "list [--json] | show ID [--json | --format md] | approve ID --reviewer NAME --decision approve|reject "
+    "list [--json] | show ID [--json | --format md|html] | approve ID --reviewer NAME --decision approve|reject "
     "[--comment TEXT]",
     "Evaluation reports are immutable: one per distinct evaluation (finch eval), named by the SHA-256 of\n"
     "their JSON body.\n"
@@ -89,10 +91,14 @@ static int report_show(const report_args *a, finch_db *db, long long id) {
     if (j) cli_print_json(j);
   } else if (!strcmp(a->format, "md")) {
     finch_report_write_markdown(stdout, &r);
+  } else if (!strcmp(a->format, "html")) {
+    char *html = finch_report_html(r.body, r.body_sha256, r.measurements, r.approvals);
+    if (html) fputs(html, stdout);
+    free(html);
   } else {
     const json_t *res = json_object_get(r.body, "results"), *data = json_object_get(r.body, "data");
-    printf("report %lld, made %s\n  body sha256 %s\n  json %s (%s)\n  markdown %s\n", r.id, r.created_at,
-           r.body_sha256, r.json_path, r.file_state, r.md_path);
+    printf("report %lld, made %s\n  body sha256 %s\n  json %s (%s)\n  markdown %s\n  html %s\n", r.id,
+           r.created_at, r.body_sha256, r.json_path, r.file_state, r.md_path, r.html_path);
     printf("  model %s, %lld rows (rows sha256 %s): accuracy %.4f, macro-F1 %.4f\n",
            json_string_value(json_object_get(json_object_get(r.body, "model"), "sha256")),
            (long long)json_integer_value(json_object_get(data, "n")),

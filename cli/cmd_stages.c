@@ -473,7 +473,7 @@ static int eval_run(void *opts, const char **pos, size_t npos) {
              "AUROC %.4f, FPR@95 %.4f\n", r.oos.n_in, r.oos.in_accuracy, r.oos.in_coverage, r.oos.n_oos,
              r.oos.oos_recall, r.oos.oos_precision, r.oos.auroc, r.oos.fpr_at_95);
     if (r.unchanged) printf("unchanged: report %lld (the same evaluation was reported before)\n", r.report_id);
-    printf("report %lld: %s (body sha256 %s)\n", r.report_id, r.report_path, r.body_sha256);
+    printf("report %lld: %s, %s (body sha256 %s)\n", r.report_id, r.report_path, r.html_path, r.body_sha256);
   }
   finch_eval_result_free(&r);
   return 0;

@@ -155,13 +155,23 @@ static json_t *data_json(const finch_eval_body_in *in) {
 }
 
 /* The metrics without what is elsewhere in the body or varies by run. */
-static json_t *results_json(const json_t *metrics) {
+static json_t *results_json(const json_t *metrics, const json_t *stats) {
   static const char *const drop[] = {"model",     "source",          "source_sha256",   "n",
                                      "skipped",   "unknown_label_rows", "created_at",   "latency_ms_p50",
                                      "latency_ms_p90", "latency_ms_p99", "latency_ms_mean", "rows_sha256",
                                      "report_id", "report_path"};
   json_t *r = json_deep_copy(metrics);
   for (size_t i = 0; r && i < sizeof drop / sizeof *drop; i++) json_object_del(r, drop[i]);
+  static const char *const take[] = {"bootstrap", "confusion", "most_confused", "calibration", "coverage_curve"};
+  for (size_t i = 0; r && stats && i < sizeof take / sizeof *take; i++) {
+    json_t *v = json_object_get(stats, take[i]);
+    if (v) json_object_set(r, take[i], v);
+  }
+  json_t *ci;
+  if (r && stats && (ci = json_object_get(json_object_get(stats, "accuracy"), "ci95")))
+    json_object_set(r, "accuracy_ci95", ci);
+  if (r && stats && (ci = json_object_get(json_object_get(stats, "macro_f1"), "ci95")))
+    json_object_set(r, "macro_f1_ci95", ci);
   return r;
 }
 
@@ -228,7 +238,7 @@ finch_status finch_eval_body(finch_db *db, const finch_eval_body_in *in, json_t 
       "{s:o, s:o, s:{s:s, s:s}, s:o, s:o, s:o, s:{s:s, s:I, s:s}, s:{s:f, s:s, s:s}, s:o, s:o}",
       "purpose_and_intended_use", purpose_json(db, in), "model", model_json(in), "software", "finch_version",
       finch_version(), "source_commit", finch_source_commit(), "data", data_json(in), "lineage", lineage, "results",
-      results_json(in->metrics), "latency", "method",
+      results_json(in->metrics, in->statistics), "latency", "method",
       "wall time of one prediction (normalisation, features, forward pass), one query at a time on one thread, "
       "over every evaluated row; p50, p90 and p99 by the nearest-rank method and the mean",
       "rows", (json_int_t)in->n, "where",

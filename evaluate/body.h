@@ -21,7 +21,11 @@
  *       unknown_label_rows, rows_sha256, rows_sha256_method}
  *   lineage    evaluate/lineage.h
  *   results    the metrics finch_eval_run computes (accuracy, macro_f1,
- *       ece, per_intent, out_of_scope...) without timings
+ *       ece, per_intent, out_of_scope...) without timings, and from the
+ *       statistics (evaluate/results.h): accuracy_ci95 and macro_f1_ci95
+ *       (bootstrap percentile intervals), bootstrap, confusion,
+ *       most_confused, calibration (bins and ECE before and after
+ *       temperature scaling) and coverage_curve
  *   latency    {method, rows, where}: how latency is measured; the figures
  *       are measurements of the run, not of the body
  *   cost       {cpu_price_per_core_hour, currency, formula}
@@ -70,6 +74,7 @@ typedef struct {
   const char *source_sha256;  /* the input file's, or the dataset's ingest sources' */
   const char *rows_sha256;    /* finch_eval_rows_sha256 */
   const json_t *metrics;
+  const json_t *statistics; /* finch_results_json's object over the same rows, or NULL */
 } finch_eval_body_in;
 
 /* The CPU price the cost figure uses: opts->cpu_price_hour, or the default

@@ -22,6 +22,7 @@
 #include "evaluate/lineage.h"
 #include "evaluate/metrics.h"
 #include "evaluate/oos.h"
+#include "evaluate/results.h"
 #include "evaluate/store.h"
 #include "nn/abstain.h"
 #include "nn/halves.h"
@@ -233,7 +234,40 @@ static finch_status store_report(finch_db *db, const finch_eval_body_in *in, con
   snprintf(res->body_sha256, sizeof res->body_sha256, "%s", ref.body_sha256);
   snprintf(res->report_path, sizeof res->report_path, "%s", ref.md_path);
   snprintf(res->json_path, sizeof res->json_path, "%s", ref.json_path);
+  snprintf(res->html_path, sizeof res->html_path, "%s", ref.html_path);
   return FINCH_OK;
+}
+
+/* The report's statistics (evaluate/results.h) over the decided answers:
+ * the labels are the model's, then the gold labels it lacks, then
+ * "(refused)" when it has a policy (the plain metrics' indices); the
+ * probabilities are the model's at temperature 1, 0 for the added labels.
+ * The bootstrap is seeded by seed (0: 42), so the figures repeat. */
+static finch_status eval_statistics(const nn_model *m, char **unknown, size_t n_unknown, int refusals,
+                                    const int *gold, const int *pred, const float *all, size_t n,
+                                    unsigned long long seed, json_t **out, finch_err *err) {
+  const size_t C = nn_model_n_labels(m), Ce = C + n_unknown + (refusals ? 1 : 0);
+  const char **labels = calloc(Ce + 1, sizeof *labels);
+  float *pe = Ce == C ? NULL : calloc(n * Ce + 1, sizeof *pe);
+  int32_t *g = calloc(n + 1, sizeof *g), *p = calloc(n + 1, sizeof *p);
+  finch_status st = labels && g && p && (Ce == C || pe) ? FINCH_OK : finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  for (size_t l = 0; !st && l < Ce; l++)
+    labels[l] = l < C ? nn_model_label(m, l) : l < C + n_unknown ? unknown[l - C] : "(refused)";
+  for (size_t i = 0; !st && i < n; i++) {
+    g[i] = gold[i];
+    p[i] = pred[i];
+    if (pe) memcpy(pe + i * Ce, all + i * C, C * sizeof *pe);
+  }
+  if (!st) {
+    finch_results_in in = {.gold = g, .pred = p, .probs = pe ? pe : all, .n = n, .C = Ce, .labels = labels,
+                           .seed = seed ? seed : 42};
+    st = finch_results_json(&in, out, err);
+  }
+  free(labels);
+  free(pe);
+  free(g);
+  free(p);
+  return st;
 }
 
 finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err) {
@@ -289,6 +323,8 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   int *gold = calloc(n + 1, sizeof *gold), *pred = calloc(n + 1, sizeof *pred);
   int *decided = calloc(n + 1, sizeof *decided), *answer = calloc(n + 1, sizeof *answer);
   float *conf = calloc(n + 1, sizeof *conf), *probs = calloc(C, sizeof *probs), *score = calloc(n + 1, sizeof *score);
+  float *all = calloc(n * C + 1, sizeof *all); /* every row's probabilities at temperature 1 */
+  json_t *stats = NULL;
   unsigned char *is_oos = calloc(n + 1, 1);
   double *lat = calloc(n + 1, sizeof *lat);
   char **unknown = calloc(n + 1, sizeof *unknown); /* gold labels the model lacks */
@@ -297,7 +333,7 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   json_t *out = NULL;
   finch_metrics mt = {0};
   finch_oos_point pts[EVAL_CURVE_POINTS];
-  if (!st && (!gold || !pred || !decided || !answer || !conf || !probs || !score || !is_oos || !lat || !unknown))
+  if (!st && (!gold || !pred || !decided || !answer || !conf || !probs || !score || !is_oos || !lat || !unknown || !all))
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
   /* Without a threshold: the policy's explicit class alone, on the
    * probabilities already at the policy's temperature. */
@@ -323,6 +359,7 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
       break;
     }
     conf[i] = probs[pred[i]];
+    memcpy(all + i * C, probs, C * sizeof *probs);
     if (!pol.methods) {
       nn_abstain_decide(&pol, probs, C, &score[i]); /* no policy: probs untouched, the arg-max */
       decided[i] = answer[i] = pred[i];
@@ -347,6 +384,7 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
       (finch_oos_compute(score, is_oos, decided, gold, n, &res->oos) ||
        finch_oos_curve(score, is_oos, answer, gold, n, EVAL_CURVE_POINTS, pts)))
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
+  if (!st) st = eval_statistics(m, unknown, n_unknown, pol.methods != 0, gold, pred, all, n, opts->seed, &stats, err);
   if (!st) {
     double mean = 0;
     for (size_t i = 0; i < n; i++) mean += lat[i];
@@ -388,7 +426,7 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
                              .opts = opts, .texts = (const char *const *)ex.texts,
                              .labels = (const char *const *)ex.labels, .n = n, .skipped = ex.skipped,
                              .unknown_label_rows = unknown_rows, .source_sha256 = src_sha, .rows_sha256 = rows_sha,
-                             .metrics = out};
+                             .metrics = out, .statistics = stats};
     char abs[PATH_MAX] = "";
     if (opts->input && !realpath(opts->input, abs)) snprintf(abs, sizeof abs, "%s", opts->input);
     json_t *meas = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:s, s:s, s:s}", "created_at", stamp,
@@ -403,12 +441,15 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
       json_object_set_new(out, "report_id", json_integer(res->report_id));
       json_object_set_new(out, "report_path", json_string(res->report_path));
       json_object_set_new(out, "json_path", json_string(res->json_path));
+      json_object_set_new(out, "html_path", json_string(res->html_path));
       json_object_set_new(out, "body_sha256", json_string(res->body_sha256));
       json_object_set_new(out, "unchanged", json_boolean(res->unchanged));
     }
     res->json = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   }
   json_decref(out);
+  json_decref(stats);
+  free(all);
   finch_metrics_free(&mt);
   free(gold), free(pred), free(decided), free(answer), free(conf), free(probs), free(score), free(is_oos);
   free(lat), free(unknown);

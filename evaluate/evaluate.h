@@ -61,6 +61,7 @@ typedef struct {
   finch_oos_metrics oos;
   char report_path[4096]; /* the Markdown report */
   char json_path[4096];   /* the body, byte for byte as hashed */
+  char html_path[4096];   /* the self-contained HTML page */
   char *json; /* the metrics object with report_id, report_path, json_path, body_sha256 and unchanged;
                  malloc'd; release with finch_eval_result_free */
 } finch_eval_result;

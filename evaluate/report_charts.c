@@ -16,15 +16,14 @@ static double num(const json_t *o, const char *k) {
   return json_is_number(v) ? json_number_value(v) : NAN;
 }
 
-/* "0.9312 (95% CI 0.9150-0.9460)" for an {value, ci95} object, or the plain
- * number. */
-static void estimate(FILE *fp, const json_t *e) {
-  if (json_is_number(e)) {
-    fprintf(fp, "%.4f", json_number_value(e));
-    return;
-  }
-  const json_t *ci = json_object_get(e, "ci95");
-  fprintf(fp, "<strong>%.4f</strong>", num(e, "value"));
+/* "0.9312 (95% CI 0.9150-0.9460)": the figure key of r, a number or a
+ * {value, ci95} object, with its interval (the object's, or r's key_ci95). */
+static void estimate(FILE *fp, const json_t *r, const char *key) {
+  const json_t *e = json_object_get(r, key), *ci = json_object_get(e, "ci95");
+  char k[64];
+  snprintf(k, sizeof k, "%s_ci95", key);
+  if (!ci) ci = json_object_get(r, k);
+  fprintf(fp, "<strong>%.4f</strong>", json_is_number(e) ? json_number_value(e) : num(e, "value"));
   if (json_array_size(ci) == 2)
     fprintf(fp, " (95%% CI %.4f&ndash;%.4f)", json_number_value(json_array_get(ci, 0)),
             json_number_value(json_array_get(ci, 1)));
@@ -105,11 +104,18 @@ static void coverage_chart(FILE *fp, const json_t *curve) {
 
 /* Per-intent rows sorted by F1, lowest first: the intents a reviewer should
  * read first. */
+/* A per-intent row's name: "intent" in eval's metrics, "label" in
+ * finch_results_json's. */
+static const json_t *intent_of(const json_t *row) {
+  const json_t *v = json_object_get(row, "intent");
+  return v ? v : json_object_get(row, "label");
+}
+
 static int by_f1(const void *a, const void *b) {
   double x = num(*(json_t *const *)a, "f1"), y = num(*(json_t *const *)b, "f1");
   if (x != y) return (x > y) - (x < y);
-  return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "label")),
-                json_string_value(json_object_get(*(json_t *const *)b, "label")));
+  const char *p = json_string_value(intent_of(*(json_t *const *)a)), *q = json_string_value(intent_of(*(json_t *const *)b));
+  return strcmp(p ? p : "", q ? q : "");
 }
 
 static void per_intent(FILE *fp, const json_t *pi) {
@@ -124,7 +130,7 @@ static void per_intent(FILE *fp, const json_t *pi) {
         fp);
   for (size_t i = 0; i < n; i++) {
     fputs("<tr><td>", fp);
-    finch_report__scalar(fp, json_object_get(rows[i], "label"));
+    finch_report__scalar(fp, intent_of(rows[i]));
     fprintf(fp, "</td><td class=\"num\">%.3f</td><td class=\"num\">%.3f</td><td class=\"num\">%.3f</td>"
                 "<td class=\"num\">%lld</td></tr>",
             num(rows[i], "precision"), num(rows[i], "recall"), num(rows[i], "f1"),
@@ -137,8 +143,8 @@ static void per_intent(FILE *fp, const json_t *pi) {
 /* The keys drawn or tabled above; the rest of the section follows as a
  * generic table so that nothing in the body is left off the page. */
 static int drawn(const char *k) {
-  static const char *const keys[] = {"accuracy", "macro_f1", "per_intent", "confusion", "calibration",
-                                     "coverage_curve", "most_confused"};
+  static const char *const keys[] = {"accuracy", "macro_f1", "accuracy_ci95", "macro_f1_ci95", "per_intent",
+                                     "confusion", "calibration", "coverage_curve", "most_confused"};
   for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
     if (!strcmp(keys[i], k)) return 1;
   return 0;
@@ -146,11 +152,12 @@ static int drawn(const char *k) {
 
 void finch_report__results_html(FILE *fp, const json_t *r) {
   fputs("<p>Accuracy ", fp);
-  estimate(fp, json_object_get(r, "accuracy"));
+  estimate(fp, r, "accuracy");
   fputs("; macro-F1 ", fp);
-  estimate(fp, json_object_get(r, "macro_f1"));
-  fprintf(fp, " on %lld rows (intervals: percentile bootstrap over the rows).</p>\n",
-          (long long)json_integer_value(json_object_get(r, "n")));
+  estimate(fp, r, "macro_f1");
+  if (json_is_integer(json_object_get(r, "n")))
+    fprintf(fp, " on %lld rows", (long long)json_integer_value(json_object_get(r, "n")));
+  fputs(" (intervals: percentile bootstrap over the rows).</p>\n", fp);
   const json_t *cal = json_object_get(r, "calibration");
   if (cal) calibration_chart(fp, cal);
   coverage_chart(fp, json_object_get(r, "coverage_curve"));

@@ -262,7 +262,8 @@ static void signoff(FILE *fp, const char *sha, const json_t *approvals) {
         fp);
 }
 
-char *finch_report_html(const json_t *body, const char *body_sha256, const json_t *approvals) {
+char *finch_report_html(const json_t *body, const char *body_sha256, const json_t *measurements,
+                        const json_t *approvals) {
   char *out = NULL;
   size_t len = 0;
   FILE *fp = open_memstream(&out, &len);
@@ -287,6 +288,13 @@ char *finch_report_html(const json_t *body, const char *body_sha256, const json_
   const char *k;
   const json_t *v;
   json_object_foreach((json_t *)body, k, v) if (!known_section(k)) section(fp, k, k, v);
+  if (json_object_size(measurements)) {
+    fputs("<section id=\"measurements\"><h2>Measurements of this run</h2>\n<p>Timings and cost differ from run to "
+          "run on the same body: they are the first run's, kept beside the body and not part of its hash.</p>\n",
+          fp);
+    finch_report__value(fp, measurements, 0);
+    fputs("</section>\n", fp);
+  }
   signoff(fp, body_sha256, approvals);
   fputs("</body></html>\n", fp);
   if (fclose(fp) != 0) {
@@ -297,8 +305,8 @@ char *finch_report_html(const json_t *body, const char *body_sha256, const json_
 }
 
 finch_status finch_report_write_html(const char *path, const json_t *body, const char *body_sha256,
-                                     const json_t *approvals, finch_err *err) {
-  char *html = finch_report_html(body, body_sha256, approvals);
+                                     const json_t *measurements, const json_t *approvals, finch_err *err) {
+  char *html = finch_report_html(body, body_sha256, measurements, approvals);
   if (!html) return finch_err_set(err, FINCH_ENOMEM, "out of memory rendering the HTML report");
   char tmp[4200];
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());

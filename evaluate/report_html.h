@@ -12,15 +12,18 @@
 
 #include "core/status.h"
 
-/* The page for body (the report's JSON body), its SHA-256 (may be NULL) and
- * approvals (an array of {reviewer, decision, comment, created_at,
- * body_sha256}; may be NULL): a malloc'd NUL-terminated string, or NULL
- * when out of memory. Deterministic for the same arguments. */
-char *finch_report_html(const json_t *body, const char *body_sha256, const json_t *approvals);
+/* The page for body (the report's JSON body), its SHA-256 (may be NULL),
+ * the run's measurements (latency and cost figures, the date, the command
+ * line: evaluate/store.h; may be NULL) and approvals (an array of
+ * {reviewer, decision, comment, created_at, body_sha256}; may be NULL): a
+ * malloc'd NUL-terminated string, or NULL when out of memory.
+ * Deterministic for the same arguments. */
+char *finch_report_html(const json_t *body, const char *body_sha256, const json_t *measurements,
+                        const json_t *approvals);
 
 /* Writes finch_report_html's page to path (through a temporary file and a
  * rename, so a reader never sees half a page). */
 finch_status finch_report_write_html(const char *path, const json_t *body, const char *body_sha256,
-                                     const json_t *approvals, finch_err *err);
+                                     const json_t *measurements, const json_t *approvals, finch_err *err);
 
 #endif

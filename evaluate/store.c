@@ -9,6 +9,7 @@
 #include "core/paths.h"
 #include "evaluate/body.h"
 #include "evaluate/report.h"
+#include "evaluate/report_html.h"
 
 /* Reads a whole file (malloc'd, NUL-terminated; *len its size). NULL with
  * errno set when it cannot be read. */
@@ -69,9 +70,21 @@ static finch_status write_once(const char *path, const char *data, size_t len, i
   return FINCH_OK;
 }
 
-static void report_paths(const char *dir, long long id, const char *sha, char *json, char *md) {
+static void report_paths(const char *dir, long long id, const char *sha, char *json, char *md, char *html) {
   snprintf(json, PATH_MAX, "%s/report-%lld-%.12s.json", dir, id, sha);
   snprintf(md, PATH_MAX, "%s/report-%lld-%.12s.md", dir, id, sha);
+  snprintf(html, PATH_MAX, "%s/report-%lld-%.12s.html", dir, id, sha);
+}
+
+/* The HTML page of r (evaluate/report_html.h), as written at the time the
+ * report is made: the sign-off then lists no decision; finch report show
+ * --format html renders it again with the decisions given since. */
+static finch_status write_html(const finch_report *r, const char *path, finch_err *err) {
+  char *html = finch_report_html(r->body, r->body_sha256, r->measurements, r->approvals);
+  finch_status st = html ? write_once(path, html, strlen(html), 1, err)
+                         : finch_err_set(err, FINCH_ENOMEM, "%s: out of memory", path);
+  free(html);
+  return st;
 }
 
 /* The Markdown of r, as written at the time the report is made. */
@@ -131,7 +144,7 @@ finch_status finch_report_store(finch_db *db, const json_t *body, const json_t *
     if (PQntuples(r)) out->id = atoll(PQgetvalue(r, 0, 0));
     PQclear(r);
     if (out->id) {
-      report_paths(dir, out->id, out->body_sha256, out->json_path, out->md_path);
+      report_paths(dir, out->id, out->body_sha256, out->json_path, out->md_path, out->html_path);
       char idbuf[32];
       snprintf(idbuf, sizeof idbuf, "%lld", out->id);
       const char *p3[] = {idbuf, out->md_path, out->json_path};
@@ -141,19 +154,19 @@ finch_status finch_report_store(finch_db *db, const json_t *body, const json_t *
   if (!st && !out->id)
     st = finch_err_set(err, FINCH_EINTERNAL, "report with body %s neither inserted nor found", out->body_sha256);
   if (st) goto out;
-  report_paths(dir, out->id, out->body_sha256, out->json_path, out->md_path);
+  report_paths(dir, out->id, out->body_sha256, out->json_path, out->md_path, out->html_path);
   if (!st) st = write_once(out->json_path, bytes, strlen(bytes), 0, err);
   /* The Markdown is written where it is missing. One already at its path
    * renders this same body (the JSON beside it was just found identical):
    * made by an earlier run, perhaps against another database sharing this
    * home, with that run's measurements; it is kept, not rewritten. */
-  if (!st && !finch_file_exists(out->md_path)) {
+  const int need_md = !finch_file_exists(out->md_path), need_html = !finch_file_exists(out->html_path);
+  if (!st && (need_md || need_html)) {
     finch_report rep;
     st = finch_report_load(db, out->id, &rep, err);
-    if (!st) {
-      st = write_md(&rep, err);
-      finch_report_free(&rep);
-    }
+    if (!st && need_md) st = write_md(&rep, err);
+    if (!st && need_html) st = write_html(&rep, out->html_path, err);
+    if (need_md || need_html) finch_report_free(&rep);
   }
 out:
   free(bytes), free(meas), free(metrics);
@@ -191,6 +204,10 @@ finch_status finch_report_load(finch_db *db, long long id, finch_report *out, fi
   out->measurements = json_loads(PQgetvalue(r, 0, 2), 0, NULL);
   snprintf(out->json_path, sizeof out->json_path, "%s", PQgetvalue(r, 0, 3));
   snprintf(out->md_path, sizeof out->md_path, "%s", PQgetvalue(r, 0, 4));
+  /* The page beside the Markdown: the same name, .html. */
+  size_t ml = strlen(out->md_path);
+  if (ml > 3 && !strcmp(out->md_path + ml - 3, ".md"))
+    snprintf(out->html_path, sizeof out->html_path, "%.*s.html", (int)(ml - 3), out->md_path);
   snprintf(out->created_at, sizeof out->created_at, "%s", PQgetvalue(r, 0, 5));
   out->approvals = json_loads(PQgetvalue(r, 0, 6), 0, NULL);
   PQclear(r);

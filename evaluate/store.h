@@ -40,7 +40,7 @@ typedef struct {
   long long id;
   int unchanged; /* the body was stored before: nothing was added */
   char body_sha256[FINCH_SHA256_HEX_LEN];
-  char json_path[PATH_MAX], md_path[PATH_MAX];
+  char json_path[PATH_MAX], md_path[PATH_MAX], html_path[PATH_MAX];
 } finch_report_ref;
 
 /* Stores body (and measurements: what the run measured that varies by run)
@@ -59,7 +59,7 @@ typedef struct {
   char created_at[40];
   const char *file_state;
   json_t *body, *measurements, *approvals;
-  char json_path[PATH_MAX], md_path[PATH_MAX];
+  char json_path[PATH_MAX], md_path[PATH_MAX], html_path[PATH_MAX]; /* html_path: "" when unknown */
 } finch_report;
 
 /* FINCH_ENOTFOUND naming the id when there is no report with a body. */

@@ -102,6 +102,8 @@ int main(void) {
   expect("report show 1", 0, "(intact)");
   expect("report show 1 --format md", 0, "| Ann | approve |");
   expect("report show 1 --format md", 0, "## Sign-off");
+  expect("report show 1 --format html", 0, "<!DOCTYPE html>");
+  expect("report show 1 --format html", 0, "<td>Ann</td>");
   expect("report show 2 --format md", 0, "No decision was recorded");
   expect("report show 42", 1, "report 42 does not exist");
 

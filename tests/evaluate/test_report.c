@@ -214,6 +214,28 @@ int main(void) {
   for (size_t i = 0; md && i < sizeof heads / sizeof *heads; i++) CHECK_CONTAINS(md, heads[i]);
   CHECK_CONTAINS(md, r1.body_sha256);
   free(md);
+  /* The HTML page beside it: the body's statistics drawn (the interval,
+   * the reliability diagram, the confusion matrix), the measurements and
+   * the sign-off naming the body's hash. */
+  CHECK_CONTAINS(r1.html_path, sha12);
+  char *html = slurp(r1.html_path, NULL);
+  CHECK(html != NULL);
+  if (html) {
+    CHECK_CONTAINS(html, "95% CI");
+    CHECK_CONTAINS(html, "Reliability diagram");
+    CHECK_CONTAINS(html, "Confusion matrix");
+    CHECK_CONTAINS(html, "Measurements of this run");
+    CHECK_CONTAINS(html, r1.body_sha256);
+    CHECK(!strstr(html, "<script") && !strstr(html, "src="));
+  }
+  free(html);
+  /* The body carries the statistics the page draws. */
+  json_t *b1 = json_loads(file1 ? file1 : "{}", 0, NULL);
+  const json_t *res1 = json_object_get(b1, "results");
+  CHECK_INT_EQ(json_array_size(json_object_get(res1, "accuracy_ci95")), 2);
+  CHECK(json_object_get(json_object_get(res1, "calibration"), "ece_after") != NULL);
+  CHECK(json_array_size(json_object_get(json_object_get(res1, "confusion"), "matrix")) > 0);
+  json_decref(b1);
 
   /* Another evaluation (another half of the rows) is another report. */
   o.half = "report";

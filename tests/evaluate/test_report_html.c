@@ -86,12 +86,15 @@ static void test_page(const json_t *body) {
                            "2026-12-08 10:00:00+00", "body_sha256", "aaaa", "reviewer", "B. Second", "decision",
                            "reject", "comment", "older body", "created_at", "2026-12-08 11:00:00+00", "body_sha256",
                            "bbbb");
-  char *html = finch_report_html(body, "aaaa", appr);
+  json_t *meas = json_pack("{s:f, s:s}", "latency_ms_p50", 0.0271, "command_line", "finch eval --model 7");
+  char *html = finch_report_html(body, "aaaa", meas, appr);
   CHECK(html != NULL);
   if (!html) return;
-  char *again = finch_report_html(body, "aaaa", appr);
+  CHECK(strstr(html, "Measurements of this run</h2>") && strstr(html, "finch eval --model 7"));
+  char *again = finch_report_html(body, "aaaa", meas, appr);
   CHECK(again && !strcmp(html, again));
   free(again);
+  json_decref(meas);
   static const char *const headings[] = {"Purpose and intended use", "Model identity", "Software", "Data", "Lineage",
                                          "Results", "Latency", "Cost", "Baseline: the legacy rules", "Limitations",
                                          "Sign-off"};
@@ -110,7 +113,7 @@ static void test_page(const json_t *body) {
   CHECK_INT_EQ(count(html, "(a different body)"), 1);
   free(html);
   /* No approvals: the block says how to give one. */
-  html = finch_report_html(body, "aaaa", NULL);
+  html = finch_report_html(body, "aaaa", NULL, NULL);
   CHECK(html && strstr(html, "No decision recorded"));
   free(html);
   json_decref(appr);
@@ -137,7 +140,7 @@ static void test_chromium(const json_t *body) {
   snprintf(probe, sizeof probe, "%s/probe.html", dir);
   snprintf(png, sizeof png, "%s/report.png", dir);
   finch_err err;
-  CHECK_INT_EQ(finch_report_write_html(page, body, "aaaa", NULL, &err), FINCH_OK);
+  CHECK_INT_EQ(finch_report_write_html(page, body, "aaaa", NULL, NULL, &err), FINCH_OK);
   FILE *fp = fopen(probe, "w");
   CHECK(fp != NULL);
   if (!fp) return;
