@@ -58,6 +58,20 @@ static int resolve(const cli_cmd *cmd, void *opts, finch_cfg_src *src) {
   return 0;
 }
 
+/* The field's items so far, a comma, and val: a string that lives until the
+ * process ends (option fields point into their text), kept reachable here. */
+static const char *cli__joined(const finch_opt *o, const void *opts, const char *val) {
+  static char *kept[64];
+  static size_t n_kept;
+  const char *prev = *(const char *const *)((const unsigned char *)opts + o->offset);
+  size_t n = (prev ? strlen(prev) : 0) + strlen(val) + 2;
+  char *s = n_kept < sizeof kept / sizeof *kept ? malloc(n) : NULL;
+  if (!s) return NULL;
+  snprintf(s, n, "%s%s%s", prev ? prev : "", prev && *prev ? "," : "", val);
+  kept[n_kept++] = s;
+  return s;
+}
+
 int cli_parse(const cli_cmd *cmd, void *opts, int argc, char **argv, const char **pos, size_t *npos) {
   if (resolve(cmd, opts, NULL)) return 2;
   *npos = 0;
@@ -72,6 +86,10 @@ int cli_parse(const cli_cmd *cmd, void *opts, int argc, char **argv, const char 
       return 0;
     }
   }
+  /* The options given so far: a second --x is an error (the first would be
+   * silently lost), or for FINCH_OPT_REPEAT adds its items. */
+  const finch_opt *seen[64];
+  size_t n_seen = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const finch_opt *o = NULL;
@@ -98,6 +116,13 @@ int cli_parse(const cli_cmd *cmd, void *opts, int argc, char **argv, const char 
       fprintf(stderr, "%s: unknown %soption '%s' (see %s --help)\n", who, cmd->leading ? "global " : "", a, who);
       return 2;
     }
+    int again = 0;
+    for (size_t k = 0; k < n_seen; k++) again |= seen[k] == o;
+    if (again && !(o->flags & FINCH_OPT_REPEAT)) {
+      fprintf(stderr, "%s: --%s is given twice; give it once\n", who, o->name);
+      return 2;
+    }
+    if (!again && n_seen < sizeof seen / sizeof *seen) seen[n_seen++] = o;
     if (o->type == FINCH_OPT_BOOL) {
       if (val) {
         fprintf(stderr, "%s: --%s takes no value\n", who, o->name);
@@ -111,6 +136,10 @@ int cli_parse(const cli_cmd *cmd, void *opts, int argc, char **argv, const char 
       return 2;
     }
     if (!val) val = argv[++i];
+    if (again && (val = cli__joined(o, opts, val)) == NULL) {
+      fprintf(stderr, "%s: out of memory\n", who);
+      return 2;
+    }
     finch_err err;
     if (finch_opt_set(o, opts, val, "--", &err)) {
       fprintf(stderr, "%s: %s\n", who, err.msg);

@@ -396,7 +396,10 @@ typedef struct {
 
 #define F(m) FINCH_OPT_FIELD(eval_args, s.m)
 static const finch_opt eval_opts[] = {
-    {"model", 'm', FINCH_OPT_STRING, F(model), .arg = "ID|FILE", .help = "registered model id or model file (teacher or student)"},
+    {"model", 'm', FINCH_OPT_LIST, F(model), .arg = "ID|FILE", .flags = FINCH_OPT_REPEAT,
+     .help = "registered model id, alias or model file (teacher or student); given several times (or as a "
+             "comma-separated list, \"rules\" naming the legacy rule pack), the models are compared on the same rows "
+             "in one report"},
     {"format", 'f', FINCH_OPT_STRING, F(format), .arg = "FMT", .help = "format of --input: banking77"},
     {"input", 'i', FINCH_OPT_STRING, F(input), .arg = "FILE", .help = "labelled file to evaluate on"},
     {"dataset", 'd', FINCH_OPT_STRING, F(dataset), .arg = "NAME", .help = "evaluate on rows of this dataset instead of a file"},

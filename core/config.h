@@ -60,7 +60,9 @@ enum {
   FINCH_OPT_INVERT = 1u,   /* bool: `--no-x` given (or `no-x = true`) stores 0 */
   FINCH_OPT_MIN_OPEN = 2u, /* numbers: min itself is out of range */
   FINCH_OPT_MAX_OPEN = 4u, /* numbers: max itself is out of range */
-  FINCH_OPT_HIDE_DEFAULT = 8u /* --help shows no default: the help text says what 0 or unset means */
+  FINCH_OPT_HIDE_DEFAULT = 8u, /* --help shows no default: the help text says what 0 or unset means */
+  FINCH_OPT_REPEAT = 16u       /* LIST: given again on the command line, adds its items (`--model 1 --model 2`
+                                  = `--model 1,2`); any other option given twice is an error */
 };
 
 typedef struct {

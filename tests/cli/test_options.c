@@ -193,6 +193,12 @@ static void test_cli(void) {
   expect(bin, "serve --no-database=1", 2, "--no-database takes no value");
   expect(bin, "serve --port", 2, "--port needs a value (N)");
   expect(bin, "--frobnicate models", 2, "finch: unknown global option '--frobnicate'");
+  /* An option given twice is refused (the first would be lost), except one
+   * that adds its items: eval's --model. */
+  expect(bin, "serve --model a.fnm --port 1 --port 2", 2, "finch serve: --port is given twice; give it once");
+  expect(bin, "distill --dataset d --dataset e", 2, "--dataset is given twice");
+  expect(bin, "serve --no-webhooks --no-webhooks --model a.fnm", 2, "--no-webhooks is given twice");
+  expect(bin, "eval --model /nonexistent/a.fnm --model /nonexistent/b.fnm --dataset d", 1, "/nonexistent/a.fnm");
 
   /* [serve] and [distill] sections: file < environment < flag. */
   char path[512], args[1024];
