@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/paths.h"
+#include "tests/chromium.h"
 #include "tests/dbtest.h"
 #include "tests/test.h"
 
@@ -100,6 +101,31 @@ int main(int argc, char **argv) {
   const char *report = json_string_value(json_object_get(j, "report"));
   CHECK(model && finch_file_exists(model));
   CHECK(report && finch_file_exists(report));
+
+  /* The student's report page, as a reviewer opens it: in headless
+   * Chromium, no broken image, no request, the charts drawn; a screenshot
+   * of it is kept under the test directory. */
+  const char *page = json_string_value(json_object_get(j, "report_html"));
+  CHECK(page && finch_file_exists(page));
+  if (page && chromium_installed()) {
+    const char *tmp = getenv("FINCH_TEST_TMP");
+    char dir[4096], png[4200], mk[8400];
+    snprintf(dir, sizeof dir, "%s/e2e-%s-report", tmp && *tmp ? tmp : "/tmp", argc > 1 ? argv[1] : "sample");
+    snprintf(mk, sizeof mk, "mkdir -p '%s'", dir);
+    CHECK_INT_EQ(system(mk), 0);
+    snprintf(png, sizeof png, "%s/student-report.png", dir);
+    chromium_view v;
+    CHECK_INT_EQ(chromium_view_page(page, dir, png, 1200, 8000, &v), 0);
+    printf("student report in chromium: %d charts, %d images (%d broken), %d requests; screenshot %s (%u x %u, "
+           "%ld bytes)\n", v.charts, v.images, v.broken, v.resources, png, v.png_w, v.png_h, v.png_bytes);
+    CHECK_INT_EQ(v.broken, 0);
+    CHECK_INT_EQ(v.resources, 0);
+    CHECK(v.charts >= 3);
+    CHECK(v.png_bytes > 50000);
+  } else if (page) {
+    printf("SKIP the report page in chromium: %s is not installed (scripts/install-deps.sh installs it)\n",
+           CHROMIUM_BIN);
+  }
 
   /* The student's model card names the pretrained weights exactly when its
    * teacher chose the pretrained encoder (found through the registry). */
