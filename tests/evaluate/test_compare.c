@@ -259,6 +259,22 @@ int main(void) {
   const json_t *p0 = json_array_get(per, 0);
   CHECK_INT_EQ(json_object_size(json_object_get(p0, "f1")), 3);
   CHECK_INT_EQ(json_object_size(json_object_get(p0, "delta_vs_first")), 2);
+  /* Each model's per-intent F1 is its own report's. */
+  finch_report own;
+  for (int m = 0; m < 2; m++) {
+    CHECK_INT_EQ(finch_report_load(db, m ? rs.report_id : rt.report_id, &own, &err), FINCH_OK);
+    const json_t *opi = json_object_get(json_object_get(own.body, "results"), "per_intent"), *a, *b;
+    size_t i, j, matched = 0;
+    json_array_foreach(per, i, a) json_array_foreach(opi, j, b) {
+      if (strcmp(json_string_value(json_object_get(a, "intent")), json_string_value(json_object_get(b, "intent"))))
+        continue;
+      matched++;
+      CHECK_NEAR(json_number_value(json_object_get(json_object_get(a, "f1"), m ? sid : tid)),
+                 json_number_value(json_object_get(b, "f1")), 1e-9);
+    }
+    CHECK_INT_EQ(matched, json_array_size(per));
+    finch_report_free(&own);
+  }
   const json_t *meth = json_object_get(cmp, "method");
   CHECK_CONTAINS(json_string_value(json_object_get(meth, "mcnemar")), "continuity correction");
   CHECK_INT_EQ(json_integer_value(json_object_get(meth, "bootstrap_seed")), 42);
