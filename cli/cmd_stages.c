@@ -16,6 +16,7 @@
 #include "core/models.h"
 #include "distill/distill.h"
 #include "evaluate/body.h"
+#include "evaluate/compare.h"
 #include "evaluate/evaluate.h"
 #include "ingest/ingest.h"
 #include "serve/rules.h"
@@ -421,17 +422,53 @@ static const char *eval_rules_answer(void *ctx, const char *text) {
   return finch_rules_match(ctx, text, strlen(text), NULL, NULL);
 }
 
+/* finch eval with several models: one comparison report (evaluate/compare.h). */
+static int eval_compare(finch_db *db, const finch_eval_opts *o, int json) {
+  finch_err err;
+  finch_compare_result r;
+  finch_status st = finch_compare_run(db, o, &r, &err);
+  if (st) {
+    finch_compare_result_free(&r);
+    return cli_fail(&err);
+  }
+  if (json) {
+    printf("%s\n", r.json);
+  } else {
+    printf("n %lld, %zu models on the same rows\n", r.n, r.n_models);
+    for (size_t m = 0; m < r.n_models; m++) {
+      const finch_compare_model *cm = &r.models[m];
+      printf("%s (%s): accuracy %.4f (95%% CI %.4f-%.4f), macro-F1 %.4f, latency p50 %.4f ms, %s", cm->name,
+             cm->kind, cm->accuracy, cm->accuracy_lo, cm->accuracy_hi, cm->macro_f1, cm->latency_ms_p50,
+             cm->on_front ? "on the front" : "not on the front");
+      if (cm->report_id) printf(", report %lld", cm->report_id);
+      printf("\n");
+    }
+    for (size_t j = 0; j < r.n_pairs; j++) {
+      const finch_compare_pair *p = &r.pairs[j];
+      printf("McNemar %s vs %s: %lld against %lld discordant rows, p exact %.4g, p chi-square %.4g\n",
+             r.models[p->a].name, r.models[p->b].name, p->test.b, p->test.c, p->test.p_exact, p->test.p_chi2);
+    }
+    if (r.unchanged) printf("unchanged: report %lld (the same comparison was reported before)\n", r.report_id);
+    printf("report %lld: %s, %s (body sha256 %s)\n", r.report_id, r.report_path, r.html_path, r.body_sha256);
+  }
+  finch_compare_result_free(&r);
+  return 0;
+}
+
 static int eval_run(void *opts, const char **pos, size_t npos);
 const cli_cmd cli_eval = {
     "eval", "measure a model on labelled rows; store and write a report",
-    "--model M (--format banking77 --input FILE | --dataset NAME [--split dev]) [--oos-label L] [--rules FILE]\n"
-    "            [--cpu-price-hour USD] [--json]",
+    "--model M [--model M2 ... | --model rules] (--format banking77 --input FILE | --dataset NAME [--split dev])\n"
+    "            [--oos-label L] [--rules FILE] [--cpu-price-hour USD] [--json]",
     "Measure accuracy, macro-F1, calibration and latency, with the legacy rules on the same rows as\n"
     "the baseline, and write one immutable report (eval_reports; report-ID-HASH.json and .md under\n"
     "$FINCH_HOME/reports): the same evaluation again finds that report ('unchanged: report N')\n"
     "instead of adding another; finch report list|show|approve reads and signs them. Rows are\n"
     "decided by the model's abstention policy; with out-of-scope rows or a policy, the run also\n"
-    "measures in-scope accuracy and coverage, out-of-scope recall and precision, AUROC and FPR at 95% in-scope recall.",
+    "measures in-scope accuracy and coverage, out-of-scope recall and precision, AUROC and FPR at 95% in-scope recall.\n"
+    "With 2 to 8 models (\"rules\" naming the --rules pack), each gets its own report and one more compares\n"
+    "them on the same rows: accuracy and macro-F1 with intervals, McNemar's test for every pair, per-intent\n"
+    "F1 differences, and the accuracy-latency Pareto front of the run.",
     NULL, eval_opts, CLI_N(eval_opts), sizeof(eval_args), NULL, 0, eval_run, 0};
 
 static int eval_run(void *opts, const char **pos, size_t npos) {
@@ -458,6 +495,12 @@ static int eval_run(void *opts, const char **pos, size_t npos) {
   if (!db) {
     finch_rules_free(rules);
     return 1;
+  }
+  if (finch_compare_count(o.model) > 1) {
+    int rc = eval_compare(db, &o, a.json);
+    finch_db_close(db);
+    finch_rules_free(rules);
+    return rc;
   }
   finch_eval_result r;
   finch_status st = finch_eval_run(db, &o, &r, &err);

@@ -333,7 +333,10 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
   json_t *out = NULL;
   finch_metrics mt = {0};
   finch_oos_point pts[EVAL_CURVE_POINTS];
-  if (!st && (!gold || !pred || !decided || !answer || !conf || !probs || !score || !is_oos || !lat || !unknown || !all))
+  char **res_answers = opts->keep_rows ? calloc(n + 1, sizeof *res_answers) : NULL;
+  unsigned char *res_correct = opts->keep_rows ? calloc(n + 1, 1) : NULL;
+  if (!st && (!gold || !pred || !decided || !answer || !conf || !probs || !score || !is_oos || !lat || !unknown || !all ||
+              (opts->keep_rows && (!res_answers || !res_correct))))
     st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
   /* Without a threshold: the policy's explicit class alone, on the
    * probabilities already at the policy's temperature. */
@@ -371,6 +374,8 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
        * (the index past every label, fixed below once those are known). */
       pred[i] = decided[i] >= 0 ? decided[i] : is_oos[i] ? g : -1;
     }
+    if (res_answers && decided[i] >= 0 && !(res_answers[i] = strdup(nn_model_label(m, (size_t)decided[i]))))
+      st = finch_err_set(err, FINCH_ENOMEM, "out of memory");
     if (decided[i] == oos_answer && oos_answer >= 0) decided[i] = -1;
     if (answer[i] == oos_answer && oos_answer >= 0) answer[i] = -1;
   }
@@ -390,6 +395,10 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     for (size_t i = 0; i < n; i++) mean += lat[i];
     mean = n ? mean / (double)n : 0;
     double p50 = finch_quantile(lat, n, 0.50), p90 = finch_quantile(lat, n, 0.90), p99 = finch_quantile(lat, n, 0.99);
+    res->latency_ms_p50 = p50;
+    res->latency_ms_p99 = p99;
+    snprintf(res->model_sha256, sizeof res->model_sha256, "%s", sha);
+    snprintf(res->rows_sha256, sizeof res->rows_sha256, "%s", rows_sha);
     json_t *per = json_array();
     for (size_t l = 0; l < refused_index; l++) {
       const finch_label_metrics *pl = &mt.per_label[l];
@@ -447,6 +456,17 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
     }
     res->json = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   }
+  if (!st && opts->keep_rows) {
+    for (size_t i = 0; i < n; i++) res_correct[i] = pred[i] == gold[i];
+    res->rows = ex;
+    memset(&ex, 0, sizeof ex);
+    res->answers = res_answers;
+    res->correct = res_correct;
+  } else {
+    for (size_t i = 0; res_answers && i < n; i++) free(res_answers[i]);
+    free(res_answers);
+    free(res_correct);
+  }
   json_decref(out);
   json_decref(stats);
   free(all);
@@ -461,4 +481,10 @@ finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eva
 void finch_eval_result_free(finch_eval_result *res) {
   free(res->json);
   res->json = NULL;
+  for (size_t i = 0; res->answers && i < res->rows.n; i++) free(res->answers[i]);
+  free(res->answers);
+  free(res->correct);
+  res->answers = NULL;
+  res->correct = NULL;
+  finch_eval_rows_free(&res->rows);
 }

@@ -49,7 +49,18 @@ typedef struct {
   unsigned long long seed;  /* the halves' seed */
   double cpu_price_hour;    /* price of one CPU core-hour for the cost figure; 0 = FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR (body.h) */
   const finch_eval_baseline *baseline; /* NULL: the report says no baseline was run */
+  int keep_rows;            /* 1: res hands back the evaluated rows and each row's answer (finch_compare_run pairs
+                               them across models) */
 } finch_eval_opts;
+
+/* Labelled rows to measure on, as finch_eval_run reads them
+ * (finch_eval_rows_load below): from opts->input (banking77 CSV; unreadable rows are counted in skipped and
+ * warned about with file and line) or from opts->dataset / opts->split. */
+typedef struct {
+  char **texts, **labels; /* NFKC-normalised, owned */
+  size_t n, cap;
+  long long skipped;
+} finch_eval_rows;
 
 typedef struct {
   long long report_id;
@@ -64,18 +75,19 @@ typedef struct {
   char html_path[4096];   /* the self-contained HTML page */
   char *json; /* the metrics object with report_id, report_path, json_path, body_sha256 and unchanged;
                  malloc'd; release with finch_eval_result_free */
+  char model_sha256[65], rows_sha256[65]; /* the model file's hash; the rows' (finch_eval_rows_sha256) */
+  double latency_ms_p50, latency_ms_p99;  /* this run's, one prediction at a time */
+  /* With opts->keep_rows, owned by res: the evaluated rows in the order
+   * measured (rows.n == n); answers[i] the intent the model decided on row
+   * i (malloc'd; the rows' out-of-scope label too when the model answers
+   * it), NULL where its policy refused; correct[i] 1 where the plain
+   * accuracy counts row i right (a refusal is right on an out-of-scope row). */
+  finch_eval_rows rows;
+  char **answers;
+  unsigned char *correct;
 } finch_eval_result;
 
 finch_status finch_eval_run(finch_db *db, const finch_eval_opts *opts, finch_eval_result *res, finch_err *err);
-
-/* Labelled rows to measure on, as finch_eval_run reads them: from
- * opts->input (banking77 CSV; unreadable rows are counted in skipped and
- * warned about with file and line) or from opts->dataset / opts->split. */
-typedef struct {
-  char **texts, **labels; /* NFKC-normalised, owned */
-  size_t n, cap;
-  long long skipped;
-} finch_eval_rows;
 
 finch_status finch_eval_rows_load(finch_db *db, const finch_eval_opts *opts, finch_eval_rows *rows, finch_err *err);
 void finch_eval_rows_free(finch_eval_rows *rows);

@@ -1,5 +1,7 @@
 #include "evaluate/report.h"
 
+#include "evaluate/compare.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,11 +332,18 @@ static void write_signoff(FILE *fp, const finch_report *r) {
 
 void finch_report_write_markdown(FILE *fp, const finch_report *r) {
   const json_t *b = r->body, *res = json_object_get(b, "results"), *sw = json_object_get(b, "software");
-  fprintf(fp, "# Evaluation report %lld\n\n", r->id);
+  const int cmp = json_object_get(b, "comparison") != NULL;
+  fprintf(fp, "# %s report %lld\n\n", cmp ? "Comparison" : "Evaluation", r->id);
   fprintf(fp, "Body SHA-256 `%s`: the hash of the report's JSON, which holds every figure below except the run's "
               "measurements and the sign-off. Made %s by finch %s, source commit `%s`.\n\n",
           r->body_sha256, r->created_at, str(sw, "finch_version"), str(sw, "source_commit"));
   fprintf(fp, "## Purpose and intended use\n\n%s\n\n", str(json_object_get(b, "purpose_and_intended_use"), "text"));
+  if (cmp) {
+    fprintf(fp, "%s.\n\n", str(b, "title"));
+    write_data(fp, json_object_get(b, "data"));
+    finch_compare_write_markdown(fp, b, r->measurements);
+    goto signoff;
+  }
   write_model(fp, json_object_get(b, "model"));
   write_data(fp, json_object_get(b, "data"));
   fprintf(fp, "## Summary\n\n| metric | value |\n|---|---|\n| Accuracy | %.4f |\n| Macro-F1 | %.4f |\n"
@@ -347,6 +356,7 @@ void finch_report_write_markdown(FILE *fp, const finch_report *r) {
   write_limitations(fp, json_object_get(b, "limitations"));
   write_measurements(fp, b, r->measurements);
   write_lineage(fp, json_object_get(b, "lineage"));
+signoff:
   write_signoff(fp, r);
   fprintf(fp, "## Reproduce\n\n```\n%s\n```\n", *str(r->measurements, "command_line")
                                                    ? str(r->measurements, "command_line") : "(not recorded)");

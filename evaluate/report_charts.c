@@ -180,37 +180,83 @@ void finch_report__results_html(FILE *fp, const json_t *r) {
   json_decref(rest);
 }
 
-/* The comparison: its table of models, the paired tests, and the front of
- * accuracy against latency. */
+/* The comparison (evaluate/compare.h): its models, the paired tests, and
+ * the per-intent F1 with each model's difference from the first; the
+ * latencies and the Pareto front are the run's measurements
+ * (finch_report__pareto_html), not the body's. */
 void finch_report__comparison_html(FILE *fp, const json_t *c) {
-  const json_t *models = json_object_get(c, "models");
-  size_t n = json_array_size(models);
-  if (n) {
-    finch_svg_point *pts = calloc(n, sizeof *pts);
-    if (pts) {
-      size_t k = 0;
-      for (size_t i = 0; i < n; i++) {
-        const json_t *m = json_array_get(models, i);
-        double lat = num(m, "latency_ms_p50"), acc = num(json_object_get(m, "accuracy"), "value");
-        if (isnan(acc)) acc = num(m, "accuracy");
-        if (isnan(lat) || isnan(acc)) continue;
-        pts[k++] = (finch_svg_point){.name = json_string_value(json_object_get(m, "name")), .x = lat, .y = acc,
-                                     .on_front = json_is_true(json_object_get(m, "on_front"))};
-      }
-      if (k)
-        finch_report__figure(fp, finch_svg_scatter_front("Accuracy against latency", "median latency per query (ms)",
-                                                         "accuracy", pts, k),
-                             "Each model on the same rows; the line joins the models no other beats on both "
-                             "accuracy and latency (the Pareto front).");
-      free(pts);
+  const json_t *models = json_object_get(c, "models"), *per = json_object_get(c, "per_intent");
+  if (json_array_size(models)) {
+    fputs("<h3>Models</h3>\n", fp);
+    finch_report__table(fp, models);
+  }
+  if (json_array_size(json_object_get(c, "mcnemar"))) {
+    fputs("<h3>McNemar's test on the paired rows</h3>\n", fp);
+    finch_report__table(fp, json_object_get(c, "mcnemar"));
+  }
+  size_t nm = json_array_size(models), i;
+  const json_t *p;
+  if (json_array_size(per) && nm) {
+    fputs("<h3>Per intent: F1, and the difference from the first model</h3>\n<table class=\"grid\"><thead><tr>"
+          "<th>intent</th><th>support</th>", fp);
+    for (size_t m = 0; m < nm; m++) {
+      fputs("<th>F1 ", fp);
+      finch_report__esc(fp, json_string_value(json_object_get(json_array_get(models, m), "name")));
+      fputs("</th>", fp);
     }
+    for (size_t m = 1; m < nm; m++) {
+      fputs("<th>&Delta; ", fp);
+      finch_report__esc(fp, json_string_value(json_object_get(json_array_get(models, m), "name")));
+      fputs("</th>", fp);
+    }
+    fputs("</tr></thead><tbody>", fp);
+    json_array_foreach(per, i, p) {
+      fputs("<tr><td>", fp);
+      finch_report__scalar(fp, json_object_get(p, "intent"));
+      fputs("</td><td class=\"num\">", fp);
+      finch_report__scalar(fp, json_object_get(p, "support"));
+      fputs("</td>", fp);
+      for (size_t m = 0; m < nm; m++) {
+        const char *name = json_string_value(json_object_get(json_array_get(models, m), "name"));
+        fprintf(fp, "<td class=\"num\">%.3f</td>", num(json_object_get(p, "f1"), name ? name : ""));
+      }
+      for (size_t m = 1; m < nm; m++) {
+        const char *name = json_string_value(json_object_get(json_array_get(models, m), "name"));
+        fprintf(fp, "<td class=\"num\">%+.3f</td>", num(json_object_get(p, "delta_vs_first"), name ? name : ""));
+      }
+      fputs("</tr>", fp);
+    }
+    fputs("</tbody></table>\n", fp);
   }
   const char *k;
   const json_t *v;
   json_object_foreach((json_t *)c, k, v) {
+    if (!strcmp(k, "models") || !strcmp(k, "mcnemar") || !strcmp(k, "per_intent")) continue;
     fputs("<h3>", fp);
     finch_report__esc(fp, k);
     fputs("</h3>\n", fp);
     finch_report__value(fp, v, 0);
   }
+}
+
+/* The accuracy-latency scatter of a run's measurements.pareto ({models:
+ * [{name, accuracy, latency_ms_p50, on_front}], method}), the front joined. */
+void finch_report__pareto_html(FILE *fp, const json_t *pareto) {
+  const json_t *models = json_object_get(pareto, "models");
+  size_t n = json_array_size(models), k = 0;
+  finch_svg_point *pts = n ? calloc(n, sizeof *pts) : NULL;
+  if (!pts) return;
+  for (size_t i = 0; i < n; i++) {
+    const json_t *m = json_array_get(models, i);
+    double lat = num(m, "latency_ms_p50"), acc = num(m, "accuracy");
+    if (isnan(lat) || isnan(acc)) continue;
+    pts[k++] = (finch_svg_point){.name = json_string_value(json_object_get(m, "name")), .x = lat, .y = acc,
+                                 .on_front = json_is_true(json_object_get(m, "on_front"))};
+  }
+  if (k)
+    finch_report__figure(fp, finch_svg_scatter_front("Accuracy against latency", "median latency per query (ms)",
+                                                     "accuracy", pts, k),
+                         "Each model on the same rows in this run; filled points and the line are the models no "
+                         "other beats on both accuracy and latency (the Pareto front). Latencies are this run's.");
+  free(pts);
 }

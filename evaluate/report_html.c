@@ -292,6 +292,7 @@ char *finch_report_html(const json_t *body, const char *body_sha256, const json_
     fputs("<section id=\"measurements\"><h2>Measurements of this run</h2>\n<p>Timings and cost differ from run to "
           "run on the same body: they are the first run's, kept beside the body and not part of its hash.</p>\n",
           fp);
+    finch_report__pareto_html(fp, json_object_get(measurements, "pareto"));
     finch_report__value(fp, measurements, 0);
     fputs("</section>\n", fp);
   }

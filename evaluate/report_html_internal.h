@@ -22,5 +22,8 @@ void finch_report__figure(FILE *fp, char *svg, const char *caption);
 void finch_report__results_html(FILE *fp, const json_t *results);
 /* The comparison section of a report over several models. */
 void finch_report__comparison_html(FILE *fp, const json_t *comparison);
+/* The accuracy-latency scatter with its Pareto front from a run's
+ * measurements.pareto (nothing when absent). */
+void finch_report__pareto_html(FILE *fp, const json_t *pareto);
 
 #endif
