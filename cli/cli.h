@@ -8,7 +8,20 @@
 
 #include "cli/args.h"
 #include "core/db.h"
+#include "core/hash.h"
 #include "core/status.h"
+#include "evaluate/evaluate.h"
+#include "serve/rules.h"
+
+/* The legacy rule pack: what finch serve falls back to and finch eval
+ * measures as the baseline. */
+#define CLI_DEFAULT_RULES FINCH_SOURCE_DIR "/serve/rules/banking77.rules"
+
+/* The rule pack at path as an evaluation's baseline: loaded into *rules
+ * (release with finch_rules_free after the evaluation), its SHA-256 into
+ * sha, and b filled to answer from it (b points into sha and path). */
+finch_status cli_eval_baseline(const char *path, finch_rules **rules, char sha[FINCH_SHA256_HEX_LEN],
+                               finch_eval_baseline *b, finch_err *err);
 
 extern const cli_cmd cli_db, cli_ingest, cli_augment, cli_teacher, cli_distill, cli_compile, cli_eval, cli_serve,
     cli_models, cli_runs, cli_rules, cli_demo, cli_rollout, cli_keys, cli_webhooks, cli_soft_labels, cli_monitor,

@@ -180,6 +180,7 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   finch_err err;
   int code = 1;
   finch_server *srv = NULL;
+  finch_rules *rules = NULL; /* the legacy pack, the reports' baseline */
   finch_eval_result ev_t = {0}, ev_s = {0};
 
   printf("[1/6] ingest %s -> dataset %s\n", input, dataset);
@@ -266,6 +267,14 @@ static int demo_run(void *opts, const char **pos, size_t npos) {
   snprintf(cmdline_t, sizeof cmdline_t, "finch eval --model %s --dataset %s --split dev", tid, dataset);
   snprintf(cmdline_s, sizeof cmdline_s, "finch eval --model %s --dataset %s --split dev", cid, dataset);
   finch_eval_opts eo = {.model = tid, .dataset = dataset, .split = "dev", .command_line = cmdline_t};
+  /* The reports measure the legacy rules on the same rows, as finch eval
+   * does by default. */
+  char rules_sha[FINCH_SHA256_HEX_LEN];
+  finch_eval_baseline base;
+  if (finch_file_exists(CLI_DEFAULT_RULES)) {
+    if (cli_eval_baseline(CLI_DEFAULT_RULES, &rules, rules_sha, &base, &err)) goto fail;
+    eo.baseline = &base;
+  }
   if (finch_eval_run(db, &eo, &ev_t, &err)) goto fail;
   eo.model = cid;
   eo.command_line = cmdline_s;
@@ -336,6 +345,7 @@ done:
   if (srv) finch_server_stop(srv);
   finch_eval_result_free(&ev_t);
   finch_eval_result_free(&ev_s);
+  finch_rules_free(rules);
   finch_db_close(db);
   return code;
 }

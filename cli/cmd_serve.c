@@ -38,7 +38,7 @@ static const finch_opt serve_opts[] = {
     {"threads", 0, FINCH_OPT_INT, F(threads), .def = FINCH_OPT_DEF(FINCH_SERVE_DEFAULT_THREADS), .min = 1, .max = 256, .arg = "N", .help = "worker threads"},
     {"no-database", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(serve_args, no_database),
      .help = "serve without the database: only /v1/intent and /healthz, no API keys"},
-    {"rules", 0, FINCH_OPT_STRING, F(rules_path), .def = FINCH_SOURCE_DIR "/serve/rules/banking77.rules",
+    {"rules", 0, FINCH_OPT_STRING, F(rules_path), .def = CLI_DEFAULT_RULES,
      .arg = "FILE", .help = "legacy rule file"},
     {"deployment", 'd', FINCH_OPT_STRING, F(deployment), .def = FINCH_SERVE_DEFAULT_DEPLOYMENT, .arg = "NAME",
      .help = "the deployment this server answers for"},

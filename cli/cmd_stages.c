@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "augment/augment.h"
@@ -19,6 +20,7 @@
 #include "evaluate/compare.h"
 #include "evaluate/evaluate.h"
 #include "ingest/ingest.h"
+#include "serve/monitor.h"
 #include "serve/rules.h"
 
 #define ANY_INT .min = 0, .max = 0  /* no bounds beyond the field's type */
@@ -391,7 +393,7 @@ static int compile_run(void *opts, const char **pos, size_t npos) {
 
 typedef struct {
   finch_eval_opts s;
-  const char *rules;
+  const char *rules, *deployment, *since, *until;
   int json;
 } eval_args;
 
@@ -412,14 +414,37 @@ static const finch_opt eval_opts[] = {
     {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", ANY_INT, .arg = "N", .help = "seed of the halves"},
     {"cpu-price-hour", 0, FINCH_OPT_FLOAT, F(cpu_price_hour), .def = FINCH_OPT_DEF(FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR),
      .min = 0, .max = 1e308, .arg = "USD", .help = "price of one CPU core-hour for the report's cost per 1,000 requests"},
-    {"rules", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(eval_args, rules), .def = FINCH_SOURCE_DIR "/serve/rules/banking77.rules",
+    {"rules", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(eval_args, rules), .def = CLI_DEFAULT_RULES,
      .arg = "FILE", .help = "the legacy rule pack measured on the same rows as the baseline (\"\" for none)"},
+    {"deployment", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(eval_args, deployment), .arg = "NAME",
+     .help = "add this deployment's serving record (finch monitor, by day) to the report as its monitoring section"},
+    {"since", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(eval_args, since), .arg = "TIME",
+     .help = "with --deployment: from this time (as finch monitor --since; default: all that was recorded)"},
+    {"until", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(eval_args, until), .arg = "TIME",
+     .help = "with --deployment: up to this time (as finch monitor --until)"},
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(eval_args, json), .help = "print the metrics as one JSON object"},
 };
 #undef F
 
 static const char *eval_rules_answer(void *ctx, const char *text) {
   return finch_rules_match(ctx, text, strlen(text), NULL, NULL);
+}
+
+finch_status cli_eval_baseline(const char *path, finch_rules **rules, char sha[FINCH_SHA256_HEX_LEN],
+                               finch_eval_baseline *b, finch_err *err) {
+  *rules = NULL;
+  finch_status st = finch_rules_load(rules, path, err);
+  if (!st) st = finch_sha256_file(path, sha, err);
+  if (st) {
+    finch_rules_free(*rules);
+    *rules = NULL;
+    return st;
+  }
+  const char *slash = strrchr(path, '/');
+  *b = (finch_eval_baseline){.name = slash ? slash + 1 : path, .sha256 = sha,
+                             .n_rules = (long long)finch_rules_count(*rules), .answer = eval_rules_answer,
+                             .ctx = *rules};
+  return FINCH_OK;
 }
 
 /* finch eval with several models: one comparison report (evaluate/compare.h). */
@@ -479,16 +504,9 @@ static int eval_run(void *opts, const char **pos, size_t npos) {
   finch_err err;
   finch_rules *rules = NULL;
   char rules_sha[FINCH_SHA256_HEX_LEN];
-  finch_eval_baseline base = {.answer = eval_rules_answer};
+  finch_eval_baseline base;
   if (a.rules && *a.rules) {
-    if (finch_rules_load(&rules, a.rules, &err) || finch_sha256_file(a.rules, rules_sha, &err)) {
-      finch_rules_free(rules);
-      return cli_fail(&err);
-    }
-    const char *slash = strrchr(a.rules, '/');
-    base = (finch_eval_baseline){.name = slash ? slash + 1 : a.rules, .sha256 = rules_sha,
-                                 .n_rules = (long long)finch_rules_count(rules), .answer = eval_rules_answer,
-                                 .ctx = rules};
+    if (cli_eval_baseline(a.rules, &rules, rules_sha, &base, &err)) return cli_fail(&err);
     o.baseline = &base;
   }
   finch_db *db = cli_db_open();
@@ -496,16 +514,37 @@ static int eval_run(void *opts, const char **pos, size_t npos) {
     finch_rules_free(rules);
     return 1;
   }
+  json_t *mon = NULL;
+  if ((a.since || a.until) && !a.deployment) {
+    finch_db_close(db);
+    finch_rules_free(rules);
+    fprintf(stderr, "finch eval: --since and --until need --deployment\n");
+    return 2;
+  }
+  if (a.deployment) {
+    serve_monitor_opts mo = {.deployment = a.deployment, .bucket = SERVE_MONITOR_DAY};
+    time_t now = time(NULL);
+    if ((a.since && serve_monitor_parse_time(a.since, now, &mo.since, &err)) ||
+        (a.until && serve_monitor_parse_time(a.until, now, &mo.until, &err)) ||
+        serve_monitor_json(db, &mo, &mon, &err)) {
+      finch_db_close(db);
+      finch_rules_free(rules);
+      return cli_fail(&err);
+    }
+    o.monitoring = mon;
+  }
   if (finch_compare_count(o.model) > 1) {
     int rc = eval_compare(db, &o, a.json);
     finch_db_close(db);
     finch_rules_free(rules);
+    json_decref(mon);
     return rc;
   }
   finch_eval_result r;
   finch_status st = finch_eval_run(db, &o, &r, &err);
   finch_db_close(db);
   finch_rules_free(rules);
+  json_decref(mon);
   if (st) {
     finch_eval_result_free(&r);
     return cli_fail(&err);

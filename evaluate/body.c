@@ -250,6 +250,7 @@ finch_status finch_eval_body(finch_db *db, const finch_eval_body_in *in, json_t 
       "baseline", finch_eval_baseline_json(o->baseline, in->texts, in->labels, in->n), "limitations",
       limitations_json(in));
   if (!body) return finch_err_set(err, FINCH_ENOMEM, "out of memory building the report body");
+  if (o->monitoring) json_object_set_new(body, "monitoring", json_deep_copy(o->monitoring));
   *out = body;
   return FINCH_OK;
 }

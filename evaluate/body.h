@@ -33,6 +33,8 @@
  *       accuracy, macro_f1, coverage, method} or {available: false, why}
  *   limitations {f1_floor, support_floor, ece_bound, weak_intents[],
  *       calibration {ece, above_bound}, data_coverage[] (sentences)}
+ *   monitoring  only with opts->monitoring: the deployment's serving record
+ *       over the period it states (serve_monitor_json's object)
  * The sign-off is not in the body: approvals name the body's hash and are
  * read from report_approvals when the report is shown. */
 #ifndef FINCH_EVALUATE_BODY_H

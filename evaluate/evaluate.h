@@ -20,6 +20,8 @@
 #ifndef FINCH_EVALUATE_EVALUATE_H
 #define FINCH_EVALUATE_EVALUATE_H
 
+#include <jansson.h>
+
 #include "core/db.h"
 #include "core/status.h"
 #include "evaluate/oos.h"
@@ -49,6 +51,8 @@ typedef struct {
   unsigned long long seed;  /* the halves' seed */
   double cpu_price_hour;    /* price of one CPU core-hour for the cost figure; 0 = FINCH_EVAL_DEFAULT_CPU_PRICE_HOUR (body.h) */
   const finch_eval_baseline *baseline; /* NULL: the report says no baseline was run */
+  const json_t *monitoring; /* a deployment's serving record over a stated period (serve_monitor_json's
+                               object): the body's "monitoring" section; NULL = none */
   int keep_rows;            /* 1: res hands back the evaluated rows and each row's answer (finch_compare_run pairs
                                them across models) */
 } finch_eval_opts;

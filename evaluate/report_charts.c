@@ -260,3 +260,58 @@ void finch_report__pareto_html(FILE *fp, const json_t *pareto) {
                          "other beats on both accuracy and latency (the Pareto front). Latencies are this run's.");
   free(pts);
 }
+
+void finch_report__monitoring_html(FILE *fp, const json_t *mon) {
+  const json_t *buckets = json_object_get(mon, "buckets"), *models = json_object_get(mon, "models");
+  size_t nb = json_array_size(buckets), nm = json_array_size(models);
+  if (nb) {
+    double *x = calloc(nb, sizeof *x), *acc = calloc(nb, sizeof *acc), *oos = calloc(nb, sizeof *oos),
+           *hand = calloc(nb, sizeof *hand);
+    if (x && acc && oos && hand) {
+      for (size_t i = 0; i < nb; i++) {
+        const json_t *b = json_array_get(buckets, i);
+        x[i] = (double)i;
+        acc[i] = num(b, "accuracy");
+        oos[i] = num(b, "out_of_scope_rate");
+        hand[i] = num(b, "handoff_rate");
+      }
+      finch_svg_series s[3] = {{"labelled accuracy", x, acc, nb}, {"out-of-scope rate", x, oos, nb},
+                               {"handoff rate", x, hand, nb}};
+      char xt[96];
+      snprintf(xt, sizeof xt, "%s since the first with requests", json_is_string(json_object_get(mon, "bucket"))
+                                                                     ? json_string_value(json_object_get(mon, "bucket"))
+                                                                     : "bucket");
+      finch_report__figure(fp, finch_svg_lines("The deployment over time", xt, "share", s, 3),
+                           "Per time bucket: accuracy of the served answers on labelled turns, and the shares of "
+                           "requests refused as out of scope and handed to a person; gaps where a bucket has no "
+                           "labelled turn.");
+    }
+    free(x), free(acc), free(oos), free(hand);
+  }
+  if (nm) {
+    finch_svg_point *pts = calloc(nm, sizeof *pts);
+    char (*names)[64] = calloc(nm, sizeof *names);
+    size_t k = 0;
+    for (size_t i = 0; pts && names && i < nm; i++) {
+      const json_t *m = json_array_get(models, i);
+      double lat = num(json_object_get(m, "latency_ms"), "p50"), acc = num(m, "accuracy");
+      if (isnan(lat) || isnan(acc)) continue;
+      const char *sha = json_string_value(json_object_get(m, "model_sha256"));
+      if (json_is_integer(json_object_get(m, "model_id")))
+        snprintf(names[k], sizeof names[k], "model %lld", (long long)json_integer_value(json_object_get(m, "model_id")));
+      else
+        snprintf(names[k], sizeof names[k], "%.12s", sha ? sha : "unknown");
+      pts[k] = (finch_svg_point){.name = names[k], .x = lat, .y = acc,
+                                 .on_front = json_is_true(json_object_get(m, "on_front"))};
+      k++;
+    }
+    if (k)
+      finch_report__figure(fp, finch_svg_scatter_front("Models that served: accuracy against latency",
+                                                       "median latency (ms)", "labelled accuracy", pts, k),
+                           "Each model that answered in the period, by its accuracy on labelled turns and its "
+                           "median latency; the line joins the Pareto front.");
+    free(pts);
+    free(names);
+  }
+  finch_report__value(fp, mon, 0);
+}

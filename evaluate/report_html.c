@@ -197,7 +197,7 @@ static const struct {
     {"latency", "Latency"},
     {"cost", "Cost"},
     {"baseline", "Baseline: the legacy rules"},
-    {"monitoring", "Monitoring"},
+    {"monitoring", "Monitoring: the deployment in service"},
     {"limitations", "Limitations"},
 };
 
@@ -215,6 +215,7 @@ static void section(FILE *fp, const char *key, const char *title, const json_t *
   fputs("</h2>\n", fp);
   if (!strcmp(key, "results") && json_is_object(v)) finch_report__results_html(fp, v);
   else if (!strcmp(key, "comparison") && json_is_object(v)) finch_report__comparison_html(fp, v);
+  else if (!strcmp(key, "monitoring") && json_is_object(v)) finch_report__monitoring_html(fp, v);
   else if (json_is_string(v)) {
     fputs("<p>", fp);
     finch_report__esc(fp, json_string_value(v));

@@ -20,6 +20,9 @@ void finch_report__figure(FILE *fp, char *svg, const char *caption);
 
 /* The results section (finch_results_json's object and eval's figures). */
 void finch_report__results_html(FILE *fp, const json_t *results);
+/* The monitoring section (serve_monitor_json's object): the rates over
+ * time, the models that served on the accuracy-latency front, the table. */
+void finch_report__monitoring_html(FILE *fp, const json_t *mon);
 /* The comparison section of a report over several models. */
 void finch_report__comparison_html(FILE *fp, const json_t *comparison);
 /* The accuracy-latency scatter with its Pareto front from a run's

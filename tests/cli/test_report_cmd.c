@@ -104,6 +104,35 @@ int main(void) {
   expect("report show 1 --format md", 0, "## Sign-off");
   expect("report show 1 --format html", 0, "<!DOCTYPE html>");
   expect("report show 1 --format html", 0, "<td>Ann</td>");
+
+  /* A deployment's serving record as the report's monitoring section: in
+   * the body (another report), drawn on the page; an unknown deployment
+   * and a period without one are refused. */
+  test_exec(db, "INSERT INTO conversation_turns (deployment, conversation_id, turn_index, speaker, text, stage, engine,"
+                " intent, model_intent, model_confidence, handoff, latency_ms, created_at) VALUES"
+                " ('desk', 'c1', 0, 'user', 'my card is lost', 'primary', 'model', 'lost_or_stolen_card',"
+                " 'lost_or_stolen_card', 0.9, false, 2.5, '2026-01-05 10:00+00'),"
+                " ('desk', 'c2', 0, 'user', 'hello there', 'primary', 'rules', 'greeting', 'card_arrival', 0.2, true,"
+                " 4.0, '2026-01-06 11:00+00')");
+  long long before = test_scalar(db, "SELECT count(*) FROM eval_reports");
+  out = finch(&status, "eval --model 2 --dataset sample --deployment desk --until 2026-02-01 --json");
+  CHECK_INT_EQ(status, 0);
+  j = json_loads(out, 0, NULL);
+  long long mon_id = j ? (long long)json_integer_value(json_object_get(j, "report_id")) : 0;
+  CHECK(j && !json_is_true(json_object_get(j, "unchanged")));
+  json_decref(j);
+  free(out);
+  CHECK_INT_EQ(test_scalar(db, "SELECT count(*) FROM eval_reports"), before + 1);
+  snprintf(args, sizeof args,
+           "SELECT count(*) FROM eval_reports WHERE id = %lld AND body->'monitoring'->>'deployment' = 'desk'"
+           " AND (body->'monitoring'->'total'->>'turns')::int = 2", mon_id);
+  CHECK_INT_EQ(test_scalar(db, args), 1);
+  snprintf(args, sizeof args, "report show %lld --format html", mon_id);
+  expect(args, 0, "Monitoring: the deployment in service</h2>");
+  expect("eval --model 2 --dataset sample --deployment desk --until 2026-02-01", 0, "unchanged: report");
+  expect("eval --model 2 --dataset sample --deployment nosuch", 1, "nosuch");
+  expect("eval --model 2 --dataset sample --since 7d", 2, "--since and --until need --deployment");
+  expect("eval --model 2 --dataset sample --deployment desk --since yesterday", 1, "yesterday");
   expect("report show 2 --format md", 0, "No decision was recorded");
   expect("report show 42", 1, "report 42 does not exist");
 
