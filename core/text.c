@@ -21,6 +21,21 @@ int finch_utf8_valid(const char *s, size_t len, size_t *bad_offset) {
 
 int finch_cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
+size_t finch_str_sort_unique(const char **names, size_t n) {
+  if (!n) return 0;
+  qsort(names, n, sizeof *names, finch_cmp_str);
+  size_t u = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!u || strcmp(names[u - 1], names[i])) names[u++] = names[i];
+  return u;
+}
+
+int finch_str_index(const char *const *names, size_t n, const char *s) {
+  if (!s || !n) return -1;
+  const char *const *hit = bsearch(&s, names, n, sizeof *names, finch_cmp_str);
+  return hit ? (int)(hit - names) : -1;
+}
+
 static int is_space_cp(utf8proc_int32_t cp) {
   if (cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r' || cp == 0x0b || cp == 0x0c) return 1;
   utf8proc_category_t c = utf8proc_category(cp);

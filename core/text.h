@@ -26,5 +26,11 @@ int finch_utf8_valid(const char *s, size_t len, size_t *bad_offset);
 /* qsort/bsearch comparator for an array of strings (char * or const char *
  * elements): strcmp order, the order of every sorted label list. */
 int finch_cmp_str(const void *a, const void *b);
+/* Sorts names[0..n) in finch_cmp_str order and drops repeats in place; the
+ * number kept. */
+size_t finch_str_sort_unique(const char **names, size_t n);
+/* The index of s in the sorted, repeat-free names[0..n), or -1 (also for
+ * s NULL). */
+int finch_str_index(const char *const *names, size_t n, const char *s);
 
 #endif

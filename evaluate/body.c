@@ -55,11 +55,6 @@ finch_status finch_eval_rows_sha256(const char *const *texts, const char *const 
   return st;
 }
 
-static int label_index(const char **names, size_t n, const char *s) {
-  const char **hit = bsearch(&s, names, n, sizeof *names, finch_cmp_str);
-  return hit ? (int)(hit - names) : -1;
-}
-
 json_t *finch_eval_baseline_json(const finch_eval_baseline *b, const char *const *texts, const char *const *labels,
                                  size_t n) {
   if (!b) return json_pack("{s:b, s:s}", "available", 0, "why", "no rule pack was given to this evaluation");
@@ -77,14 +72,10 @@ json_t *finch_eval_baseline_json(const finch_eval_baseline *b, const char *const
     names[nl++] = labels[i];
     if (got[i]) names[nl++] = got[i];
   }
-  qsort(names, nl, sizeof *names, finch_cmp_str);
-  size_t u = 0;
-  for (size_t i = 0; i < nl; i++)
-    if (!u || strcmp(names[u - 1], names[i])) names[u++] = names[i];
-  nl = u;
+  nl = finch_str_sort_unique(names, nl);
   for (size_t i = 0; i < n; i++) {
-    gold[i] = label_index(names, nl, labels[i]);
-    pred[i] = got[i] ? label_index(names, nl, got[i]) : (int)nl;
+    gold[i] = finch_str_index(names, nl, labels[i]);
+    pred[i] = got[i] ? finch_str_index(names, nl, got[i]) : (int)nl;
   }
   if (finch_metrics_compute(gold, pred, NULL, n, nl + 1, &m)) goto done;
   out = json_pack("{s:b, s:s, s:s, s:s, s:I, s:I, s:f, s:f, s:f, s:s}", "available", 1, "engine",

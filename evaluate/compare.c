@@ -101,12 +101,6 @@ static finch_status run_rules(const finch_eval_baseline *b, const finch_eval_row
   return FINCH_OK;
 }
 
-static int index_of(const char **names, size_t n, const char *s) {
-  if (!s) return -1;
-  const char **hit = bsearch(&s, names, n, sizeof *names, finch_cmp_str);
-  return hit ? (int)(hit - names) : -1;
-}
-
 /* The rules' accuracy and macro-F1 with bootstrap intervals, as the
  * baseline section of a model's report counts them: the labels are the gold
  * ones and the answers, one more index for "no rule fired". */
@@ -120,14 +114,10 @@ static finch_status rules_stats(const finch_eval_rows *rows, entry *e, unsigned 
     if (e->answers[i]) names[nl++] = e->answers[i];
   }
   if (!st) {
-    qsort(names, nl, sizeof *names, finch_cmp_str);
-    size_t u = 0;
-    for (size_t i = 0; i < nl; i++)
-      if (!u || strcmp(names[u - 1], names[i])) names[u++] = names[i];
-    nl = u;
+    nl = finch_str_sort_unique(names, nl);
     for (size_t i = 0; i < n; i++) {
-      gold[i] = index_of(names, nl, rows->labels[i]);
-      pred[i] = e->answers[i] ? index_of(names, nl, e->answers[i]) : (int32_t)nl;
+      gold[i] = finch_str_index(names, nl, rows->labels[i]);
+      pred[i] = e->answers[i] ? finch_str_index(names, nl, e->answers[i]) : (int32_t)nl;
     }
     finch_bootstrap bs;
     if (finch_stats_bootstrap(gold, pred, n, nl + 1, 0, seed, &bs))
@@ -192,16 +182,12 @@ static json_t *per_intent_json(const finch_eval_rows *rows, const entry *es, siz
   json_t *out = NULL;
   if (!names || !tp || !sup || !pr) goto done;
   for (size_t i = 0; i < n; i++) names[nl++] = rows->labels[i];
-  qsort(names, nl, sizeof *names, finch_cmp_str);
-  size_t u = 0;
-  for (size_t i = 0; i < nl; i++)
-    if (!u || strcmp(names[u - 1], names[i])) names[u++] = names[i];
-  nl = u;
+  nl = finch_str_sort_unique(names, nl);
   for (size_t i = 0; i < n; i++) {
-    int g = index_of(names, nl, rows->labels[i]);
+    int g = finch_str_index(names, nl, rows->labels[i]);
     sup[g]++;
     for (size_t m = 0; m < k; m++) {
-      int p = es[m].correct[i] ? g : index_of(names, nl, es[m].answers[i]);
+      int p = es[m].correct[i] ? g : finch_str_index(names, nl, es[m].answers[i]);
       tp[g * k + m] += es[m].correct[i];
       if (p >= 0) pr[(size_t)p * k + m]++;
     }
