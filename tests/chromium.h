@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/test.h"
+
 #define CHROMIUM_BIN "/usr/bin/chromium"
 #define CHROMIUM_FLAGS                                                                                            \
   "--headless=new --no-sandbox --disable-gpu --hide-scrollbars --allow-file-access-from-files "                   \
@@ -25,28 +27,6 @@ typedef struct {
 } chromium_view;
 
 static int chromium_installed(void) { return access(CHROMIUM_BIN, X_OK) == 0; }
-
-/* Runs cmd; its standard output, malloc'd, or NULL. */
-static char *chromium__capture(const char *cmd) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return NULL;
-  char *out = NULL;
-  size_t len = 0, cap = 0, r;
-  char buf[4096];
-  while ((r = fread(buf, 1, sizeof buf, p)) > 0) {
-    if (len + r + 1 > cap) {
-      cap = (len + r + 1) * 2;
-      char *g = realloc(out, cap);
-      if (!g) break;
-      out = g;
-    }
-    memcpy(out + len, buf, r);
-    len += r;
-    out[len] = '\0';
-  }
-  pclose(p);
-  return out;
-}
 
 /* Opens page (an absolute path) with dir as the browser's home and the
  * probe's place, and writes a screenshot of width x height to png. 0 on
@@ -72,7 +52,8 @@ static int chromium_view_page(const char *page, const char *dir, const char *png
   fclose(fp);
   snprintf(cmd, sizeof cmd, "HOME='%s' timeout 120 %s %s --dump-dom 'file://%s' 2>/dev/null", dir, CHROMIUM_BIN,
            CHROMIUM_FLAGS, probe);
-  char *dom = chromium__capture(cmd);
+  int status;
+  char *dom = test_run(cmd, &status);
   const char *res = dom ? strstr(dom, "id=\"result\">") : NULL;
   int ok = res && sscanf(res, "id=\"result\">images=%d broken=%d svgs=%d resources=%d", &v->images, &v->broken,
                          &v->charts, &v->resources) == 4;

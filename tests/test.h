@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 __attribute__((weak)) int test_failures_ = 0;
 
@@ -81,5 +82,31 @@ static inline double test_nmse(const float *x, const float *y, size_t n) {
     }                                                                                              \
     return 0;                                                                                      \
   } while (0)
+
+/* Runs a shell command; its standard output (malloc'd, NUL-terminated; the
+ * caller frees) and, in *status, its exit code (-1 when it did not exit).
+ * Exits the test when the command cannot be started or memory runs out. */
+static inline char *test_run(const char *cmd, int *status) {
+  *status = -1;
+  FILE *p = popen(cmd, "r");
+  size_t cap = 1 << 16, len = 0, k;
+  char *buf = p ? malloc(cap) : NULL;
+  if (!buf) {
+    fprintf(stderr, "cannot run: %s\n", cmd);
+    exit(1);
+  }
+  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+    len += k;
+    if (cap - len < 1024) {
+      char *g = realloc(buf, cap *= 2);
+      if (!g) exit(1);
+      buf = g;
+    }
+  }
+  buf[len] = '\0';
+  int st = pclose(p);
+  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return buf;
+}
 
 #endif

@@ -145,26 +145,11 @@ static void test_sections(void) {
   }
 }
 
-static char *run(const char *cmd, int *status) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return NULL;
-  size_t cap = 1 << 16, len = 0, k;
-  char *buf = malloc(cap);
-  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += k;
-    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = '\0';
-  int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return buf;
-}
-
 static void expect(const char *bin, const char *args, int code, const char *needle) {
   char cmd[2048];
   snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", bin, args);
   int status;
-  char *out = run(cmd, &status);
+  char *out = test_run(cmd, &status);
   if (status != code) TEST_FAIL_("%s: exit %d, expected %d:\n%s", args, status, code, out);
   CHECK_CONTAINS(out, needle);
   free(out);
@@ -218,7 +203,7 @@ static void test_cli(void) {
     char cmd[2048];
     int status;
     snprintf(cmd, sizeof cmd, "%s", args);
-    char *out = run(cmd, &status);
+    char *out = test_run(cmd, &status);
     CHECK_INT_EQ(status, 0);
     CHECK_CONTAINS(out, "seed                   = 5                        (env)");
     CHECK(strstr(out, "= 7 ") == NULL);

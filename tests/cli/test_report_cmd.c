@@ -14,24 +14,11 @@
 
 static const char *bin;
 
-/* Runs the finch command line args (stderr folded into the output); the
- * output is malloc'd, *status the exit code. */
+/* Runs the finch command line args, stderr folded into the output (malloc'd). */
 static char *finch(int *status, const char *args) {
   char cmd[8192];
   snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", bin, args);
-  FILE *p = popen(cmd, "r");
-  if (!p) exit(1);
-  size_t cap = 1 << 16, len = 0, k;
-  char *buf = malloc(cap);
-  while (buf && (k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += k;
-    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
-  }
-  if (!buf) exit(1);
-  buf[len] = '\0';
-  int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return buf;
+  return test_run(cmd, status);
 }
 
 /* Runs args, expects exit code want and needle in the output. */

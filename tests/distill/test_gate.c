@@ -44,27 +44,11 @@ static void test_arithmetic(void) {
   CHECK_INT_EQ(finch_models_alias_valid("staging-2.b_c", &err), 1);
 }
 
-static char *run(const char *cmd, int *status) {
-  *status = -1;
-  FILE *p = popen(cmd, "r");
-  if (!p) return NULL;
-  size_t cap = 1 << 16, len = 0, k;
-  char *buf = malloc(cap);
-  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += k;
-    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = '\0';
-  int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return buf;
-}
-
 static void expect(const char *bin, const char *args, int code, const char *needle) {
   char cmd[2048];
   snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", bin, args);
   int status = -1;
-  char *out = run(cmd, &status);
+  char *out = test_run(cmd, &status);
   if (status != code) TEST_FAIL_("%s: exit %d, expected %d:\n%s", args, status, code, out);
   CHECK_CONTAINS(out, needle);
   free(out);
@@ -259,7 +243,7 @@ int main(void) {
     snprintf(svgp, sizeof svgp, "%s/run-%lld-loss.svg", dir, g.run_id);
     int rc = 0;
     snprintf(args, sizeof args, "cat '%s'", svgp);
-    char *svg = run(args, &rc);
+    char *svg = test_run(args, &rc);
     CHECK_INT_EQ(rc, 0);
     CHECK(svg && !strncmp(svg, "<svg", 4) && strstr(svg, "</svg>") && strstr(svg, "lbfgs") &&
           strstr(svg, "mean training loss") && !strstr(svg, "<script"));

@@ -14,23 +14,6 @@
 #include "tests/dbtest.h"
 #include "tests/test.h"
 
-/* Runs a shell command, returns its stdout (malloc'd) and exit status. */
-static char *run(const char *cmd, int *status) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return NULL;
-  size_t cap = 1 << 16, len = 0;
-  char *buf = malloc(cap);
-  size_t k;
-  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += k;
-    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = '\0';
-  int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return buf;
-}
-
 static json_t *last_json_line(const char *out) {
   const char *last = NULL;
   for (const char *p = out; (p = strchr(p, '{')); p++)
@@ -71,7 +54,7 @@ int main(int argc, char **argv) {
     snprintf(cmd, sizeof cmd, "'%s' demo --input '%s' --dataset banking77 --json", bin, input);
   else
     snprintf(cmd, sizeof cmd, "'%s' demo --sample --dataset sample --json", bin);
-  char *out = run(cmd, &status);
+  char *out = test_run(cmd, &status);
   printf("%s", out);
   CHECK_INT_EQ(status, 0);
   json_t *j = last_json_line(out);
@@ -152,7 +135,7 @@ int main(int argc, char **argv) {
 
   /* The compiled student is registered, with its size and checksum. */
   snprintf(cmd, sizeof cmd, "'%s' models list --json", bin);
-  char *list = run(cmd, &status);
+  char *list = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   json_t *models = json_loads(list, 0, NULL);
   CHECK(json_is_array(models));
@@ -180,7 +163,7 @@ int main(int argc, char **argv) {
   else
     snprintf(sample, sizeof sample, "%s/data/sample/banking_sample.csv", FINCH_SOURCE_DIR);
   snprintf(cmd, sizeof cmd, "'%s' eval --model '%s' --format banking77 --input '%s' --json", bin, model, sample);
-  char *ev = run(cmd, &status);
+  char *ev = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   json_t *e = json_loads(ev, 0, NULL);
   CHECK(e != NULL);
@@ -196,18 +179,18 @@ int main(int argc, char **argv) {
 
   /* A model that does not exist is a clear error, not a crash. */
   snprintf(cmd, sizeof cmd, "'%s' eval --model 424242 --dataset sample 2>&1", bin);
-  char *bad = run(cmd, &status);
+  char *bad = test_run(cmd, &status);
   CHECK_INT_EQ(status, 1);
   CHECK_CONTAINS(bad, "model 424242 is not registered");
 
   /* The legacy rule pack, checked and measured like a model on the same holdout. */
   snprintf(cmd, sizeof cmd, "'%s' rules check '%s/serve/rules/banking77.rules'", bin, FINCH_SOURCE_DIR);
-  char *chk = run(cmd, &status);
+  char *chk = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   CHECK_CONTAINS(chk, "0 problem(s)");
   snprintf(cmd, sizeof cmd, "'%s' rules eval --rules '%s/serve/rules/banking77.rules' --dataset %s --json", bin,
            FINCH_SOURCE_DIR, real ? "banking77" : "sample");
-  char *rev = run(cmd, &status);
+  char *rev = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   json_t *rj = json_loads(rev, 0, NULL);
   CHECK(rj != NULL);
@@ -224,20 +207,20 @@ int main(int argc, char **argv) {
                                "rules"};
   for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++) {
     snprintf(cmd, sizeof cmd, "'%s' %s --help", bin, cmds[k]);
-    char *help = run(cmd, &status);
+    char *help = test_run(cmd, &status);
     CHECK_INT_EQ(status, 0);
     CHECK_CONTAINS(help, "usage: finch");
     free(help);
   }
   snprintf(cmd, sizeof cmd, "'%s' ingest --no-such-flag 2>&1", bin);
-  char *usage = run(cmd, &status);
+  char *usage = test_run(cmd, &status);
   CHECK_INT_EQ(status, 2);
   CHECK_CONTAINS(usage, "unknown option '--no-such-flag'");
 
   /* Ingest from standard input: the same rows, already present. */
   snprintf(cmd, sizeof cmd, "'%s' ingest --format banking77 --dataset %s --json - < '%s'", bin,
            real ? "banking77" : "sample", sample);
-  char *stdin_run = run(cmd, &status);
+  char *stdin_run = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   CHECK_CONTAINS(stdin_run, "\"inserted\":0,");
 
