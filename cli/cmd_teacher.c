@@ -23,7 +23,7 @@ static const finch_opt teacher_opts[] = {
              "taught by the members before it, on augmented rows too), bert (the pretrained all-MiniLM-L6-v2, frozen, "
              "with a fitted head, or fine-tuned with --bert-epochs; needs scripts/fetch-pretrained.sh), bertft (that "
              "encoder fine-tuned for --bert-epochs, default 3, beside a frozen bert); default "
-             "bert,slr,bow when that encoder is installed, "
+             "bert,bertft,slr,bow when that encoder is installed, "
              "else slr,bow,tfm"},
     CLI_NEGATIVES_OPTIONS,
     {"reuse-members", 0, FINCH_OPT_BOOL, F(reuse_members),

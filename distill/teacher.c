@@ -495,7 +495,7 @@ int finch_teacher_pretrained_installed(void) {
 }
 
 const char *finch_teacher_default_members(void) {
-  return finch_teacher_pretrained_installed() ? "bert,slr,bow" : "slr,bow,tfm";
+  return finch_teacher_pretrained_installed() ? "bert,bertft,slr,bow" : "slr,bow,tfm";
 }
 
 /* Member m's holdout probabilities split into the two halves, its

@@ -127,7 +127,7 @@ typedef struct {
   long long run_id; /* the training_runs row of its members' figures */
 } finch_teacher_result;
 
-/* The members a run without a list trains: "bert,slr,bow" when the
+/* The members a run without a list trains: "bert,bertft,slr,bow" when the
  * pretrained encoder is installed (the best teacher measured on BANKING77),
  * else "slr,bow,tfm". */
 const char *finch_teacher_default_members(void);
