@@ -214,7 +214,7 @@ static finch_status inputs_hash(finch_db *db, run_state *rs, size_t i, const ste
   return st;
 }
 
-/* What a step produced: from its --json (the last line that is an object),
+/* What a step produced: from its --json,
  * or compile's text; plus the dataset it was given. */
 static json_t *step_outputs(const cli_pipeline_step *s, const step_argv *a, const char *out) {
   json_t *o = json_object(), *j = NULL;
@@ -232,10 +232,13 @@ static json_t *step_outputs(const cli_pipeline_step *s, const step_argv *a, cons
     return o;
   }
   if (!s->command->json) return o;
-  for (const char *e = out + strlen(out); e > out && !j;) {
+  /* The summary is the last object that starts a line and runs to the end
+   * (one line, or pretty-printed over several). */
+  const char *end = out + strlen(out);
+  for (const char *e = end; e > out && !j;) {
     const char *b = e;
     while (b > out && b[-1] != '\n') b--;
-    if (*b == '{') j = json_loadb(b, (size_t)(e - b), 0, NULL);
+    if (*b == '{') j = json_loadb(b, (size_t)(end - b), 0, NULL);
     e = b > out ? b - 1 : out;
   }
   if (!j) return o;
