@@ -25,7 +25,7 @@ finch_status cli_eval_baseline(const char *path, finch_rules **rules, char sha[F
 
 extern const cli_cmd cli_db, cli_ingest, cli_augment, cli_teacher, cli_distill, cli_compile, cli_eval, cli_serve,
     cli_models, cli_runs, cli_rules, cli_demo, cli_rollout, cli_keys, cli_webhooks, cli_soft_labels, cli_monitor,
-    cli_report;
+    cli_report, cli_pipeline, cli_jobs;
 
 /* Prints "finch: error: <message>" and returns 1. */
 int cli_fail(const finch_err *err);

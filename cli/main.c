@@ -39,7 +39,7 @@ finch_db *cli_db_open(void) {
 static const cli_cmd *const commands[] = {
     &cli_db,    &cli_ingest, &cli_augment, &cli_teacher, &cli_distill, &cli_compile, &cli_eval, &cli_serve,
     &cli_models, &cli_runs, &cli_rules, &cli_demo,    &cli_rollout, &cli_keys,    &cli_webhooks, &cli_soft_labels,
-    &cli_monitor, &cli_report,
+    &cli_monitor, &cli_report, &cli_pipeline, &cli_jobs,
 };
 
 /* The options before COMMAND. */

@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config
       libpq-dev postgresql
       libpcre2-dev libutf8proc-dev libcurl4-openssl-dev libopenblas-dev
-      libmicrohttpd-dev libjansson-dev libssl-dev zlib1g-dev wordnet-base
+      libmicrohttpd-dev libjansson-dev libyaml-dev libssl-dev zlib1g-dev wordnet-base
       chromium)
 
 missing=()

@@ -49,8 +49,9 @@ enum {
 #define WH_CHANNEL "finch_webhook"
 
 static const char *const wh_events[] = {"intent.classified", "handoff.requested", "labeling.task_created",
-                                        "rollout.changed"};
-#define WH_EVENT_LIST "intent.classified, handoff.requested, labeling.task_created or rollout.changed"
+                                        "rollout.changed", "job.succeeded", "job.failed"};
+#define WH_EVENT_LIST                                                                                             \
+  "intent.classified, handoff.requested, labeling.task_created, rollout.changed, job.succeeded or job.failed"
 
 int finch_webhook_event_known(const char *type) {
   if (!type) return 0;

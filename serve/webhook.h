@@ -1,7 +1,8 @@
 /* Outbound webhooks through a transactional outbox.
  *
  * Events
- *   intent.classified, handoff.requested, labeling.task_created, rollout.changed.
+ *   intent.classified, handoff.requested, labeling.task_created, rollout.changed,
+ *   job.succeeded, job.failed (the end of a pipeline run, cli/cmd_pipeline.c).
  *   finch_webhook_emit() writes one webhook_outbox row per active subscription
  *   that wants the event, inside the caller's transaction, so the event exists
  *   if and only if the state it reports was committed. Payloads hold what the
@@ -48,7 +49,7 @@
 
 #include "core/status.h"
 
-/* 1 when type is one of the four event names, else 0. */
+/* 1 when type is one of the event names above, else 0. */
 int finch_webhook_event_known(const char *type);
 
 /* Writes one outbox row per active subscription whose events include
