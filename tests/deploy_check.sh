@@ -8,7 +8,7 @@
 #   YAML      (python3 with its yaml module) the Kubernetes manifests and pipelines/*.yaml
 #             parse; the CronJob has concurrencyPolicy Forbid, FINCH_DATABASE_URL from a
 #             Secret, resources and backoffLimit; the pipeline's steps, needs, commands and
-#             ${...} references are consistent.
+#             ${...} references are consistent; with FINCH_BIN, `finch pipeline check` reads them.
 #   cron      one job line: five valid time fields, a user, `finch pipeline run --no-wait`.
 #   Docker    FROM debian:12 (or bookworm), scripts/install-deps.sh, scripts/fetch-pretrained.sh,
 #             ENTRYPOINT finch.
@@ -201,6 +201,16 @@ else
   expect_bad "pipeline naming an undefined variable" check_yaml pipeline "$tmp/p5.yaml"
   printf 'pipeline: p\nsteps:\n  - {name: a, run: compile, with: {model: "${steps.zz.model_id}"}}\n' >"$tmp/p6.yaml"
   expect_bad "pipeline naming an unknown step's output" check_yaml pipeline "$tmp/p6.yaml"
+fi
+
+# --- the pipelines through finch's own parser ----------------------------------------------
+# `finch pipeline check FILE` reads a pipeline as `pipeline run` does and runs nothing.
+if [ -n "${FINCH_BIN:-}" ] && [ -x "$FINCH_BIN" ] && "$FINCH_BIN" pipeline --help >/dev/null 2>&1; then
+  for p in "$src"/pipelines/*.yaml; do expect_ok "finch pipeline check ${p#"$src"/}" "$FINCH_BIN" pipeline check "$p"; done
+  sed 's/^    needs: \[compile\]/    needs: [nosuch]/' "$src/pipelines/retrain.yaml" >"$tmp/retrain-bad.yaml"
+  expect_bad "finch pipeline check on a step needing an unknown step" "$FINCH_BIN" pipeline check "$tmp/retrain-bad.yaml"
+else
+  echo "note: ${FINCH_BIN:-FINCH_BIN (unset)} has no pipeline command, so the pipelines were not read by finch itself"
 fi
 
 # --- crontab -----------------------------------------------------------------------------
