@@ -183,6 +183,9 @@ static finch_status inputs_hash(finch_db *db, run_state *rs, size_t i, const ste
   for (size_t k = 1; k < a->n && !st; k++) {
     struct stat sb;
     char sha[FINCH_SHA256_HEX_LEN];
+    /* A file the step writes (compile's -o/--output) is its output, not an
+     * input: hashing it would make every run after a success differ. */
+    if (!strcmp(a->argv[k - 1], "-o") || !strcmp(a->argv[k - 1], "--output")) continue;
     if (stat(a->argv[k], &sb) || !S_ISREG(sb.st_mode)) continue;
     if ((st = finch_sha256_file(a->argv[k], sha, err))) break;
     finch_sha256_update(h, "file\n", 5);
