@@ -394,7 +394,7 @@ static int compile_run(void *opts, const char **pos, size_t npos) {
 typedef struct {
   finch_eval_opts s;
   const char *rules, *deployment, *since, *until;
-  int json;
+  int json, require_first_best;
 } eval_args;
 
 #define F(m) FINCH_OPT_FIELD(eval_args, s.m)
@@ -422,6 +422,9 @@ static const finch_opt eval_opts[] = {
      .help = "with --deployment: from this time (as finch monitor --since; default: all that was recorded)"},
     {"until", 0, FINCH_OPT_STRING, FINCH_OPT_FIELD(eval_args, until), .arg = "TIME",
      .help = "with --deployment: up to this time (as finch monitor --until)"},
+    {"require-first-best", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(eval_args, require_first_best),
+     .help = "with several models: after the report, exit 1 unless the first model is more accurate than every "
+             "other (a pipeline's gate before promoting a new model over the deployed one)"},
     {"json", 0, FINCH_OPT_BOOL, FINCH_OPT_FIELD(eval_args, json), .help = "print the metrics as one JSON object"},
 };
 #undef F
@@ -448,7 +451,7 @@ finch_status cli_eval_baseline(const char *path, finch_rules **rules, char sha[F
 }
 
 /* finch eval with several models: one comparison report (evaluate/compare.h). */
-static int eval_compare(finch_db *db, const finch_eval_opts *o, int json) {
+static int eval_compare(finch_db *db, const finch_eval_opts *o, int json, int require_first_best) {
   finch_err err;
   finch_compare_result r;
   finch_status st = finch_compare_run(db, o, &r, &err);
@@ -476,8 +479,16 @@ static int eval_compare(finch_db *db, const finch_eval_opts *o, int json) {
     if (r.unchanged) printf("unchanged: report %lld (the same comparison was reported before)\n", r.report_id);
     printf("report %lld: %s, %s (body sha256 %s)\n", r.report_id, r.report_path, r.html_path, r.body_sha256);
   }
+  int rc = 0;
+  for (size_t m = 1; require_first_best && m < r.n_models; m++)
+    if (!(r.models[0].accuracy > r.models[m].accuracy)) {
+      fprintf(stderr, "finch eval: %s is not more accurate than %s (%.4f against %.4f on the same rows): "
+              "--require-first-best fails\n", r.models[0].name, r.models[m].name, r.models[0].accuracy,
+              r.models[m].accuracy);
+      rc = 1;
+    }
   finch_compare_result_free(&r);
-  return 0;
+  return rc;
 }
 
 static int eval_run(void *opts, const char **pos, size_t npos);
@@ -533,8 +544,15 @@ static int eval_run(void *opts, const char **pos, size_t npos) {
     }
     o.monitoring = mon;
   }
+  if (a.require_first_best && finch_compare_count(o.model) < 2) {
+    finch_db_close(db);
+    finch_rules_free(rules);
+    json_decref(mon);
+    fprintf(stderr, "finch eval: --require-first-best needs several models\n");
+    return 2;
+  }
   if (finch_compare_count(o.model) > 1) {
-    int rc = eval_compare(db, &o, a.json);
+    int rc = eval_compare(db, &o, a.json, a.require_first_best);
     finch_db_close(db);
     finch_rules_free(rules);
     json_decref(mon);

@@ -129,6 +129,14 @@ static void check_cli(long long t, long long s) {
   /* One model: the single report, as before. */
   snprintf(args, sizeof args, "eval --model %lld --dataset sample", t);
   expect(args, 1, "n ", "McNemar");
+  /* --require-first-best: exit 1 unless the first model beats every other;
+   * a model against itself never does; one model alone is a usage error. */
+  snprintf(args, sizeof args, "eval --model %lld --model rules --dataset sample --require-first-best", t);
+  expect(args, 1, "McNemar", "--require-first-best fails");
+  snprintf(args, sizeof args, "eval --model rules --model %lld --dataset sample --require-first-best", t);
+  expect(args, 0, "rules is not more accurate than", NULL);
+  snprintf(args, sizeof args, "eval --model %lld --dataset sample --require-first-best", t);
+  expect(args, 0, "--require-first-best needs several models", NULL);
   snprintf(args, sizeof args, "eval --model %lld --model rules --dataset sample --rules ''", t);
   expect(args, 0, "--rules", NULL);
   snprintf(args, sizeof args, "eval --model %lld,%lld,3,4,5,6,7,8,9 --dataset sample", t, s);
