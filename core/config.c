@@ -22,8 +22,9 @@ typedef struct {
 } cfg_entry;
 
 static cfg_entry g_cfg[] = {
-    {"home", "FINCH_HOME", T_STR, ".finch", 0, 0,
-     "directory for the embedded database, models and reports", NULL, 0},
+    {"home", "FINCH_HOME", T_STR, "", 0, 0,
+     "directory for the embedded database, models and reports; empty = the nearest .finch at or above the "
+     "current directory, else $XDG_DATA_HOME/finch (~/.local/share/finch)", NULL, 0},
     {"database_url", "FINCH_DATABASE_URL", T_STR, "", 0, 0,
      "libpq URI of an external PostgreSQL; empty = embedded cluster under home", NULL, 0},
     {"db_name", "FINCH_DB_NAME", T_STR, "finch", 0, 0, "database name in the embedded cluster", NULL,

@@ -40,11 +40,13 @@ finch_status finch_db_resolve_url(char *buf, size_t n, int start, finch_err *err
     buf[0] = '\0'; /* libpq reads PG* itself */
     return FINCH_OK;
   }
-  char home[PATH_MAX];
-  finch_status st = finch_home_dir(home, sizeof home, err);
+  char home[PATH_MAX], found[PATH_MAX];
+  const char *origin = NULL;
+  finch_status st = finch_home_find(found, sizeof found, &origin, err);
+  if (!st) st = finch_home_dir(home, sizeof home, err);
   if (st) return st;
   const char *db = finch_config_get("db_name");
-  return start ? finch_pgcluster_ensure(home, db, buf, n, err)
+  return start ? finch_pgcluster_ensure(home, origin, db, buf, n, err)
                : finch_pgcluster_url(home, db, buf, n, err);
 }
 
