@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/dburl.h"
+
 typedef enum { T_STR, T_INT, T_FLOAT } cfg_type;
 
 typedef struct {
@@ -256,7 +258,10 @@ const char *finch_config_src_name(finch_cfg_src src) {
 void finch_config_print(FILE *out) {
   for (size_t i = 0; i < N_CFG; i++) {
     const cfg_entry *e = &g_cfg[i];
-    fprintf(out, "%-13s = %-24s (%s; %s) %s\n", e->name, e->value ? e->value : e->def,
+    /* Every value goes through the mask: database_url may hold a password. */
+    char shown[4096];
+    finch_db_url_masked(e->value ? e->value : e->def, shown, sizeof shown);
+    fprintf(out, "%-13s = %-24s (%s; %s) %s\n", e->name, shown,
             finch_config_src_name(e->value ? e->src : FINCH_CFG_SRC_DEFAULT), e->env, e->help);
   }
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/dburl.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/text.h"
@@ -57,7 +58,10 @@ finch_status finch_db_connect(finch_db **out, finch_err *err) {
   if (st) return st;
   PGconn *conn = PQconnectdb(url);
   if (PQstatus(conn) != CONNECTION_OK) {
-    finch_err_set(err, FINCH_EDB, "cannot connect to PostgreSQL: %s", PQerrorMessage(conn));
+    /* libpq's message may quote the URL it could not parse: masked too. */
+    char msg[1024];
+    finch_db_url_masked(PQerrorMessage(conn), msg, sizeof msg);
+    finch_err_set(err, FINCH_EDB, "cannot connect to PostgreSQL: %s", msg);
     PQfinish(conn);
     return FINCH_EDB;
   }
