@@ -142,11 +142,23 @@ static const finch_opt *find_opt(const finch_opt *opts, size_t n, const char *na
   return NULL;
 }
 
+/* A config-file key names an option by its flag name, '_' standing for
+ * '-' (student_epochs = student-epochs), the way the global settings are
+ * spelled in the same file. */
+static const finch_opt *find_opt_key(const finch_opt *opts, size_t n, const char *key) {
+  for (size_t i = 0; i < n; i++) {
+    const char *a = opts[i].name, *b = key;
+    while (*a && (*a == *b || (*a == '-' && *b == '_'))) a++, b++;
+    if (!*a && !*b) return &opts[i];
+  }
+  return NULL;
+}
+
 /* Checks a section line against its option (into a scratch struct large
  * enough for any field) and keeps it. */
 static finch_status section_line(const cfg_section *sec, const char *name, const char *value, const char *path,
                                  int lineno, finch_err *err) {
-  const finch_opt *o = find_opt(sec->opts, sec->n, name);
+  const finch_opt *o = find_opt_key(sec->opts, sec->n, name);
   if (!o)
     return finch_err_set(err, FINCH_EINVAL, "%s:%d: [%s] has no option '%s' (see finch %s --help)", path, lineno,
                          sec->name, name, sec->name);
@@ -224,6 +236,8 @@ finch_status finch_config_load_file(const char *path, finch_err *err) {
       if (st) break;
       continue;
     }
+    for (char *p = name; *p; p++) /* a global setting may be spelled like its flag: log-level */
+      if (*p == '-') *p = '_';
     st = finch_config_set(name, value, FINCH_CFG_SRC_FILE, err);
     if (st) {
       finch_err_prefix(err, "%s:%d", path, lineno);
