@@ -60,7 +60,8 @@ finch_status finch_dataset_check(finch_db *db, const char *dataset, const char *
   if (!r) return FINCH_EDB;
   int exists = PQntuples(r) > 0;
   PQclear(r);
-  return exists ? FINCH_OK : finch_err_set(err, FINCH_ENOTFOUND, "no dataset '%s' (run finch ingest first)", dataset);
+  return exists ? FINCH_OK
+                : finch_err_set(err, FINCH_ENOTFOUND, "dataset '%s' does not exist (run finch ingest first)", dataset);
 }
 
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }

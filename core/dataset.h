@@ -60,7 +60,7 @@ struct finch_dataset_split {
 
 /* The one check of a dataset name and split name a command was given:
  * FINCH_EINVAL "no split 'x' (the splits are train, dev and test)" for a
- * split (when not NULL) other than those; FINCH_ENOTFOUND "no dataset 'x'
+ * split (when not NULL) other than those; FINCH_ENOTFOUND "dataset 'x' does not exist
  * (run finch ingest first)" for a dataset that does not exist. */
 finch_status finch_dataset_check(finch_db *db, const char *dataset, const char *split, finch_err *err);
 /* Loads the rows q selects into *out (the caller frees it with

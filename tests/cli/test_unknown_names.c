@@ -67,7 +67,7 @@ int main(void) {
   free(out);
   char args[256];
 
-  const char *no_dataset = "no dataset 'nosuch' (run finch ingest first)";
+  const char *no_dataset = "dataset 'nosuch' does not exist (run finch ingest first)";
   expect(bin, "augment --dataset nosuch", no_dataset);
   expect(bin, "distill --dataset nosuch", no_dataset);
   expect(bin, "teacher train --dataset nosuch --members bow", no_dataset);
