@@ -171,6 +171,7 @@ finch_status finch_augment_run(finch_db *db, const finch_augment_opts *opts, fin
   const finch_aug_method *methods[FINCH_AUGMENT_MAX_METHODS];
   size_t nm;
   finch_status st = parse_methods(opts->methods, methods, &nm, err);
+  if (!st) st = finch_dataset_check(db, opts->dataset, NULL, err);
   if (st) return st;
   void *states[FINCH_AUGMENT_MAX_METHODS] = {0};
   size_t opened = 0;

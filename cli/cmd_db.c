@@ -5,6 +5,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/dburl.h"
 #include "core/paths.h"
 #include "core/pgcluster.h"
 
@@ -13,7 +14,8 @@ const cli_cmd cli_db = {
     "db", "the database: url, up, down, migrate, status", "ACTION",
     "Manage finch's database. ACTION is one of:\n"
     "  url      print the libpq URI in use (starts the embedded cluster when needed),\n"
-    "           so that  psql \"$(finch db url)\"  works\n"
+    "           so that  psql \"$(finch db url)\"  works; the one place that prints its\n"
+    "           password: everything else (status, --settings, errors) shows ****\n"
     "  up       start the embedded cluster (initialised on first use) and migrate\n"
     "  down     stop the embedded cluster cleanly\n"
     "  migrate  apply pending schemas/NNN_name.sql migrations (a no-op when none)\n"
@@ -59,7 +61,9 @@ static int db_run(void *opts, const char **pos, size_t npos) {
       return 1;
     }
     PGPing ping = PQping(url);
-    printf("%s: %s\n", *url ? url : "(libpq defaults from PG* variables)",
+    char shown[sizeof url];
+    finch_db_url_masked(url, shown, sizeof shown);
+    printf("%s: %s\n", *url ? shown : "(libpq defaults from PG* variables)",
            ping == PQPING_OK ? "running" : "not answering");
     return ping == PQPING_OK ? 0 : 1;
   }

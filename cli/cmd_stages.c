@@ -46,7 +46,8 @@ static const finch_opt ingest_opts[] = {
      .help = "when the source has no splits: share marked 'dev', seeded, stratified by label (by dialogue for dialogues)"},
     {"seed", 0, FINCH_OPT_INT, F(seed), .setting = "seed", ANY_INT, .arg = "N", .help = "seed of the holdout"},
     {"text-col", 0, FINCH_OPT_STRING, F(text_col), .arg = "COL", .help = "csv: the text column, by name or 0-based index"},
-    {"label-col", 0, FINCH_OPT_STRING, F(label_col), .arg = "COL", .help = "csv: the label column, by name or 0-based index"},
+    {"label-col", 0, FINCH_OPT_STRING, F(label_col), .arg = "COL", .help = "csv: the label column, by name or 0-based index (default: the column named label, category or "
+             "intent, case-insensitive; a header without one is refused); none loads unlabelled text"},
     {"domains", 0, FINCH_OPT_STRING, F(domains_path), .arg = "PATH", .help = "clinc150: domains.json, to record each intent's domain"},
     {"labels", 0, FINCH_OPT_STRING, F(labels_path), .arg = "PATH",
      .help = "fix the label set (JSON array or one label a line): other labels are rejected"},

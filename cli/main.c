@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/paths.h"
 
 static char g_cmdline[4096];
 
@@ -53,7 +54,8 @@ typedef struct {
 /* Options whose value is a global setting of the same name ('-' for '_'). */
 static const finch_opt global_opts[] = {
     {"home", 0, FINCH_OPT_STRING, G(home), .arg = "DIR",
-     .help = "finch's directory: embedded database, models, reports (FINCH_HOME, default ./.finch)"},
+     .help = "finch's directory: embedded database, models, reports (FINCH_HOME; default: the nearest .finch "
+             "at or above the current directory, else $XDG_DATA_HOME/finch, i.e. ~/.local/share/finch)"},
     {"config", 0, FINCH_OPT_STRING, G(config), .arg = "FILE",
      .help = "settings file of 'name = value' lines and [command] sections (default $FINCH_HOME/finch.conf)"},
     {"database-url", 0, FINCH_OPT_STRING, G(database_url), .arg = "URL",
@@ -118,8 +120,9 @@ int main(int argc, char **argv) {
   if (g.config) {
     if (finch_config_load_file(g.config, &err)) return cli_fail(&err);
   } else {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/finch.conf", finch_config_get("home"));
+    char home[PATH_MAX], path[PATH_MAX + 16];
+    if (finch_home_find(home, sizeof home, NULL, &err)) return cli_fail(&err);
+    snprintf(path, sizeof path, "%s/finch.conf", home);
     FILE *fp = fopen(path, "r");
     if (fp) {
       fclose(fp);
@@ -134,6 +137,10 @@ int main(int argc, char **argv) {
   finch_log_set_level((finch_log_level)level);
   if (g.settings) {
     finch_config_print(stdout);
+    char home[PATH_MAX];
+    const char *origin;
+    if (finch_home_find(home, sizeof home, &origin, &err)) return cli_fail(&err);
+    printf("%-13s = %-24s (%s) the home in use\n", "home (found)", home, origin);
     for (size_t c = 0; c < CLI_N(commands); c++)
       if (cli_print_settings(commands[c], stdout)) return 1;
     return 0;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/dburl.h"
+
 typedef enum { T_STR, T_INT, T_FLOAT } cfg_type;
 
 typedef struct {
@@ -22,8 +24,9 @@ typedef struct {
 } cfg_entry;
 
 static cfg_entry g_cfg[] = {
-    {"home", "FINCH_HOME", T_STR, ".finch", 0, 0,
-     "directory for the embedded database, models and reports", NULL, 0},
+    {"home", "FINCH_HOME", T_STR, "", 0, 0,
+     "directory for the embedded database, models and reports; empty = the nearest .finch at or above the "
+     "current directory, else $XDG_DATA_HOME/finch (~/.local/share/finch)", NULL, 0},
     {"database_url", "FINCH_DATABASE_URL", T_STR, "", 0, 0,
      "libpq URI of an external PostgreSQL; empty = embedded cluster under home", NULL, 0},
     {"db_name", "FINCH_DB_NAME", T_STR, "finch", 0, 0, "database name in the embedded cluster", NULL,
@@ -139,11 +142,23 @@ static const finch_opt *find_opt(const finch_opt *opts, size_t n, const char *na
   return NULL;
 }
 
+/* A config-file key names an option by its flag name, '_' standing for
+ * '-' (student_epochs = student-epochs), the way the global settings are
+ * spelled in the same file. */
+static const finch_opt *find_opt_key(const finch_opt *opts, size_t n, const char *key) {
+  for (size_t i = 0; i < n; i++) {
+    const char *a = opts[i].name, *b = key;
+    while (*a && (*a == *b || (*a == '-' && *b == '_'))) a++, b++;
+    if (!*a && !*b) return &opts[i];
+  }
+  return NULL;
+}
+
 /* Checks a section line against its option (into a scratch struct large
  * enough for any field) and keeps it. */
 static finch_status section_line(const cfg_section *sec, const char *name, const char *value, const char *path,
                                  int lineno, finch_err *err) {
-  const finch_opt *o = find_opt(sec->opts, sec->n, name);
+  const finch_opt *o = find_opt_key(sec->opts, sec->n, name);
   if (!o)
     return finch_err_set(err, FINCH_EINVAL, "%s:%d: [%s] has no option '%s' (see finch %s --help)", path, lineno,
                          sec->name, name, sec->name);
@@ -221,6 +236,8 @@ finch_status finch_config_load_file(const char *path, finch_err *err) {
       if (st) break;
       continue;
     }
+    for (char *p = name; *p; p++) /* a global setting may be spelled like its flag: log-level */
+      if (*p == '-') *p = '_';
     st = finch_config_set(name, value, FINCH_CFG_SRC_FILE, err);
     if (st) {
       finch_err_prefix(err, "%s:%d", path, lineno);
@@ -255,7 +272,10 @@ const char *finch_config_src_name(finch_cfg_src src) {
 void finch_config_print(FILE *out) {
   for (size_t i = 0; i < N_CFG; i++) {
     const cfg_entry *e = &g_cfg[i];
-    fprintf(out, "%-13s = %-24s (%s; %s) %s\n", e->name, e->value ? e->value : e->def,
+    /* Every value goes through the mask: database_url may hold a password. */
+    char shown[4096];
+    finch_db_url_masked(e->value ? e->value : e->def, shown, sizeof shown);
+    fprintf(out, "%-13s = %-24s (%s; %s) %s\n", e->name, shown,
             finch_config_src_name(e->value ? e->src : FINCH_CFG_SRC_DEFAULT), e->env, e->help);
   }
 }

@@ -27,7 +27,9 @@ finch_status finch_config_set(const char *name, const char *value, finch_cfg_src
 /* Reads a config file: global `name = value` lines, and `[command]`
  * sections for the tables registered with finch_config_section(); lines of
  * a section are checked against its table here. Errors name the file and
- * line. The file's values live until the process ends. */
+ * line. Keys are spelled with '-' or '_' alike: `student_epochs` and
+ * `student-epochs` under [distill] are the same option, `log-level` the
+ * setting log_level. The file's values live until the process ends. */
 finch_status finch_config_load_file(const char *path, finch_err *err);
 /* Applies environment variables; called once at start-up. */
 finch_status finch_config_load_env(finch_err *err);

@@ -51,7 +51,10 @@ static row_filter filter_of(const finch_dataset_query *q) {
   return f;
 }
 
-static finch_status missing_or_empty(finch_db *db, const char *dataset, finch_err *err) {
+finch_status finch_dataset_check(finch_db *db, const char *dataset, const char *split, finch_err *err) {
+  if (split && strcmp(split, "train") != 0 && strcmp(split, "dev") != 0 && strcmp(split, "test") != 0)
+    return finch_err_set(err, FINCH_EINVAL, "no split '%s' (the splits are train, dev and test)", split);
+  if (!dataset || !*dataset) return finch_err_set(err, FINCH_EINVAL, "no dataset named (give --dataset NAME)");
   const char *p[] = {dataset};
   PGresult *r = finch_db_query(db, "SELECT 1 FROM datasets WHERE name = $1", 1, p, err);
   if (!r) return FINCH_EDB;
@@ -112,7 +115,7 @@ finch_status finch_dataset_split_load(finch_db *db, const finch_dataset_query *q
                                              : "u.id, u.text, u.label, u.origin = 'augmented'",
                             &f, " ORDER BY u.id", err);
   if (!r) return FINCH_EDB;
-  finch_status st = PQntuples(r) ? FINCH_OK : missing_or_empty(db, q->dataset, err);
+  finch_status st = PQntuples(r) ? FINCH_OK : finch_dataset_check(db, q->dataset, NULL, err);
   if (!st) st = split_of_result(r, q, q->dataset, out, err); /* an empty split of an existing dataset is no error */
   PQclear(r);
   return st;

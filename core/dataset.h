@@ -18,7 +18,9 @@
  *
  * A missing dataset is FINCH_ENOTFOUND naming it; an existing dataset with
  * no matching rows is a split of n = 0 (the caller decides whether that is
- * an error). */
+ * an error). The stages check the names they are given first with
+ * finch_dataset_check, so that an unknown name is never reported as an
+ * empty split. */
 #ifndef FINCH_CORE_DATASET_H
 #define FINCH_CORE_DATASET_H
 
@@ -56,6 +58,11 @@ struct finch_dataset_split {
   const char **label_names;   /* (n_labels) sorted by strcmp */
 };
 
+/* The one check of a dataset name and split name a command was given:
+ * FINCH_EINVAL "no split 'x' (the splits are train, dev and test)" for a
+ * split (when not NULL) other than those; FINCH_ENOTFOUND "dataset 'x' does not exist
+ * (run finch ingest first)" for a dataset that does not exist. */
+finch_status finch_dataset_check(finch_db *db, const char *dataset, const char *split, finch_err *err);
 /* Loads the rows q selects into *out (the caller frees it with
  * finch_dataset_split_free; *out is NULL on error). */
 finch_status finch_dataset_split_load(finch_db *db, const finch_dataset_query *q, finch_dataset_split **out,

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/dburl.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/text.h"
@@ -40,11 +41,13 @@ finch_status finch_db_resolve_url(char *buf, size_t n, int start, finch_err *err
     buf[0] = '\0'; /* libpq reads PG* itself */
     return FINCH_OK;
   }
-  char home[PATH_MAX];
-  finch_status st = finch_home_dir(home, sizeof home, err);
+  char home[PATH_MAX], found[PATH_MAX];
+  const char *origin = NULL;
+  finch_status st = finch_home_find(found, sizeof found, &origin, err);
+  if (!st) st = finch_home_dir(home, sizeof home, err);
   if (st) return st;
   const char *db = finch_config_get("db_name");
-  return start ? finch_pgcluster_ensure(home, db, buf, n, err)
+  return start ? finch_pgcluster_ensure(home, origin, db, buf, n, err)
                : finch_pgcluster_url(home, db, buf, n, err);
 }
 
@@ -55,7 +58,10 @@ finch_status finch_db_connect(finch_db **out, finch_err *err) {
   if (st) return st;
   PGconn *conn = PQconnectdb(url);
   if (PQstatus(conn) != CONNECTION_OK) {
-    finch_err_set(err, FINCH_EDB, "cannot connect to PostgreSQL: %s", PQerrorMessage(conn));
+    /* libpq's message may quote the URL it could not parse: masked too. */
+    char msg[1024];
+    finch_db_url_masked(PQerrorMessage(conn), msg, sizeof msg);
+    finch_err_set(err, FINCH_EDB, "cannot connect to PostgreSQL: %s", msg);
     PQfinish(conn);
     return FINCH_EDB;
   }

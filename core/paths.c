@@ -32,9 +32,58 @@ finch_status finch_mkdirs(const char *path, unsigned mode, finch_err *err) {
   return FINCH_OK;
 }
 
+/* Walks up from the current directory for a directory named .finch. */
+static int nearest_finch_dir(char *buf, size_t n) {
+  char dir[PATH_MAX];
+  if (!getcwd(dir, sizeof dir)) return 0;
+  for (;;) {
+    struct stat st;
+    char cand[PATH_MAX + 8];
+    snprintf(cand, sizeof cand, "%s/.finch", strcmp(dir, "/") == 0 ? "" : dir);
+    if (stat(cand, &st) == 0 && S_ISDIR(st.st_mode)) {
+      snprintf(buf, n, "%s", cand);
+      return 1;
+    }
+    char *slash = strrchr(dir, '/');
+    if (!slash || strcmp(dir, "/") == 0) return 0;
+    if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+  }
+}
+
+finch_status finch_home_find(char *buf, size_t n, const char **origin, finch_err *err) {
+  const char *why, *set = finch_config_get("home");
+  char path[PATH_MAX + 32];
+  finch_cfg_src src = finch_config_src("home");
+  if (*set) {
+    why = src == FINCH_CFG_SRC_FLAG ? "--home" : src == FINCH_CFG_SRC_ENV ? "FINCH_HOME" : "the config file";
+    snprintf(path, sizeof path, "%s", set);
+  } else if (nearest_finch_dir(path, sizeof path)) {
+    why = "the nearest .finch at or above the current directory";
+  } else {
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    if (xdg && xdg[0] == '/') { /* the XDG base directory specification ignores relative paths */
+      why = "$XDG_DATA_HOME/finch";
+      snprintf(path, sizeof path, "%s/finch", xdg);
+    } else if (home && home[0] == '/') {
+      why = "~/.local/share/finch";
+      snprintf(path, sizeof path, "%s/.local/share/finch", home);
+    } else {
+      return finch_err_set(err, FINCH_EINVAL,
+                           "no finch home: set FINCH_HOME or --home (no .finch above the current directory, "
+                           "and neither XDG_DATA_HOME nor HOME is an absolute path)");
+    }
+  }
+  if (snprintf(buf, n, "%s", path) >= (int)n) return finch_err_set(err, FINCH_EINVAL, "path too long: %s", path);
+  if (origin) *origin = why;
+  return FINCH_OK;
+}
+
 finch_status finch_home_dir(char *buf, size_t n, finch_err *err) {
-  const char *home = finch_config_get("home");
-  finch_status st = finch_mkdirs(home, 0755, err);
+  char home[PATH_MAX];
+  finch_status st = finch_home_find(home, sizeof home, NULL, err);
+  if (st) return st;
+  st = finch_mkdirs(home, 0755, err);
   if (st) return st;
   char abs[PATH_MAX];
   if (!realpath(home, abs)) return finch_err_set(err, FINCH_EIO, "%s: %s", home, strerror(errno));

@@ -6,7 +6,17 @@
 
 #include "core/status.h"
 
-/* Absolute path of $FINCH_HOME (setting "home"), created when missing. */
+/* The home: finch's directory for the embedded cluster, models, reports
+ * and finch.conf. It is found the same way from any directory:
+ *   1. the setting "home" when given (--home, FINCH_HOME, the config file);
+ *   2. else the nearest directory named .finch in the current directory or
+ *      above it (a checkout's own .finch, found from its subdirectories);
+ *   3. else $XDG_DATA_HOME/finch, XDG_DATA_HOME defaulting to ~/.local/share.
+ * finch_home_find writes the path as found (not created, perhaps relative)
+ * and, when origin is not NULL, a static phrase naming the rule that chose it
+ * ("FINCH_HOME", "$XDG_DATA_HOME/finch", ...). */
+finch_status finch_home_find(char *buf, size_t n, const char **origin, finch_err *err);
+/* Absolute path of the home (finch_home_find), created when missing. */
 finch_status finch_home_dir(char *buf, size_t n, finch_err *err);
 /* Absolute path of home/sub, created (with parents) when missing. */
 finch_status finch_home_subdir(const char *sub, char *buf, size_t n, finch_err *err);

@@ -237,7 +237,7 @@ static int lock_cluster(const cluster *c, finch_err *err) {
   return fd;
 }
 
-static finch_status do_initdb(cluster *c, finch_err *err) {
+static finch_status do_initdb(cluster *c, const char *origin, finch_err *err) {
   /* The account must reach the data directory through every parent. When it
    * cannot (a checkout under /root, say), the cluster lives in /var/tmp and
    * home/pg/data points at it. */
@@ -264,9 +264,12 @@ static finch_status do_initdb(cluster *c, finch_err *err) {
   snprintf(initdb, sizeof initdb, "%s/initdb", c->bindir);
   char *argv[] = {initdb, "-D", c->data, "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
                   "--no-locale", "--no-instructions", NULL};
-  finch_info("initialising the embedded PostgreSQL cluster in %s", c->data);
   if (run_tool(c, argv) != 0)
     return finch_err_set(err, FINCH_EDB, "initdb failed for %s (see %s)", c->data, c->log);
+  /* A warning, so that a scheduled job at --log-level warn still says it
+   * started from an empty database rather than the one it meant. */
+  finch_warn("created a new database cluster under %s%s%s%s", c->pgdir, origin ? " (" : "", origin ? origin : "",
+             origin ? ")" : "");
   return FINCH_OK;
 }
 
@@ -345,8 +348,8 @@ int finch_pgcluster_running(const char *home) {
   return answers(&c, read_port(&c));
 }
 
-finch_status finch_pgcluster_ensure(const char *home, const char *dbname, char *url, size_t n,
-                                    finch_err *err) {
+finch_status finch_pgcluster_ensure(const char *home, const char *origin, const char *dbname, char *url,
+                                    size_t n, finch_err *err) {
   cluster c;
   finch_status st = cluster_init(&c, home, err);
   if (st) return st;
@@ -364,7 +367,7 @@ finch_status finch_pgcluster_ensure(const char *home, const char *dbname, char *
     char version[PATH_MAX + 16];
     follow_data_link(&c);
     snprintf(version, sizeof version, "%s/PG_VERSION", c.data);
-    if (!finch_file_exists(version)) st = do_initdb(&c, err);
+    if (!finch_file_exists(version)) st = do_initdb(&c, origin, err);
     /* A remembered port may have been taken since: then pick another. */
     for (int attempt = 0; !st && attempt < 3; attempt++) {
       if (!port || attempt > 0) port = free_port();

@@ -18,9 +18,11 @@
 #include "core/status.h"
 
 /* Initialises (first use) and starts the cluster if it is not running,
- * creates database dbname if missing, and writes its libpq URI to url. */
-finch_status finch_pgcluster_ensure(const char *home, const char *dbname, char *url, size_t n,
-                                    finch_err *err);
+ * creates database dbname if missing, and writes its libpq URI to url.
+ * Initialising says so in one line on stderr (a warning), naming home/pg
+ * and origin, the reason home was chosen (finch_home_find; NULL: none). */
+finch_status finch_pgcluster_ensure(const char *home, const char *origin, const char *dbname, char *url,
+                                    size_t n, finch_err *err);
 /* URI of the cluster without starting it (FINCH_ENOTFOUND when never initialised). */
 finch_status finch_pgcluster_url(const char *home, const char *dbname, char *url, size_t n, finch_err *err);
 /* Stops the cluster (fast shutdown); a no-op when it is not running. */

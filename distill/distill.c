@@ -278,7 +278,8 @@ finch_status finch_distill_run(finch_db *db, const finch_distill_opts *opts, fin
   char *owned_ref = NULL; /* the teacher reference chosen here, when opts did not name one */
   long long run_id = 0;   /* the transformer student's training run */
   finch_dataset_query q = {.dataset = opts->dataset, .split = "train"};
-  finch_status st = finch_distill__train_rows(db, opts->dataset, &opts->negatives, opts->seed, &train, err);
+  finch_status st = finch_dataset_check(db, opts->dataset, NULL, err);
+  if (!st) st = finch_distill__train_rows(db, opts->dataset, &opts->negatives, opts->seed, &train, err);
   if (st) goto out;
   const char *const *labels = train->label_names;
   const size_t nl = train->n_labels;

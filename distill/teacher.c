@@ -535,7 +535,8 @@ finch_status finch_teacher_train(finch_db *db, const finch_teacher_opts *opts, f
   char *meta_s = NULL, *metrics_s = NULL;
   json_t *member_runs = NULL; /* the members' run facts, for the registry's metrics */
   const double t_start = finch_clock_s();
-  finch_status st = load_rows(&c, err);
+  finch_status st = finch_dataset_check(db, opts->dataset, NULL, err);
+  if (!st) st = load_rows(&c, err);
   if (st) goto out;
   res->n_train = (long long)c.train.n;
   res->n_dev = (long long)c.dev.n;

@@ -99,7 +99,9 @@ out:
 static finch_status read_db(finch_db *db, const char *dataset, const char *split, examples *e, finch_err *err) {
   finch_dataset_split *s = NULL;
   finch_dataset_query q = {.dataset = dataset, .split = split};
-  finch_status st = finch_dataset_split_load(db, &q, &s, err);
+  finch_status st = finch_dataset_check(db, dataset, split, err);
+  if (st) return st;
+  st = finch_dataset_split_load(db, &q, &s, err);
   if (st) return st;
   for (size_t i = 0; i < s->n && !st; i++) {
     char *t = strdup(s->texts[i]), *l = strdup(s->label_names[s->labels[i]]);

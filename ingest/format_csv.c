@@ -1,11 +1,17 @@
 /* CSV formats over core/csv: banking77 (header exactly text,category) and
  * csv (any header; text and label columns chosen by name or 0-based index).
  *
+ * csv's label column, when none is given, is the header's column named
+ * label, category or intent (case-insensitive, in that order of preference);
+ * a header with none of them is refused, naming its columns, rather than
+ * loaded with every label NULL. The label column "none" loads text alone.
+ *
  * Every data record must have as many fields as the header: a record with
  * more is as suspect as one with fewer (an unquoted comma in the text would
  * otherwise shift the label silently). */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/csv.h"
 #include "ingest/format_impl.h"
@@ -124,6 +130,24 @@ static finch_status find_column(const char *spec, const char *what, char **cols,
                        what, spec, list);
 }
 
+/* The label column by its conventional names, when none was given. */
+static finch_status detect_label(char **cols, size_t n, size_t text, const char *name, size_t *idx, finch_err *err) {
+  static const char *const names[] = {"label", "category", "intent"};
+  for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+    for (size_t i = 0; i < n; i++)
+      if (i != text && strcasecmp(cols[i], names[k]) == 0) {
+        *idx = i;
+        return FINCH_OK;
+      }
+  char list[640];
+  list_columns(list, sizeof list, cols, n);
+  return finch_err_set(err, FINCH_EINVAL,
+                       "%s:1: no label column: none of the header's columns (%s) is named label, category or "
+                       "intent; give the label column (--label-col COL), or --label-col " FINCH_CSV_NO_LABEL
+                       " to load unlabelled text",
+                       name, list);
+}
+
 finch_status finch_format__csv_open(finch_format_reader **out, FILE *fp, const char *name,
                                     const finch_format_opts *opts, finch_err *err) {
   *out = NULL;
@@ -143,8 +167,11 @@ finch_status finch_format__csv_open(finch_format_reader **out, FILE *fp, const c
     /* The header's fields stay valid until the next read, which is after open. */
     r->ncols = n;
     st = find_column(opts->text_col ? opts->text_col : "text", "text", cols, n, name, &r->text, err);
-    if (!st && opts->label_col) {
+    if (!st && opts->label_col && strcmp(opts->label_col, FINCH_CSV_NO_LABEL) != 0) {
       st = find_column(opts->label_col, "label", cols, n, name, &r->label, err);
+      r->has_label = 1;
+    } else if (!st && !opts->label_col) {
+      st = detect_label(cols, n, r->text, name, &r->label, err);
       r->has_label = 1;
     }
   }

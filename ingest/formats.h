@@ -35,8 +35,12 @@ typedef struct {
   long long line;          /* line (CSV, JSONL) or record number (JSON) for messages */
 } finch_record;
 
+/* csv's label_col that loads text without labels. */
+#define FINCH_CSV_NO_LABEL "none"
+
 typedef struct {
-  const char *text_col, *label_col; /* csv: names or 0-based indices */
+  const char *text_col, *label_col; /* csv: names or 0-based indices; label_col NULL: the column named
+                                       label, category or intent, else an error; FINCH_CSV_NO_LABEL: none */
   const char *domains_path;         /* clinc150: domains.json, may be NULL */
 } finch_format_opts;
 

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/log.h"
+
 #ifdef FINCH_HAVE_CUDA
 #include "nn/backend_cuda.h"
 #endif
@@ -35,7 +37,9 @@ finch_status nn_backend_open(nn_backend **out, nn_device dev, finch_err *err) {
   case NN_DEVICE_AUTO: {
     finch_err why = {0};
     if (open_cuda(out, &why) == FINCH_OK) return FINCH_OK;
-    fprintf(stderr, "finch: no CUDA device found (%s); using the CPU\n", why.msg);
+    /* Nobody asked for a GPU: the CPU is the expected outcome, said only at
+     * debug level (an explicit NN_DEVICE_CUDA fails with the reason instead). */
+    finch_debug("no CUDA device found (%s); using the CPU", why.msg);
     *out = nn_backend_cpu();
     return FINCH_OK;
   }

@@ -4,6 +4,9 @@
 # on the bundled sample when that is absent. Extra arguments go to `finch demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The demo's home is the checkout's .finch, which finch also finds from any
+# directory inside the checkout.
+export FINCH_HOME="${FINCH_HOME:-$PWD/.finch}"
 scripts/install-deps.sh
 scripts/fetch-pretrained.sh ||
   echo "demo: no pretrained encoder; the demo's teacher is trained from scratch"

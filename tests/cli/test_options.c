@@ -209,6 +209,23 @@ static void test_cli(void) {
     CHECK(strstr(out, "= 7 ") == NULL);
     free(out);
   }
+  /* Keys with '_' for '-' (student_epochs, as the global settings are
+   * spelled), and global settings spelled like their flags (log-level):
+   * both were "unknown" before. */
+  const char under[] = "log-level = warn\n[distill]\nstudent_epochs = 3\n";
+  test_write_file(path, under, sizeof under - 1);
+  snprintf(args, sizeof args, "--config '%s' --settings", path);
+  expect(bin, args, 0, "student-epochs         = 3                        (file)");
+  expect(bin, args, 0, "log_level     = warn                     (file;");
+  const char under_bad[] = "[distill]\nstudent_epochs = x\n";
+  test_write_file(path, under_bad, sizeof under_bad - 1);
+  expect(bin, args, 1, "test_options_cli.conf:2: [distill] student-epochs: 'x' is not an integer");
+  const char under_unknown[] = "[distill]\nstudent__epochs = 3\n";
+  test_write_file(path, under_unknown, sizeof under_unknown - 1);
+  expect(bin, args, 1, "test_options_cli.conf:2: [distill] has no option 'student__epochs'");
+  const char under_half[] = "[distill]\nstudent_epochs_ = 3\n";
+  test_write_file(path, under_half, sizeof under_half - 1);
+  expect(bin, args, 1, "[distill] has no option 'student_epochs_'");
   const char bad[] = "[serve]\nthreads = 0\n";
   test_write_file(path, bad, sizeof bad - 1);
   snprintf(args, sizeof args, "--config '%s' models list", path);

@@ -156,7 +156,8 @@ int main(void) {
 
   ao.dataset = "missing";
   CHECK_INT_EQ(finch_augment_run(db, &ao, &ar, &err), FINCH_ENOTFOUND);
-  CHECK_CONTAINS(err.msg, "dataset 'missing' has no training rows");
+  /* A dataset that does not exist is named as such, not as one without rows. */
+  CHECK_CONTAINS(err.msg, "dataset 'missing' does not exist");
   finch_db_close(db);
   TEST_DONE();
 }

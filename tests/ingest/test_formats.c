@@ -118,7 +118,9 @@ static void test_csv(void) {
                    "4:third|bye|-|-|-|-|-\n";
   EXPECT("csv", "csv_ok.csv", (&(finch_format_opts){.text_col = "utterance", .label_col = "intent"}), ok);
   EXPECT("csv", "csv_ok.csv", (&(finch_format_opts){.text_col = "1", .label_col = "2"}), ok);
-  EXPECT("csv", "csv_ok.csv", (&(finch_format_opts){.text_col = "utterance"}),
+  /* Without a label column the one named intent is found; "none" loads text alone. */
+  EXPECT("csv", "csv_ok.csv", (&(finch_format_opts){.text_col = "utterance"}), ok);
+  EXPECT("csv", "csv_ok.csv", (&(finch_format_opts){.text_col = "utterance", .label_col = FINCH_CSV_NO_LABEL}),
          "2:hello there|-|-|-|-|-|-\n"
          "3:with, comma|-|-|-|-|-|-\n"
          "4:third|-|-|-|-|-|-\n");
@@ -148,6 +150,48 @@ static void test_csv(void) {
   /* A header that is not CSV. */
   EXPECT("csv", "jsonl_ok.jsonl", NULL,
          "open!jsonl_ok.jsonl:1: unexpected quote in unquoted field 1\n");
+}
+
+/* The csv label column found by name when none is given. Before the
+ * detection every row of these inputs loaded with a NULL label; now a header
+ * without label, category or intent is refused, naming its columns. */
+static char *transcript_str(const char *text, const finch_format_opts *opts) {
+  FILE *fp = fmemopen((void *)text, strlen(text), "r");
+  if (!fp) return strdup("");
+  char *t = transcript_fp("csv", fp, "in.csv", opts);
+  fclose(fp);
+  return t;
+}
+
+#define EXPECT_STR(text, opts, expected)                                                           \
+  do {                                                                                             \
+    char *got_ = transcript_str((text), (opts));                                                   \
+    CHECK_STR_EQ(got_, (expected));                                                                \
+    free(got_);                                                                                    \
+  } while (0)
+
+static void test_csv_label_detection(void) {
+  EXPECT_STR("text,Label\nhi,greet\n", NULL, "2:hi|greet|-|-|-|-|-\n");
+  EXPECT_STR("CATEGORY,text\nlost,card gone\n", NULL, "2:card gone|lost|-|-|-|-|-\n");
+  EXPECT_STR("id,text,Intent\n1,bye,leave\n", NULL, "2:bye|leave|-|-|-|-|-\n");
+  /* label is preferred to category and intent, whatever their order. */
+  EXPECT_STR("intent,text,label\na,t,b\n", NULL, "2:t|b|-|-|-|-|-\n");
+  /* The text column is never its own label. */
+  EXPECT_STR("intent,category\nt,c\n", (&(finch_format_opts){.text_col = "intent"}), "2:t|c|-|-|-|-|-\n");
+  EXPECT_STR("text,class\nhi,greet\n", NULL,
+             "open!in.csv:1: no label column: none of the header's columns ('text', 'class') is named label, "
+             "category or intent; give the label column (--label-col COL), or --label-col none to load "
+             "unlabelled text\n");
+  EXPECT_STR("text\nhi\n", NULL,
+             "open!in.csv:1: no label column: none of the header's columns ('text') is named label, category or "
+             "intent; give the label column (--label-col COL), or --label-col none to load unlabelled text\n");
+  EXPECT_STR("text\nhi\n", (&(finch_format_opts){.label_col = "none"}), "2:hi|-|-|-|-|-|-\n");
+  /* Malformed: a detected label column still needs every record complete. */
+  EXPECT_STR("text,label\nhi\nok,x\n\"open,y\n", NULL,
+             "2!record!in.csv:2: expected 2 fields, found 1\n"
+             "3:ok|x|-|-|-|-|-\n"
+             "4!record!in.csv:4: unterminated quoted field (field 1)\n");
+  EXPECT_STR("", NULL, "open!in.csv:1: empty input: expected a header line\n");
 }
 
 static void test_jsonl(void) {
@@ -486,6 +530,7 @@ int main(void) {
   test_open_errors();
   test_banking77();
   test_csv();
+  test_csv_label_detection();
   test_jsonl();
   test_jsonl_paths_agree();
   test_long_lines();
