@@ -428,11 +428,22 @@ finch_status finch_rollout_apply(PGconn *c, const finch_rollout_change *ch, int 
   int from = (int)cur.stage, to;
   if (ch->action == FINCH_ROLLOUT_PROMOTE) {
     to = to_parsed >= 0 ? to_parsed : from + 1;
-    if (from == FINCH_STAGE_RETIRED) {
+    /* Into the stage it is in, with another model: the stage is pointed at
+     * that model (a retrained model replacing the one in shadow), gated as
+     * a promotion into the stage would be. */
+    const char *cur_sha = json_string_value(json_object_get(cur.params, "model_sha256"));
+    const int repoint = to == from && ch->model_sha256 && (!cur_sha || strcmp(cur_sha, ch->model_sha256) != 0);
+    if (to == from && !repoint) {
+      st = finch_err_set(err, FINCH_EINVAL, "rollout: %s is already in %s%s", subject,
+                         finch_stage_name((finch_stage)from),
+                         ch->model_sha256 ? " with that model" : "; give --model to point the stage at another model");
+      goto fail;
+    }
+    if (from == FINCH_STAGE_RETIRED && !repoint) {
       st = finch_err_set(err, FINCH_EINVAL, "rollout: %s is already retired; nothing to promote to", subject);
       goto fail;
     }
-    if (to != from + 1) {
+    if (to != from + 1 && !repoint) {
       st = finch_err_set(err, FINCH_EINVAL, "rollout: %s is in %s; promotion goes one stage at a time, to %s", subject,
                          finch_stage_name((finch_stage)from), finch_stage_name((finch_stage)(from + 1)));
       goto fail;

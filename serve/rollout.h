@@ -209,8 +209,12 @@ typedef struct {
  * *applied = 1 when the stage changed, 0 when the gate refused it (the
  * refusal is audited too). *result (new reference, may be NULL on return)
  * describes the outcome: deployment, intent, from, to, action, applied,
- * reason, gate figures. FINCH_EINVAL for a move that is not allowed (promote
- * backwards, unknown stage, missing reason). */
+ * reason, gate figures. Promotion goes one stage at a time; promoting into
+ * the current stage with a model_sha256 other than the stage's points the
+ * stage at that model (a retrained model replacing the one in shadow), with
+ * the gate a promotion into that stage has. FINCH_EINVAL for a move that is
+ * not allowed (promote backwards or past the next stage, into the current
+ * stage without another model, unknown stage, missing reason). */
 finch_status finch_rollout_apply(PGconn *c, const finch_rollout_change *ch, int *applied, json_t **result,
                                  finch_err *err);
 
