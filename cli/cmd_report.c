@@ -99,13 +99,25 @@ static int report_show(const report_args *a, finch_db *db, long long id) {
     const json_t *res = json_object_get(r.body, "results"), *data = json_object_get(r.body, "data");
     printf("report %lld, made %s\n  body sha256 %s\n  json %s (%s)\n  markdown %s\n  html %s\n", r.id,
            r.created_at, r.body_sha256, r.json_path, r.file_state, r.md_path, r.html_path);
-    printf("  model %s, %lld rows (rows sha256 %s): accuracy %.4f, macro-F1 %.4f\n",
-           json_string_value(json_object_get(json_object_get(r.body, "model"), "sha256")),
-           (long long)json_integer_value(json_object_get(data, "n")),
-           json_string_value(json_object_get(data, "rows_sha256")),
-           json_number_value(json_object_get(res, "accuracy")), json_number_value(json_object_get(res, "macro_f1")));
     size_t i;
     json_t *ap;
+    const json_t *models = json_object_get(json_object_get(r.body, "comparison"), "models");
+    if (models) {
+      /* A comparison: one line per model, as compared on the same rows. */
+      printf("  comparison of %zu models on %lld rows (rows sha256 %s):\n", json_array_size(models),
+             (long long)json_integer_value(json_object_get(data, "n")),
+             json_string_value(json_object_get(data, "rows_sha256")));
+      json_array_foreach(models, i, ap)
+        printf("    %s (%s): accuracy %.4f, macro-F1 %.4f\n", json_string_value(json_object_get(ap, "name")),
+               json_string_value(json_object_get(ap, "kind")), json_number_value(json_object_get(ap, "accuracy")),
+               json_number_value(json_object_get(ap, "macro_f1")));
+    } else {
+      printf("  model %s, %lld rows (rows sha256 %s): accuracy %.4f, macro-F1 %.4f\n",
+             json_string_value(json_object_get(json_object_get(r.body, "model"), "sha256")),
+             (long long)json_integer_value(json_object_get(data, "n")),
+             json_string_value(json_object_get(data, "rows_sha256")),
+             json_number_value(json_object_get(res, "accuracy")), json_number_value(json_object_get(res, "macro_f1")));
+    }
     if (!json_array_size(r.approvals)) printf("  no decision recorded\n");
     json_array_foreach(r.approvals, i, ap)
       printf("  %s %s by %s on body %s: %s\n", json_string_value(json_object_get(ap, "created_at")),

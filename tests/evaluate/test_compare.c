@@ -123,9 +123,13 @@ static void check_cli(long long t, long long s) {
   CHECK(j != NULL);
   CHECK_INT_EQ(json_array_size(json_object_get(j, "models")), 2);
   CHECK_INT_EQ(json_array_size(json_object_get(j, "mcnemar")), 1);
-  CHECK(json_integer_value(json_object_get(j, "report_id")) > 0);
+  long long cmp_id = (long long)json_integer_value(json_object_get(j, "report_id"));
+  CHECK(cmp_id > 0);
   json_decref(j);
   free(out);
+  /* report show summarises a comparison by its models. */
+  snprintf(args, sizeof args, "report show %lld", cmp_id);
+  expect(args, 1, "comparison of 2 models on", NULL);
   /* One model: the single report, as before. */
   snprintf(args, sizeof args, "eval --model %lld --dataset sample", t);
   expect(args, 1, "n ", "McNemar");
