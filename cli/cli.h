@@ -34,6 +34,9 @@ int cli_fail(const finch_err *err);
 finch_db *cli_db_open(void);
 /* Prints j on one line (keys in insertion order) and releases it. */
 void cli_print_json(json_t *j);
+/* The one cell of a query that returns JSON, parsed (any JSON value); NULL
+ * when the query failed or its text did not parse, the cause printed. */
+json_t *cli_query_json(finch_db *db, const char *sql, int n, const char *const *p);
 /* The whole command line, for reports that say how to reproduce them. */
 const char *cli_command_line(void);
 

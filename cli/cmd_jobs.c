@@ -36,20 +36,6 @@ const cli_cmd cli_jobs = {
     "pipeline; finch pipeline run --resume RUN continues it.",
     jobs_opts, CLI_N(jobs_opts), sizeof(jobs_args), NULL, 2, jobs_run, 0};
 
-/* The query's one cell, parsed as JSON; NULL (printed) on failure. */
-static json_t *query_json(finch_db *db, const char *sql, int n, const char *const *p) {
-  finch_err err;
-  PGresult *r = finch_db_query(db, sql, n, p, &err);
-  if (!r) {
-    cli_fail(&err);
-    return NULL;
-  }
-  json_t *j = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, NULL);
-  PQclear(r);
-  if (!j) fprintf(stderr, "finch jobs: the database's JSON did not parse\n");
-  return j;
-}
-
 static const char *str(json_t *o, const char *k) {
   json_t *v = json_object_get(o, k);
   return json_is_string(v) ? json_string_value(v) : "-";
@@ -67,7 +53,7 @@ static int jobs_list(finch_db *db, const jobs_args *a) {
   char lim[32];
   snprintf(lim, sizeof lim, "%lld", a->limit);
   const char *p[] = {a->pipeline, lim};
-  json_t *j = query_json(db,
+  json_t *j = cli_query_json(db,
                          "SELECT coalesce(json_agg(x ORDER BY (x->>'id')::bigint DESC), '[]')::text FROM (SELECT " RUN_JSON
                          " AS x FROM pipeline_runs r WHERE $1::text IS NULL OR r.pipeline = $1 ORDER BY r.id DESC "
                          "LIMIT $2::bigint) s",
@@ -92,7 +78,7 @@ static int jobs_list(finch_db *db, const jobs_args *a) {
 
 static int jobs_show(finch_db *db, const char *run, int as_json) {
   const char *p[] = {run};
-  json_t *j = query_json(
+  json_t *j = cli_query_json(
       db,
       "SELECT coalesce((SELECT (" RUN_JSON "::jsonb || jsonb_build_object('steps', (SELECT coalesce(json_agg("
       "json_build_object('id', j.id, 'step', j.step, 'status', j.status, 'exit_code', j.exit_code, "

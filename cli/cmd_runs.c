@@ -41,21 +41,6 @@ const cli_cmd cli_runs = {
     "loss,\nlearning rate and dev accuracy (the holdout's selection half) of each member or stage.",
     NULL, runs_opts, CLI_N(runs_opts), sizeof(runs_args), NULL, 2, runs_run, 0};
 
-/* One JSON document from a query whose single cell is json (NULL = failed, printed). */
-static json_t *query_json(finch_db *db, const char *sql, int n, const char *const *p) {
-  finch_err err;
-  PGresult *r = finch_db_query(db, sql, n, p, &err);
-  if (!r) {
-    cli_fail(&err);
-    return NULL;
-  }
-  json_error_t je;
-  json_t *j = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, &je);
-  PQclear(r);
-  if (!j) fprintf(stderr, "finch: error: the database's JSON did not parse: %s\n", je.text);
-  return j;
-}
-
 static const char *num(json_t *v, char *buf, size_t n, const char *fmt) {
   if (!v || json_is_null(v)) return "-";
   snprintf(buf, n, fmt, json_number_value(v));
@@ -64,7 +49,7 @@ static const char *num(json_t *v, char *buf, size_t n, const char *fmt) {
 
 static int runs_list(finch_db *db, const runs_args *a) {
   const char *p[] = {a->dataset};
-  json_t *j = query_json(db,
+  json_t *j = cli_query_json(db,
       "SELECT coalesce(json_agg(x ORDER BY x.id), '[]'::json) FROM ("
       " SELECT r.id, r.kind, r.dataset, r.model_id, r.started_at, count(t.id) AS rows,"
       "  (SELECT t2.loss::numeric FROM training_metrics t2 WHERE t2.run_id = r.id ORDER BY t2.id DESC LIMIT 1) AS last_loss,"
@@ -164,7 +149,7 @@ static int runs_show(finch_db *db, const runs_args *a, const char *run) {
     return 2;
   }
   const char *p[] = {run, a->steps ? "1" : "0"};
-  json_t *j = query_json(db,
+  json_t *j = cli_query_json(db,
       "SELECT CASE WHEN r.id IS NULL THEN 'null'::json ELSE json_build_object("
       " 'id', r.id, 'kind', r.kind, 'dataset', r.dataset, 'model_id', r.model_id, 'started_at', r.started_at,"
       " 'series', (SELECT coalesce(json_agg(s ORDER BY s.first), '[]'::json) FROM ("

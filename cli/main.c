@@ -22,6 +22,20 @@ void cli_print_json(json_t *j) {
   json_decref(j);
 }
 
+json_t *cli_query_json(finch_db *db, const char *sql, int n, const char *const *p) {
+  finch_err err;
+  PGresult *r = finch_db_query(db, sql, n, p, &err);
+  if (!r) {
+    cli_fail(&err);
+    return NULL;
+  }
+  json_error_t je;
+  json_t *j = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, &je);
+  PQclear(r);
+  if (!j) finch_error("the database's JSON did not parse: %s", je.text);
+  return j;
+}
+
 int cli_fail(const finch_err *err) {
   finch_error("%s", err->msg);
   return 1;

@@ -11,21 +11,6 @@
 #include "tests/dbtest.h"
 #include "tests/test.h"
 
-static char *run(const char *cmd, int *status) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return NULL;
-  size_t cap = 1 << 16, len = 0, k;
-  char *buf = malloc(cap);
-  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += k;
-    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = '\0';
-  int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return buf;
-}
-
 int main(void) {
   const char *bin = getenv("FINCH_BIN");
   if (!bin || !*bin) TEST_SKIP("FINCH_BIN not set");
@@ -40,26 +25,26 @@ int main(void) {
   fclose(fp);
   int status;
   snprintf(cmd, sizeof cmd, "'%s' ingest --format csv --dataset quiet '%s' 2>&1", bin, csv);
-  char *out = run(cmd, &status);
+  char *out = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   free(out);
 
   /* stderr alone, with the device setting at its default. */
   const char *train = "teacher train --dataset quiet --members tfm --epochs 1 --seq-len 16";
   snprintf(cmd, sizeof cmd, "env -u FINCH_DEVICE '%s' %s 2>&1 >/dev/null", bin, train);
-  out = run(cmd, &status);
+  out = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   if (out && strstr(out, "CUDA")) TEST_FAIL_("a run with the default device mentions CUDA:\n%s", out);
   free(out);
 
   snprintf(cmd, sizeof cmd, "env -u FINCH_DEVICE '%s' --log-level debug %s 2>&1 >/dev/null", bin, train);
-  out = run(cmd, &status);
+  out = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   int no_gpu = out && strstr(out, "no CUDA device found (") && strstr(out, "); using the CPU");
   free(out);
   if (no_gpu) {
     snprintf(cmd, sizeof cmd, "'%s' %s --device cuda 2>&1", bin, train);
-    out = run(cmd, &status);
+    out = test_run(cmd, &status);
     CHECK(status != 0);
     CHECK_CONTAINS(out, "CUDA");
     free(out);

@@ -17,21 +17,6 @@
 
 #include "tests/test.h"
 
-static char *run(const char *cmd, int *status) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return NULL;
-  size_t cap = 1 << 16, len = 0, k;
-  char *buf = malloc(cap);
-  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += k;
-    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = '\0';
-  int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return buf;
-}
-
 /* Runs finch in dir with a clean database environment and XDG_DATA_HOME=xdg;
  * stdout and stderr together. */
 static char *finch_in(const char *bin, const char *dir, const char *xdg, const char *args, int *status) {
@@ -40,7 +25,7 @@ static char *finch_in(const char *bin, const char *dir, const char *xdg, const c
            "cd '%s' && env -u FINCH_HOME -u FINCH_DATABASE_URL -u FINCH_CONFIG -u PGHOST -u PGPORT -u PGDATABASE "
            "-u PGUSER -u PGSERVICE -u PGHOSTADDR XDG_DATA_HOME='%s' '%s' %s 2>&1",
            dir, xdg, bin, args);
-  return run(cmd, status);
+  return test_run(cmd, status);
 }
 
 static void mk(const char *path) {
@@ -115,7 +100,7 @@ int main(void) {
   /* FINCH_HOME given explicitly still wins, and is named as the rule. */
   char cmd[PATH_MAX * 3];
   snprintf(cmd, sizeof cmd, "cd '%s' && FINCH_HOME='%s/explicit' '%s' --settings 2>&1", deep, root, bin);
-  out = run(cmd, &status);
+  out = test_run(cmd, &status);
   snprintf(want, sizeof want, "home (found)  = %s/explicit", root);
   CHECK_CONTAINS(out, want);
   CHECK_CONTAINS(out, "(FINCH_HOME)");

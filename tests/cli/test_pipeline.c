@@ -22,19 +22,7 @@ static char tmp[1024];
 static char *finch(int *status, const char *env, const char *args) {
   char cmd[8192];
   snprintf(cmd, sizeof cmd, "%s '%s' %s 2>&1", env ? env : "", bin, args);
-  FILE *p = popen(cmd, "r");
-  if (!p) exit(1);
-  size_t cap = 1 << 16, len = 0, k;
-  char *buf = malloc(cap);
-  while (buf && (k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += k;
-    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
-  }
-  if (!buf) exit(1);
-  buf[len] = '\0';
-  int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return buf;
+  return test_run(cmd, status);
 }
 
 static void expect_env(const char *env, const char *args, int want, const char *needle) {

@@ -14,26 +14,11 @@
 #include "tests/dbtest.h"
 #include "tests/test.h"
 
-static char *run(const char *cmd, int *status) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return NULL;
-  size_t cap = 1 << 16, len = 0, k;
-  char *buf = malloc(cap);
-  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += k;
-    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = '\0';
-  int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return buf;
-}
-
 static void expect(const char *bin, const char *args, const char *needle) {
   char cmd[2048];
   snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", bin, args);
   int status;
-  char *out = run(cmd, &status);
+  char *out = test_run(cmd, &status);
   if (status != 1) TEST_FAIL_("%s: exit %d, expected 1:\n%s", args, status, out);
   CHECK_CONTAINS(out, needle);
   if (out && strstr(out, "has no")) TEST_FAIL_("%s: an unknown name reported as empty:\n%s", args, out);
@@ -58,7 +43,7 @@ int main(void) {
            "'%s' ingest --format csv --dataset known '%s' >/dev/null 2>&1 && "
            "'%s' teacher train --dataset known --members bow --epochs 1 --json 2>/dev/null",
            bin, csv, bin);
-  char *out = run(cmd, &status);
+  char *out = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   long long model = 0;
   const char *id = out ? strstr(out, "{\"id\":") : NULL;
@@ -85,7 +70,7 @@ int main(void) {
   expect(bin, "distill --dataset known --teacher 99999", "model 99999 is not registered");
   /* A known dataset and split still evaluate. */
   snprintf(cmd, sizeof cmd, "'%s' eval --model %lld --dataset known --split dev >/dev/null 2>&1", bin, model);
-  out = run(cmd, &status);
+  out = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   free(out);
 

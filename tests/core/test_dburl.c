@@ -49,21 +49,6 @@ static void test_forms(void) {
   CHECK_STR_EQ(small, "postgresql:");
 }
 
-static char *run(const char *cmd, int *status) {
-  FILE *p = popen(cmd, "r");
-  if (!p) return NULL;
-  size_t cap = 1 << 16, len = 0, k;
-  char *buf = malloc(cap);
-  while ((k = fread(buf + len, 1, cap - len - 1, p)) > 0) {
-    len += k;
-    if (cap - len < 1024) buf = realloc(buf, cap *= 2);
-  }
-  buf[len] = '\0';
-  int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return buf;
-}
-
 static void test_cli(void) {
   const char *bin = getenv("FINCH_BIN");
   if (!bin || !*bin) {
@@ -78,7 +63,7 @@ static void test_cli(void) {
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "FINCH_DATABASE_URL='%s' '%s' %s 2>&1", url, bin, args[i]);
     int status;
-    char *out = run(cmd, &status);
+    char *out = test_run(cmd, &status);
     if (out && strstr(out, "Hunter2pw")) TEST_FAIL_("finch %s shows the password:\n%s", args[i], out);
     CHECK_CONTAINS(out, i == 3 ? "password=****" : i == 2 ? "cannot connect to PostgreSQL" : "finch:****@127.0.0.1:1/finch");
     free(out);
@@ -87,7 +72,7 @@ static void test_cli(void) {
   char cmd[1024];
   snprintf(cmd, sizeof cmd, "FINCH_DATABASE_URL='%s' '%s' db url 2>&1", url, bin);
   int status;
-  char *out = run(cmd, &status);
+  char *out = test_run(cmd, &status);
   CHECK_INT_EQ(status, 0);
   CHECK_CONTAINS(out, url);
   free(out);
